@@ -1,0 +1,39 @@
+# The README's two commands: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test deps system-deps lint typecheck unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+system-deps:
+	scripts/install-system-deps
+
+## run: sapd and madcapd in the foreground on embedded defaults (state in ./state)
+run: deps
+	scripts/run
+
+## test: install everything (Debian packages too when root) and run every test
+test: system-deps deps lint typecheck
+	scripts/test
+
+lint: deps
+	$(PY) -m ruff check sapd madcap tests
+
+typecheck: deps
+	$(PY) -m mypy
+
+unit: deps
+	$(PY) -m pytest tests/unit
+
+bench: deps
+	for b in tests/bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) state run .mypy_cache .ruff_cache .pytest_cache

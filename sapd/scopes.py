@@ -1,0 +1,126 @@
+"""Multicast scope table: which SAP group and TTL serve a session's connection address.
+
+RFC 2974 section 3: announce in the same scope as the session. For an
+administrative scope (RFC 2365) the SAP group is the scope's highest address; other
+IPv4 multicast uses the global group 224.2.127.254; IPv6 sessions in scope X are
+announced on ff0X::2:7ffe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+GLOBAL_V4_GROUP = ipaddress.IPv4Address("224.2.127.254")
+SAP_V6_SUFFIX = 0x27FFE  # ff0X::2:7ffe
+
+_V6_SCOPE_NAMES = {1: "ipv6-interface-local", 2: "ipv6-link-local", 3: "ipv6-realm-local",
+                   4: "ipv6-admin-local", 5: "ipv6-site-local", 8: "ipv6-org-local",
+                   0xE: "ipv6-global"}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str
+    network: IPNetwork
+    sap_group: IPAddress
+    ttl: int  # the largest TTL (hop limit) announcements in this scope may carry
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "range": str(self.network),
+                "sap_group": str(self.sap_group), "ttl": self.ttl}
+
+
+DEFAULT_SCOPES: tuple[Scope, ...] = (
+    Scope("ipv4-link-local", ipaddress.IPv4Network("224.0.0.0/24"),
+          ipaddress.IPv4Address("224.0.0.255"), 1),
+    Scope("ipv4-local", ipaddress.IPv4Network("239.255.0.0/16"),
+          ipaddress.IPv4Address("239.255.255.255"), 255),
+    Scope("ipv4-org-local", ipaddress.IPv4Network("239.192.0.0/14"),
+          ipaddress.IPv4Address("239.195.255.255"), 255),
+)
+
+GLOBAL_V4_SCOPE = Scope("ipv4-global", ipaddress.IPv4Network("224.0.0.0/4"), GLOBAL_V4_GROUP, 255)
+
+# Every group sapd listens on by default (RFC 2974 and what peers send on).
+STANDARD_GROUPS: tuple[IPAddress, ...] = (
+    GLOBAL_V4_GROUP,
+    ipaddress.IPv4Address("239.255.255.255"),
+    ipaddress.IPv4Address("239.195.255.255"),
+    ipaddress.IPv6Address("ff02::2:7ffe"),
+    ipaddress.IPv6Address("ff05::2:7ffe"),
+    ipaddress.IPv6Address("ff0e::2:7ffe"),
+)
+
+
+def _v6_scope(address: ipaddress.IPv6Address) -> Scope:
+    nibble = address.packed[1] & 0x0F
+    group = ipaddress.IPv6Address((0xFF00 | nibble) << 112 | SAP_V6_SUFFIX)
+    net = ipaddress.IPv6Network(((0xFF00 | nibble) << 112, 16))
+    hop_limit = 1 if nibble <= 2 else 255
+    return Scope(_V6_SCOPE_NAMES.get(nibble, f"ipv6-scope-{nibble:x}"), net, group, hop_limit)
+
+
+class ScopeTable:
+    """Ordered scopes; the narrowest configured range containing an address wins."""
+
+    def __init__(self, scopes: Iterable[Scope] = DEFAULT_SCOPES) -> None:
+        self._scopes = sorted(scopes, key=lambda s: s.network.prefixlen, reverse=True)
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        return tuple(self._scopes)
+
+    def for_address(self, address: str | IPAddress) -> Scope:
+        """The scope serving a multicast connection address."""
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if not ip.is_multicast:
+            raise ValueError(f"{ip} is not a multicast address")
+        for scope in self._scopes:
+            if ip.version == scope.network.version and ip in scope.network:
+                return scope
+        if isinstance(ip, ipaddress.IPv6Address):
+            return _v6_scope(ip)
+        return GLOBAL_V4_SCOPE
+
+    def for_group(self, group: IPAddress) -> Scope | None:
+        """The scope a SAP group serves, used to label what arrives on it."""
+        for scope in self._scopes:
+            if scope.sap_group == group:
+                return scope
+        if group == GLOBAL_V4_GROUP:
+            return GLOBAL_V4_SCOPE
+        if isinstance(group, ipaddress.IPv6Address) and int(group) & 0xFFFFFFFF == SAP_V6_SUFFIX:
+            return _v6_scope(group)
+        return None
+
+    @classmethod
+    def from_config(cls, entries: Iterable[Mapping[str, Any]],
+                    include_defaults: bool = True) -> ScopeTable:
+        """Build from ``[[scope]]`` config tables: name, range, optional sap_group and ttl."""
+        scopes = list(DEFAULT_SCOPES) if include_defaults else []
+        for i, entry in enumerate(entries):
+            where = f"scope[{i}]"
+            try:
+                name = str(entry["name"])
+                network = ipaddress.ip_network(str(entry["range"]))
+            except KeyError as exc:
+                raise ValueError(f"{where}.{exc.args[0]}: required") from None
+            except ValueError as exc:
+                raise ValueError(f"{where}.range: {exc}") from None
+            if not network.is_multicast:
+                raise ValueError(f"{where}.range: {network} is not multicast")
+            group_text = entry.get("sap_group")
+            group = (ipaddress.ip_address(str(group_text)) if group_text
+                     else network.broadcast_address)
+            ttl = int(entry.get("ttl", 255))
+            if not 0 < ttl <= 255:
+                raise ValueError(f"{where}.ttl: {ttl} is not within 1..255")
+            scopes = [s for s in scopes if s.name != name]
+            scopes.append(Scope(name, network, group, ttl))
+        return cls(scopes)

@@ -1,0 +1,590 @@
+"""SDP (RFC 8866) strict validation with line-numbered errors, and the session model.
+
+Strict where a receiver depends on it (``v o s t`` order, origin fields, connection
+addresses, media lines, one-letter types), tolerant where real devices deviate
+harmlessly (optional lines out of order, FFmpeg's ``o=- 0 0 IN IP4 127.0.0.1``):
+those pass with warnings.
+
+This is a hand-written single pass over the lines because it runs once per new or
+changed announcement; sdp-transform (one regex per grammar rule per line, ~340 us
+for a 12-line SDP here) backs the detailed JSON view in :meth:`SessionDescription.details`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+NTP_UNIX_OFFSET = 2_208_988_800
+
+# Session-level lines in RFC 8866 order; a lower rank after a higher one is out of order.
+_SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7,
+                 "b": 8, "t": 9, "r": 9, "z": 10, "k": 11, "a": 12}
+_MEDIA_RANK = {"i": 0, "c": 1, "b": 2, "k": 3, "a": 4}
+_KNOWN_TYPES = frozenset("vosiuepcbtrzkam")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+class SdpError(ValueError):
+    """An SDP that a receiver cannot use. Carries every problem found, with lines."""
+
+    def __init__(self, errors: list[Problem], warnings: list[Problem]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = tuple(errors)
+        self.warnings = tuple(warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    username: str
+    session_id: str
+    version: int
+    nettype: str
+    addrtype: str
+    address: str
+
+    @property
+    def identity(self) -> str:
+        """The session's identity: every o= field except the version."""
+        return f"{self.username} {self.session_id} {self.nettype} {self.addrtype} {self.address}"
+
+    @property
+    def line(self) -> str:
+        return (f"o={self.username} {self.session_id} {self.version} "
+                f"{self.nettype} {self.addrtype} {self.address}")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    nettype: str
+    addrtype: str
+    address: str
+    ttl: int | None
+    count: int
+    multicast: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSpan:
+    start: datetime | None  # None: unbounded (t=0)
+    stop: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    parameters: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    name: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    kind: str
+    port: int
+    port_count: int
+    protocol: str
+    formats: tuple[str, ...]
+    info: str | None
+    connections: tuple[Connection, ...]
+    bandwidths: tuple[str, ...]
+    attributes: tuple[Attribute, ...]
+    codecs: tuple[Codec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDescription:
+    origin: Origin
+    name: str
+    info: str | None
+    uri: str | None
+    emails: tuple[str, ...]
+    phones: tuple[str, ...]
+    connections: tuple[Connection, ...]  # session level only
+    bandwidths: tuple[str, ...]
+    times: tuple[TimeSpan, ...]
+    repeats: tuple[str, ...]
+    attributes: tuple[Attribute, ...]
+    media: tuple[Media, ...]
+    raw: str
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+
+    @property
+    def identity(self) -> str:
+        return self.origin.identity
+
+    @property
+    def version(self) -> int:
+        return self.origin.version
+
+    def all_connections(self) -> tuple[Connection, ...]:
+        """Every connection in effect: session level, plus each media's own."""
+        found = list(self.connections)
+        for media in self.media:
+            found.extend(c for c in media.connections if c not in found)
+        return tuple(found)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The multicast group addresses this session uses (expanded /count)."""
+        out: list[str] = []
+        for conn in self.all_connections():
+            if conn.multicast:
+                base = ipaddress.ip_address(conn.address)
+                for i in range(min(conn.count, 256)):
+                    text = str(base + i)
+                    if text not in out:
+                        out.append(text)
+        return tuple(out)
+
+    @property
+    def stop_time(self) -> datetime | None:
+        """When the session ends for good: the latest t= stop, None if any is unbounded."""
+        stops = [t.stop for t in self.times]
+        if not stops or any(s is None for s in stops) or self.repeats:
+            return None
+        return max(s for s in stops if s is not None)
+
+    def details(self) -> dict[str, Any]:
+        """The full sdp-transform parse tree, for people and scripts wanting every field."""
+        import sdp_transform  # imported lazily: it is slow and only the API's detail view uses it
+
+        result: dict[str, Any] = sdp_transform.parse(self.raw)
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        def conn(c: Connection) -> dict[str, Any]:
+            return {"address": c.address, "ttl": c.ttl, "count": c.count,
+                    "addrtype": c.addrtype, "multicast": c.multicast}
+
+        def when(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "identity": self.identity,
+            "version": self.version,
+            "origin": {"username": self.origin.username, "session_id": self.origin.session_id,
+                       "version": self.origin.version, "nettype": self.origin.nettype,
+                       "addrtype": self.origin.addrtype, "address": self.origin.address},
+            "name": self.name,
+            "info": self.info,
+            "uri": self.uri,
+            "emails": list(self.emails),
+            "phones": list(self.phones),
+            "connections": [conn(c) for c in self.connections],
+            "bandwidths": list(self.bandwidths),
+            "times": [{"start": when(t.start), "stop": when(t.stop)} for t in self.times],
+            "repeats": list(self.repeats),
+            "attributes": [{"name": a.name, "value": a.value} for a in self.attributes],
+            "media": [{
+                "type": m.kind, "port": m.port, "port_count": m.port_count,
+                "protocol": m.protocol, "formats": list(m.formats), "info": m.info,
+                "connections": [conn(c) for c in m.connections],
+                "bandwidths": list(m.bandwidths),
+                "attributes": [{"name": a.name, "value": a.value} for a in m.attributes],
+                "codecs": [{"payload_type": c.payload_type, "encoding": c.encoding,
+                            "clock_rate": c.clock_rate, "parameters": c.parameters}
+                           for c in m.codecs],
+            } for m in self.media],
+            "groups": list(self.groups),
+            "warnings": [str(w) for w in self.warnings],
+        }
+
+
+def ntp_to_datetime(value: int) -> datetime | None:
+    """SDP times are NTP seconds; 0 means unbounded."""
+    if value == 0:
+        return None
+    return datetime.fromtimestamp(0, UTC) + timedelta(seconds=value - NTP_UNIX_OFFSET)
+
+
+def _is_typed_time(text: str, signed: bool = False) -> bool:
+    if signed and text.startswith("-"):
+        text = text[1:]
+    if text and text[-1] in "dhms":
+        text = text[:-1]
+    return text.isdigit()
+
+
+class _Builder:
+    """Mutable state of one validation pass; produces a SessionDescription."""
+
+    def __init__(self) -> None:
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.origin: Origin | None = None
+        self.name: str | None = None
+        self.info: str | None = None
+        self.uri: str | None = None
+        self.emails: list[str] = []
+        self.phones: list[str] = []
+        self.connections: list[Connection] = []
+        self.bandwidths: list[str] = []
+        self.times: list[TimeSpan] = []
+        self.repeats: list[str] = []
+        self.attributes: list[Attribute] = []
+        self.media: list[Media] = []
+        self.session_c_lines = 0  # c= lines seen, valid or not (no cascading errors)
+        self.media_c_lines = 0
+        # current media section
+        self.m_head: tuple[str, int, int, str, tuple[str, ...]] | None = None
+        self.m_line = 0
+        self.m_info: str | None = None
+        self.m_conns: list[Connection] = []
+        self.m_bw: list[str] = []
+        self.m_attrs: list[Attribute] = []
+        self.m_codecs: list[Codec] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.errors.append(Problem(line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(Problem(line, message))
+
+    def close_media(self) -> None:
+        if self.m_head is None:
+            return
+        kind, port, count, proto, formats = self.m_head
+        if not self.media_c_lines and not self.session_c_lines:
+            self.error(self.m_line, "m= section has no c= line and there is no session-level c=")
+        self.media.append(Media(kind, port, count, proto, formats, self.m_info,
+                                tuple(self.m_conns), tuple(self.m_bw), tuple(self.m_attrs),
+                                tuple(self.m_codecs)))
+        self.m_head = None
+        self.m_info = None
+        self.m_conns, self.m_bw, self.m_attrs, self.m_codecs = [], [], [], []
+        self.media_c_lines = 0
+
+
+def _parse_origin(b: _Builder, n: int, value: str) -> None:
+    fields = value.split(" ")
+    if len(fields) != 6 or any(not f for f in fields):
+        b.error(n, "o= must have six space-separated fields: "
+                   "<username> <sess-id> <sess-version> <nettype> <addrtype> <address>")
+        return
+    user, sess_id, version, nettype, addrtype, address = fields
+    if not sess_id.isdigit():
+        b.error(n, f"o= session id {sess_id!r} is not numeric")
+        return
+    if not version.isdigit():
+        b.error(n, f"o= session version {version!r} is not numeric")
+        return
+    if nettype != "IN":
+        b.warn(n, f"o= network type {nettype!r} is not IN")
+    if addrtype not in ("IP4", "IP6"):
+        b.warn(n, f"o= address type {addrtype!r} is not IP4 or IP6")
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            b.warn(n, f"o= address {address} is a loopback address; sessions from "
+                      "different hosts may share this identity")
+    except ValueError:
+        pass  # an FQDN is allowed
+    if sess_id == "0" and user == "-":
+        b.warn(n, "o= session id 0 with username '-' is not globally unique")
+    b.origin = Origin(user, sess_id, int(version), nettype, addrtype, address)
+
+
+def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
+    fields = value.split(" ")
+    if len(fields) != 3:
+        b.error(n, "c= must be '<nettype> <addrtype> <connection-address>'")
+        return None
+    nettype, addrtype, spec = fields
+    parts = spec.split("/")
+    address = parts[0]
+    if nettype != "IN" or addrtype not in ("IP4", "IP6"):
+        b.warn(n, f"c= {nettype} {addrtype} is not IN IP4/IP6; address not interpreted")
+        return Connection(nettype, addrtype, address, None, 1, False)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        if len(parts) > 1:
+            b.error(n, f"c= address {address!r} is not an {addrtype} address")
+            return None
+        return Connection(nettype, addrtype, address, None, 1, False)  # FQDN
+    if (ip.version == 4) != (addrtype == "IP4"):
+        b.error(n, f"c= address {address} does not match address type {addrtype}")
+        return None
+    numbers = parts[1:]
+    if any(not p.isdigit() for p in numbers):
+        b.error(n, f"c= {spec!r}: TTL and address count must be numbers")
+        return None
+    ttl: int | None = None
+    count = 1
+    if not ip.is_multicast:
+        if numbers:
+            b.error(n, f"c= unicast address {address} must not carry a TTL or count")
+            return None
+    elif ip.version == 4:
+        if not numbers:
+            b.error(n, f"c= IPv4 multicast address {address} needs a TTL ({address}/<ttl>)")
+            return None
+        if len(numbers) > 2:
+            b.error(n, f"c= {spec!r} has too many '/' fields")
+            return None
+        ttl = int(numbers[0])
+        if ttl > 255:
+            b.error(n, f"c= TTL {ttl} is above 255")
+            return None
+        if len(numbers) == 2:
+            count = int(numbers[1])
+    else:
+        if len(numbers) > 1:
+            b.error(n, f"c= IPv6 multicast {spec!r} takes no TTL, only '/<count>'")
+            return None
+        if numbers:
+            count = int(numbers[0])
+    if count < 1:
+        b.error(n, "c= address count must be at least 1")
+        return None
+    return Connection(nettype, addrtype, str(ip), ttl, count, ip.is_multicast)
+
+
+def _parse_media(b: _Builder, n: int, value: str) -> None:
+    fields = value.split(" ")
+    if len(fields) < 4 or any(not f for f in fields):
+        b.error(n, "m= must be '<media> <port>[/<count>] <proto> <fmt> ...'")
+        b.m_head = ("", 0, 1, "", ())
+        b.m_line = n
+        return
+    kind, port_spec, proto = fields[0], fields[1], fields[2]
+    port_text, _, count_text = port_spec.partition("/")
+    if not port_text.isdigit() or int(port_text) > 65535 or (
+            count_text and not count_text.isdigit()):
+        b.error(n, f"m= port {port_spec!r} is not '<port>[/<count>]' with port 0-65535")
+        port, count = 0, 1
+    else:
+        port, count = int(port_text), int(count_text or 1)
+    b.m_head = (kind, port, count, proto, tuple(fields[3:]))
+    b.m_line = n
+
+
+def _parse_attribute(b: _Builder, n: int, value: str) -> Attribute | None:
+    name, sep, attr_value = value.partition(":")
+    if not name or not set(name) <= _TOKEN_CHARS:
+        b.error(n, f"a= attribute name {name!r} is not a token")
+        return None
+    if name == "rtpmap" and b.m_head is not None:
+        pt_text, _, rest = attr_value.partition(" ")
+        enc = rest.split("/")
+        if (not pt_text.isdigit() or len(enc) < 2 or not enc[0]
+                or not enc[1].isdigit() or int(pt_text) > 127):
+            b.error(n, "a=rtpmap must be '<payload type> <encoding>/<clock rate>[/<params>]'")
+            return None
+        b.m_codecs.append(Codec(int(pt_text), enc[0], int(enc[1]),
+                                "/".join(enc[2:]) or None))
+    return Attribute(name, attr_value if sep else None)
+
+
+def _parse_time(b: _Builder, n: int, value: str) -> None:
+    fields = value.split(" ")
+    if len(fields) != 2 or not fields[0].isdigit() or not fields[1].isdigit():
+        b.error(n, "t= must be '<start-time> <stop-time>' in NTP seconds")
+        return
+    start, stop = int(fields[0]), int(fields[1])
+    if stop and start and stop < start:
+        b.error(n, "t= stop time is before the start time")
+        return
+    b.times.append(TimeSpan(ntp_to_datetime(start), ntp_to_datetime(stop)))
+
+
+def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
+    if kind == "i":
+        b.info = value
+    elif kind == "u":
+        b.uri = value
+    elif kind == "e":
+        b.emails.append(value)
+    elif kind == "p":
+        b.phones.append(value)
+    elif kind == "c":
+        b.session_c_lines += 1
+        conn = _parse_connection(b, n, value)
+        if conn:
+            b.connections.append(conn)
+    elif kind == "b":
+        bw_type, sep, bw = value.partition(":")
+        if not sep or not bw_type or not bw.isdigit():
+            b.error(n, "b= must be '<bwtype>:<bandwidth>'")
+        else:
+            b.bandwidths.append(value)
+    elif kind == "t":
+        _parse_time(b, n, value)
+    elif kind == "r":
+        fields = value.split(" ")
+        if not b.times:
+            b.error(n, "r= must follow a t= line")
+        elif len(fields) < 3 or not all(_is_typed_time(f) for f in fields):
+            b.error(n, "r= must be '<repeat interval> <active duration> <offsets...>'")
+        else:
+            b.repeats.append(value)
+    elif kind == "z":
+        fields = value.split(" ")
+        if len(fields) < 2 or len(fields) % 2 or not all(
+                f.isdigit() if i % 2 == 0 else _is_typed_time(f, signed=True)
+                for i, f in enumerate(fields)):
+            b.error(n, "z= must be pairs of '<adjustment time> <offset>'")
+    elif kind == "k":
+        b.warn(n, "k= is obsolete (RFC 8866) and ignored")
+    elif kind == "a":
+        attr = _parse_attribute(b, n, value)
+        if attr:
+            b.attributes.append(attr)
+
+
+def _check_media_line(b: _Builder, n: int, kind: str, value: str) -> None:
+    if kind == "i":
+        b.m_info = value
+    elif kind == "c":
+        b.media_c_lines += 1
+        conn = _parse_connection(b, n, value)
+        if conn:
+            b.m_conns.append(conn)
+    elif kind == "b":
+        b.m_bw.append(value)
+    elif kind == "k":
+        b.warn(n, "k= is obsolete (RFC 8866) and ignored")
+    elif kind == "a":
+        attr = _parse_attribute(b, n, value)
+        if attr:
+            b.m_attrs.append(attr)
+
+
+def _decode_text(data: str | bytes, b: _Builder) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        b.warn(line, "text is not UTF-8; read as ISO-8859-1")
+        return data.decode("latin-1")
+
+
+def validate(data: str | bytes) -> tuple[SessionDescription | None, list[Problem], list[Problem]]:
+    """Validate an SDP. Returns (session or None, errors, warnings)."""
+    b = _Builder()
+    text = _decode_text(data, b)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        b.error(0, "empty session description")
+        return None, b.errors, b.warnings
+    mandatory = "vos"
+    rank = -1
+    m_rank = -1
+    for index, raw_line in enumerate(lines):
+        n = index + 1
+        line = raw_line[:-1] if raw_line.endswith("\r") else raw_line
+        if len(line) < 2 or line[1] != "=":
+            if not line.strip():
+                b.warn(n, "blank line ignored")
+                continue
+            b.error(n, "expected '<type>=<value>' with a one-letter type")
+            continue
+        kind, value = line[0], line[2:]
+        if kind not in _KNOWN_TYPES:
+            b.error(n, f"unknown type letter {kind!r} (RFC 8866 requires rejecting it)")
+            continue
+        if index < 3:
+            want = mandatory[index]
+            if kind != want:
+                b.error(n, f"expected {want}= as line {n} (the session must start v= o= s=)")
+                if index == 0:
+                    return None, b.errors, b.warnings
+                continue
+            if kind == "v":
+                if value != "0":
+                    b.error(n, f"v= must be 0, got {value!r}")
+            elif kind == "o":
+                _parse_origin(b, n, value)
+            else:
+                if not value.strip():
+                    b.warn(n, "s= is empty; RFC 8866 asks for 's= ' or 's=-'")
+                b.name = value
+            rank = _SESSION_RANK[kind]
+            continue
+        if kind in "vos":
+            b.error(n, f"{kind}= may appear only once, as line {'vos'.index(kind) + 1}")
+            continue
+        if kind == "m":
+            if b.m_head is None and not b.times:
+                b.error(n, "t= is required before the first m=")
+            b.close_media()
+            _parse_media(b, n, value)
+            m_rank = -1
+            continue
+        if b.m_head is not None:
+            if kind not in _MEDIA_RANK:
+                b.error(n, f"{kind}= is not allowed in a media section")
+                continue
+            r = _MEDIA_RANK[kind]
+            if r < m_rank:
+                b.warn(n, f"{kind}= is out of RFC 8866 order in this media section")
+            m_rank = max(m_rank, r)
+            _check_media_line(b, n, kind, value)
+            continue
+        r = _SESSION_RANK[kind]
+        if r < rank and kind != "t":
+            b.warn(n, f"{kind}= is out of RFC 8866 order at session level")
+        elif kind == "t" and rank > _SESSION_RANK["t"]:
+            b.error(n, "t= must come before z=, k= and a= lines")
+        rank = max(rank, r)
+        _check_session_line(b, n, kind, value)
+    if b.m_head is None and not b.times and len(lines) >= 3:
+        b.error(len(lines), "t= is required (no t= line found)")
+    b.close_media()
+    if len(lines) < 3:
+        b.error(len(lines), f"truncated: the session must start v= o= s= "
+                            f"(only {len(lines)} line(s))")
+    if b.errors or b.origin is None or b.name is None:
+        if not b.errors:
+            b.error(2, "no valid o= line")
+        b.errors.sort(key=lambda p: p.line)
+        return None, b.errors, b.warnings
+    session = SessionDescription(
+        origin=b.origin, name=b.name, info=b.info, uri=b.uri, emails=tuple(b.emails),
+        phones=tuple(b.phones), connections=tuple(b.connections),
+        bandwidths=tuple(b.bandwidths), times=tuple(b.times), repeats=tuple(b.repeats),
+        attributes=tuple(b.attributes), media=tuple(b.media), raw=text,
+        warnings=tuple(b.warnings))
+    return session, b.errors, b.warnings
+
+
+def parse(data: str | bytes) -> SessionDescription:
+    """Validate and return the session, or raise :class:`SdpError` listing every problem."""
+    session, errors, warnings = validate(data)
+    if session is None:
+        raise SdpError(errors, warnings)
+    return session
+
+
+def parse_origin_line(line: str | bytes) -> Origin | None:
+    """Parse a lone ``o=`` line (the payload of a SAP deletion)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    line = line.strip()
+    if not line.startswith("o="):
+        return None
+    b = _Builder()
+    _parse_origin(b, 1, line[2:])
+    return b.origin

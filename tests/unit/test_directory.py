@@ -1,0 +1,128 @@
+"""The SQLite directory on a real file: persistence, every filter, pagination, expiry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sapd.directory import SchemaError, SearchQuery, SessionRecord, SqliteDirectory
+
+
+def record(n: int, **changes: object) -> SessionRecord:
+    base = SessionRecord(
+        id=f"s{n:05d}", source=f"10.0.{n // 256}.{n % 256}", identity=f"- {n} IN IP4 10.0.0.1",
+        version=1, msg_hash=n + 1, origin_address="10.0.0.1", name=f"Session {n:05d}",
+        info="studio feed" if n % 2 else None, sdp="v=0\n", scope="ipv4-local",
+        sap_group="239.255.255.255", first_seen=1000.0, last_seen=1000.0 + n,
+        groups=(f"239.255.{n // 256}.{n % 256}",),
+        media_types=("audio",) if n % 3 else ("video", "audio"),
+        attributes=(("keywds", "Dante"),) if n % 5 == 0 else (("tool", "vlc"),),
+        expires=2000.0 + n)
+    return base.with_changes(**changes)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteDirectory:
+    return SqliteDirectory(tmp_path / "directory.sqlite3")
+
+
+def test_round_trip_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    store = SqliteDirectory(path)
+    original = record(7, local=True, owner_uid=1000, acl={"uids": [1001]}, blob={"room": "A"},
+                      options={"interval": 30}, period=30.0, auth_tag="pgp")
+    store.upsert([original])
+    store.close()
+    again = SqliteDirectory(path)
+    assert again.get("s00007") == original
+    assert again.count() == 1
+
+
+def test_upsert_replaces_and_reindexes(store: SqliteDirectory) -> None:
+    store.upsert([record(1)])
+    store.upsert([record(1, name="Renamed", version=2, groups=("239.255.9.9",))])
+    got = store.get("s00001")
+    assert got is not None and got.name == "Renamed" and got.version == 2
+    assert store.search(SearchQuery(group="239.255.0.1")) == []
+    assert [r.id for r in store.search(SearchQuery(group="239.255.9.9"))] == ["s00001"]
+    assert [r.id for r in store.search(SearchQuery(text="renamed"))] == ["s00001"]
+    assert store.search(SearchQuery(text="Session 00001")) == []
+
+
+def test_every_filter(store: SqliteDirectory) -> None:
+    store.upsert(record(n, local=(n == 4), stale=(n == 5),
+                        origin_address="10.9.9.9" if n == 6 else "10.0.0.1",
+                        scope="ipv4-global" if n == 8 else "ipv4-local") for n in range(10))
+
+    def ids(**kw: object) -> list[str]:
+        return [r.id for r in store.search(SearchQuery(**kw))]  # type: ignore[arg-type]
+
+    assert ids(text="studio") == [f"s{n:05d}" for n in range(10) if n % 2]
+    assert ids(text="00003") == ["s00003"]
+    assert ids(text="3") == ["s00003"]  # short text falls back to LIKE
+    assert ids(media="video") == ["s00000", "s00003", "s00006", "s00009"]
+    assert ids(group="239.255.0.7") == ["s00007"]
+    assert ids(origin="10.9.9.9") == ["s00006"]
+    assert ids(source="10.0.0.2") == ["s00002"]
+    assert ids(scope="ipv4-global") == ["s00008"]
+    assert ids(attribute="keywds") == ["s00000", "s00005"]
+    assert ids(attribute="keywds", attribute_value="Dante", text="00005") == ["s00005"]
+    assert ids(attribute="keywds", attribute_value="nope") == []
+    assert ids(local=True) == ["s00004"]
+    assert ids(stale=True) == ["s00005"]
+    assert len(ids(local=False)) == 9
+    assert store.count(SearchQuery(media="audio")) == 10
+
+
+def test_pagination_is_stable_and_complete(store: SqliteDirectory) -> None:
+    store.upsert(record(n) for n in range(250))
+    seen: list[str] = []
+    for offset in range(0, 300, 100):
+        seen += [r.id for r in store.search(SearchQuery(limit=100, offset=offset))]
+    assert seen == [f"s{n:05d}" for n in range(250)]
+
+
+def test_expire_removes_and_returns_only_due(store: SqliteDirectory) -> None:
+    store.upsert(record(n) for n in range(10))
+    store.upsert([record(20, expires=None)])
+    gone = store.expire(2004.5)
+    assert sorted(r.id for r in gone) == ["s00000", "s00001", "s00002", "s00003", "s00004"]
+    assert store.count() == 6 and store.get("s00020") is not None
+    assert store.search(SearchQuery(group="239.255.0.1")) == []
+
+
+def test_refresh_batches_last_seen_and_clears_stale(store: SqliteDirectory) -> None:
+    store.upsert([record(1, stale=True), record(2, stale=True)])
+    store.refresh([("s00001", 5000.0, 9000.0)])
+    one, two = store.get("s00001"), store.get("s00002")
+    assert one is not None and (one.last_seen, one.expires, one.stale) == (5000.0, 9000.0, False)
+    assert two is not None and two.stale
+
+
+def test_mark_remote_stale_spares_local(store: SqliteDirectory) -> None:
+    store.upsert([record(1), record(2, local=True)])
+    assert store.mark_remote_stale() == 1
+    assert store.count(SearchQuery(stale=True)) == 1
+
+
+def test_delete(store: SqliteDirectory) -> None:
+    store.upsert([record(1), record(2)])
+    assert store.delete(["s00001", "nope"]) == 1
+    assert store.get("s00001") is None and store.count() == 1
+
+
+def test_transaction_rolls_back_on_error(store: SqliteDirectory) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.upsert([record(1)])
+        raise RuntimeError("boom")
+    assert store.count() == 0
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "future.sqlite3"
+    sqlite3.connect(path).execute("PRAGMA user_version=99")
+    with pytest.raises(SchemaError, match="newer"):
+        SqliteDirectory(path)
