@@ -88,7 +88,7 @@ class SearchQuery:
 
 class DirectoryBackend(Protocol):
     def upsert(self, records: Iterable[SessionRecord]) -> None: ...
-    def refresh(self, seen: Iterable[tuple[str, float, float | None]]) -> None: ...
+    def refresh(self, seen: Iterable[tuple[str, float, float | None, float | None]]) -> None: ...
     def delete(self, ids: Iterable[str]) -> int: ...
     def expire(self, now: float) -> list[SessionRecord]: ...
     def get(self, session_id: str) -> SessionRecord | None: ...
@@ -233,16 +233,12 @@ class SqliteDirectory:
             self._db.execute(f"DELETE FROM {table} WHERE rid=?", (rid,))
         self._db.execute("DELETE FROM session_text WHERE rowid=?", (rid,))
 
-    def refresh(self, seen: Iterable[tuple[str, float, float | None]]) -> None:
-        """Batched last-seen update: (id, last_seen, expires); clears the stale mark."""
+    def refresh(self, seen: Iterable[tuple[str, float, float | None, float | None]]) -> None:
+        """Batched liveness update: (id, last_seen, expires, period); clears stale."""
         with self.transaction():
             self._db.executemany(
-                "UPDATE sessions SET last_seen=?, expires=?, stale=0 WHERE id=?",
-                [(last, expires, sid) for sid, last, expires in seen])
-
-    def update_period(self, session_id: str, period: float | None) -> None:
-        with self.transaction():
-            self._db.execute("UPDATE sessions SET period=? WHERE id=?", (period, session_id))
+                "UPDATE sessions SET last_seen=?, expires=?, period=?, stale=0 WHERE id=?",
+                [(last, expires, period, sid) for sid, last, expires, period in seen])
 
     def delete(self, ids: Iterable[str]) -> int:
         deleted = 0

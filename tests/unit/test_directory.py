@@ -94,9 +94,10 @@ def test_expire_removes_and_returns_only_due(store: SqliteDirectory) -> None:
 
 def test_refresh_batches_last_seen_and_clears_stale(store: SqliteDirectory) -> None:
     store.upsert([record(1, stale=True), record(2, stale=True)])
-    store.refresh([("s00001", 5000.0, 9000.0)])
+    store.refresh([("s00001", 5000.0, 9000.0, 30.0)])
     one, two = store.get("s00001"), store.get("s00002")
-    assert one is not None and (one.last_seen, one.expires, one.stale) == (5000.0, 9000.0, False)
+    assert one is not None
+    assert (one.last_seen, one.expires, one.period, one.stale) == (5000.0, 9000.0, 30.0, False)
     assert two is not None and two.stale
 
 
