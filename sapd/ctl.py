@@ -3,12 +3,170 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+import urllib.parse
 from typing import Any
+
+from sapd.plumbing import paths
+from sapd.plumbing.client import ClientError, UnixClient, format_table
+
+EXIT_OK, EXIT_REJECTED = 0, 1
+
+
+def _client(args: argparse.Namespace) -> UnixClient:
+    return UnixClient(args.socket or paths.default_socket("sapd"))
+
+
+def _ago(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    seconds = max(0, int(time.time() - stamp))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _state(session: dict[str, Any]) -> str:
+    return "local" if session["local"] else ("stale" if session["stale"] else "live")
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (
+        ("text", args.text), ("media", args.media), ("group", args.group),
+        ("origin", args.origin), ("source", args.source), ("scope", args.scope),
+        ("attribute", args.attribute), ("value", args.value),
+        ("limit", args.limit), ("offset", args.offset)) if v is not None}
+    if args.local:
+        params["local"] = "true"
+    if args.remote:
+        params["local"] = "false"
+    if args.stale:
+        params["stale"] = "true"
+    result = _client(args).get_json("/v1/sessions?" + urllib.parse.urlencode(params))
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    rows = [[s["id"], s["name"][:40], ",".join(s["groups"])[:40], ",".join(s["media"]),
+             s["source"], s["scope"], _ago(s["last_seen"]), _state(s)]
+            for s in result["sessions"]]
+    print(format_table(rows, ["ID", "NAME", "GROUPS", "MEDIA", "SOURCE", "SCOPE", "SEEN",
+                              "STATE"]))
+    shown = len(result["sessions"])
+    if result["total"] > shown:
+        print(f"({shown} of {result['total']}; use --limit/--offset)")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    client = _client(args)
+    path = f"/v1/sessions/{urllib.parse.quote(args.id)}"
+    if args.sdp:
+        sys.stdout.write(client.request("GET", path, headers={"Accept": "application/sdp"})
+                         .body.decode())
+        return EXIT_OK
+    result = client.get_json(path)
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    s = result["session"]
+    for key in ("id", "name", "info", "identity", "version", "source", "origin_address",
+                "scope", "sap_group", "groups", "media", "owner_uid", "period", "expires"):
+        value = s.get(key)
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key + ':':16} {value if value is not None else '-'}")
+    print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
+    print()
+    sys.stdout.write(result["sdp"].replace("\r\n", "\n"))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        for line in _client(args).stream_lines("/v1/events?format=jsonl"):
+            if not line.strip():
+                continue
+            if args.json:
+                sys.stdout.write(line.decode())
+            else:
+                event = json.loads(line)
+                s = event["session"]
+                stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+                print(f"{stamp} {event['event']:8} {event['id']}  {s['name']}  "
+                      f"{','.join(s['groups'])}  from {s['source']}")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    result = _client(args).get_json("/v1/stats")
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    print(f"sessions: {result['sessions']}  "
+          + "  ".join(f"{k}={v}" for k, v in sorted(result["sessions_by_scope"].items())))
+    print("packets:  " + "  ".join(f"{k}={v}" for k, v in result["packets"].items()))
+    print("drops:    " + ("  ".join(f"{k}={v}" for k, v in result["drops"].items()) or "none"))
+    print(f"expired:  {result['expired']}   profile: {result['profile']}   "
+          f"uptime: {result['uptime']:.0f}s")
+    print(f"interfaces: {', '.join(result['interfaces']) or 'none'}   "
+          f"memberships: {len(result['memberships'])}")
+    for key, why in result["failed_joins"].items():
+        print(f"  join failed {key}: {why}")
+    return EXIT_OK
+
+
+def _with_errors(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = func(args)
+        except ClientError as exc:
+            print(f"sapctl: {exc}", file=sys.stderr)
+            if exc.body and isinstance(exc.body, dict):
+                for detail in exc.body.get("error", {}).get("errors", []):
+                    print(f"  {detail}", file=sys.stderr)
+            return EXIT_REJECTED
+        return result
+    return run
 
 
 def add_commands(sub: Any) -> None:
-    """Register list/show/watch/stats/announce/withdraw on the sapctl parser."""
-    del sub  # filled in with the daemon's control API
+    p = sub.add_parser("list", help="list sessions in the directory")
+    for name in ("text", "media", "group", "origin", "source", "scope", "attribute", "value"):
+        p.add_argument(f"--{name}", help=f"filter by {name}")
+    p.add_argument("--local", action="store_true", help="only sessions announced here")
+    p.add_argument("--remote", action="store_true", help="only sessions heard from others")
+    p.add_argument("--stale", action="store_true", help="only sessions not heard since restart")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--offset", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_with_errors(cmd_list))
 
+    p = sub.add_parser("show", help="show one session")
+    p.add_argument("id")
+    p.add_argument("--sdp", action="store_true", help="print only the raw SDP")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_with_errors(cmd_show))
 
-__all__ = ["add_commands", "argparse"]
+    p = sub.add_parser("watch", help="print sessions as they arrive, change and leave")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.set_defaults(func=_with_errors(cmd_watch))
+
+    p = sub.add_parser("stats", help="counters and memberships")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_with_errors(cmd_stats))
+
+    from sapd import publish_cli
+
+    publish_cli.add_commands(sub, _with_errors, _client, _print_json)

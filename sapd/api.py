@@ -1,0 +1,173 @@
+"""sapd's control API: HTTP/1.1 + JSON on the Unix socket (aiohttp).
+
+Every handler is thin: parse the request, call the service, shape JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sapd.directory import SearchQuery
+from sapd.plumbing.control import error_middleware, http_error, json_error, peer
+
+if TYPE_CHECKING:
+    from sapd.daemon import SapDaemon
+
+DAEMON_KEY: web.AppKey[SapDaemon] = web.AppKey("daemon")
+
+ENDPOINTS = [
+    ("GET", "/v1/health", "liveness and readiness"),
+    ("GET", "/v1/sessions", "list sessions; filters: text media group origin source scope "
+                            "attribute value local stale; limit offset"),
+    ("GET", "/v1/sessions/{id}", "one session as JSON (Accept: application/sdp for raw SDP; "
+                                 "?detail=full adds the sdp-transform parse)"),
+    ("GET", "/v1/events", "stream of new/changed/deleted/expired (SSE; ?format=jsonl)"),
+    ("GET", "/v1/stats", "counters, sessions by scope, group memberships"),
+    ("GET", "/metrics", "Prometheus text format"),
+    ("POST", "/v1/announcements", "publish an SDP (raw body or JSON {sdp, ...})"),
+    ("PUT", "/v1/announcements/{id}", "replace a local announcement's SDP"),
+    ("DELETE", "/v1/announcements/{id}", "withdraw a local announcement"),
+]
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise http_error(400, f"query parameter {name}={value!r}: use true or false")
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise http_error(400, f"query parameter {name}={value!r}: "
+                              f"expected an integer in {low}..{high}")
+    return number
+
+
+def query_from_request(request: web.Request) -> SearchQuery:
+    q = request.query
+    known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
+             "local", "stale", "limit", "offset"}
+    unknown = sorted(set(q) - known)
+    if unknown:
+        raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
+                         known=sorted(known))
+    return SearchQuery(
+        text=q.get("text"), media=q.get("media"), group=q.get("group"),
+        origin=q.get("origin"), source=q.get("source"), scope=q.get("scope"),
+        attribute=q.get("attribute"), attribute_value=q.get("value"),
+        local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
+        limit=_int(q.get("limit"), "limit", 100, 1, 10_000),
+        offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.json_response({"endpoints": [
+        {"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS]})
+
+
+async def health(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response(daemon.health())
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    query = query_from_request(request)
+    records = daemon.store.search(query)
+    total = daemon.store.count(query)
+    return web.json_response({"sessions": [r.to_json() for r in records], "total": total,
+                              "limit": query.limit, "offset": query.offset})
+
+
+async def get_session(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON_KEY]
+    sid = request.match_info["id"]
+    record = daemon.store.get(sid)
+    if record is None:
+        return json_error(404, f"no session with id {sid!r}; see GET /v1/sessions")
+    if "application/sdp" in request.headers.get("Accept", ""):
+        return web.Response(text=record.sdp, content_type="application/sdp")
+    body: dict[str, Any] = {"session": record.to_json(), "sdp": record.sdp}
+    if request.query.get("detail") == "full":
+        from sapd import sdp
+
+        body["parsed"] = sdp.parse(record.sdp).details()
+    return web.json_response(body)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON_KEY]
+    jsonl = request.query.get("format") == "jsonl"
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/x-ndjson" if jsonl else "text/event-stream",
+        "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue = daemon.subscribe()
+    try:
+        if not jsonl:
+            await response.write(b": sapd event stream\n\n")
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=15.0)
+            except TimeoutError:
+                await response.write(b"\n" if jsonl else b": keep-alive\n\n")
+                continue
+            if item is None:  # the daemon dropped a subscriber that fell behind
+                break
+            data = json.dumps(item, default=str)
+            if jsonl:
+                await response.write(data.encode() + b"\n")
+            else:
+                await response.write(f"event: {item['event']}\ndata: {data}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        daemon.unsubscribe(queue)
+    return response
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON_KEY].stats())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DAEMON_KEY].metrics_text(),
+                        content_type="text/plain", charset="utf-8")
+
+
+async def whoami(request: web.Request) -> web.Response:
+    p = peer(request)
+    return web.json_response({"pid": p.pid, "uid": p.uid, "gid": p.gid, "groups": p.groups})
+
+
+def build_app(daemon: SapDaemon) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/", index)
+    app.router.add_get("/v1", index)
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/sessions", list_sessions)
+    app.router.add_get("/v1/sessions/{id}", get_session)
+    app.router.add_get("/v1/events", events)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/whoami", whoami)
+    app.router.add_get("/metrics", metrics)
+    from sapd import publish_api
+
+    publish_api.add_routes(app)
+    return app

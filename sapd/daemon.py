@@ -1,0 +1,413 @@
+"""sapd: the composition root. Wires engine, store, sockets, API and systemd together.
+
+All protocol decisions live in the sans-IO engine (lifecycle) and announcer; this
+module only moves bytes, timestamps and writes between them and the outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from sapd import __version__
+from sapd.api import build_app
+from sapd.config import SapdConfig, load
+from sapd.directory import SqliteDirectory
+from sapd.lifecycle import (
+    ACCEPTED_CHANGED,
+    ACCEPTED_DELETE,
+    ACCEPTED_NEW,
+    ACCEPTED_REFRESH,
+    PROFILES,
+    Engine,
+)
+from sapd.plumbing import logs, systemd
+from sapd.plumbing.config import ConfigError
+from sapd.plumbing.control import ControlServer, SocketInUse
+from sapd.transport import (
+    InterfaceWatcher,
+    MulticastReceiver,
+    list_interfaces,
+    select_interfaces,
+)
+
+log = logs.get("sapd")
+
+ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
+SUBSCRIBER_QUEUE = 10_000
+INTERFACE_RESYNC = 30.0
+
+
+class SapDaemon:
+    def __init__(self, config: SapdConfig) -> None:
+        self.config = config
+        self.engine = Engine(profile=config.expiry_profile(),
+                             limits=config.limits.to_limits(), scopes=config.scope_table())
+        self.store: SqliteDirectory = None  # type: ignore[assignment]  # set in start()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.receiver: MulticastReceiver | None = None
+        self.control: ControlServer | None = None
+        self.watcher: InterfaceWatcher | None = None
+        self.notifier = systemd.Notifier()
+        self.started = time.time()
+        self.ready = False
+        self.interfaces: list[str] = []
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._pending_refresh: dict[str, tuple[float, float | None, float | None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._resync_handle: asyncio.Handle | None = None
+        self.announcer: Any = None  # the local announcer, attached by sapd.announce
+
+    # -- start and stop ---------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        state = self.config.state_path
+        state.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteDirectory(state / "directory.sqlite3")
+        stale = self.store.mark_remote_stale()
+        loaded = self.engine.load(self.store.iter_all())
+        log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
+        groups = [ipaddress.ip_address(g) for g in self.config.groups]
+        self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
+                                          self._on_datagram, self._after_batch)
+        self.receiver.open()
+        await self.resync_interfaces()
+        self.watcher = InterfaceWatcher(self.loop, self._interfaces_changed)
+        self.watcher.start()
+        from sapd.announce import attach
+
+        attach(self)
+        self.control = ControlServer(build_app(self), self.config.socket_path,
+                                     self.config.socket_group)
+        await self.control.start()
+        self._after_batch()  # expire anything already due, arm the timer
+        self._tasks.append(asyncio.create_task(self._periodic()))
+        interval = systemd.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+        self.ready = True
+        self.notifier.ready(self.status_line())
+        log.info("ready", socket=str(self.config.socket_path), interfaces=self.interfaces,
+                 groups=len(groups), profile=self.config.profile,
+                 socket_activated=self.control.inherited)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        if self.announcer is not None:
+            await self.announcer.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.watcher:
+            self.watcher.stop()
+        for queue in list(self._subscribers):
+            self._drop_subscriber(queue)
+        if self.control:
+            await self.control.stop()
+        if self.receiver:
+            self.receiver.close()
+        self._flush(final=True)
+        self.store.close()
+        self.notifier.close()
+
+    # -- packets ---------------------------------------------------------------------
+    def _on_datagram(self, data: bytes, sender: str) -> None:
+        self.engine.receive_datagram(data, time.time())
+
+    def _after_batch(self) -> None:
+        """After each socket drain or timer: expire, persist, publish, re-arm."""
+        now = time.time()
+        self.engine.handle_timer(now)
+        self._flush()
+        self._publish()
+        self._arm_timer()
+
+    def _flush(self, final: bool = False) -> None:
+        writes = self.engine.take_writes()
+        self._pending_refresh.update(writes.refreshes)
+        for sid in writes.upserts:
+            self._pending_refresh.pop(sid, None)
+        for sid in writes.deletes:
+            self._pending_refresh.pop(sid, None)
+        if writes.upserts or writes.deletes or final:
+            with self.store.transaction():
+                if writes.upserts:
+                    self.store.upsert(writes.upserts.values())
+                if writes.deletes:
+                    self.store.delete(writes.deletes)
+                if final:
+                    self._flush_refreshes()
+
+    def _flush_refreshes(self) -> None:
+        if self._pending_refresh:
+            pending, self._pending_refresh = self._pending_refresh, {}
+            self.store.refresh((sid, *values) for sid, values in pending.items())
+
+    def _publish(self) -> None:
+        while (event := self.engine.next_event()) is not None:
+            if self.announcer is not None:
+                self.announcer.on_event(event)
+            if not self._subscribers:
+                continue
+            item = event.to_json()
+            for queue in list(self._subscribers):
+                try:
+                    queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    log.warning("event subscriber fell behind; disconnecting it")
+                    self._drop_subscriber(queue)
+
+    def _arm_timer(self) -> None:
+        when = self.engine.get_timer()
+        if when is None or (self._timer_at is not None and self._timer_at <= when):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_later(max(0.0, when - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._after_batch()
+
+    # -- subscribers ---------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def _drop_subscriber(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+    # -- interfaces ----------------------------------------------------------------------
+    def _interfaces_changed(self) -> None:
+        # Debounce bursts of netlink messages into one resync.
+        if self._resync_handle is None:
+            self._resync_handle = self.loop.call_later(0.2, self._resync_now)
+
+    def _resync_now(self) -> None:
+        self._resync_handle = None
+        self._tasks.append(self.loop.create_task(self.resync_interfaces()))
+        self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def resync_interfaces(self) -> None:
+        if self.receiver is None:
+            return
+        try:
+            # pyroute2's synchronous API runs its own loop: keep it off ours.
+            found = await self.loop.run_in_executor(None, list_interfaces)
+            chosen = select_interfaces(found, self.config.interfaces)
+        except Exception as exc:
+            log.warning("cannot list interfaces", error=str(exc))
+            return
+        joined, left = self.receiver.set_interfaces(chosen)
+        names = [i.name for i in chosen]
+        if joined or left or names != self.interfaces:
+            log.info("interfaces", using=names, joined=joined, left=left,
+                     failed=len(self.receiver.failed_joins))
+        self.interfaces = names
+        if self.announcer is not None:
+            self.announcer.set_interfaces(chosen)
+
+    async def _periodic(self) -> None:
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.refresh_flush_interval)
+            if self._pending_refresh:
+                with self.store.transaction():
+                    self._flush_refreshes()
+            if time.monotonic() - last_resync >= INTERFACE_RESYNC:
+                last_resync = time.monotonic()
+                await self.resync_interfaces()
+            self.notifier.status(self.status_line())
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def reload(self, path: str | None, overrides: dict[str, Any]) -> None:
+        """SIGHUP: re-read the configuration. Profile, limits, interfaces and log level
+        change in place; groups, port, socket and state directory need a restart."""
+        self.notifier.reloading()
+        try:
+            new = load(path, overrides)
+        except ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", error=str(exc))
+            self.notifier.ready(self.status_line())
+            return
+        self.engine.profile = new.expiry_profile()
+        self.engine.limits = new.limits.to_limits()
+        self.engine.scopes = new.scope_table()
+        needs_restart = [k for k in ("groups", "port", "socket", "state_dir", "socket_group")
+                         if getattr(new, k) != getattr(self.config, k)]
+        self.config = new
+        logs.setup(new.log_format, new.log_level)
+        await self.resync_interfaces()
+        if self.announcer is not None:
+            self.announcer.reconfigure(new)
+        log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
+        self.notifier.ready(self.status_line())
+
+    # -- reporting -----------------------------------------------------------------------
+    def status_line(self) -> str:
+        counters = self.engine.counters
+        received = sum(counters.values()) - counters["expired"]
+        return (f"{len(self.engine)} sessions, {received} packets, "
+                f"{len(self.interfaces)} interfaces")
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ready else "starting", "version": __version__,
+                "sessions": len(self.engine), "uptime": round(time.time() - self.started, 3)}
+
+    def _drops(self) -> Counter[str]:
+        return Counter({k: v for k, v in self.engine.counters.items()
+                        if k not in ACCEPTED and k != "expired"})
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.engine.counters
+        receiver = self.receiver
+        return {
+            "sessions": len(self.engine),
+            "sessions_by_scope": dict(self.engine.sessions_by_scope()),
+            "packets": {k: counters[k] for k in sorted(ACCEPTED)},
+            "drops": dict(sorted(self._drops().items())),
+            "expired": counters["expired"],
+            "profile": self.config.profile,
+            "interfaces": self.interfaces,
+            "memberships": sorted(f"{g}%{i}" for g, i in receiver.joined) if receiver else [],
+            "failed_joins": {f"{g}%{i}": why for (g, i), why in receiver.failed_joins.items()}
+            if receiver else {},
+            "subscribers": len(self._subscribers),
+            "local_announcements": (self.announcer.count() if self.announcer else 0),
+            "uptime": round(time.time() - self.started, 3),
+            "version": __version__,
+        }
+
+    def metrics_text(self) -> str:
+        counters = self.engine.counters
+        lines = ["# HELP sapd_packets_total SAP packets received, by outcome.",
+                 "# TYPE sapd_packets_total counter"]
+        for outcome in sorted(set(counters) - {"expired"}):
+            lines.append(f'sapd_packets_total{{outcome="{outcome}"}} {counters[outcome]}')
+        lines += ["# HELP sapd_drops_total Packets dropped, by reason.",
+                  "# TYPE sapd_drops_total counter"]
+        for reason, value in sorted(self._drops().items()):
+            lines.append(f'sapd_drops_total{{reason="{reason}"}} {value}')
+        lines += ["# HELP sapd_sessions Sessions in the directory, by scope.",
+                  "# TYPE sapd_sessions gauge"]
+        for scope, value in sorted(self.engine.sessions_by_scope().items()):
+            lines.append(f'sapd_sessions{{scope="{scope or "unscoped"}"}} {value}')
+        lines += ["# HELP sapd_expired_total Sessions expired by silence or t= end.",
+                  "# TYPE sapd_expired_total counter",
+                  f"sapd_expired_total {counters['expired']}",
+                  "# HELP sapd_group_memberships Joined (group, interface) pairs.",
+                  "# TYPE sapd_group_memberships gauge",
+                  f"sapd_group_memberships {len(self.receiver.joined) if self.receiver else 0}",
+                  "# HELP sapd_event_subscribers Connected event stream clients.",
+                  "# TYPE sapd_event_subscribers gauge",
+                  f"sapd_event_subscribers {len(self._subscribers)}"]
+        if self.announcer is not None:
+            lines += self.announcer.metrics_lines()
+        return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sapd", description="SAP/SDP multicast session directory")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--state-dir", help="where the directory database lives")
+    p.add_argument("--socket", help="control socket path")
+    p.add_argument("--interface", action="append", default=[], metavar="IFACE",
+                   help="listen (and announce) on IFACE; repeat for several "
+                        "(default: every multicast-capable interface that is up)")
+    p.add_argument("--profile", choices=sorted(PROFILES), help="expiry/announce profile")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"])
+    p.add_argument("--version", action="version", version=f"sapd {__version__}")
+    return p
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {"state_dir": args.state_dir, "socket": args.socket, "interfaces": args.interface,
+            "profile": args.profile, "log_format": args.log_format,
+            "log_level": args.log_level, "event_loop": args.event_loop}
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = overrides_from(args)
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"sapd: configuration: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_format, config.log_level)
+    daemon = SapDaemon(config)
+    loop = new_event_loop(config.event_loop)
+    asyncio.set_event_loop(loop)
+
+    def on_hup() -> None:
+        loop.create_task(daemon.reload(args.config, overrides))
+
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        loop.run_until_complete(daemon.run())
+    except SocketInUse as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    except OSError as exc:
+        log.error("cannot start", error=str(exc), errno=exc.errno)
+        return 1
+    finally:
+        loop.close()
+    log.info("stopped", pid=os.getpid())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plumbing shared by sapd and madcapd: paths, logging, systemd, control socket, config."""

@@ -1,0 +1,264 @@
+"""Multicast sockets and interfaces: the asyncio edge of sapd.
+
+- One receiving socket per address family, bound to the SAP port with address reuse
+  (other SAP listeners on the host keep working) and IP_MULTICAST_ALL off (we get
+  only the groups we joined, on the interfaces we joined them on).
+- Memberships are (group, interface index) pairs kept in step with the interface set;
+  pyroute2 lists interfaces and a netlink watcher thread reports changes.
+- Each wake-up drains the socket until EAGAIN: the default selector loop otherwise
+  costs one loop iteration per datagram (~19k/s measured here versus ~139k/s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sapd.plumbing import logs
+
+log = logs.get("sapd.transport")
+
+IP_MULTICAST_ALL = 49  # not exported by Python's socket module
+IPV6_MULTICAST_ALL = 29
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_MULTICAST = 0x1000
+DRAIN_BATCH = 1024
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+DatagramHandler = Callable[[bytes, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    index: int
+    name: str
+    up: bool
+    multicast: bool
+    loopback: bool
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+
+
+def list_interfaces() -> list[Interface]:
+    from pyroute2 import IPRoute
+
+    addrs: dict[int, tuple[list[str], list[str]]] = {}
+    with IPRoute() as ipr:
+        links = list(ipr.get_links())
+        for msg in ipr.get_addr():
+            v4, v6 = addrs.setdefault(msg["index"], ([], []))
+            address = msg.get_attr("IFA_ADDRESS")
+            (v4 if msg["family"] == socket.AF_INET else v6).append(address)
+    out = []
+    for link in links:
+        flags = link["flags"]
+        v4, v6 = addrs.get(link["index"], ([], []))
+        out.append(Interface(link["index"], link.get_attr("IFLA_IFNAME"), bool(flags & IFF_UP),
+                             bool(flags & IFF_MULTICAST), bool(flags & IFF_LOOPBACK),
+                             tuple(v4), tuple(v6)))
+    return out
+
+
+def select_interfaces(all_interfaces: Iterable[Interface],
+                      wanted: Iterable[str]) -> list[Interface]:
+    """Named interfaces if any were asked for (present and up); otherwise every
+    multicast-capable interface that is up, loopback excluded."""
+    names = list(wanted)
+    if names:
+        return [i for i in all_interfaces if i.name in names and i.up]
+    return [i for i in all_interfaces if i.up and i.multicast and not i.loopback]
+
+
+class InterfaceWatcher:
+    """Calls ``on_change`` in the event loop whenever links or addresses change."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_change: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_change = on_change
+        self._thread = threading.Thread(target=self._run, name="netlink", daemon=True)
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_LINK,
+        )
+
+        try:
+            with IPRoute() as ipr:
+                ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+                while not self._stopped.is_set():
+                    if list(ipr.get()) and not self._stopped.is_set():
+                        self._loop.call_soon_threadsafe(self._on_change)
+        except Exception as exc:  # the watcher is best effort; periodic resync remains
+            log.warning("netlink watcher stopped", error=str(exc))
+
+
+def _make_receiver(family: socket.AddressFamily, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        sock.bind(("::", port))
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        sock.bind(("0.0.0.0", port))
+    sock.setblocking(False)
+    return sock
+
+
+class MulticastReceiver:
+    """Receives on the SAP groups on a set of interfaces and hands datagrams on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, groups: Iterable[IPAddress],
+                 port: int, handler: DatagramHandler,
+                 on_batch_end: Callable[[], None] | None = None) -> None:
+        self._loop = loop
+        self.groups = list(groups)
+        self.port = port
+        self._handler = handler
+        self._on_batch_end = on_batch_end
+        self._sockets: dict[int, socket.socket] = {}
+        self.joined: set[tuple[str, int]] = set()
+        self.failed_joins: dict[tuple[str, int], str] = {}
+
+    def open(self) -> None:
+        families = {g.version for g in self.groups}
+        for version in sorted(families):
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            try:
+                sock = _make_receiver(family, self.port)
+            except OSError as exc:
+                if version == 6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    log.warning("IPv6 unavailable; listening on IPv4 only", error=str(exc))
+                    continue
+                raise
+            self._sockets[version] = sock
+            self._loop.add_reader(sock.fileno(), self._drain, sock)
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        self.joined.clear()
+
+    def _membership(self, group: IPAddress, ifindex: int, join: bool) -> None:
+        sock = self._sockets.get(group.version)
+        if sock is None:
+            raise OSError(errno.EAFNOSUPPORT, "no socket for this address family")
+        if group.version == 4:
+            mreqn = group.packed + b"\0\0\0\0" + struct.pack("@i", ifindex)
+            opt = socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP
+            sock.setsockopt(socket.IPPROTO_IP, opt, mreqn)
+        else:
+            mreq6 = group.packed + struct.pack("@I", ifindex)
+            opt = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+            sock.setsockopt(socket.IPPROTO_IPV6, opt, mreq6)
+
+    def set_interfaces(self, interfaces: Iterable[Interface]) -> tuple[int, int]:
+        """Join every group on these interfaces and leave the rest; returns (joined, left)."""
+        wanted = {(str(g), i.index) for i in interfaces for g in self.groups
+                  if g.version == 4 or i.ipv6 or i.loopback}
+        joined = left = 0
+        for key in sorted(self.joined - wanted):
+            group, ifindex = key
+            with contextlib.suppress(OSError):  # the interface may be gone already
+                self._membership(ipaddress.ip_address(group), ifindex, join=False)
+            self.joined.discard(key)
+            left += 1
+        for key in sorted(wanted - self.joined):
+            group, ifindex = key
+            try:
+                self._membership(ipaddress.ip_address(group), ifindex, join=True)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:  # EADDRINUSE: already a member
+                    self.failed_joins[key] = exc.strerror or str(exc)
+                    continue
+            self.failed_joins.pop(key, None)
+            self.joined.add(key)
+            joined += 1
+        return joined, left
+
+    def _drain(self, sock: socket.socket) -> None:
+        handler = self._handler
+        recv = sock.recvfrom
+        try:
+            for _ in range(DRAIN_BATCH):
+                data, address = recv(65535)
+                handler(data, address[0])
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.warning("receive failed", error=str(exc))
+        finally:
+            if self._on_batch_end is not None:
+                self._on_batch_end()
+
+
+class MulticastSender:
+    """Sends SAP packets to a group out of one interface with a given TTL."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[tuple[int, int, int, str | None], socket.socket] = {}
+
+    def _socket(self, version: int, ifindex: int, ttl: int,
+                source: str | None) -> socket.socket:
+        key = (version, ifindex, ttl, source)
+        sock = self._sockets.get(key)
+        if sock is not None:
+            return sock
+        if version == 4:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            mreqn = b"\0\0\0\0" + (ipaddress.IPv4Address(source).packed if source
+                                   else b"\0\0\0\0") + struct.pack("@i", ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            if source:
+                sock.bind((source, 0))
+        else:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+            if source:
+                sock.bind((source, 0, 0, ifindex))
+        sock.setblocking(False)
+        self._sockets[key] = sock
+        return sock
+
+    def send(self, data: bytes, group: IPAddress, port: int, ifindex: int, ttl: int,
+             source: str | None = None) -> None:
+        sock = self._socket(group.version, ifindex, ttl, source)
+        if group.version == 4:
+            sock.sendto(data, (str(group), port))
+        else:
+            sock.sendto(data, (str(group), port, 0, ifindex))
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
