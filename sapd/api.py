@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sapd import sdp
 from sapd.directory import SearchQuery
 from sapd.plumbing.control import error_middleware, http_error, json_error, peer
 
@@ -103,10 +104,11 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     if "application/sdp" in request.headers.get("Accept", ""):
         return web.Response(text=record.sdp, content_type="application/sdp")
     body: dict[str, Any] = {"session": record.to_json(), "sdp": record.sdp}
-    if request.query.get("detail") == "full":
-        from sapd import sdp
-
-        body["parsed"] = sdp.parse(record.sdp).details()
+    description, _errors, _warnings = sdp.validate(record.sdp)
+    if description is not None:
+        body["description"] = description.to_json()
+        if request.query.get("detail") == "full":
+            body["parsed"] = description.details()
     return web.json_response(body)
 
 

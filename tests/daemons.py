@@ -1,0 +1,154 @@
+"""Start our daemons as real processes (optionally inside a network namespace) and
+talk to them the way users do: over the control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sapd.plumbing.client import ClientError, UnixClient
+from tests.support import ROOT, script, wait_for
+
+
+class Daemon:
+    """One sapd or madcapd process. Logs go to a file shown when a test fails."""
+
+    def __init__(self, name: str, workdir: Path, args: list[str], netns: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / f"{name}.sock"
+        self.state = workdir / "state"
+        self.log_path = workdir / f"{name}.log"
+        self.args = args
+        self.netns = netns
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        cmd = [script(self.name), "--state-dir", str(self.state), "--socket", str(self.socket),
+               "--log-format", "json", *self.args]
+        return (["ip", "netns", "exec", self.netns, *cmd]) if self.netns else cmd
+
+    def start(self, wait: bool = True, timeout: float = 10.0) -> Daemon:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, env=env,
+                                     cwd=str(ROOT))
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                return bool(self.client.get_json("/v1/health")["status"] == "ok")
+            except (ClientError, OSError):
+                return False
+        wait_for(ready, timeout, what=f"{self.name} ready")
+
+    @property
+    def client(self) -> UnixClient:
+        return UnixClient(self.socket, timeout=10)
+
+    def get(self, path: str) -> Any:
+        return self.client.get_json(path)
+
+    def sessions(self, query: str = "") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/v1/sessions" + query)["sessions"]
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/stats")
+        return result
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash (inside a namespace the child of `ip netns exec` is sapd
+        itself: ip execs it)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.logs()}") from None
+
+
+def send_local_multicast(data: bytes, group: str = "224.2.127.254", port: int = 9875) -> None:
+    """Send one datagram to a group on the loopback interface (no root needed)."""
+    v6 = ":" in group
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        lo = socket.if_nametoindex("lo")
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, lo)
+            sock.sendto(data, (group, port, 0, lo))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                            struct.pack("@4s4si", b"\0" * 4, b"\0" * 4, lo))
+            sock.sendto(data, (group, port))
+    finally:
+        sock.close()
+
+
+def netns_send(netns: str, group: str, files: list[Path], iface: str, ttl: int = 16,
+               repeat: int = 1, interval: float = 0.0, port: int = 9875) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "tests.tools.udpsend",
+                    group, str(port), *map(str, files), "--iface", iface, "--ttl", str(ttl),
+                    "--repeat", str(repeat), "--interval", str(interval)],
+                   check=True, cwd=str(ROOT), timeout=60)
+
+
+def wait_session(daemon: Daemon, predicate: Any, timeout: float = 5.0,
+                 query: str = "") -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def check() -> bool:
+        nonlocal found
+        found = [s for s in daemon.sessions(query) if predicate(s)]
+        return bool(found)
+    wait_for(check, timeout, what="session")
+    return found
+
+
+def elapsed_until(predicate: Any, timeout: float) -> float:
+    start = time.monotonic()
+    wait_for(predicate, timeout, interval=0.02)
+    return time.monotonic() - start
