@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemons import Daemon
+from tests.netns.harness import Network
+from tests.support import need_root
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def net() -> Iterator[Network]:
+    need_root()
+    before = _namespaces()
+    network = Network()
+    try:
+        yield network
+    finally:
+        network.teardown()
+    leaked = {n for n in _namespaces() - before if n.startswith(network.prefix)}
+    assert not leaked, f"namespaces left behind: {leaked}"
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def make(kind: str, host: Any, *args: str, name: str | None = None,
+             config: str | None = None) -> Daemon:
+        label = name or f"{kind}-{host.name}"
+        extra = list(args)
+        if config is not None:
+            path = tmp_path / f"{label}.toml"
+            path.write_text(config)
+            extra += ["--config", str(path)]
+        daemon = Daemon(kind, tmp_path / label, extra, netns=host.name)
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        try:
+            daemon.stop()
+        except AssertionError:
+            pass
