@@ -62,7 +62,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                               "STATE"]))
     shown = len(result["sessions"])
     if result["total"] > shown:
-        print(f"({shown} of {result['total']}; use --limit/--offset)")
+        more = "" if result.get("total_exact", True) else "+"
+        print(f"({shown} of {result['total']}{more}; use --limit/--offset)")
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
+SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class DirectoryBackend(Protocol):
     def expire(self, now: float) -> list[SessionRecord]: ...
     def get(self, session_id: str) -> SessionRecord | None: ...
     def search(self, query: SearchQuery) -> list[SessionRecord]: ...
-    def count(self, query: SearchQuery | None = None) -> int: ...
+    def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int: ...
     def iter_all(self) -> Iterator[SessionRecord]: ...
     def mark_remote_stale(self) -> int: ...
     def close(self) -> None: ...
@@ -126,9 +127,12 @@ _MIGRATIONS: dict[int, str] = {
         expires REAL,
         stale INTEGER NOT NULL DEFAULT 0,
         groups TEXT NOT NULL DEFAULT '',
-        media_types TEXT NOT NULL DEFAULT ''
+        media_types TEXT NOT NULL DEFAULT '',
+        haystack TEXT NOT NULL DEFAULT ''  -- lower(name, info): substring search
     );
-    CREATE INDEX sessions_name ON sessions(name COLLATE NOCASE, id);
+    -- covering the filters that walk it, so non-matching rows are never fetched
+    CREATE INDEX sessions_name ON sessions(name COLLATE NOCASE, id, haystack, media_types,
+                                           scope, local, stale);
     CREATE INDEX sessions_source ON sessions(source);
     CREATE INDEX sessions_origin ON sessions(origin_address);
     CREATE INDEX sessions_scope ON sessions(scope);
@@ -141,14 +145,14 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX session_media_rid ON session_media(rid);
     CREATE TABLE session_attrs (rid INTEGER NOT NULL, name TEXT NOT NULL, value TEXT);
     CREATE INDEX session_attrs_name ON session_attrs(name, value, rid);
-    CREATE INDEX session_attrs_rid ON session_attrs(rid);
+    CREATE INDEX session_attrs_rid ON session_attrs(rid, name, value);
     CREATE VIRTUAL TABLE session_text USING fts5(name, info, tokenize='trigram');
     """,
 }
 
 _COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
             "sdp, scope, sap_group, first_seen, last_seen, local, owner_uid, acl, blob, "
-            "options, period, expires, stale, groups, media_types")
+            "options, period, expires, stale, groups, media_types, haystack")
 
 
 class SchemaError(RuntimeError):
@@ -208,16 +212,16 @@ class SqliteDirectory:
                        r.first_seen, r.last_seen, int(r.local), r.owner_uid,
                        json.dumps(r.acl), json.dumps(r.blob), json.dumps(r.options),
                        r.period, r.expires, int(r.stale), " ".join(r.groups),
-                       " ".join(r.media_types))
+                       " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower())
                 found = db.execute("SELECT rid FROM sessions WHERE id=?", (r.id,)).fetchone()
                 if found:
                     rid = int(found[0])
-                    db.execute(f"UPDATE sessions SET ({_COLUMNS}) = ({','.join('?' * 24)}) "
+                    db.execute(f"UPDATE sessions SET ({_COLUMNS}) = ({','.join('?' * 25)}) "
                                "WHERE rid=?", (*row, rid))
                     self._delete_children(rid)
                 else:
                     cur = db.execute(f"INSERT INTO sessions ({_COLUMNS}) "
-                                     f"VALUES ({','.join('?' * 24)})", row)
+                                     f"VALUES ({','.join('?' * 25)})", row)
                     rid = int(cur.lastrowid or 0)
                 db.executemany("INSERT INTO session_groups VALUES (?, ?)",
                                [(rid, g) for g in r.groups])
@@ -258,7 +262,7 @@ class SqliteDirectory:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS}, rid FROM sessions WHERE expires IS NOT NULL "
                 "AND expires <= ?", (now,)).fetchall()
-            records = [self._record(row) for row in rows]
+            records = self._records(rows)
             self.delete(r.id for r in records)
         return records
 
@@ -269,10 +273,8 @@ class SqliteDirectory:
         return cur.rowcount
 
     # -- reads ----------------------------------------------------------------
-    def _record(self, row: tuple[Any, ...]) -> SessionRecord:
-        rid = row[24]
-        attrs = self._db.execute("SELECT name, value FROM session_attrs WHERE rid=?",
-                                 (rid,)).fetchall()
+    def _record(self, row: tuple[Any, ...],
+                attrs: list[tuple[str, str | None]]) -> SessionRecord:
         return SessionRecord(
             id=row[0], source=row[1], identity=row[2], auth_tag=row[3], version=row[4],
             msg_hash=row[5], origin_address=row[6], name=row[7], info=row[8], sdp=row[9],
@@ -287,65 +289,91 @@ class SqliteDirectory:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions WHERE id=?",
                                    (session_id,)).fetchone()
-            return self._record(row) if row else None
+            return self._records([row])[0] if row else None
 
-    @staticmethod
-    def _where(query: SearchQuery) -> tuple[str, list[Any]]:
+    def _sparse(self, sql: str, args: list[Any]) -> bool:
+        """Does a candidate set hold few rows? Probed with a LIMIT, so it stays cheap."""
+        probe = f"SELECT count(*) FROM ({sql} LIMIT {SPARSE_LIMIT})"
+        return int(self._db.execute(probe, args).fetchone()[0]) < SPARSE_LIMIT
+
+    def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
+        """Build the WHERE clause. Sparse filters use their index (an IN set the planner
+        reads by rowid, then sorts a few rows); dense ones are written so that no index
+        applies, and SQLite walks the name index, stopping at LIMIT."""
         clauses: list[str] = []
         args: list[Any] = []
-        if query.text:
-            if len(query.text) >= 3:
-                clauses.append("rid IN (SELECT rowid FROM session_text WHERE session_text "
-                               "MATCH ?)")
-                args.append('"' + query.text.replace('"', '""') + '"')
-            else:
-                escaped = (query.text.replace("\\", "\\\\").replace("%", "\\%")
-                           .replace("_", "\\_"))
-                clauses.append("(name LIKE ? ESCAPE '\\' OR info LIKE ? ESCAPE '\\')")
-                args += [f"%{escaped}%"] * 2
-        if query.media:
-            clauses.append("rid IN (SELECT rid FROM session_media WHERE media=?)")
-            args.append(query.media)
         if query.group:
             clauses.append("rid IN (SELECT rid FROM session_groups WHERE address=?)")
             args.append(query.group)
-        if query.attribute:
-            if query.attribute_value is not None:
-                clauses.append("rid IN (SELECT rid FROM session_attrs WHERE name=? AND value=?)")
-                args += [query.attribute, query.attribute_value]
-            else:
-                clauses.append("rid IN (SELECT rid FROM session_attrs WHERE name=?)")
-                args.append(query.attribute)
-        for column, value in (("origin_address", query.origin), ("source", query.source),
-                              ("scope", query.scope)):
+        for column, value in (("origin_address", query.origin), ("source", query.source)):
             if value is not None:
                 clauses.append(f"{column}=?")
                 args.append(value)
+        if query.text:
+            phrase = '"' + query.text.replace('"', '""') + '"'
+            fts = "SELECT rowid FROM session_text WHERE session_text MATCH ?"
+            if len(query.text) >= 3 and self._sparse(fts, [phrase]):
+                clauses.append(f"rid IN ({fts})")
+                args.append(phrase)
+            else:
+                clauses.append("instr(haystack, ?) > 0")
+                args.append(query.text.lower())
+        if query.attribute:
+            attr_sql = "SELECT rid FROM session_attrs WHERE name=?"
+            attr_args: list[Any] = [query.attribute]
+            if query.attribute_value is not None:
+                attr_sql += " AND value=?"
+                attr_args.append(query.attribute_value)
+            if self._sparse(attr_sql, attr_args):
+                clauses.append(f"rid IN ({attr_sql})")
+            else:
+                clauses.append(f"EXISTS ({attr_sql.replace('WHERE', 'WHERE rid=sessions.rid AND', 1)})")
+            args += attr_args
+        if query.media:
+            clauses.append("instr(' ' || media_types || ' ', ?) > 0")
+            args.append(f" {query.media} ")
+        if query.scope is not None:
+            clauses.append("+scope=?")  # unary + keeps the planner on the name index
+            args.append(query.scope)
         for column, flag in (("local", query.local), ("stale", query.stale)):
             if flag is not None:
-                clauses.append(f"{column}=?")
+                clauses.append(f"+{column}=?")
                 args.append(int(flag))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
+    def _records(self, rows: list[tuple[Any, ...]]) -> list[SessionRecord]:
+        """Rows to records, loading every row's attributes in one query."""
+        attrs: dict[int, list[tuple[str, str | None]]] = {}
+        rids = [row[25] for row in rows]
+        for start in range(0, len(rids), 500):
+            chunk = rids[start:start + 500]
+            for rid, name, value in self._db.execute(
+                    f"SELECT rid, name, value FROM session_attrs WHERE rid IN "
+                    f"({','.join('?' * len(chunk))})", chunk):
+                attrs.setdefault(rid, []).append((name, value))
+        return [self._record(row, attrs.get(row[25], [])) for row in rows]
+
     def search(self, query: SearchQuery) -> list[SessionRecord]:
-        where, args = self._where(query)
         with self._lock:
+            where, args = self._where(query)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS}, rid FROM sessions{where} "
                 "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
                 [*args, query.limit, query.offset]).fetchall()
-            return [self._record(row) for row in rows]
+            return self._records(rows)
 
-    def count(self, query: SearchQuery | None = None) -> int:
-        where, args = self._where(query or SearchQuery())
+    def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
+        """Matching sessions; with ``cap``, counting stops at cap + 1 (cheap 'more than')."""
         with self._lock:
-            return int(self._db.execute(f"SELECT count(*) FROM sessions{where}",
+            where, args = self._where(query or SearchQuery())
+            inner = f"SELECT 1 FROM sessions{where}" + (f" LIMIT {cap + 1}" if cap else "")
+            return int(self._db.execute(f"SELECT count(*) FROM ({inner})",
                                         args).fetchone()[0])
 
     def iter_all(self) -> Iterator[SessionRecord]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions").fetchall()
-            records = [self._record(row) for row in rows]
+            records = self._records(rows)
         yield from records
 
     def close(self) -> None:
