@@ -327,7 +327,8 @@ class SqliteDirectory:
             if self._sparse(attr_sql, attr_args):
                 clauses.append(f"rid IN ({attr_sql})")
             else:
-                clauses.append(f"EXISTS ({attr_sql.replace('WHERE', 'WHERE rid=sessions.rid AND', 1)})")
+                correlated = attr_sql.replace("WHERE", "WHERE rid=sessions.rid AND", 1)
+                clauses.append(f"EXISTS ({correlated})")
             args += attr_args
         if query.media:
             clauses.append("instr(' ' || media_types || ' ', ?) > 0")

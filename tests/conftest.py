@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,5 @@ def daemons(tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for daemon in started:
-        try:
+        with contextlib.suppress(AssertionError):
             daemon.stop()
-        except AssertionError:
-            pass

@@ -3,6 +3,7 @@ talk to them the way users do: over the control socket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,10 +83,8 @@ class Daemon:
     def log_events(self) -> list[dict[str, Any]]:
         out = []
         for line in self.logs().splitlines():
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
-            except ValueError:
-                pass
         return out
 
     def signal(self, sig: int) -> None:

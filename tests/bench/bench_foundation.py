@@ -60,7 +60,7 @@ def main() -> None:
                "per s")
         rng = random.Random(1)
         queries = [
-            lambda: SearchQuery(),
+            SearchQuery,
             lambda: SearchQuery(text=f"studio {rng.randrange(97)}", limit=50),
             lambda: SearchQuery(group=f"239.0.{rng.randrange(256)}.{rng.randrange(256)}"),
             lambda: SearchQuery(media="video", limit=50, offset=rng.randrange(1000)),
