@@ -28,10 +28,13 @@ from sapd.lifecycle import (
     ACCEPTED_REFRESH,
     PROFILES,
     Engine,
+    Event,
+    Writes,
 )
 from sapd.plumbing import logs, systemd
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer, SocketInUse
+from sapd.storewriter import StoreWriter
 from sapd.transport import (
     InterfaceWatcher,
     MulticastReceiver,
@@ -51,7 +54,8 @@ class SapDaemon:
         self.config = config
         self.engine = Engine(profile=config.expiry_profile(),
                              limits=config.limits.to_limits(), scopes=config.scope_table())
-        self.store: SqliteDirectory = None  # type: ignore[assignment]  # set in start()
+        self.store: SqliteDirectory = None  # type: ignore[assignment]  # reads; set in start()
+        self.writer: StoreWriter = None  # type: ignore[assignment]  # writes; set in start()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
@@ -61,7 +65,7 @@ class SapDaemon:
         self.ready = False
         self.interfaces: list[str] = []
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._pending_refresh: dict[str, tuple[float, float | None, float | None]] = {}
+        self._pending_refresh: dict[str, tuple[float, float | None, float | None, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -74,9 +78,12 @@ class SapDaemon:
         self.loop = asyncio.get_running_loop()
         state = self.config.state_path
         state.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteDirectory(state / "directory.sqlite3")
-        stale = self.store.mark_remote_stale()
-        loaded = self.engine.load(self.store.iter_all())
+        path = state / "directory.sqlite3"
+        writer_store = SqliteDirectory(path)  # opens first: it migrates
+        stale = writer_store.mark_remote_stale()
+        loaded = self.engine.load(writer_store.iter_all(light=True))
+        self.writer = StoreWriter(writer_store, self.loop)
+        self.store = SqliteDirectory(path)
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         groups = [ipaddress.ip_address(g) for g in self.config.groups]
         self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
@@ -129,44 +136,46 @@ class SapDaemon:
         if self.receiver:
             self.receiver.close()
         self._flush(final=True)
+        self.writer.close()
         self.store.close()
         self.notifier.close()
 
     # -- packets ---------------------------------------------------------------------
-    def _on_datagram(self, data: bytes, sender: str) -> None:
+    def _on_datagram(self, data: bytes) -> None:
         self.engine.receive_datagram(data, time.time())
 
     def _after_batch(self) -> None:
-        """After each socket drain or timer: expire, persist, publish, re-arm."""
-        now = time.time()
-        self.engine.handle_timer(now)
+        """After each socket drain or timer: expire, hand writes over, re-arm."""
+        self.engine.handle_timer(time.time())
         self._flush()
-        self._publish()
         self._arm_timer()
 
     def _flush(self, final: bool = False) -> None:
+        """Upserts and deletes go to the writer now; their events are published once
+        committed. Refreshes only move last-seen: they are batched for a second."""
         writes = self.engine.take_writes()
+        events = []
+        while (event := self.engine.next_event()) is not None:
+            events.append(event)
         self._pending_refresh.update(writes.refreshes)
-        for sid in writes.upserts:
+        writes.refreshes = {}
+        for sid in (*writes.upserts, *writes.deletes):
             self._pending_refresh.pop(sid, None)
-        for sid in writes.deletes:
-            self._pending_refresh.pop(sid, None)
-        if writes.upserts or writes.deletes or final:
-            with self.store.transaction():
-                if writes.upserts:
-                    self.store.upsert(writes.upserts.values())
-                if writes.deletes:
-                    self.store.delete(writes.deletes)
-                if final:
-                    self._flush_refreshes()
+        if final:
+            writes.refreshes, self._pending_refresh = self._pending_refresh, {}
+        if writes:
+            self.writer.submit(writes, lambda error: self._publish(events))
+        elif events:
+            self._publish(events)
 
     def _flush_refreshes(self) -> None:
         if self._pending_refresh:
-            pending, self._pending_refresh = self._pending_refresh, {}
-            self.store.refresh((sid, *values) for sid, values in pending.items())
+            batch = Writes(refreshes=self._pending_refresh)
+            self._pending_refresh = {}
+            self.writer.submit(batch)
 
-    def _publish(self) -> None:
-        while (event := self.engine.next_event()) is not None:
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
             if self.announcer is not None:
                 self.announcer.on_event(event)
             if not self._subscribers:
@@ -242,9 +251,7 @@ class SapDaemon:
         last_resync = time.monotonic()
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
-            if self._pending_refresh:
-                with self.store.transaction():
-                    self._flush_refreshes()
+            self._flush_refreshes()
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
                 await self.resync_interfaces()

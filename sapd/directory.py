@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,7 @@ class SessionRecord:
     groups: tuple[str, ...] = ()
     media_types: tuple[str, ...] = ()
     attributes: tuple[tuple[str, str | None], ...] = ()
+    content_crc: int = 0  # CRC-32 of the SDP text: lets memory hold records without it
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         return replace(self, **changes)
@@ -87,15 +89,19 @@ class SearchQuery:
     offset: int = 0
 
 
+# (id, last_seen, expires, period, msg_hash): what a re-announcement changes
+Liveness = tuple[str, float, float | None, float | None, int]
+
+
 class DirectoryBackend(Protocol):
     def upsert(self, records: Iterable[SessionRecord]) -> None: ...
-    def refresh(self, seen: Iterable[tuple[str, float, float | None, float | None]]) -> None: ...
+    def refresh(self, seen: Iterable[Liveness]) -> None: ...
     def delete(self, ids: Iterable[str]) -> int: ...
     def expire(self, now: float) -> list[SessionRecord]: ...
     def get(self, session_id: str) -> SessionRecord | None: ...
     def search(self, query: SearchQuery) -> list[SessionRecord]: ...
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int: ...
-    def iter_all(self) -> Iterator[SessionRecord]: ...
+    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]: ...
     def mark_remote_stale(self) -> int: ...
     def close(self) -> None: ...
 
@@ -125,18 +131,19 @@ _MIGRATIONS: dict[int, str] = {
         options TEXT NOT NULL DEFAULT '{}',
         period REAL,
         expires REAL,
-        stale INTEGER NOT NULL DEFAULT 0,
+        heard_gen INTEGER NOT NULL DEFAULT 0,  -- daemon run that last heard it (stale)
+        content_crc INTEGER NOT NULL DEFAULT 0,
         groups TEXT NOT NULL DEFAULT '',
         media_types TEXT NOT NULL DEFAULT '',
         haystack TEXT NOT NULL DEFAULT ''  -- lower(name, info): substring search
     );
     -- covering the filters that walk it, so non-matching rows are never fetched
     CREATE INDEX sessions_name ON sessions(name COLLATE NOCASE, id, haystack, media_types,
-                                           scope, local, stale);
+                                           scope, local);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('generation', 1);
     CREATE INDEX sessions_source ON sessions(source);
     CREATE INDEX sessions_origin ON sessions(origin_address);
-    CREATE INDEX sessions_scope ON sessions(scope);
-    CREATE INDEX sessions_expires ON sessions(expires) WHERE expires IS NOT NULL;
     CREATE TABLE session_groups (rid INTEGER NOT NULL, address TEXT NOT NULL);
     CREATE INDEX session_groups_address ON session_groups(address, rid);
     CREATE INDEX session_groups_rid ON session_groups(rid);
@@ -152,7 +159,19 @@ _MIGRATIONS: dict[int, str] = {
 
 _COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
             "sdp, scope, sap_group, first_seen, last_seen, local, owner_uid, acl, blob, "
-            "options, period, expires, stale, groups, media_types, haystack")
+            "options, period, expires, heard_gen, groups, media_types, haystack, content_crc")
+_LIGHT_COLUMNS = _COLUMNS.replace("sdp,", "'',").replace("haystack", "''")
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value) if value else "{}"
+
+
+def _json(text: str) -> dict[str, Any]:
+    if text == "{}":
+        return {}  # the common case, without the parser
+    value: dict[str, Any] = json.loads(text)
+    return value
 
 
 class SchemaError(RuntimeError):
@@ -173,6 +192,11 @@ class SqliteDirectory:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._migrate()
+        self.generation = self._read_generation()
+        # Row ids are handed out in order (appends to the B-trees, not random inserts);
+        # this map finds an existing session's row without a query.
+        self._rids: dict[str, int] = dict(self._db.execute("SELECT id, rid FROM sessions"))
+        self._next_rid = max(self._rids.values(), default=0) + 1
 
     def _migrate(self) -> None:
         current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -204,57 +228,59 @@ class SqliteDirectory:
 
     # -- writes ---------------------------------------------------------------
     def upsert(self, records: Iterable[SessionRecord]) -> None:
+        """Insert or replace sessions. Row ids derive from session ids, so a batch is a
+        handful of executemany calls (C loops) instead of statements per row."""
+        rows, rids, groups, media, attrs, text = [], [], [], [], [], []
+        for r in records:
+            rid = self._rids.get(r.id)
+            if rid is None:
+                rid = self._rids[r.id] = self._next_rid
+                self._next_rid += 1
+            rids.append((rid,))
+            rows.append((rid, r.id, r.source, r.identity, r.auth_tag, r.version, r.msg_hash,
+                         r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
+                         r.first_seen, r.last_seen, int(r.local), r.owner_uid,
+                         _dumps(r.acl), _dumps(r.blob), _dumps(r.options), r.period,
+                         r.expires, 0 if r.stale else self.generation, " ".join(r.groups),
+                         " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower(),
+                         r.content_crc or zlib.crc32(r.sdp.encode())))
+            groups += [(rid, g) for g in r.groups]
+            media += [(rid, m) for m in set(r.media_types)]
+            attrs += [(rid, n, v) for n, v in r.attributes]
+            text.append((rid, r.name, r.info or ""))
+        if not rows:
+            return
         db = self._db
         with self.transaction():
-            for r in records:
-                row = (r.id, r.source, r.identity, r.auth_tag, r.version, r.msg_hash,
-                       r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
-                       r.first_seen, r.last_seen, int(r.local), r.owner_uid,
-                       json.dumps(r.acl), json.dumps(r.blob), json.dumps(r.options),
-                       r.period, r.expires, int(r.stale), " ".join(r.groups),
-                       " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower())
-                found = db.execute("SELECT rid FROM sessions WHERE id=?", (r.id,)).fetchone()
-                if found:
-                    rid = int(found[0])
-                    db.execute(f"UPDATE sessions SET ({_COLUMNS}) = ({','.join('?' * 25)}) "
-                               "WHERE rid=?", (*row, rid))
-                    self._delete_children(rid)
-                else:
-                    cur = db.execute(f"INSERT INTO sessions ({_COLUMNS}) "
-                                     f"VALUES ({','.join('?' * 25)})", row)
-                    rid = int(cur.lastrowid or 0)
-                db.executemany("INSERT INTO session_groups VALUES (?, ?)",
-                               [(rid, g) for g in r.groups])
-                db.executemany("INSERT INTO session_media VALUES (?, ?)",
-                               [(rid, m) for m in set(r.media_types)])
-                db.executemany("INSERT INTO session_attrs VALUES (?, ?, ?)",
-                               [(rid, n, v) for n, v in r.attributes])
-                db.execute("INSERT INTO session_text(rowid, name, info) VALUES (?, ?, ?)",
-                           (rid, r.name, r.info or ""))
+            for table in ("session_groups", "session_media", "session_attrs"):
+                db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
+            db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
+            db.executemany(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) "
+                           f"VALUES ({','.join('?' * 27)})", rows)
+            db.executemany("INSERT INTO session_groups VALUES (?, ?)", groups)
+            db.executemany("INSERT INTO session_media VALUES (?, ?)", media)
+            db.executemany("INSERT INTO session_attrs VALUES (?, ?, ?)", attrs)
+            db.executemany("INSERT INTO session_text(rowid, name, info) VALUES (?, ?, ?)",
+                           text)
 
-    def _delete_children(self, rid: int) -> None:
-        for table in ("session_groups", "session_media", "session_attrs"):
-            self._db.execute(f"DELETE FROM {table} WHERE rid=?", (rid,))
-        self._db.execute("DELETE FROM session_text WHERE rowid=?", (rid,))
-
-    def refresh(self, seen: Iterable[tuple[str, float, float | None, float | None]]) -> None:
-        """Batched liveness update: (id, last_seen, expires, period); clears stale."""
+    def refresh(self, seen: Iterable[Liveness]) -> None:
+        """Batched liveness update; a session heard again is no longer stale."""
         with self.transaction():
             self._db.executemany(
-                "UPDATE sessions SET last_seen=?, expires=?, period=?, stale=0 WHERE id=?",
-                [(last, expires, period, sid) for sid, last, expires, period in seen])
+                "UPDATE sessions SET last_seen=?, expires=?, period=?, msg_hash=?, heard_gen=? "
+                "WHERE rid=?", [(last, expires, period, msg_hash, self.generation, rid)
+                                for sid, last, expires, period, msg_hash in seen
+                                if (rid := self._rids.get(sid)) is not None])
 
     def delete(self, ids: Iterable[str]) -> int:
-        deleted = 0
-        with self.transaction():
-            for sid in ids:
-                found = self._db.execute("SELECT rid FROM sessions WHERE id=?",
-                                         (sid,)).fetchone()
-                if found:
-                    self._delete_children(int(found[0]))
-                    self._db.execute("DELETE FROM sessions WHERE rid=?", (found[0],))
-                    deleted += 1
-        return deleted
+        rids = [(rid,) for sid in ids if (rid := self._rids.pop(sid, None)) is not None]
+        if rids:
+            with self.transaction():
+                for table in ("session_groups", "session_media", "session_attrs"):
+                    self._db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
+                self._db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
+                self._db.executemany("DELETE FROM sessions WHERE rid=?", rids)
+        return len(rids)
 
     def expire(self, now: float) -> list[SessionRecord]:
         """Remove and return every session whose expiry time has passed."""
@@ -267,10 +293,17 @@ class SqliteDirectory:
         return records
 
     def mark_remote_stale(self) -> int:
-        """At start-up: every remote session is stale until heard again."""
+        """At start-up: every remote session is stale until heard again. A new
+        generation does it in O(1): stale means 'last heard in an older generation'."""
         with self.transaction():
-            cur = self._db.execute("UPDATE sessions SET stale=1 WHERE local=0")
-        return cur.rowcount
+            self._db.execute("UPDATE meta SET value = value + 1 WHERE key='generation'")
+            self.generation = self._read_generation()
+            return int(self._db.execute("SELECT count(*) FROM sessions WHERE local=0")
+                       .fetchone()[0])
+
+    def _read_generation(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='generation'")
+                   .fetchone()[0])
 
     # -- reads ----------------------------------------------------------------
     def _record(self, row: tuple[Any, ...],
@@ -279,10 +312,11 @@ class SqliteDirectory:
             id=row[0], source=row[1], identity=row[2], auth_tag=row[3], version=row[4],
             msg_hash=row[5], origin_address=row[6], name=row[7], info=row[8], sdp=row[9],
             scope=row[10], sap_group=row[11], first_seen=row[12], last_seen=row[13],
-            local=bool(row[14]), owner_uid=row[15], acl=json.loads(row[16]),
-            blob=json.loads(row[17]), options=json.loads(row[18]), period=row[19],
-            expires=row[20], stale=bool(row[21]),
+            local=bool(row[14]), owner_uid=row[15], acl=_json(row[16]),
+            blob=_json(row[17]), options=_json(row[18]), period=row[19],
+            expires=row[20], stale=not row[14] and row[21] < self.generation,
             groups=tuple(row[22].split()), media_types=tuple(row[23].split()),
+            content_crc=row[25],
             attributes=tuple((n, v) for n, v in attrs))
 
     def get(self, session_id: str) -> SessionRecord | None:
@@ -336,23 +370,26 @@ class SqliteDirectory:
         if query.scope is not None:
             clauses.append("+scope=?")  # unary + keeps the planner on the name index
             args.append(query.scope)
-        for column, flag in (("local", query.local), ("stale", query.stale)):
-            if flag is not None:
-                clauses.append(f"+{column}=?")
-                args.append(int(flag))
+        if query.local is not None:
+            clauses.append("+local=?")
+            args.append(int(query.local))
+        if query.stale is not None:
+            clauses.append("(+local=0 AND +heard_gen<?)" if query.stale
+                           else "(+local=1 OR +heard_gen>=?)")
+            args.append(self.generation)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def _records(self, rows: list[tuple[Any, ...]]) -> list[SessionRecord]:
         """Rows to records, loading every row's attributes in one query."""
         attrs: dict[int, list[tuple[str, str | None]]] = {}
-        rids = [row[25] for row in rows]
+        rids = [row[26] for row in rows]
         for start in range(0, len(rids), 500):
             chunk = rids[start:start + 500]
             for rid, name, value in self._db.execute(
                     f"SELECT rid, name, value FROM session_attrs WHERE rid IN "
                     f"({','.join('?' * len(chunk))})", chunk):
                 attrs.setdefault(rid, []).append((name, value))
-        return [self._record(row, attrs.get(row[25], [])) for row in rows]
+        return [self._record(row, attrs.get(row[26], [])) for row in rows]
 
     def search(self, query: SearchQuery) -> list[SessionRecord]:
         with self._lock:
@@ -371,10 +408,16 @@ class SqliteDirectory:
             return int(self._db.execute(f"SELECT count(*) FROM ({inner})",
                                         args).fetchone()[0])
 
-    def iter_all(self) -> Iterator[SessionRecord]:
+    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]:
+        """Every session. ``light`` leaves out the SDP text and attributes (what the
+        engine keeps in memory), which is what makes start-up fast."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions").fetchall()
-            records = self._records(rows)
+            if light:
+                cursor = self._db.execute(f"SELECT {_LIGHT_COLUMNS}, rid FROM sessions")
+                records = [self._record(row, []) for row in cursor]
+            else:
+                rows = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions").fetchall()
+                records = self._records(rows)
         yield from records
 
     def close(self) -> None:

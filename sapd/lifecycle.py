@@ -18,6 +18,7 @@ import hashlib
 import heapq
 import ipaddress
 import itertools
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class Writes:
 
     upserts: dict[str, SessionRecord] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
-    refreshes: dict[str, tuple[float, float | None, float | None]] = field(
+    refreshes: dict[str, tuple[float, float | None, float | None, int]] = field(
         default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -117,8 +118,9 @@ class _Entry:
     period: float | None
     stale: bool
     stop_time: float | None
-    arrivals: deque[float] = field(default_factory=deque)
+    arrivals: list[float] = field(default_factory=list)  # a deque costs 760 B; this ~100
     heap_expiry: float | None = None  # a lower bound of expires kept in the heap
+    seen_key: tuple[bytes, int] | None = None  # (SAP header bytes, CRC-32 of datagram)
 
     @classmethod
     def of(cls, record: SessionRecord, stop_time: float | None) -> _Entry:
@@ -134,6 +136,12 @@ class _Entry:
 class _Bucket:
     tokens: float
     stamp: float
+
+
+def _slim(record: SessionRecord) -> SessionRecord:
+    """What memory keeps: everything but the SDP text and attributes (the store has
+    them; ~300 bytes a session saved at 100,000 sessions)."""
+    return record.with_changes(sdp="", attributes=())
 
 
 def session_id(source: str, identity: str, auth_tag: str) -> str:
@@ -158,13 +166,16 @@ class Engine:
         self.scopes = scopes or ScopeTable()
         self.counters: Counter[str] = Counter()
         self._entries: dict[str, _Entry] = {}
-        self._by_hash: dict[tuple[str, int], str] = {}
+        # Re-announcement fast path: (hash + source bytes, CRC-32 of the datagram) -> id.
+        # The CRC guards against 16-bit hash collisions between sessions of one source.
+        self._seen: dict[tuple[bytes, int], str] = {}
+        self._dirty: set[str] = set()
         self._by_key: dict[tuple[str, str, str], str] = {}
         self._heap: list[tuple[float, str]] = []
         self._events: deque[Event] = deque()
         self._writes = Writes()
         self._buckets: dict[str, _Bucket] = {}
-        self._own: set[tuple[str, int]] = set()
+        self._own: set[bytes] = set()  # hash + source bytes of packets we send
 
     # -- state loading and own announcements ------------------------------------------
     def load(self, records: Iterable[SessionRecord]) -> int:
@@ -172,16 +183,18 @@ class Engine:
         count = 0
         for record in records:
             stop = record.options.get("stop_time")
-            self._index(_Entry.of(record, float(stop) if stop is not None else None))
+            self._index(_Entry.of(_slim(record) if record.sdp else record,
+                                  float(stop) if stop is not None else None))
             count += 1
         return count
 
     def mark_own(self, source: str, msg_hash: int, own: bool = True) -> None:
         """(source, hash) pairs we announce ourselves; they are never re-ingested."""
+        key = msg_hash.to_bytes(2, "big") + ipaddress.ip_address(source).packed
         if own:
-            self._own.add((source, msg_hash))
+            self._own.add(key)
         else:
-            self._own.discard((source, msg_hash))
+            self._own.discard(key)
 
     # -- queries -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -206,6 +219,19 @@ class Engine:
 
     def take_writes(self) -> Writes:
         writes, self._writes = self._writes, Writes()
+        for sid in self._dirty:
+            entry = self._entries.get(sid)
+            if entry is None:
+                continue
+            pending = writes.upserts.get(sid)
+            if pending is not None:  # the full record, with the latest liveness
+                writes.upserts[sid] = pending.with_changes(
+                    last_seen=entry.last_seen, expires=entry.expires, period=entry.period,
+                    stale=entry.stale, msg_hash=entry.record.msg_hash)
+            else:
+                writes.refreshes[sid] = (entry.last_seen, entry.expires, entry.period,
+                                         entry.record.msg_hash)
+        self._dirty.clear()
         return writes
 
     def get_timer(self) -> float | None:
@@ -235,18 +261,26 @@ class Engine:
     def receive_datagram(self, data: bytes, now: float) -> str:
         """Process one datagram; returns its outcome label (also counted)."""
         outcome = self._receive(data, now)
-        self.counters[outcome] += 1
+        counters = self.counters
+        counters[outcome] = counters.get(outcome, 0) + 1
         return outcome
 
     def _receive(self, data: bytes, now: float) -> str:
+        if len(data) >= 8:
+            flags = data[0]
+            head = data[2:20] if flags & 0x10 else data[2:8]
+            if head in self._own:
+                return DROP_OWN
+            if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
+                sid = self._seen.get((head, zlib.crc32(data)))
+                if sid is not None:
+                    self._refresh(sid, now)
+                    return ACCEPTED_REFRESH
         try:
             packet = wire.decode(data, max_inflated=self.limits.max_sdp_bytes)
         except wire.SapDecodeError as exc:
             return exc.reason.value
         source = str(packet.source)
-        hash_key = (source, packet.msg_id_hash)
-        if hash_key in self._own:
-            return DROP_OWN
         if packet.msg_id_hash == 0 and not self.limits.accept_zero_hash:
             return DROP_ZERO_HASH
         if packet.encrypted:
@@ -255,10 +289,6 @@ class Engine:
             return DROP_NOT_SDP
         if packet.deletion:
             return self._deletion(packet, source, now)
-        known = self._by_hash.get(hash_key)
-        if known is not None:
-            self._refresh(known, now)
-            return ACCEPTED_REFRESH
         if len(packet.payload) > self.limits.max_sdp_bytes:
             return DROP_TOO_LARGE
         if not self._take_token(source, now):
@@ -266,7 +296,8 @@ class Engine:
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
-        return self._announce(packet, session, source, now)
+        seen_key = (data[2:20] if data[0] & 0x10 else data[2:8], zlib.crc32(data))
+        return self._announce(packet, session, source, now, seen_key)
 
     def _take_token(self, source: str, now: float) -> bool:
         bucket = self._buckets.get(source)
@@ -285,28 +316,32 @@ class Engine:
         bucket.tokens -= 1.0
         return True
 
-    def _expiry(self, entry: _Entry) -> float | None:
-        if entry.record.local:
-            return entry.stop_time
-        period = entry.period or self.profile.default_period
-        silence = max(self.profile.expiry_floor, self.profile.multiplier * period)
-        expires = entry.last_seen + silence
-        if entry.stop_time is not None:
-            expires = min(expires, entry.stop_time)
-        return expires
+    def _expiry_for(self, local: bool, period: float | None, last_seen: float,
+                    stop_time: float | None) -> float | None:
+        if local:
+            return stop_time
+        silence = max(self.profile.expiry_floor,
+                      self.profile.multiplier * (period or self.profile.default_period))
+        expires = last_seen + silence
+        return expires if stop_time is None else min(expires, stop_time)
 
-    def _note_arrival(self, entry: _Entry, now: float) -> None:
-        """Record an arrival and re-estimate the period: the median of recent gaps, so
-        one lost or doubled packet does not swing it."""
-        arrivals = entry.arrivals
+    def _expiry(self, entry: _Entry) -> float | None:
+        return self._expiry_for(entry.record.local, entry.period, entry.last_seen,
+                                entry.stop_time)
+
+    @staticmethod
+    def _note_arrival(arrivals: list[float], now: float, period: float | None) -> float | None:
+        """Record an arrival and return the period estimate: the median of recent gaps,
+        so one lost or doubled packet does not swing it."""
         if arrivals and now - arrivals[-1] < REPEAT_WINDOW:
-            return  # a duplicate, not a period sample
+            return period  # a duplicate, not a period sample
         arrivals.append(now)
         if len(arrivals) > PERIOD_SAMPLES + 1:
-            arrivals.popleft()
-        if len(arrivals) >= 2:
-            gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
-            entry.period = gaps[len(gaps) // 2]
+            del arrivals[0]
+        if len(arrivals) < 2:
+            return period
+        gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+        return gaps[len(gaps) // 2]
 
     def _schedule(self, sid: str, entry: _Entry) -> None:
         entry.heap_expiry = entry.expires
@@ -315,45 +350,18 @@ class Engine:
 
     def _refresh(self, sid: str, now: float) -> None:
         entry = self._entries[sid]
-        self._note_arrival(entry, now)
+        arrivals = entry.arrivals
+        if not arrivals or now - arrivals[-1] >= REPEAT_WINDOW:
+            entry.period = self._note_arrival(arrivals, now, entry.period)
         entry.last_seen = now
         entry.stale = False
-        entry.expires = self._expiry(entry)
-        if entry.expires is not None and (entry.heap_expiry is None
-                                          or entry.expires < entry.heap_expiry):
+        expires = entry.expires = self._expiry(entry)
+        if expires is not None and (entry.heap_expiry is None or expires < entry.heap_expiry):
             self._schedule(sid, entry)
-        if sid in self._writes.upserts:
-            self._writes.upserts[sid] = entry.snapshot()
-        else:
-            self._writes.refreshes[sid] = (now, entry.expires, entry.period)
-
-    def _build_record(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                      source: str, sid: str, now: float, previous: _Entry | None,
-                      auth_tag: str) -> SessionRecord:
-        groups = session.groups
-        scope_name = ""
-        if groups:
-            scope_name = self.scopes.for_address(groups[0]).name
-        sap_group = ""
-        if groups:
-            sap_group = str(self.scopes.for_address(groups[0]).sap_group)
-        stop = session.stop_time
-        attributes = [(a.name, a.value) for a in session.attributes]
-        for media in session.media:
-            attributes.extend((a.name, a.value) for a in media.attributes)
-        old = previous.record if previous else None
-        return SessionRecord(
-            id=sid, source=source, identity=session.identity, version=session.version,
-            msg_hash=packet.msg_id_hash, origin_address=session.origin.address,
-            name=session.name, info=session.info, sdp=session.raw, scope=scope_name,
-            sap_group=sap_group, first_seen=old.first_seen if old else now, last_seen=now,
-            auth_tag=auth_tag,
-            options={"stop_time": stop.timestamp()} if stop else {},
-            groups=groups, media_types=tuple(dict.fromkeys(m.kind for m in session.media)),
-            attributes=tuple(attributes))
+        self._dirty.add(sid)
 
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                  source: str, now: float) -> str:
+                  source: str, now: float, seen_key: tuple[bytes, int]) -> str:
         auth_tag = auth_tag_of(packet)
         sid = self._by_key.get((source, session.identity, auth_tag))
         previous = self._entries.get(sid) if sid else None
@@ -361,12 +369,13 @@ class Engine:
             old = previous.record
             if session.version < old.version:
                 return DROP_OLD_VERSION
-            if session.version == old.version and session.raw == old.sdp:
-                # Same content under a new hash (e.g. FFmpeg restarted): adopt the hash.
-                self._by_hash.pop((source, old.msg_hash), None)
-                self._by_hash[(source, packet.msg_id_hash)] = sid
-                previous.record = old.with_changes(msg_hash=packet.msg_id_hash)
-                self._writes.upserts[sid] = previous.snapshot()
+            if (session.version == old.version
+                    and zlib.crc32(session.raw.encode()) == old.content_crc):
+                # Same content in another datagram (new hash after a restart, or the
+                # first packet after our own restart): adopt it as a refresh.
+                self._set_seen(previous, seen_key)
+                if old.msg_hash != packet.msg_id_hash:
+                    previous.record = old.with_changes(msg_hash=packet.msg_id_hash)
                 self._refresh(sid, now)
                 return ACCEPTED_REFRESH
         else:
@@ -374,28 +383,51 @@ class Engine:
                 return DROP_SESSION_CAP
             sid = session_id(source, session.identity, auth_tag)
         stop = session.stop_time
-        if stop is not None and stop.timestamp() <= now:
+        stop_time = stop.timestamp() if stop is not None else None
+        if stop_time is not None and stop_time <= now:
             return DROP_ENDED
-        record = self._build_record(packet, session, source, sid, now, previous, auth_tag)
-        entry = _Entry.of(record, stop.timestamp() if stop else None)
+        arrivals = previous.arrivals if previous else []
+        period = self._note_arrival(arrivals, now, previous.period if previous else None)
+        expires = self._expiry_for(False, period, now, stop_time)
+        groups = session.groups
+        scope = self.scopes.for_address(groups[0]) if groups else None
+        attributes = [(a.name, a.value) for a in session.attributes]
+        for media in session.media:
+            attributes.extend((a.name, a.value) for a in media.attributes)
+        record = SessionRecord(
+            id=sid, source=source, identity=session.identity, version=session.version,
+            msg_hash=packet.msg_id_hash, origin_address=session.origin.address,
+            name=session.name, info=session.info, sdp=session.raw,
+            scope=scope.name if scope else "", sap_group=scope.sap_group_text if scope else "",
+            first_seen=previous.record.first_seen if previous else now, last_seen=now,
+            auth_tag=auth_tag, period=period, expires=expires,
+            options={"stop_time": stop_time} if stop_time is not None else {},
+            groups=groups, media_types=tuple(dict.fromkeys(m.kind for m in session.media)),
+            attributes=tuple(attributes), content_crc=zlib.crc32(session.raw.encode()))
+        entry = _Entry.of(_slim(record), stop_time)
+        entry.arrivals = arrivals
         if previous is not None:
-            self._by_hash.pop((source, previous.record.msg_hash), None)
-            entry.arrivals, entry.period = previous.arrivals, previous.period
-        self._note_arrival(entry, now)
-        entry.expires = self._expiry(entry)
+            self._set_seen(previous, None)
         self._index(entry)
-        self._writes.upserts[sid] = entry.snapshot()
-        self._writes.refreshes.pop(sid, None)
+        self._set_seen(entry, seen_key)
+        self._writes.upserts[sid] = record
         self._writes.deletes.discard(sid)
+        self._dirty.discard(sid)
         kind = ACCEPTED_CHANGED if previous is not None else ACCEPTED_NEW
-        self._events.append(Event(kind, sid, now, entry.snapshot()))
+        self._events.append(Event(kind, sid, now, record))
         return kind
+
+    def _set_seen(self, entry: _Entry, key: tuple[bytes, int] | None) -> None:
+        if entry.seen_key is not None and self._seen.get(entry.seen_key) == entry.record.id:
+            del self._seen[entry.seen_key]
+        entry.seen_key = key
+        if key is not None:
+            self._seen[key] = entry.record.id
 
     def _index(self, entry: _Entry) -> None:
         record = entry.record
         self._entries[record.id] = entry
         self._by_key[(record.source, record.identity, record.auth_tag)] = record.id
-        self._by_hash[(record.source, record.msg_hash)] = record.id
         self._schedule(record.id, entry)
 
     def _deletion(self, packet: wire.SapPacket, source: str, now: float) -> str:
@@ -414,7 +446,8 @@ class Engine:
         entry = self._entries.pop(sid)
         record = entry.record
         self._by_key.pop((record.source, record.identity, record.auth_tag), None)
-        self._by_hash.pop((record.source, record.msg_hash), None)
+        self._set_seen(entry, None)
+        self._dirty.discard(sid)
         self._writes.upserts.pop(sid, None)
         self._writes.refreshes.pop(sid, None)
         self._writes.deletes.add(sid)
@@ -425,12 +458,15 @@ class Engine:
         """Insert or replace a session published through the API; returns the event kind."""
         previous = self._entries.get(record.id)
         if previous is not None:
-            self._by_hash.pop((previous.record.source, previous.record.msg_hash), None)
+            self._set_seen(previous, None)
+        if not record.content_crc:
+            record = record.with_changes(content_crc=zlib.crc32(record.sdp.encode()))
         stop = record.options.get("stop_time")
-        entry = _Entry.of(record, float(stop) if stop is not None else None)
+        entry = _Entry.of(_slim(record), float(stop) if stop is not None else None)
         entry.expires = self._expiry(entry)
         self._index(entry)
-        self._writes.upserts[record.id] = entry.snapshot()
+        record = record.with_changes(expires=entry.expires)
+        self._writes.upserts[record.id] = record
         self._writes.deletes.discard(record.id)
         kind = "changed" if previous is not None else "new"
         self._events.append(Event(kind, record.id, now, entry.snapshot()))

@@ -8,7 +8,9 @@ announced on ff0X::2:7ffe.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,10 @@ class Scope:
     network: IPNetwork
     sap_group: IPAddress
     ttl: int  # the largest TTL (hop limit) announcements in this scope may carry
+
+    @property
+    def sap_group_text(self) -> str:
+        return _group_text(self.sap_group)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "range": str(self.network),
@@ -58,6 +64,23 @@ STANDARD_GROUPS: tuple[IPAddress, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _group_text(group: IPAddress) -> str:
+    return str(group)  # one shared string per group, not one per session
+
+
+def _parse(text: str) -> IPAddress:
+    """inet_pton (C) is several times faster than ipaddress's string parser."""
+    try:
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except OSError:
+        pass
+    try:
+        return ipaddress.IPv6Address(socket.inet_pton(socket.AF_INET6, text))
+    except OSError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
 def _v6_scope(address: ipaddress.IPv6Address) -> Scope:
     nibble = address.packed[1] & 0x0F
     group = ipaddress.IPv6Address((0xFF00 | nibble) << 112 | SAP_V6_SUFFIX)
@@ -71,6 +94,10 @@ class ScopeTable:
 
     def __init__(self, scopes: Iterable[Scope] = DEFAULT_SCOPES) -> None:
         self._scopes = sorted(scopes, key=lambda s: s.network.prefixlen, reverse=True)
+        self._cache: dict[str, Scope] = {}  # address text -> scope; lookups repeat a lot
+        # (version, network as int, mask as int, scope): integer tests, not ipaddress's
+        self._masks = [(sc.network.version, int(sc.network.network_address),
+                        int(sc.network.netmask), sc) for sc in self._scopes]
 
     @property
     def scopes(self) -> tuple[Scope, ...]:
@@ -78,11 +105,23 @@ class ScopeTable:
 
     def for_address(self, address: str | IPAddress) -> Scope:
         """The scope serving a multicast connection address."""
-        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if isinstance(address, str):
+            cached = self._cache.get(address)
+            if cached is not None:
+                return cached
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            scope = self._lookup(_parse(address))
+            self._cache[address] = scope
+            return scope
+        return self._lookup(address)
+
+    def _lookup(self, ip: IPAddress) -> Scope:
         if not ip.is_multicast:
             raise ValueError(f"{ip} is not a multicast address")
-        for scope in self._scopes:
-            if ip.version == scope.network.version and ip in scope.network:
+        value, version = int(ip), ip.version
+        for scope_version, network, mask, scope in self._masks:
+            if version == scope_version and value & mask == network:
                 return scope
         if isinstance(ip, ipaddress.IPv6Address):
             return _v6_scope(ip)

@@ -13,6 +13,7 @@ for a 12-line SDP here) backs the detailed JSON view in :meth:`SessionDescriptio
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,12 +148,17 @@ class SessionDescription:
         """The multicast group addresses this session uses (expanded /count)."""
         out: list[str] = []
         for conn in self.all_connections():
-            if conn.multicast:
-                base = ipaddress.ip_address(conn.address)
-                for i in range(min(conn.count, 256)):
-                    text = str(base + i)
-                    if text not in out:
-                        out.append(text)
+            if not conn.multicast:
+                continue
+            if conn.count == 1:
+                if conn.address not in out:
+                    out.append(conn.address)
+                continue
+            base = ipaddress.ip_address(conn.address)
+            for i in range(min(conn.count, 256)):
+                text = str(base + i)
+                if text not in out:
+                    out.append(text)
         return tuple(out)
 
     @property
@@ -291,12 +297,9 @@ def _parse_origin(b: _Builder, n: int, value: str) -> None:
         b.warn(n, f"o= network type {nettype!r} is not IN")
     if addrtype not in ("IP4", "IP6"):
         b.warn(n, f"o= address type {addrtype!r} is not IP4 or IP6")
-    try:
-        if ipaddress.ip_address(address).is_loopback:
-            b.warn(n, f"o= address {address} is a loopback address; sessions from "
-                      "different hosts may share this identity")
-    except ValueError:
-        pass  # an FQDN is allowed
+    if address.startswith("127.") or address == "::1":
+        b.warn(n, f"o= address {address} is a loopback address; sessions from "
+                  "different hosts may share this identity")
     if sess_id == "0" and user == "-":
         b.warn(n, "o= session id 0 with username '-' is not globally unique")
     b.origin = Origin(user, sess_id, int(version), nettype, addrtype, address)
@@ -313,27 +316,35 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
     if nettype != "IN" or addrtype not in ("IP4", "IP6"):
         b.warn(n, f"c= {nettype} {addrtype} is not IN IP4/IP6; address not interpreted")
         return Connection(nettype, addrtype, address, None, 1, False)
+    # inet_pton (C) rather than ipaddress: this runs for every new announcement.
+    family = socket.AF_INET if addrtype == "IP4" else socket.AF_INET6
     try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        if len(parts) > 1:
-            b.error(n, f"c= address {address!r} is not an {addrtype} address")
-            return None
-        return Connection(nettype, addrtype, address, None, 1, False)  # FQDN
-    if (ip.version == 4) != (addrtype == "IP4"):
+        packed = socket.inet_pton(family, address)
+    except OSError:
+        other = socket.AF_INET6 if family == socket.AF_INET else socket.AF_INET
+        try:
+            socket.inet_pton(other, address)
+        except OSError:
+            if len(parts) > 1:
+                b.error(n, f"c= address {address!r} is not an {addrtype} address")
+                return None
+            return Connection(nettype, addrtype, address, None, 1, False)  # FQDN
         b.error(n, f"c= address {address} does not match address type {addrtype}")
         return None
+    v4 = family == socket.AF_INET
+    multicast = 224 <= packed[0] <= 239 if v4 else packed[0] == 0xFF
+    canonical = address if v4 else socket.inet_ntop(family, packed)
     numbers = parts[1:]
     if any(not p.isdigit() for p in numbers):
         b.error(n, f"c= {spec!r}: TTL and address count must be numbers")
         return None
     ttl: int | None = None
     count = 1
-    if not ip.is_multicast:
+    if not multicast:
         if numbers:
             b.error(n, f"c= unicast address {address} must not carry a TTL or count")
             return None
-    elif ip.version == 4:
+    elif v4:
         if not numbers:
             b.error(n, f"c= IPv4 multicast address {address} needs a TTL ({address}/<ttl>)")
             return None
@@ -355,7 +366,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
     if count < 1:
         b.error(n, "c= address count must be at least 1")
         return None
-    return Connection(nettype, addrtype, str(ip), ttl, count, ip.is_multicast)
+    return Connection(nettype, addrtype, canonical, ttl, count, multicast)
 
 
 def _parse_media(b: _Builder, n: int, value: str) -> None:

@@ -26,6 +26,7 @@ from sapd.plumbing import logs
 log = logs.get("sapd.transport")
 
 IP_MULTICAST_ALL = 49  # not exported by Python's socket module
+SO_RCVBUFFORCE = 33
 IPV6_MULTICAST_ALL = 29
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -34,7 +35,7 @@ DRAIN_BATCH = 1024
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-DatagramHandler = Callable[[bytes, str], None]
+DatagramHandler = Callable[[bytes], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +116,11 @@ def _make_receiver(family: socket.AddressFamily, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN; bursts of announcements need it
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -204,11 +208,10 @@ class MulticastReceiver:
 
     def _drain(self, sock: socket.socket) -> None:
         handler = self._handler
-        recv = sock.recvfrom
+        recv = sock.recv
         try:
             for _ in range(DRAIN_BATCH):
-                data, address = recv(65535)
-                handler(data, address[0])
+                handler(recv(65535))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:

@@ -35,7 +35,9 @@ def test_round_trip_and_reopen(tmp_path: Path) -> None:
     store.upsert([original])
     store.close()
     again = SqliteDirectory(path)
-    assert again.get("s00007") == original
+    got = again.get("s00007")
+    assert got is not None and got.content_crc != 0
+    assert got == original.with_changes(content_crc=got.content_crc)
     assert again.count() == 1
 
 
@@ -94,7 +96,7 @@ def test_expire_removes_and_returns_only_due(store: SqliteDirectory) -> None:
 
 def test_refresh_batches_last_seen_and_clears_stale(store: SqliteDirectory) -> None:
     store.upsert([record(1, stale=True), record(2, stale=True)])
-    store.refresh([("s00001", 5000.0, 9000.0, 30.0)])
+    store.refresh([("s00001", 5000.0, 9000.0, 30.0, 77)])
     one, two = store.get("s00001"), store.get("s00002")
     assert one is not None
     assert (one.last_seen, one.expires, one.period, one.stale) == (5000.0, 9000.0, 30.0, False)

@@ -194,3 +194,24 @@ def test_groups_in_use() -> None:
     e = Engine()
     e.receive_datagram(announce(sdp_text(group="239.255.7.7")), 0.0)
     assert e.groups_in_use() == {"239.255.7.7"}
+
+
+def test_hash_collision_between_sessions_of_one_source() -> None:
+    """Two sessions from one source that share a 16-bit hash are both listed, and each
+    one's re-announcements refresh itself (a stream must never go missing)."""
+    e = Engine()
+    one = announce(sdp_text(session=1, name="one"), msg_hash=4242)
+    two = announce(sdp_text(session=2, name="two"), msg_hash=4242)
+    assert e.receive_datagram(one, 0.0) == "new"
+    assert e.receive_datagram(two, 0.0) == "new"
+    assert e.receive_datagram(one, 30.0) == "refresh"
+    assert e.receive_datagram(two, 31.0) == "refresh"
+    assert sorted(r.name for r in e.records()) == ["one", "two"]
+    assert {r.name: r.last_seen for r in e.records()} == {"one": 30.0, "two": 31.0}
+
+
+def test_many_sessions_from_one_source_all_listed() -> None:
+    e = Engine(limits=Limits(source_rate=1e9, source_burst=1e9))
+    for i in range(5000):
+        e.receive_datagram(announce(sdp_text(session=i, name=f"s{i}")), 0.0)
+    assert len(e) == 5000

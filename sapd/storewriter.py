@@ -1,0 +1,103 @@
+"""Directory writes on their own thread, so SQLite's work overlaps packet processing.
+
+The event loop hands over :class:`~sapd.lifecycle.Writes` batches; the writer applies
+whatever has queued up in one transaction and then calls each batch's callback in
+the event loop (the daemon publishes a batch's events only after it is committed,
+so what a subscriber hears about is already visible to API reads). sqlite3 releases
+the GIL while it steps, which is what makes the second core useful here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sapd.directory import SqliteDirectory
+from sapd.lifecycle import Writes
+from sapd.plumbing import logs
+
+log = logs.get("sapd.store")
+
+Done = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
+class _Job:
+    writes: Writes
+    done: Done | None
+
+
+class StoreWriter:
+    def __init__(self, store: SqliteDirectory, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self._loop = loop
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sapd-store", daemon=True)
+        self.batches = 0
+        self.failures = 0
+        self._thread.start()
+
+    def submit(self, writes: Writes, done: Done | None = None) -> None:
+        self._queue.put(_Job(writes, done))
+
+    async def commit(self, writes: Writes) -> None:
+        """Submit and wait until committed (for acknowledged API writes)."""
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def finished(error: BaseException | None) -> None:
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+        self.submit(writes, finished)
+        await future
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            stop = False
+            while True:  # coalesce whatever queued up meanwhile into one transaction
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+            error: BaseException | None = None
+            try:
+                with self.store.transaction():
+                    for item in jobs:
+                        self._apply(item.writes)
+                self.batches += 1
+            except Exception as exc:  # report, keep running: the next batch may succeed
+                self.failures += 1
+                error = exc
+                log.error("directory write failed", error=str(exc))
+            for item in jobs:
+                if item.done is not None:
+                    self._loop.call_soon_threadsafe(item.done, error)
+            if stop:
+                return
+
+    def _apply(self, writes: Writes) -> None:
+        if writes.deletes:
+            self.store.delete(writes.deletes)
+        if writes.upserts:
+            self.store.upsert(writes.upserts.values())
+        if writes.refreshes:
+            self.store.refresh((sid, *values) for sid, values in writes.refreshes.items())
+
+    def close(self) -> None:
+        """Apply everything queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+        self.store.close()
