@@ -22,9 +22,12 @@ SCHEMA_VERSION = 1
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionRecord:
-    """One announcement as stored: identity, current version, where it came from."""
+    """One announcement as stored: identity, current version, where it came from.
+
+    Treated as immutable (change it with :meth:`with_changes`); not declared frozen
+    because a frozen dataclass's __init__ costs 3x, which start-up feels at 100k."""
 
     id: str
     source: str  # SAP originating source
@@ -193,10 +196,8 @@ class SqliteDirectory:
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._migrate()
         self.generation = self._read_generation()
-        # Row ids are handed out in order (appends to the B-trees, not random inserts);
-        # this map finds an existing session's row without a query.
-        self._rids: dict[str, int] = dict(self._db.execute("SELECT id, rid FROM sessions"))
-        self._next_rid = max(self._rids.values(), default=0) + 1
+        self._rid_map: dict[str, int] | None = None  # loaded on first write
+        self._next_rid = 1
 
     def _migrate(self) -> None:
         current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -300,6 +301,15 @@ class SqliteDirectory:
             self.generation = self._read_generation()
             return int(self._db.execute("SELECT count(*) FROM sessions WHERE local=0")
                        .fetchone()[0])
+
+    @property
+    def _rids(self) -> dict[str, int]:
+        """Row ids are handed out in order (appends to the B-trees, not random inserts);
+        this map finds an existing session's row without a query. Only writers load it."""
+        if self._rid_map is None:
+            self._rid_map = dict(self._db.execute("SELECT id, rid FROM sessions"))
+            self._next_rid = max(self._rid_map.values(), default=0) + 1
+        return self._rid_map
 
     def _read_generation(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key='generation'")

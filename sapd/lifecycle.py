@@ -141,7 +141,11 @@ class _Bucket:
 def _slim(record: SessionRecord) -> SessionRecord:
     """What memory keeps: everything but the SDP text and attributes (the store has
     them; ~300 bytes a session saved at 100,000 sessions)."""
-    return record.with_changes(sdp="", attributes=())
+    return record.with_changes(sdp="", attributes=(), acl=record.acl or _EMPTY,
+                               blob=record.blob or _EMPTY, options=record.options or _EMPTY)
+
+
+_EMPTY: dict[str, Any] = {}  # shared by slim records; nothing in the engine mutates them
 
 
 def session_id(source: str, identity: str, auth_tag: str) -> str:
@@ -184,8 +188,13 @@ class Engine:
         for record in records:
             stop = record.options.get("stop_time")
             self._index(_Entry.of(_slim(record) if record.sdp else record,
-                                  float(stop) if stop is not None else None))
+                                  float(stop) if stop is not None else None), schedule=False)
             count += 1
+        self._heap = [(e.expires, sid) for sid, e in self._entries.items()
+                      if e.expires is not None]
+        heapq.heapify(self._heap)  # once, not 100,000 pushes
+        for entry in self._entries.values():
+            entry.heap_expiry = entry.expires
         return count
 
     def mark_own(self, source: str, msg_hash: int, own: bool = True) -> None:
@@ -424,11 +433,12 @@ class Engine:
         if key is not None:
             self._seen[key] = entry.record.id
 
-    def _index(self, entry: _Entry) -> None:
+    def _index(self, entry: _Entry, schedule: bool = True) -> None:
         record = entry.record
         self._entries[record.id] = entry
         self._by_key[(record.source, record.identity, record.auth_tag)] = record.id
-        self._schedule(record.id, entry)
+        if schedule:
+            self._schedule(record.id, entry)
 
     def _deletion(self, packet: wire.SapPacket, source: str, now: float) -> str:
         payload = packet.payload
