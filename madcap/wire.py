@@ -1,0 +1,429 @@
+"""MADCAP (RFC 2730) message codec: pure functions over bytes.
+
+Fixed header: version (0), message type, address family (1 IPv4, 2 IPv6), xid; then
+options as (u16 code, u16 length, value) ending with End (code 0, length 0).
+Addresses inside options use the header's family, except Server Identifier which
+carries its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass, field, fields
+
+PORT = 2535
+FAMILY_IPV4 = 1
+FAMILY_IPV6 = 2
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class MsgType(enum.IntEnum):
+    DISCOVER = 1
+    OFFER = 2
+    REQUEST = 3
+    RENEW = 4
+    ACK = 5
+    NAK = 6
+    RELEASE = 7
+    GETINFO = 8
+
+
+class Opt(enum.IntEnum):
+    END = 0
+    LEASE_TIME = 1
+    SERVER_ID = 2
+    LEASE_ID = 3
+    SCOPE = 4
+    OPTION_REQUEST = 5
+    START_TIME = 6
+    NUM_ADDRESSES = 7
+    LANGUAGE = 8
+    SCOPE_LIST = 9
+    ADDRESS_RANGES = 10
+    CURRENT_TIME = 11
+    FEATURES = 12
+    RETRY_TIME = 13
+    MIN_LEASE_TIME = 14
+    MAX_START_TIME = 15
+    ERROR = 16
+    NESTING = 17  # RFC 2907 Multicast Scope Nesting State
+
+
+class ErrorCode(enum.IntEnum):
+    COULD_NOT_COMPLETE = 0
+    INVALID_REQUEST = 1
+    EXCESSIVE_CLOCK_SKEW = 2
+    LEASE_ID_NOT_RECOGNIZED = 3
+    REQUIRED_FEATURE_NOT_SUPPORTED = 4
+
+
+class Feature(enum.IntEnum):
+    SERVER_MOBILITY = 0
+    RETRY_AFTER = 1
+    SHARED_LEASE_ID = 2
+
+
+class Reason(enum.StrEnum):
+    TOO_SHORT = "too_short"
+    BAD_VERSION = "bad_version"
+    BAD_FAMILY = "bad_family"
+    OPTION_OVERRUN = "option_overrun"
+    BAD_LENGTH = "bad_length"
+    DUPLICATE_OPTION = "duplicate_option"
+    MISSING_END = "missing_end"
+    BAD_VALUE = "bad_value"
+
+
+class MadcapDecodeError(ValueError):
+    """A datagram that is not a well-formed MADCAP message (the peer is at fault)."""
+
+    def __init__(self, reason: Reason, detail: str, option: int | None = None) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.option = option
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeName:
+    language: str
+    name: str
+    default: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeEntry:
+    scope_id: IPAddress  # the scope's first address
+    last: IPAddress
+    ttl: int
+    names: tuple[ScopeName, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRange:
+    start: IPAddress
+    count: int
+
+    def addresses(self) -> list[IPAddress]:
+        return [self.start + i for i in range(self.count)]
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    supported: tuple[int, ...] = ()
+    requested: tuple[int, ...] = ()
+    required: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: int
+    option: int | None = None  # codes 0 and 1: the option at fault (0xFFFF: none)
+    server_time: int | None = None  # code 2
+    features: tuple[int, ...] = ()  # code 4
+    extra: bytes = b""  # experimental codes: opaque
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    msgtype: int
+    xid: int
+    family: int = FAMILY_IPV4
+    lease_id: bytes | None = None
+    lease_time: int | None = None
+    server_id: IPAddress | None = None
+    scope: IPAddress | None = None
+    option_request: tuple[int, ...] | None = None
+    start_time: int | None = None
+    num_addresses: tuple[int, int] | None = None  # (minimum, desired)
+    language: str | None = None
+    scope_list: tuple[ScopeEntry, ...] | None = None
+    address_ranges: tuple[AddressRange, ...] | None = None
+    current_time: int | None = None
+    features: Features | None = None
+    retry_time: int | None = None
+    min_lease_time: int | None = None
+    max_start_time: int | None = None
+    error: ErrorInfo | None = None
+    nesting: bytes | None = None
+    unknown: tuple[tuple[int, bytes], ...] = field(default=())
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return MsgType(self.msgtype).name
+        except ValueError:
+            return f"TYPE{self.msgtype}"
+
+    def present(self) -> list[int]:
+        """Codes of the options this message carries."""
+        return [code for code, name in _FIELD_OF.items() if getattr(self, name) is not None]
+
+
+_FIELD_OF = {
+    Opt.LEASE_TIME: "lease_time", Opt.SERVER_ID: "server_id", Opt.LEASE_ID: "lease_id",
+    Opt.SCOPE: "scope", Opt.OPTION_REQUEST: "option_request", Opt.START_TIME: "start_time",
+    Opt.NUM_ADDRESSES: "num_addresses", Opt.LANGUAGE: "language",
+    Opt.SCOPE_LIST: "scope_list", Opt.ADDRESS_RANGES: "address_ranges",
+    Opt.CURRENT_TIME: "current_time", Opt.FEATURES: "features",
+    Opt.RETRY_TIME: "retry_time", Opt.MIN_LEASE_TIME: "min_lease_time",
+    Opt.MAX_START_TIME: "max_start_time", Opt.ERROR: "error", Opt.NESTING: "nesting",
+}
+_KNOWN_CODES = frozenset(int(c) for c in Opt)
+_U32_OPTIONS = {Opt.LEASE_TIME, Opt.START_TIME, Opt.CURRENT_TIME, Opt.RETRY_TIME,
+                Opt.MIN_LEASE_TIME, Opt.MAX_START_TIME}
+assert {f.name for f in fields(Message)} >= set(_FIELD_OF.values())
+
+
+def _addr_len(family: int) -> int:
+    return 4 if family == FAMILY_IPV4 else 16
+
+
+def _address(data: bytes, family: int) -> IPAddress:
+    return (ipaddress.IPv4Address(data) if family == FAMILY_IPV4
+            else ipaddress.IPv6Address(data))
+
+
+def _need(code: int, value: bytes, length: int, exact: bool = True) -> None:
+    if (len(value) != length) if exact else (len(value) < length):
+        want = f"{length}" if exact else f"at least {length}"
+        raise MadcapDecodeError(Reason.BAD_LENGTH, f"option {code} has {len(value)} octets, "
+                                                   f"expected {want}", code)
+
+
+def _u16_list(code: int, value: bytes) -> tuple[int, ...]:
+    if len(value) % 2:
+        raise MadcapDecodeError(Reason.BAD_LENGTH, f"option {code}: odd length", code)
+    return struct.unpack(f">{len(value) // 2}H", value)
+
+
+def _decode_scope_list(value: bytes, family: int) -> tuple[ScopeEntry, ...]:
+    code = Opt.SCOPE_LIST
+    if not value:
+        return ()
+    count, pos, alen = value[0], 1, _addr_len(family)
+    entries = []
+    for _ in range(count):
+        if pos + 2 * alen + 2 > len(value):
+            raise MadcapDecodeError(Reason.BAD_LENGTH, "scope list entry overruns", code)
+        first = _address(value[pos:pos + alen], family)
+        last = _address(value[pos + alen:pos + 2 * alen], family)
+        pos += 2 * alen
+        ttl, name_count = value[pos], value[pos + 1]
+        pos += 2
+        names = []
+        for _ in range(name_count):
+            if pos + 2 > len(value):
+                raise MadcapDecodeError(Reason.BAD_LENGTH, "scope name overruns", code)
+            flags, lang_len = value[pos], value[pos + 1]
+            pos += 2
+            if lang_len == 0 or pos + lang_len + 1 > len(value):
+                raise MadcapDecodeError(Reason.BAD_VALUE, "bad language tag length", code)
+            lang = value[pos:pos + lang_len]
+            pos += lang_len
+            name_len = value[pos]
+            pos += 1
+            if name_len == 0 or pos + name_len > len(value):
+                raise MadcapDecodeError(Reason.BAD_VALUE, "bad scope name length", code)
+            name = value[pos:pos + name_len]
+            pos += name_len
+            try:
+                names.append(ScopeName(lang.decode("ascii"), name.decode("utf-8"),
+                                       bool(flags & 0x80)))
+            except UnicodeDecodeError:
+                raise MadcapDecodeError(Reason.BAD_VALUE, "scope name is not UTF-8",
+                                        code) from None
+        entries.append(ScopeEntry(first, last, ttl, tuple(names)))
+    if pos != len(value):
+        raise MadcapDecodeError(Reason.BAD_LENGTH, "trailing octets in scope list", code)
+    return tuple(entries)
+
+
+def _decode_error(value: bytes) -> ErrorInfo:
+    _need(Opt.ERROR, value, 2, exact=False)
+    code = struct.unpack_from(">H", value)[0]
+    rest = value[2:]
+    if code in (ErrorCode.COULD_NOT_COMPLETE, ErrorCode.INVALID_REQUEST):
+        _need(Opt.ERROR, rest, 2)
+        return ErrorInfo(code, option=struct.unpack(">H", rest)[0])
+    if code == ErrorCode.EXCESSIVE_CLOCK_SKEW:
+        _need(Opt.ERROR, rest, 4)
+        return ErrorInfo(code, server_time=struct.unpack(">I", rest)[0])
+    if code == ErrorCode.LEASE_ID_NOT_RECOGNIZED:
+        _need(Opt.ERROR, rest, 0)
+        return ErrorInfo(code)
+    if code == ErrorCode.REQUIRED_FEATURE_NOT_SUPPORTED:
+        return ErrorInfo(code, features=_u16_list(Opt.ERROR, rest))
+    return ErrorInfo(code, extra=rest)
+
+
+def _decode_features(value: bytes) -> Features:
+    lists: list[tuple[int, ...]] = []
+    pos = 0
+    for _ in range(3):
+        if pos + 2 > len(value):
+            raise MadcapDecodeError(Reason.BAD_LENGTH, "feature list truncated", Opt.FEATURES)
+        count = struct.unpack_from(">H", value, pos)[0]
+        pos += 2
+        if pos + 2 * count > len(value):
+            raise MadcapDecodeError(Reason.BAD_LENGTH, "feature list overruns", Opt.FEATURES)
+        lists.append(struct.unpack_from(f">{count}H", value, pos))
+        pos += 2 * count
+    if pos != len(value):
+        raise MadcapDecodeError(Reason.BAD_LENGTH, "trailing octets in feature list",
+                                Opt.FEATURES)
+    return Features(*lists)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one MADCAP datagram or raise :class:`MadcapDecodeError`."""
+    if len(data) < 12:
+        raise MadcapDecodeError(Reason.TOO_SHORT, f"{len(data)} octets; at least 12 needed")
+    version, msgtype, family, xid = struct.unpack_from(">BBHI", data)
+    if version != 0:
+        raise MadcapDecodeError(Reason.BAD_VERSION, f"version {version}, expected 0")
+    if family not in (FAMILY_IPV4, FAMILY_IPV6):
+        raise MadcapDecodeError(Reason.BAD_FAMILY, f"address family {family}")
+    alen = _addr_len(family)
+    values: dict[str, object] = {}
+    unknown: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
+    pos = 8
+    ended = False
+    while pos + 4 <= len(data):
+        code, length = struct.unpack_from(">HH", data, pos)
+        pos += 4
+        if pos + length > len(data):
+            raise MadcapDecodeError(Reason.OPTION_OVERRUN,
+                                    f"option {code} length {length} overruns the message", code)
+        value = data[pos:pos + length]
+        pos += length
+        if code == Opt.END:
+            if length:
+                raise MadcapDecodeError(Reason.BAD_LENGTH, "End option with a value", code)
+            ended = True
+            break
+        if code in seen:
+            raise MadcapDecodeError(Reason.DUPLICATE_OPTION, f"option {code} appears twice",
+                                    code)
+        seen.add(code)
+        name = _FIELD_OF.get(Opt(code)) if code in _KNOWN_CODES else None
+        if name is None:
+            unknown.append((code, value))  # unknown options are skipped (RFC 2730 s. 2.3)
+            continue
+        values[name] = _decode_option(code, value, family, alen)
+    if not ended:
+        raise MadcapDecodeError(Reason.MISSING_END, "options do not end with End")
+    if pos != len(data):
+        raise MadcapDecodeError(Reason.BAD_LENGTH, f"{len(data) - pos} octets after End")
+    return Message(msgtype=msgtype, xid=xid, family=family, unknown=tuple(unknown),
+                   **values)  # type: ignore[arg-type]
+
+
+def _decode_option(code: int, value: bytes, family: int, alen: int) -> object:
+    if code in _U32_OPTIONS:
+        _need(code, value, 4)
+        return struct.unpack(">I", value)[0]
+    if code == Opt.SERVER_ID:
+        _need(code, value, 2, exact=False)
+        sid_family = struct.unpack_from(">H", value)[0]
+        if sid_family not in (FAMILY_IPV4, FAMILY_IPV6):
+            raise MadcapDecodeError(Reason.BAD_FAMILY,
+                                    f"server identifier family {sid_family}", code)
+        _need(code, value, 2 + _addr_len(sid_family))
+        return _address(value[2:], sid_family)
+    if code == Opt.LEASE_ID:
+        _need(code, value, 1, exact=False)
+        return value
+    if code == Opt.SCOPE:
+        _need(code, value, alen)
+        return _address(value, family)
+    if code == Opt.OPTION_REQUEST:
+        _need(code, value, 2, exact=False)
+        return _u16_list(code, value)
+    if code == Opt.NUM_ADDRESSES:
+        _need(code, value, 4)
+        minimum, desired = struct.unpack(">HH", value)
+        return (minimum, desired)
+    if code == Opt.LANGUAGE:
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            raise MadcapDecodeError(Reason.BAD_VALUE, "language tag is not ASCII",
+                                    code) from None
+    if code == Opt.SCOPE_LIST:
+        return _decode_scope_list(value, family)
+    if code == Opt.ADDRESS_RANGES:
+        step = alen + 2
+        if len(value) % step:
+            raise MadcapDecodeError(Reason.BAD_LENGTH,
+                                    f"address ranges length {len(value)} is not a multiple "
+                                    f"of {step}", code)
+        return tuple(AddressRange(_address(value[i:i + alen], family),
+                                  struct.unpack_from(">H", value, i + alen)[0])
+                     for i in range(0, len(value), step))
+    if code == Opt.FEATURES:
+        return _decode_features(value)
+    if code == Opt.ERROR:
+        return _decode_error(value)
+    return value  # NESTING: kept opaque
+
+
+def _encode_value(code: int, value: object) -> bytes:
+    if code in _U32_OPTIONS:
+        return struct.pack(">I", value)
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        if code == Opt.SERVER_ID:  # carries its own family
+            return struct.pack(">H", FAMILY_IPV4 if value.version == 4 else FAMILY_IPV6) \
+                + value.packed
+        return value.packed  # SCOPE
+    if isinstance(value, bytes):
+        return value  # LEASE_ID, NESTING
+    if isinstance(value, str):
+        return value.encode("ascii")  # LANGUAGE
+    if isinstance(value, Features):
+        return b"".join(struct.pack(f">H{len(items)}H", len(items), *items)
+                        for items in (value.supported, value.requested, value.required))
+    if isinstance(value, ErrorInfo):
+        head = struct.pack(">H", value.code)
+        if value.code in (ErrorCode.COULD_NOT_COMPLETE, ErrorCode.INVALID_REQUEST):
+            return head + struct.pack(">H", 0xFFFF if value.option is None else value.option)
+        if value.code == ErrorCode.EXCESSIVE_CLOCK_SKEW:
+            return head + struct.pack(">I", value.server_time or 0)
+        if value.code == ErrorCode.REQUIRED_FEATURE_NOT_SUPPORTED:
+            return head + struct.pack(f">{len(value.features)}H", *value.features)
+        return head + value.extra
+    assert isinstance(value, tuple)
+    if code == Opt.NUM_ADDRESSES:
+        return struct.pack(">HH", *value)
+    if code == Opt.OPTION_REQUEST:
+        return struct.pack(f">{len(value)}H", *value)
+    if code == Opt.ADDRESS_RANGES:
+        return b"".join(r.start.packed + struct.pack(">H", r.count) for r in value)
+    scope_list = bytearray([len(value)])  # SCOPE_LIST
+    for entry in value:
+        scope_list += entry.scope_id.packed + entry.last.packed
+        scope_list += bytes([entry.ttl, len(entry.names)])
+        for n in entry.names:
+            lang, name = n.language.encode("ascii"), n.name.encode("utf-8")
+            scope_list += bytes([0x80 if n.default else 0, len(lang)]) + lang
+            scope_list += bytes([len(name)]) + name
+    return bytes(scope_list)
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message: header, options in code order, unknown ones, End."""
+    out = bytearray(struct.pack(">BBHI", 0, message.msgtype, message.family, message.xid))
+    for code, name in _FIELD_OF.items():
+        value = getattr(message, name)
+        if value is None:
+            continue
+        body = _encode_value(code, value)
+        out += struct.pack(">HH", code, len(body)) + body
+    for unknown_code, body in message.unknown:
+        out += struct.pack(">HH", unknown_code, len(body)) + body
+    out += b"\0\0\0\0"
+    return bytes(out)
