@@ -192,7 +192,7 @@ def main() -> None:
                 _sender_socket().sendto(pkt, (GROUP, PORT))
             time.sleep(0.5)
             flood_count = 300_000
-            bare_count, bare_time = measure_bare(flood_count, known)
+            bare_count, _ = measure_bare(flood_count, known)
             got, _ = measure_daemon_flood(daemon, flood_count, None, known)
             report("bare recvfrom: datagrams received of 300,000 flood", bare_count, "pkts")
             report("sapd: re-announcements ingested of same flood", got, "pkts")

@@ -1,0 +1,249 @@
+"""Multicast scopes and address pools: configuration rules and free-address search.
+
+Pure logic over integers and timestamps. Every address carries the time windows in
+which it is taken (a lease's [start - guard, end + guard], an offer's hold); an
+address is free for a request when none of its windows overlaps the requested one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from madcap.wire import IPAddress, ScopeEntry, ScopeName
+
+# RFC 5771 blocks a pool may never overlap (and the SAP/SDP block, and SSM).
+FORBIDDEN_V4 = tuple(ipaddress.IPv4Network(n) for n in (
+    "224.0.0.0/24",  # local network control
+    "224.0.1.0/24",  # internetwork control
+    "224.0.2.0/23", "224.0.4.0/22", "224.0.8.0/21", "224.0.16.0/20", "224.0.32.0/19",
+    "224.0.64.0/18", "224.0.128.0/17",  # AD-HOC I (224.0.2.0-224.0.255.255)
+    "224.1.0.0/16",  # reserved
+    "224.2.0.0/16",  # SDP/SAP
+    "224.3.0.0/16", "224.4.0.0/16",  # AD-HOC II
+    "224.5.0.0/16", "224.6.0.0/15", "224.8.0.0/13", "224.16.0.0/12", "224.32.0.0/11",
+    "224.64.0.0/10", "224.128.0.0/9",  # reserved 224.5-224.255
+    "225.0.0.0/8", "226.0.0.0/7", "228.0.0.0/6",  # reserved 225-231
+    "232.0.0.0/8",  # SSM: no allocation needed
+    "233.252.0.0/14",  # AD-HOC III (incl. MCAST-TEST-NET)
+    "234.0.0.0/7", "236.0.0.0/7", "238.0.0.0/8",  # reserved 234-238
+))
+RELATIVE_BLOCK = 256  # RFC 2365: the top 256 addresses of each scope are for relative use
+
+
+class PoolConfigError(ValueError):
+    """A scope or pool that must not be served; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeConfig:
+    name: str
+    start: IPAddress  # the administrative scope's first address (the scope id)
+    end: IPAddress  # and its last
+    pool_start: IPAddress
+    pool_end: IPAddress
+    ttl: int = 255
+    names: tuple[ScopeName, ...] = ()
+    lease_default: int = 86_400
+    lease_min: int = 60
+    lease_max: int = 30 * 86_400
+    exclusions: tuple[tuple[IPAddress, IPAddress], ...] = ()
+    lifetime_end: float | None = None  # the scope stops leasing after this (Windows "expiry")
+    enabled: bool = True
+    max_addresses_per_lease: int = 256
+
+    @property
+    def server_address(self) -> IPAddress:
+        """The MADCAP server multicast address: the scope's last address minus one."""
+        return self.end - 1
+
+    def usable(self, now: float) -> bool:
+        return self.enabled and (self.lifetime_end is None or now < self.lifetime_end)
+
+    def entry(self) -> ScopeEntry:
+        return ScopeEntry(self.start, self.end, self.ttl, self.names)
+
+    def pool_size(self) -> int:
+        excluded = sum(int(b) - int(a) + 1 for a, b in self.exclusions)
+        return int(self.pool_end) - int(self.pool_start) + 1 - excluded
+
+    def contains(self, address: IPAddress) -> bool:
+        return int(self.pool_start) <= int(address) <= int(self.pool_end)
+
+    def excluded(self, value: int) -> bool:
+        return any(int(a) <= value <= int(b) for a, b in self.exclusions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "scope_id": str(self.start), "range": f"{self.start}-{self.end}",
+                "pool": f"{self.pool_start}-{self.pool_end}", "ttl": self.ttl,
+                "server_address": str(self.server_address),
+                "names": [{"language": n.language, "name": n.name, "default": n.default}
+                          for n in self.names],
+                "lease": {"default": self.lease_default, "min": self.lease_min,
+                          "max": self.lease_max},
+                "exclusions": [f"{a}-{b}" for a, b in self.exclusions],
+                "lifetime_end": self.lifetime_end, "enabled": self.enabled}
+
+
+def _parse_range(text: str, where: str) -> tuple[IPAddress, IPAddress]:
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text)
+            return net.network_address, net.broadcast_address
+        first, _, last = text.partition("-")
+        a, b = ipaddress.ip_address(first.strip()), ipaddress.ip_address(last.strip())
+    except ValueError as exc:
+        raise PoolConfigError(f"{where}: {exc}") from None
+    if a.version != b.version or int(a) > int(b):
+        raise PoolConfigError(f"{where}: {text!r} is not a FIRST-LAST range")
+    return a, b
+
+
+def _check_v6_pool(start: ipaddress.IPv6Address, end: ipaddress.IPv6Address,
+                   where: str) -> None:
+    # RFC 3307: servers allocate only group IDs 0x80000000-0xFFFFFFFF, in one /96.
+    if int(start) >> 32 != int(end) >> 32 or int(start) & 0xFFFFFFFF < 0x80000000:
+        raise PoolConfigError(f"{where}: IPv6 pools must lie in one /96 with group IDs "
+                              "0x80000000-0xffffffff (RFC 3307)")
+
+
+def scope_from_config(entry: dict[str, Any], index: int) -> ScopeConfig:
+    """Build and check one ``[[scope]]`` table."""
+    where = f"scope[{index}]"
+    try:
+        name = str(entry["name"])
+        start, end = _parse_range(str(entry["range"]), f"{where}.range")
+    except KeyError as exc:
+        raise PoolConfigError(f"{where}.{exc.args[0]}: required") from None
+    if not start.is_multicast or not end.is_multicast:
+        raise PoolConfigError(f"{where}.range: {start}-{end} is not multicast")
+    top = end - (RELATIVE_BLOCK - 1) if start.version == 4 else end
+    if "pool" in entry:
+        pool_start, pool_end = _parse_range(str(entry["pool"]), f"{where}.pool")
+    else:
+        pool_start, pool_end = start, (top - 1 if start.version == 4 else end)
+        if start.version == 6:
+            pool_start = type(start)((int(start) >> 32 << 32) | 0x80000000)
+            pool_end = type(start)((int(start) >> 32 << 32) | 0xFFFFFFFF)
+    if pool_start.version != start.version or not (
+            int(start) <= int(pool_start) <= int(pool_end) <= int(end)):
+        raise PoolConfigError(f"{where}.pool: {pool_start}-{pool_end} is not inside the scope "
+                              f"{start}-{end}")
+    if start.version == 4:
+        if int(pool_end) >= int(top):
+            raise PoolConfigError(
+                f"{where}.pool: {pool_start}-{pool_end} reaches the top /24 of the scope "
+                f"({top}-{end}), reserved for relative addresses (RFC 2365)")
+        for net in FORBIDDEN_V4:
+            if int(pool_start) <= int(net.broadcast_address) and \
+                    int(net.network_address) <= int(pool_end):
+                raise PoolConfigError(f"{where}.pool: {pool_start}-{pool_end} overlaps "
+                                      f"{net}, reserved by RFC 5771")
+    else:
+        assert isinstance(pool_start, ipaddress.IPv6Address)
+        assert isinstance(pool_end, ipaddress.IPv6Address)
+        _check_v6_pool(pool_start, pool_end, f"{where}.pool")
+    names = []
+    for j, raw in enumerate(entry.get("names", [])):
+        try:
+            names.append(ScopeName(str(raw["language"]), str(raw["name"]),
+                                   bool(raw.get("default", j == 0))))
+        except (KeyError, TypeError):
+            raise PoolConfigError(f"{where}.names[{j}]: needs language and name") from None
+    if not names:
+        names.append(ScopeName("en", name, True))
+    exclusions = tuple(_parse_range(str(x), f"{where}.exclusions[{j}]")
+                       for j, x in enumerate(entry.get("exclusions", [])))
+    scope = ScopeConfig(
+        name=name, start=start, end=end, pool_start=pool_start, pool_end=pool_end,
+        ttl=int(entry.get("ttl", 255)), names=tuple(names),
+        lease_default=int(entry.get("lease_default", 86_400)),
+        lease_min=int(entry.get("lease_min", 60)),
+        lease_max=int(entry.get("lease_max", 30 * 86_400)),
+        exclusions=exclusions,
+        lifetime_end=float(entry["lifetime_end"]) if "lifetime_end" in entry else None,
+        enabled=bool(entry.get("enabled", True)),
+        max_addresses_per_lease=int(entry.get("max_addresses_per_lease", 256)))
+    if not 1 <= scope.ttl <= 255:
+        raise PoolConfigError(f"{where}.ttl: {scope.ttl} is not within 1..255")
+    if not 1 <= scope.lease_min <= scope.lease_default <= scope.lease_max:
+        raise PoolConfigError(f"{where}: need 1 <= lease_min <= lease_default <= lease_max")
+    return scope
+
+
+def check_overlaps(scopes: Iterable[ScopeConfig]) -> None:
+    seen: list[ScopeConfig] = []
+    for scope in scopes:
+        for other in seen:
+            if scope.start.version == other.start.version and \
+                    int(scope.pool_start) <= int(other.pool_end) and \
+                    int(other.pool_start) <= int(scope.pool_end):
+                raise PoolConfigError(f"scope {scope.name!r}: pool overlaps scope "
+                                      f"{other.name!r}")
+            if scope.name == other.name:
+                raise PoolConfigError(f"scope {scope.name!r}: name used twice")
+        seen.append(scope)
+
+
+DEFAULT_SCOPE = scope_from_config({
+    "name": "local", "range": "239.255.0.0/16", "ttl": 16,
+    "names": [{"language": "en", "name": "Local scope (sapd default)", "default": True}],
+}, 0)
+
+
+@dataclass(slots=True)
+class Pool:
+    """Which addresses of one scope are taken, and when."""
+
+    scope: ScopeConfig
+    windows: dict[int, list[tuple[float, float, bytes]]] = field(default_factory=dict)
+    cursor: int = 0
+
+    def take(self, value: int, start: float, until: float, owner: bytes) -> None:
+        self.windows.setdefault(value, []).append((start, until, owner))
+
+    def give_back(self, value: int, owner: bytes) -> None:
+        kept = [w for w in self.windows.get(value, []) if w[2] != owner]
+        if kept:
+            self.windows[value] = kept
+        else:
+            self.windows.pop(value, None)
+
+    def prune(self, now: float) -> None:
+        for value in [v for v, ws in self.windows.items() if all(w[1] <= now for w in ws)]:
+            del self.windows[value]
+
+    def busy(self, value: int, start: float, until: float, owner: bytes | None = None) -> bool:
+        return any(w_start < until and start < w_until and w_owner != owner
+                   for w_start, w_until, w_owner in self.windows.get(value, ()))
+
+    def find(self, count: int, start: float, until: float, avoid: set[int],
+             wanted: Iterable[int] = ()) -> list[int]:
+        """Up to ``count`` free addresses for [start, until): the wanted ones first
+        (when free), then next-fit from a rotating cursor so that a just-freed address
+        is not the next one handed out."""
+        low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        chosen: list[int] = []
+
+        def free(value: int) -> bool:
+            return (low <= value <= high and value not in avoid and value not in chosen
+                    and not self.scope.excluded(value) and not self.busy(value, start, until))
+        for value in wanted:
+            if len(chosen) < count and free(value):
+                chosen.append(value)
+        size = high - low + 1
+        offset = self.cursor % size
+        for i in range(size):
+            if len(chosen) >= count:
+                break
+            value = low + (offset + i) % size
+            if free(value):
+                chosen.append(value)
+        if chosen:
+            self.cursor = (chosen[-1] - low + 1) % size
+        return chosen
+
+    def in_use(self, now: float) -> int:
+        return sum(1 for ws in self.windows.values() if any(w[0] <= now < w[1] for w in ws))

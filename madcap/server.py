@@ -1,0 +1,496 @@
+"""The MADCAP allocator as a sans-IO state machine: datagram in, reply out.
+
+    server = MadcapServer(config, store, now)
+    reply = server.handle(data, client="10.0.0.5:40000", server_address=..., now=now)
+    ...                       # more datagrams of the same socket drain
+    server.commit()           # one durable transaction for the whole batch
+    send(reply)               # replies are released only after their leases are durable
+
+Decisions on the RFC's open points (see README "MADCAP decisions"):
+- the response cache is keyed on (xid, type, lease id, client address) and also
+  replays NAKs; garbled messages and server-originated types are dropped, never NAKed;
+- an omitted Lease Time means the scope's default; 0xFFFFFFFF means the scope maximum;
+- a released or expired address stays taken for the guard time (EXTRA-ALLOCATION-TIME);
+- duplicate options are Invalid Request (the codec rejects them; counted as invalid);
+- a start time at or before now means "now".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from madcap import wire
+from madcap.leases import ACTIVE, EXPIRED, RELEASED, REVOKED, Lease, LeaseStore
+from madcap.pool import Pool, ScopeConfig
+from madcap.wire import (
+    AddressRange,
+    ErrorCode,
+    ErrorInfo,
+    Features,
+    IPAddress,
+    MadcapDecodeError,
+    Message,
+    MsgType,
+    Opt,
+)
+
+SUPPORTED_FEATURES: tuple[int, ...] = ()  # no Server Mobility, Retry After or Shared LID
+INFINITE = 0xFFFFFFFF
+NO_OPTION = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    response_cache: float = 60.0  # RESPONSE-CACHE-INTERVAL (RFC: 0-300, 60 recommended)
+    offer_hold: float = 60.0  # OFFER-HOLD
+    clock_skew: float = 1800.0  # CLOCK-SKEW-ALLOWANCE
+    guard: float = 3600.0  # EXTRA-ALLOCATION-TIME, both sides of every lease
+    server_id: IPAddress | None = None  # default: the address a request arrived on
+
+
+@dataclass(slots=True)
+class _Offer:
+    lease_id: bytes
+    scope: ScopeConfig
+    addresses: list[int]
+    start: float
+    end: float
+    held_until: float
+
+
+@dataclass(slots=True)
+class _Cached:
+    reply: bytes | None
+    stamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    start: float
+    end: float
+    minimum: int
+    desired: int
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, option: int) -> None:
+        super().__init__(code, option)
+        self.code = code
+        self.option = option
+
+
+class MadcapServer:
+    def __init__(self, scopes: Iterable[ScopeConfig], store: LeaseStore, now: float,
+                 settings: ServerSettings | None = None,
+                 groups_in_use: Callable[[], Iterable[str]] | None = None) -> None:
+        self.settings = settings or ServerSettings()
+        self.scopes = list(scopes)
+        self._by_id = {s.start: s for s in self.scopes}
+        self.pools = {s.name: Pool(s) for s in self.scopes}
+        self.store = store
+        self.groups_in_use = groups_in_use or (lambda: ())
+        self.counters: Counter[str] = Counter()
+        self.scope_counters: dict[str, Counter[str]] = {s.name: Counter() for s in self.scopes}
+        self.leases: dict[bytes, Lease] = {}
+        self._offers: dict[bytes, _Offer] = {}
+        self._cache: dict[tuple[int, int, bytes, str], _Cached] = {}
+        self._pending: dict[bytes, Lease] = {}
+        self._adopt(store.load(now))
+
+    # -- state ---------------------------------------------------------------------------
+    def _adopt(self, leases: Iterable[Lease]) -> None:
+        guard = self.settings.guard
+        for lease in leases:
+            pool = self.pools.get(lease.scope)
+            if pool is None:
+                continue  # a scope removed from the configuration
+            if lease.state == ACTIVE:
+                self.leases[lease.lease_id] = lease
+            for address in lease.addresses:
+                pool.take(int(ipaddress.ip_address(address)), lease.start - guard,
+                          lease.hold_until, lease.lease_id)
+
+    def _stage(self, lease: Lease) -> None:
+        """Record a lease change; durable at the next commit()."""
+        self._pending[lease.lease_id] = lease
+        if lease.state == ACTIVE:
+            self.leases[lease.lease_id] = lease
+        else:
+            self.leases.pop(lease.lease_id, None)
+
+    def commit(self) -> None:
+        """Make staged lease changes durable. Call before sending the batch's replies;
+        if it raises, drop the replies (clients retransmit)."""
+        if self._pending:
+            batch = list(self._pending.values())
+            self.store.commit(batch)
+            self._pending.clear()
+
+    @property
+    def uncommitted(self) -> int:
+        return len(self._pending)
+
+    def _retake(self, pool: Pool, lease: Lease) -> None:
+        for address in lease.addresses:
+            value = int(ipaddress.ip_address(address))
+            pool.give_back(value, lease.lease_id)
+            pool.take(value, lease.start - self.settings.guard, lease.hold_until,
+                      lease.lease_id)
+
+    def expire(self, now: float) -> list[Lease]:
+        """Expire leases whose end has passed, drop stale offers and cache entries."""
+        expired = []
+        for lease in [le for le in self.leases.values() if le.end <= now]:
+            done = lease.with_changes(state=EXPIRED)
+            self._stage(done)
+            expired.append(done)
+            self.scope_counters[lease.scope]["expired"] += 1
+        for lid in [k for k, o in self._offers.items() if o.held_until <= now]:
+            self._drop_offer(lid)
+        cutoff = now - self.settings.response_cache
+        for key in [k for k, c in self._cache.items() if c.stamp < cutoff]:
+            del self._cache[key]
+        for pool in self.pools.values():
+            pool.prune(now)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        times = [le.end for le in self.leases.values()]
+        times += [o.held_until for o in self._offers.values()]
+        return min(times) if times else None
+
+    def revoke(self, lease_id: bytes, now: float) -> Lease | None:
+        """Operator action: end a lease now (its addresses stay held for the guard time)."""
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return None
+        done = lease.with_changes(state=REVOKED, end=now, hold_until=now + self.settings.guard)
+        self._retake(self.pools[lease.scope], done)
+        self._stage(done)
+        self.counters["revokes"] += 1
+        return done
+
+    # -- the protocol -----------------------------------------------------------------------
+    def handle(self, data: bytes, client: str, server_address: IPAddress, now: float,
+               multicast: bool = False) -> bytes | None:
+        try:
+            msg = wire.decode(data)
+        except MadcapDecodeError as exc:
+            self.counters["invalid"] += 1
+            self.counters[f"invalid_{exc.reason.value}"] += 1
+            return None  # too mangled to tell whether it is a NAK: never answer
+        if msg.msgtype in (MsgType.OFFER, MsgType.ACK, MsgType.NAK):
+            self.counters["ignored_server_messages"] += 1
+            return None
+        if msg.msgtype not in MsgType.__members__.values():
+            self.counters["unknown_type"] += 1
+            return None
+        if msg.lease_id is None:
+            self.counters["invalid"] += 1  # a NAK must echo the LID: nothing to answer
+            return None
+        key = (msg.xid, msg.msgtype, msg.lease_id, client)
+        cached = self._cache.get(key)
+        if cached is not None and now - cached.stamp < self.settings.response_cache:
+            self.counters["retransmissions"] += 1
+            return cached.reply
+        server_id = self.settings.server_id or server_address
+        reply = self._dispatch(msg, client, server_id, now, multicast)
+        out = wire.encode(reply) if reply is not None else None
+        if reply is not None:
+            self.counters["naks" if reply.msgtype == MsgType.NAK else
+                          "offers" if reply.msgtype == MsgType.OFFER else "acks"] += 1
+        self._cache[key] = _Cached(out, now)
+        return out
+
+    def _nak(self, msg: Message, server_id: IPAddress, code: int, option: int | None = None,
+             server_time: int | None = None, features: tuple[int, ...] = ()) -> Message:
+        self.counters["total_errors"] += 1
+        self.counters[{0: "requests_denied", 1: "invalid_requests", 2: "clock_skews",
+                       3: "bad_lease_ids", 4: "unsupported_features"}.get(code, "errors")] += 1
+        return Message(msgtype=MsgType.NAK, xid=msg.xid, family=msg.family,
+                       lease_id=msg.lease_id, server_id=server_id,
+                       error=ErrorInfo(code, option=option if code in (0, 1) else None,
+                                       server_time=server_time, features=features),
+                       features=self._reply_features(msg))
+
+    @staticmethod
+    def _reply_features(msg: Message) -> Features | None:
+        # A client that sent a Feature List gets ours: nothing supported, nothing applied.
+        return Features(SUPPORTED_FEATURES, (), ()) if msg.features is not None else None
+
+    def _dispatch(self, msg: Message, client: str, server_id: IPAddress, now: float,
+                  multicast: bool) -> Message | None:
+        names = {MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests",
+                 MsgType.RENEW: "renews", MsgType.RELEASE: "releases",
+                 MsgType.GETINFO: "informs"}
+        self.counters[names[MsgType(msg.msgtype)]] += 1
+        if msg.features is not None:
+            missing = tuple(f for f in msg.features.required if f not in SUPPORTED_FEATURES)
+            if missing:
+                return self._nak(msg, server_id, ErrorCode.REQUIRED_FEATURE_NOT_SUPPORTED,
+                                 features=missing)
+        for code in (Opt.START_TIME, Opt.MAX_START_TIME, Opt.RETRY_TIME):
+            if getattr(msg, wire._FIELD_OF[code]) is not None and msg.current_time is None:
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.CURRENT_TIME)
+        if msg.current_time is not None and \
+                abs(msg.current_time - now) > self.settings.clock_skew:
+            return self._nak(msg, server_id, ErrorCode.EXCESSIVE_CLOCK_SKEW,
+                             server_time=int(now))
+        if msg.msgtype == MsgType.GETINFO:
+            return self._getinfo(msg, server_id, now)
+        if msg.msgtype == MsgType.DISCOVER:
+            return self._discover(msg, server_id, now, client)
+        if msg.msgtype == MsgType.REQUEST:
+            return self._request(msg, server_id, now, client)
+        if msg.msgtype == MsgType.RENEW:
+            return self._renew(msg, server_id, now)
+        return self._release(msg, server_id, now)
+
+    # GETINFO -----------------------------------------------------------------------------
+    def _getinfo(self, msg: Message, server_id: IPAddress, now: float) -> Message:
+        if msg.option_request is None:
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.OPTION_REQUEST)
+        wanted = set(msg.option_request)
+        scope_list = None
+        if Opt.SCOPE_LIST in wanted:
+            entries = []
+            for scope in self.scopes:
+                if scope.start.version != (4 if msg.family == wire.FAMILY_IPV4 else 6) or \
+                        not scope.usable(now):
+                    continue
+                entry = scope.entry()
+                if msg.language:
+                    chosen = [n for n in entry.names
+                              if n.language.lower() == msg.language.lower()]
+                    chosen = chosen or [n for n in entry.names if n.default][:1]
+                    entry = wire.ScopeEntry(entry.scope_id, entry.last, entry.ttl,
+                                            tuple(chosen))
+                entries.append(entry)
+            scope_list = tuple(entries)
+        features = self._reply_features(msg)
+        if features is None and Opt.FEATURES in wanted:
+            features = Features(SUPPORTED_FEATURES, (), ())
+        return Message(msgtype=MsgType.ACK, xid=msg.xid, family=msg.family,
+                       lease_id=msg.lease_id, server_id=server_id, scope_list=scope_list,
+                       current_time=int(now) if Opt.CURRENT_TIME in wanted else None,
+                       features=features)
+
+    # allocation --------------------------------------------------------------------------
+    def _terms(self, msg: Message, scope: ScopeConfig, now: float) -> _Terms:
+        """The lease a request asks for, within the scope's limits; raises _Refused."""
+        start = float(msg.start_time) if msg.start_time and msg.start_time > now else now
+        if msg.max_start_time is not None and start > msg.max_start_time:
+            start = max(now, float(msg.max_start_time))
+        if msg.lease_time is None:
+            duration = float(scope.lease_default)
+        elif msg.lease_time == INFINITE:
+            duration = float(scope.lease_max)
+        else:
+            duration = float(max(1, min(msg.lease_time, scope.lease_max)))
+        if scope.lifetime_end is not None:
+            duration = min(duration, scope.lifetime_end - start)
+        if duration <= 0:
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
+        if msg.min_lease_time is not None and duration < msg.min_lease_time:
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.MIN_LEASE_TIME)
+        if msg.num_addresses is not None:
+            minimum, desired = msg.num_addresses
+            if minimum > desired or desired == 0:
+                raise _Refused(ErrorCode.INVALID_REQUEST, Opt.NUM_ADDRESSES)
+        elif msg.address_ranges:
+            minimum = desired = sum(r.count for r in msg.address_ranges)
+        else:
+            minimum = desired = 1
+        desired = min(desired, scope.max_addresses_per_lease)
+        if minimum > desired:
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.NUM_ADDRESSES)
+        return _Terms(start, start + duration, minimum, desired)
+
+    def _avoid(self) -> set[int]:
+        out = set()
+        for group in self.groups_in_use():
+            try:
+                out.add(int(ipaddress.ip_address(group)))
+            except ValueError:
+                continue
+        return out
+
+    def _allocate(self, msg: Message, scope: ScopeConfig, now: float
+                  ) -> tuple[list[int], float, float]:
+        terms = self._terms(msg, scope, now)
+        pool = self.pools[scope.name]
+        guard = self.settings.guard
+        wanted = [int(a) for r in (msg.address_ranges or ()) for a in r.addresses()]
+        chosen = pool.find(terms.desired, terms.start - guard, terms.end + guard,
+                           self._avoid(), wanted)
+        if len(chosen) < terms.minimum:
+            self.scope_counters[scope.name]["exhausted"] += 1
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, NO_OPTION)
+        return chosen, terms.start, terms.end
+
+    def _scope_of(self, msg: Message, now: float) -> ScopeConfig | None:
+        scope = self._by_id.get(msg.scope) if msg.scope is not None else None
+        if scope is None or not scope.usable(now):
+            return None
+        return scope
+
+    def _drop_offer(self, lease_id: bytes) -> None:
+        offer = self._offers.pop(lease_id, None)
+        if offer is not None:
+            pool = self.pools[offer.scope.name]
+            for value in offer.addresses:
+                pool.give_back(value, lease_id)
+
+    def _discover(self, msg: Message, server_id: IPAddress, now: float,
+                  client: str) -> Message | None:
+        assert msg.lease_id is not None
+        scope = self._scope_of(msg, now)
+        if scope is None:
+            self.counters["discovers_ignored"] += 1
+            return None  # servers ignore DISCOVERs they cannot satisfy
+        existing = self.leases.get(msg.lease_id)
+        if existing is not None:
+            return self._lease_reply(MsgType.OFFER, msg, server_id, existing, now)
+        self._drop_offer(msg.lease_id)
+        try:
+            addresses, start, end = self._allocate(msg, scope, now)
+        except _Refused:
+            return None  # a DISCOVER that cannot be satisfied gets silence
+        held = now + self.settings.offer_hold
+        pool = self.pools[scope.name]
+        for value in addresses:
+            pool.take(value, start - self.settings.guard, max(end, held) + self.settings.guard,
+                      msg.lease_id)
+        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held)
+        self.scope_counters[scope.name]["offers"] += 1
+        return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
+
+    def _request(self, msg: Message, server_id: IPAddress, now: float,
+                 client: str) -> Message | None:
+        assert msg.lease_id is not None
+        if msg.server_id is not None and msg.server_id != server_id:
+            self._drop_offer(msg.lease_id)  # the client chose another server
+            self.counters["requests_for_others"] += 1
+            return None
+        existing = self.leases.get(msg.lease_id)
+        if existing is not None:  # a new transaction for a lease it already holds
+            return self._lease_reply(MsgType.ACK, msg, server_id, existing, now)
+        scope = self._scope_of(msg, now)
+        if scope is None:
+            return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
+        offer = self._offers.get(msg.lease_id)
+        if offer is not None and offer.scope is scope:
+            addresses, start, end = offer.addresses, offer.start, offer.end
+            self._offers.pop(msg.lease_id)
+        else:
+            self._drop_offer(msg.lease_id)
+            try:
+                addresses, start, end = self._allocate(msg, scope, now)
+            except _Refused as refused:
+                return self._nak(msg, server_id, refused.code, refused.option)
+        lease = Lease(lease_id=msg.lease_id, scope=scope.name,
+                      addresses=tuple(str(ipaddress.ip_address(v)) if scope.start.version == 4
+                                      else str(ipaddress.IPv6Address(v)) for v in addresses),
+                      start=start, end=end, state=ACTIVE, client=client, granted=now,
+                      hold_until=end + self.settings.guard, xid=msg.xid)
+        self._retake(self.pools[scope.name], lease)
+        self._stage(lease)
+        self.scope_counters[scope.name]["granted"] += 1
+        return self._reply(MsgType.ACK, msg, server_id, scope, addresses, start, end, now)
+
+    def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
+        assert msg.lease_id is not None
+        lease = self.leases.get(msg.lease_id)
+        if lease is None:
+            return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
+        scope = next(s for s in self.scopes if s.name == lease.scope)
+        if not scope.usable(now):
+            return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
+        try:
+            terms = self._terms(msg, scope, now)
+        except _Refused as refused:
+            return self._nak(msg, server_id, refused.code, refused.option)
+        # RFC 2730 Appendix A: the renewed lease time counts from now (or the start).
+        start = lease.start if lease.start > now else now
+        end = start + (terms.end - terms.start)
+        pool = self.pools[scope.name]
+        guard = self.settings.guard
+        values = [int(ipaddress.ip_address(a)) for a in lease.addresses]
+        if any(pool.busy(v, lease.end + guard, end + guard, owner=lease.lease_id)
+               for v in values):
+            return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.LEASE_TIME)
+        renewed = lease.with_changes(end=end, hold_until=end + guard, xid=msg.xid)
+        self._retake(pool, renewed)
+        self._stage(renewed)
+        self.scope_counters[scope.name]["renewed"] += 1
+        return self._lease_reply(MsgType.ACK, msg, server_id, renewed, now)
+
+    def _release(self, msg: Message, server_id: IPAddress, now: float) -> Message:
+        assert msg.lease_id is not None
+        lease = self.leases.get(msg.lease_id)
+        if lease is None:
+            return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
+        done = lease.with_changes(state=RELEASED, end=min(lease.end, now),
+                                  hold_until=now + self.settings.guard, xid=msg.xid)
+        self._retake(self.pools[lease.scope], done)
+        self._stage(done)
+        self.scope_counters[lease.scope]["released"] += 1
+        return Message(msgtype=MsgType.ACK, xid=msg.xid, family=msg.family,
+                       lease_id=msg.lease_id, server_id=server_id,
+                       features=self._reply_features(msg))
+
+    def _lease_reply(self, msgtype: int, msg: Message, server_id: IPAddress, lease: Lease,
+                     now: float) -> Message:
+        scope = next(s for s in self.scopes if s.name == lease.scope)
+        values = [int(ipaddress.ip_address(a)) for a in lease.addresses]
+        return self._reply(msgtype, msg, server_id, scope, values, lease.start, lease.end, now)
+
+    def _reply(self, msgtype: int, msg: Message, server_id: IPAddress, scope: ScopeConfig,
+               addresses: list[int], start: float, end: float, now: float) -> Message:
+        future = start > now + 1
+        return Message(
+            msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
+            server_id=server_id, scope=scope.start,
+            lease_time=round(end - max(start, now)),  # remaining, for renewals too
+            start_time=int(start) if future else None,
+            current_time=int(now) if future or msg.current_time is not None else None,
+            address_ranges=coalesce(addresses, scope.start.version),
+            features=self._reply_features(msg))
+
+    # -- reporting -----------------------------------------------------------------------
+    def scope_status(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for scope in self.scopes:
+            pool = self.pools[scope.name]
+            offered = sum(len(o.addresses) for o in self._offers.values() if o.scope is scope)
+            leased = sum(len(le.addresses) for le in self.leases.values()
+                         if le.scope == scope.name)
+            held = len(pool.windows)
+            out.append({**scope.to_json(), "usable": scope.usable(now),
+                        "addresses": scope.pool_size(), "leased": leased,
+                        "offered": offered, "held": held,
+                        "free": max(0, scope.pool_size() - held),
+                        "counters": dict(self.scope_counters[scope.name])})
+        return out
+
+
+def coalesce(values: Iterable[int], version: int) -> tuple[AddressRange, ...]:
+    """Addresses as ranges of consecutive ones (option 10's block size is 16 bits)."""
+    ranges: list[list[int]] = []
+    for value in sorted(values):
+        if ranges and value == ranges[-1][0] + ranges[-1][1] and ranges[-1][1] < 0xFFFF:
+            ranges[-1][1] += 1
+        else:
+            ranges.append([value, 1])
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return tuple(AddressRange(make(start), count) for start, count in ranges)
+
+
+def new_lease_id() -> bytes:
+    """A type-0 (random) Lease Identifier, 17 octets as Windows uses."""
+    return b"\x00" + os.urandom(16)
