@@ -35,12 +35,7 @@ from sapd.plumbing import logs, systemd
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer, SocketInUse
 from sapd.storewriter import StoreWriter
-from sapd.transport import (
-    InterfaceWatcher,
-    MulticastReceiver,
-    list_interfaces,
-    select_interfaces,
-)
+from sapd.transport import Interface, InterfaceFollower, MulticastReceiver
 
 log = logs.get("sapd")
 
@@ -59,18 +54,16 @@ class SapDaemon:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
-        self.watcher: InterfaceWatcher | None = None
+        self.follower: InterfaceFollower | None = None
         self.notifier = systemd.Notifier()
         self.started = time.time()
         self.ready = False
-        self.interfaces: list[str] = []
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._pending_refresh: dict[str, tuple[float, float | None, float | None, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self._resync_handle: asyncio.Handle | None = None
         self.announcer: Any = None  # the local announcer, attached by sapd.announce
 
     # -- start and stop ---------------------------------------------------------------
@@ -89,9 +82,10 @@ class SapDaemon:
         self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
                                           self._on_datagram, self._after_batch)
         self.receiver.open()
-        await self.resync_interfaces()
-        self.watcher = InterfaceWatcher(self.loop, self._interfaces_changed)
-        self.watcher.start()
+        self.follower = InterfaceFollower(self.loop, self.receiver,
+                                          lambda: self.config.interfaces,
+                                          self._interfaces_changed)
+        await self.follower.start()
         from sapd.announce import attach
 
         attach(self)
@@ -127,8 +121,8 @@ class SapDaemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.watcher:
-            self.watcher.stop()
+        if self.follower:
+            self.follower.stop()
         for queue in list(self._subscribers):
             self._drop_subscriber(queue)
         if self.control:
@@ -218,34 +212,17 @@ class SapDaemon:
         queue.put_nowait(None)
 
     # -- interfaces ----------------------------------------------------------------------
-    def _interfaces_changed(self) -> None:
-        # Debounce bursts of netlink messages into one resync.
-        if self._resync_handle is None:
-            self._resync_handle = self.loop.call_later(0.2, self._resync_now)
+    @property
+    def interfaces(self) -> list[str]:
+        return self.follower.names if self.follower else []
 
-    def _resync_now(self) -> None:
-        self._resync_handle = None
-        self._tasks.append(self.loop.create_task(self.resync_interfaces()))
-        self._tasks = [t for t in self._tasks if not t.done()]
-
-    async def resync_interfaces(self) -> None:
-        if self.receiver is None:
-            return
-        try:
-            # pyroute2's synchronous API runs its own loop: keep it off ours.
-            found = await self.loop.run_in_executor(None, list_interfaces)
-            chosen = select_interfaces(found, self.config.interfaces)
-        except Exception as exc:
-            log.warning("cannot list interfaces", error=str(exc))
-            return
-        joined, left = self.receiver.set_interfaces(chosen)
-        names = [i.name for i in chosen]
-        if joined or left or names != self.interfaces:
-            log.info("interfaces", using=names, joined=joined, left=left,
-                     failed=len(self.receiver.failed_joins))
-        self.interfaces = names
+    def _interfaces_changed(self, chosen: list[Interface]) -> None:
         if self.announcer is not None:
             self.announcer.set_interfaces(chosen)
+
+    async def resync_interfaces(self) -> None:
+        if self.follower is not None:
+            await self.follower.resync()
 
     async def _periodic(self) -> None:
         last_resync = time.monotonic()

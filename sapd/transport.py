@@ -26,6 +26,7 @@ from sapd.plumbing import logs
 log = logs.get("sapd.transport")
 
 IP_MULTICAST_ALL = 49  # not exported by Python's socket module
+IP_PKTINFO = 8
 SO_RCVBUFFORCE = 33
 IPV6_MULTICAST_ALL = 29
 IFF_UP = 0x1
@@ -36,6 +37,8 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DatagramHandler = Callable[[bytes], object]
+# pktinfo mode: (data, (source ip, source port), local address, destination address)
+PacketHandler = Callable[[bytes, tuple[str, int], str, str], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,8 @@ class InterfaceWatcher:
             log.warning("netlink watcher stopped", error=str(exc))
 
 
-def _make_receiver(family: socket.AddressFamily, port: int) -> socket.socket:
+def _make_receiver(family: socket.AddressFamily, port: int, bind: str | None = None,
+                   pktinfo: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -124,42 +128,56 @@ def _make_receiver(family: socket.AddressFamily, port: int) -> socket.socket:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        sock.bind(("::", port))
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        sock.bind((bind or "::", port))
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        sock.bind(("0.0.0.0", port))
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.bind((bind or "0.0.0.0", port))
     sock.setblocking(False)
     return sock
 
 
 class MulticastReceiver:
-    """Receives on the SAP groups on a set of interfaces and hands datagrams on."""
+    """Receives on multicast groups (on a set of interfaces) and on the port's unicast
+    address, and hands datagrams on. With ``packet_handler`` it uses IP_PKTINFO to tell
+    the handler which local address and destination each datagram arrived on, and
+    :meth:`send` answers from the same socket (MADCAP replies)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, groups: Iterable[IPAddress],
-                 port: int, handler: DatagramHandler,
-                 on_batch_end: Callable[[], None] | None = None) -> None:
+                 port: int, handler: DatagramHandler | None = None,
+                 on_batch_end: Callable[[], None] | None = None, *,
+                 packet_handler: PacketHandler | None = None,
+                 bind: dict[int, str] | None = None, families: Iterable[int] = ()) -> None:
         self._loop = loop
         self.groups = list(groups)
         self.port = port
         self._handler = handler
+        self._packet_handler = packet_handler
         self._on_batch_end = on_batch_end
+        self._bind = bind or {}
+        self._families = set(families)
         self._sockets: dict[int, socket.socket] = {}
         self.joined: set[tuple[str, int]] = set()
         self.failed_joins: dict[tuple[str, int], str] = {}
 
     def open(self) -> None:
-        families = {g.version for g in self.groups}
+        families = {g.version for g in self.groups} | self._families
         for version in sorted(families):
             family = socket.AF_INET if version == 4 else socket.AF_INET6
             try:
-                sock = _make_receiver(family, self.port)
+                sock = _make_receiver(family, self.port, self._bind.get(version),
+                                      self._packet_handler is not None)
             except OSError as exc:
                 if version == 6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     log.warning("IPv6 unavailable; listening on IPv4 only", error=str(exc))
                     continue
                 raise
             self._sockets[version] = sock
-            self._loop.add_reader(sock.fileno(), self._drain, sock)
+            drain = self._drain_pktinfo if self._packet_handler else self._drain
+            self._loop.add_reader(sock.fileno(), drain, sock)
 
     def close(self) -> None:
         for sock in self._sockets.values():
@@ -208,6 +226,7 @@ class MulticastReceiver:
 
     def _drain(self, sock: socket.socket) -> None:
         handler = self._handler
+        assert handler is not None
         recv = sock.recv
         try:
             for _ in range(DRAIN_BATCH):
@@ -219,6 +238,95 @@ class MulticastReceiver:
         finally:
             if self._on_batch_end is not None:
                 self._on_batch_end()
+
+
+    def _drain_pktinfo(self, sock: socket.socket) -> None:
+        handler = self._packet_handler
+        assert handler is not None
+        v6 = sock.family == socket.AF_INET6
+        try:
+            for _ in range(DRAIN_BATCH):
+                data, ancillary, _flags, address = sock.recvmsg(65535, 256)
+                local = destination = ""
+                for level, kind, value in ancillary:
+                    if not v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                        # struct in_pktinfo: ifindex, spec_dst (local), addr (destination)
+                        local = socket.inet_ntop(socket.AF_INET, value[4:8])
+                        destination = socket.inet_ntop(socket.AF_INET, value[8:12])
+                    elif v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                        destination = socket.inet_ntop(socket.AF_INET6, value[:16])
+                        local = destination
+                handler(data, (address[0], address[1]), local, destination)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.warning("receive failed", error=str(exc))
+        finally:
+            if self._on_batch_end is not None:
+                self._on_batch_end()
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        """Answer from the receiving socket (unicast replies)."""
+        sock = self._sockets[6 if ":" in address[0] else 4]
+        try:
+            sock.sendto(data, address)
+        except OSError as exc:
+            log.warning("send failed", error=str(exc), to=address[0])
+
+
+class InterfaceFollower:
+    """Keeps a receiver's memberships in step with the chosen interfaces: a netlink
+    watcher triggers a debounced resync, and a periodic one catches anything missed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receiver: MulticastReceiver,
+                 wanted: Callable[[], list[str]],
+                 on_change: Callable[[list[Interface]], None] | None = None) -> None:
+        self._loop = loop
+        self.receiver = receiver
+        self._wanted = wanted
+        self._on_change = on_change
+        self.names: list[str] = []
+        self._watcher = InterfaceWatcher(loop, self._changed)
+        self._pending: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.resync()
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._watcher.stop()
+        if self._pending is not None:
+            self._pending.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    def _changed(self) -> None:
+        if self._pending is None:  # debounce bursts of netlink messages
+            self._pending = self._loop.call_later(0.2, self._resync_soon)
+
+    def _resync_soon(self) -> None:
+        self._pending = None
+        task = self._loop.create_task(self.resync())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def resync(self) -> None:
+        try:
+            # pyroute2's synchronous API runs its own loop: keep it off ours.
+            found = await self._loop.run_in_executor(None, list_interfaces)
+        except Exception as exc:
+            log.warning("cannot list interfaces", error=str(exc))
+            return
+        chosen = select_interfaces(found, self._wanted())
+        joined, left = self.receiver.set_interfaces(chosen)
+        names = [i.name for i in chosen]
+        if joined or left or names != self.names:
+            log.info("interfaces", using=names, joined=joined, left=left,
+                     failed=len(self.receiver.failed_joins))
+        self.names = names
+        if self._on_change is not None:
+            self._on_change(chosen)
 
 
 class MulticastSender:
