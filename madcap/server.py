@@ -97,6 +97,7 @@ class MadcapServer:
         self.counters: Counter[str] = Counter()
         self.scope_counters: dict[str, Counter[str]] = {s.name: Counter() for s in self.scopes}
         self.leases: dict[bytes, Lease] = {}
+        self.held: dict[bytes, Lease] = {}  # ended, addresses still held for the guard time
         self._offers: dict[bytes, _Offer] = {}
         self._cache: dict[tuple[int, int, bytes, str], _Cached] = {}
         self._pending: dict[bytes, Lease] = {}
@@ -111,6 +112,8 @@ class MadcapServer:
                 continue  # a scope removed from the configuration
             if lease.state == ACTIVE:
                 self.leases[lease.lease_id] = lease
+            else:
+                self.held[lease.lease_id] = lease
             for address in lease.addresses:
                 pool.take(int(ipaddress.ip_address(address)), lease.start - guard,
                           lease.hold_until, lease.lease_id)
@@ -120,8 +123,10 @@ class MadcapServer:
         self._pending[lease.lease_id] = lease
         if lease.state == ACTIVE:
             self.leases[lease.lease_id] = lease
+            self.held.pop(lease.lease_id, None)
         else:
             self.leases.pop(lease.lease_id, None)
+            self.held[lease.lease_id] = lease
 
     def commit(self) -> None:
         """Make staged lease changes durable. Call before sending the batch's replies;
@@ -155,12 +160,15 @@ class MadcapServer:
         cutoff = now - self.settings.response_cache
         for key in [k for k, c in self._cache.items() if c.stamp < cutoff]:
             del self._cache[key]
+        for lid in [k for k, le in self.held.items() if le.hold_until <= now]:
+            del self.held[lid]
         for pool in self.pools.values():
             pool.prune(now)
         return expired
 
     def next_deadline(self) -> float | None:
         times = [le.end for le in self.leases.values()]
+        times += [le.hold_until for le in self.held.values()]
         times += [o.held_until for o in self._offers.values()]
         return min(times) if times else None
 

@@ -29,6 +29,7 @@ ENDPOINTS = [
                                  "?detail=full adds the sdp-transform parse)"),
     ("GET", "/v1/events", "stream of new/changed/deleted/expired (SSE; ?format=jsonl)"),
     ("GET", "/v1/stats", "counters, sessions by scope, group memberships"),
+    ("GET", "/v1/groups", "every multicast group a listed session uses"),
     ("GET", "/metrics", "Prometheus text format"),
     ("POST", "/v1/announcements", "publish an SDP (raw body or JSON {sdp, ...})"),
     ("PUT", "/v1/announcements/{id}", "replace a local announcement's SDP"),
@@ -159,6 +160,12 @@ async def metrics(request: web.Request) -> web.Response:
                         content_type="text/plain", charset="utf-8")
 
 
+async def groups(request: web.Request) -> web.Response:
+    """Every multicast group some listed session uses (madcapd avoids them)."""
+    daemon = request.app[DAEMON_KEY]
+    return web.json_response({"groups": sorted(daemon.engine.groups_in_use())})
+
+
 async def whoami(request: web.Request) -> web.Response:
     p = peer(request)
     return web.json_response({"pid": p.pid, "uid": p.uid, "gid": p.gid, "groups": p.groups})
@@ -175,6 +182,7 @@ def build_app(daemon: SapDaemon) -> web.Application:
     app.router.add_get("/v1/events", events)
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/whoami", whoami)
+    app.router.add_get("/v1/groups", groups)
     app.router.add_get("/metrics", metrics)
     from sapd import publish_api
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -31,9 +30,9 @@ from sapd.lifecycle import (
     Event,
     Writes,
 )
-from sapd.plumbing import logs, systemd
+from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.config import ConfigError
-from sapd.plumbing.control import ControlServer, SocketInUse
+from sapd.plumbing.control import ControlServer
 from sapd.storewriter import StoreWriter
 from sapd.transport import Interface, InterfaceFollower, MulticastReceiver
 
@@ -96,7 +95,7 @@ class SapDaemon:
         self._tasks.append(asyncio.create_task(self._periodic()))
         interval = systemd.watchdog_interval()
         if interval:
-            self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+            self._tasks.append(asyncio.create_task(service.watchdog(self.notifier, interval)))
         self.ready = True
         self.notifier.ready(self.status_line())
         log.info("ready", socket=str(self.config.socket_path), interfaces=self.interfaces,
@@ -234,11 +233,6 @@ class SapDaemon:
                 await self.resync_interfaces()
             self.notifier.status(self.status_line())
 
-    async def _watchdog(self, interval: float) -> None:
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval)
-
     async def reload(self, path: str | None, overrides: dict[str, Any]) -> None:
         """SIGHUP: re-read the configuration. Profile, limits, interfaces and log level
         change in place; groups, port, socket and state directory need a restart."""
@@ -347,19 +341,6 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
             "log_level": args.log_level, "event_loop": args.event_loop}
 
 
-def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-            return loop
-        except ImportError:
-            if choice == "uvloop":
-                raise
-    return asyncio.new_event_loop()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = overrides_from(args)
@@ -370,25 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.setup(config.log_format, config.log_level)
     daemon = SapDaemon(config)
-    loop = new_event_loop(config.event_loop)
-    asyncio.set_event_loop(loop)
-
-    def on_hup() -> None:
-        loop.create_task(daemon.reload(args.config, overrides))
-
-    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    try:
-        loop.run_until_complete(daemon.run())
-    except SocketInUse as exc:
-        log.error("cannot start", error=str(exc))
-        return 1
-    except OSError as exc:
-        log.error("cannot start", error=str(exc), errno=exc.errno)
-        return 1
-    finally:
-        loop.close()
+    code = service.run(daemon, config.event_loop,
+                       lambda: daemon.reload(args.config, overrides))
+    if code:
+        return code
     log.info("stopped", pid=os.getpid())
     return 0
 

@@ -1,0 +1,263 @@
+"""madcapd: the composition root. UDP in, the sans-IO allocator, durable commit, UDP out.
+
+Each socket drain is one batch: every datagram goes through ``MadcapServer.handle``,
+then one ``commit()`` makes the batch's leases durable, and only then are the replies
+sent (group commit: an ACK never leaves before its lease is on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import os
+import sys
+import time
+from typing import Any
+
+from madcap import __version__
+from madcap.api import build_app
+from madcap.config import MadcapdConfig, load, parse_listen
+from madcap.leases import SqliteLeaseStore
+from madcap.server import MadcapServer
+from madcap.wire import PORT
+from sapd.plumbing import logs, service, systemd
+from sapd.plumbing.client import ClientError, UnixClient
+from sapd.plumbing.config import ConfigError
+from sapd.plumbing.control import ControlServer
+from sapd.transport import InterfaceFollower, MulticastReceiver
+
+log = logs.get("madcapd")
+
+
+class MadcapDaemon:
+    def __init__(self, config: MadcapdConfig) -> None:
+        self.config = config
+        self.scopes = config.scopes()
+        self.server: MadcapServer = None  # type: ignore[assignment]  # set in start()
+        self.store: SqliteLeaseStore | None = None
+        self.receiver: MulticastReceiver | None = None
+        self.follower: InterfaceFollower | None = None
+        self.control: ControlServer | None = None
+        self.notifier = systemd.Notifier()
+        self.started = time.time()
+        self.ready = False
+        self.sapd_groups: set[str] = set()
+        self.sapd_status = "not checked yet"
+        self._replies: list[tuple[bytes, tuple[str, int]]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        state = self.config.state_path
+        state.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteLeaseStore(state / "leases.sqlite3", self.config.durability)
+        now = time.time()
+        self.server = MadcapServer(self.scopes, self.store, now, self.config.settings(),
+                                   groups_in_use=lambda: self.sapd_groups)
+        self.server.expire(now)
+        self.server.commit()
+        log.info("leases loaded", active=len(self.server.leases), held=len(self.server.held),
+                 path=str(state))
+        listens = [parse_listen(x) for x in self.config.listen] or [("0.0.0.0", PORT)]
+        bind: dict[int, str] = {ipaddress.ip_address(h).version: h for h, _ in listens}
+        port = listens[0][1]
+        groups = [s.server_address for s in self.scopes]
+        families = {s.start.version for s in self.scopes} | set(bind)
+        self.receiver = MulticastReceiver(self.loop, groups, port,
+                                          on_batch_end=self._after_batch,
+                                          packet_handler=self._on_packet, bind=bind,
+                                          families=families)
+        self.receiver.open()
+        self.follower = InterfaceFollower(self.loop, self.receiver,
+                                          lambda: self.config.interfaces)
+        await self.follower.start()
+        self.control = ControlServer(build_app(self), self.config.socket_path,
+                                     self.config.socket_group)
+        await self.control.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.append(asyncio.create_task(self._poll_sapd()))
+        interval = systemd.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(service.watchdog(self.notifier, interval)))
+        self.ready = True
+        self.notifier.ready(self.status_line())
+        log.info("ready", socket=str(self.config.socket_path), port=port,
+                 scopes=[s.name for s in self.scopes], interfaces=self.follower.names,
+                 server_groups=[str(g) for g in groups])
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.notifier.stopping()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.follower:
+            self.follower.stop()
+        if self.control:
+            await self.control.stop()
+        if self.receiver:
+            self.receiver.close()
+        if self.store:
+            self.server.commit()
+            self.store.close()
+        self.notifier.close()
+
+    # -- packets ---------------------------------------------------------------------------
+    def _on_packet(self, data: bytes, source: tuple[str, int], local: str,
+                   destination: str) -> None:
+        try:
+            local_ip = ipaddress.ip_address(local or "0.0.0.0")
+            multicast = bool(destination) and ipaddress.ip_address(destination).is_multicast
+        except ValueError:
+            return
+        reply = self.server.handle(data, f"{source[0]}:{source[1]}", local_ip, time.time(),
+                                   multicast)
+        if reply is not None:
+            self._replies.append((reply, source))
+
+    def _after_batch(self) -> None:
+        replies, self._replies = self._replies, []
+        try:
+            self.server.commit()
+        except Exception as exc:  # nothing acknowledged: the clients will retransmit
+            log.error("lease commit failed; replies dropped", error=str(exc),
+                      dropped=len(replies))
+            return
+        assert self.receiver is not None
+        for data, address in replies:
+            self.receiver.send(data, address)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            expired = self.server.expire(time.time())
+            self._after_batch()
+            for lease in expired:
+                log.info("lease expired", lease_id=lease.lease_id.hex(),
+                         addresses=list(lease.addresses))
+            self.notifier.status(self.status_line())
+
+    async def _poll_sapd(self) -> None:
+        """Groups the session directory sees in use are never handed out."""
+        client = UnixClient(self.config.sapd_socket_path, timeout=2.0)
+        while True:
+            try:
+                result = await self.loop.run_in_executor(None, client.get_json, "/v1/groups")
+                self.sapd_groups = set(result["groups"])
+                self.sapd_status = f"connected ({len(self.sapd_groups)} groups in use)"
+            except (ClientError, OSError, ValueError, KeyError) as exc:
+                self.sapd_status = f"unavailable ({exc}); allocating without it"
+            if self.config.sapd_poll <= 0:
+                return
+            await asyncio.sleep(self.config.sapd_poll)
+
+    async def reload(self, path: str | None, overrides: dict[str, Any]) -> None:
+        """SIGHUP: re-read the file. Timers and the sapd link change in place; scopes,
+        listen addresses, socket and state directory need a restart."""
+        self.notifier.reloading()
+        try:
+            new = load(path, overrides)
+        except ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", error=str(exc))
+            self.notifier.ready(self.status_line())
+            return
+        needs_restart = [k for k in ("scope", "listen", "socket", "state_dir", "durability")
+                         if getattr(new, k) != getattr(self.config, k)]
+        self.server.settings = new.settings()
+        self.config = new
+        logs.setup(new.log_format, new.log_level)
+        if self.follower:
+            await self.follower.resync()
+        log.info("reloaded", needs_restart=needs_restart)
+        self.notifier.ready(self.status_line())
+
+    # -- reporting ---------------------------------------------------------------------------
+    def status_line(self) -> str:
+        return (f"{len(self.server.leases)} leases, {len(self.server.held)} held, "
+                f"{len(self.scopes)} scopes; sapd {self.sapd_status.split(' (')[0]}")
+
+    def stats(self) -> dict[str, Any]:
+        now = time.time()
+        return {"counters": dict(sorted(self.server.counters.items())),
+                "scopes": self.server.scope_status(now),
+                "leases": len(self.server.leases), "held": len(self.server.held),
+                "sapd": self.sapd_status,
+                "interfaces": self.follower.names if self.follower else [],
+                "memberships": sorted(f"{g}%{i}" for g, i in self.receiver.joined)
+                if self.receiver else [],
+                "commits": self.store.commits if self.store else 0,
+                "uptime": round(now - self.started, 3), "version": __version__}
+
+    def metrics_text(self) -> str:
+        counters = self.server.counters
+        lines = ["# HELP madcap_messages_total MADCAP messages, by kind (RFC 3559 names).",
+                 "# TYPE madcap_messages_total counter"]
+        for kind in ("discovers", "offers", "requests", "renews", "acks", "naks", "releases",
+                     "informs", "retransmissions", "invalid"):
+            lines.append(f'madcap_messages_total{{kind="{kind}"}} {counters[kind]}')
+        lines += ["# HELP madcap_errors_total NAKs sent, by error.",
+                  "# TYPE madcap_errors_total counter"]
+        for kind in ("requests_denied", "invalid_requests", "clock_skews", "bad_lease_ids",
+                     "unsupported_features"):
+            lines.append(f'madcap_errors_total{{error="{kind}"}} {counters[kind]}')
+        lines += ["# HELP madcap_addresses Addresses per scope, by state.",
+                  "# TYPE madcap_addresses gauge"]
+        for scope in self.server.scope_status(time.time()):
+            for state in ("leased", "offered", "held", "free"):
+                lines.append(f'madcap_addresses{{scope="{scope["name"]}",state="{state}"}} '
+                             f'{scope[state]}')
+        lines += ["# HELP madcap_sapd_connected 1 when the session directory answers.",
+                  "# TYPE madcap_sapd_connected gauge",
+                  f"madcap_sapd_connected {int(self.sapd_status.startswith('connected'))}"]
+        return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="madcapd", description="MADCAP multicast address allocator")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--state-dir", help="where the lease database lives")
+    p.add_argument("--socket", help="control socket path")
+    p.add_argument("--listen", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="unicast address and port to serve (default 0.0.0.0:2535)")
+    p.add_argument("--interface", action="append", default=[], metavar="IFACE",
+                   help="join the MADCAP server groups on IFACE (default: all)")
+    p.add_argument("--sapd-socket", help="sapd's control socket (groups in use)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"madcapd {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"state_dir": args.state_dir, "socket": args.socket, "listen": args.listen,
+                 "interfaces": args.interface, "sapd_socket": args.sapd_socket,
+                 "log_format": args.log_format, "log_level": args.log_level}
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"madcapd: configuration: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_format, config.log_level)
+    daemon = MadcapDaemon(config)
+    code = service.run(daemon, "auto", lambda: daemon.reload(args.config, overrides))
+    if not code:
+        log.info("stopped", pid=os.getpid())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""What every daemon's main() does: event loop choice, signals, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Protocol
+
+from sapd.plumbing import logs, systemd
+from sapd.plumbing.control import SocketInUse
+
+log = logs.get("service")
+
+
+class Service(Protocol):
+    def request_stop(self) -> None: ...
+    async def run(self) -> None: ...
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop when available (or asked for), else asyncio's default loop."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+def run(service: Service, loop_choice: str,
+        reload: Callable[[], Coroutine[object, object, None]]) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP calls ``reload``. Exit 1 if it cannot start."""
+    loop = new_event_loop(loop_choice)
+    asyncio.set_event_loop(loop)
+    loop.add_signal_handler(signal.SIGTERM, service.request_stop)
+    loop.add_signal_handler(signal.SIGINT, service.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    try:
+        loop.run_until_complete(service.run())
+    except SocketInUse as exc:
+        log.error("cannot start", error=str(exc))
+        return 1
+    except OSError as exc:
+        log.error("cannot start", error=str(exc), errno=exc.errno)
+        return 1
+    finally:
+        loop.close()
+    return 0
+
+
+async def watchdog(notifier: systemd.Notifier, interval: float) -> None:
+    """WATCHDOG=1 from the event loop itself, so a wedged loop stops the keep-alives."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
