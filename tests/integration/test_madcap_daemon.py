@@ -1,0 +1,145 @@
+"""madcapctl against a running madcapd over UDP on loopback, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from madcap import wire
+from madcap.wire import Message, MsgType
+from tests.daemons import Daemon
+from tests.support import free_udp_port, run, script, wait_for
+
+SCOPE = """
+[[scope]]
+name = "studio"
+range = "239.255.0.0/16"
+pool = "239.255.10.1-239.255.10.4"
+lease_default = 600
+names = [{language = "en", name = "Studio A"}, {language = "de", name = "Studio A (de)"}]
+"""
+
+
+@pytest.fixture
+def madcapd(tmp_path: Path) -> Any:
+    port = free_udp_port()
+    config = tmp_path / "madcapd.toml"
+    config.write_text(SCOPE + "guard = 5.0\n")
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{port}",
+                                                 "--config", str(config),
+                                                 "--sapd-socket", str(tmp_path / "none.sock")])
+    daemon.port = port  # type: ignore[attr-defined]
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+def ctl(daemon: Any, tmp_path: Path, *args: str) -> Any:
+    result = run(script("madcapctl"), "--server", f"127.0.0.1:{daemon.port}",
+                 "--socket", str(daemon.socket), "--lease-file", str(tmp_path / "leases.json"),
+                 "--timeout", "8", *args)
+    return result
+
+
+def test_scopes_request_renew_release_leases(madcapd: Any, tmp_path: Path) -> None:
+    scopes = ctl(madcapd, tmp_path, "scopes", "--json")
+    assert scopes.returncode == 0, scopes.stderr
+    (scope,) = json.loads(scopes.stdout)
+    assert scope["name"] == "Studio A" and scope["scope_id"] == "239.255.0.0"
+    got = ctl(madcapd, tmp_path, "request", "--count", "2", "--json")
+    assert got.returncode == 0, got.stderr
+    lease = json.loads(got.stdout)
+    assert sorted(lease["addresses"]) == ["239.255.10.1", "239.255.10.2"]
+    listed = ctl(madcapd, tmp_path, "leases", "--json")
+    (row,) = json.loads(listed.stdout)["leases"]
+    assert row["lease_id"] == lease["lease_id"] and row["state"] == "active"
+    table = ctl(madcapd, tmp_path, "leases")
+    assert "239.255.10.1,239.255.10.2" in table.stdout and "2 leased" in table.stdout
+    renewed = ctl(madcapd, tmp_path, "renew", lease["lease_id"][:8], "--lease", "120",
+                  "--json")
+    assert renewed.returncode == 0, renewed.stderr
+    assert json.loads(renewed.stdout)["end"] == pytest.approx(time.time() + 120, abs=5)
+    released = ctl(madcapd, tmp_path, "release", lease["lease_id"][:8])
+    assert released.returncode == 0 and "released 239.255.10.1" in released.stdout
+    assert json.loads(ctl(madcapd, tmp_path, "leases", "--json").stdout)["leases"] == []
+    held = json.loads(ctl(madcapd, tmp_path, "leases", "--all", "--json").stdout)["leases"]
+    assert [h["state"] for h in held] == ["released"]
+
+
+def test_exhaustion_is_reported(madcapd: Any, tmp_path: Path) -> None:
+    assert ctl(madcapd, tmp_path, "request", "--count", "4").returncode == 0
+    refused = ctl(madcapd, tmp_path, "request")
+    assert refused.returncode == 1
+    assert "server refused: could not complete" in refused.stderr
+
+
+def test_unknown_lease_and_stats(madcapd: Any, tmp_path: Path) -> None:
+    result = ctl(madcapd, tmp_path, "release", "00" + "ab" * 16)
+    assert result.returncode == 1 and "lease id not recognized" in result.stderr
+    stats = madcapd.get("/v1/stats")
+    assert stats["counters"]["bad_lease_ids"] == 1
+    assert stats["sapd"].startswith("unavailable")
+    metrics = madcapd.client.request("GET", "/metrics").body.decode()
+    assert 'madcap_messages_total{kind="releases"} 1' in metrics
+
+
+def test_retransmitted_request_gets_the_same_bytes(madcapd: Any) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(3)
+    msg = wire.encode(Message(msgtype=MsgType.REQUEST, xid=1234, lease_id=b"\0" + os.urandom(16),
+                              scope=wire.ipaddress.IPv4Address("239.255.0.0")))
+    replies = []
+    for _ in range(3):
+        sock.sendto(msg, ("127.0.0.1", madcapd.port))
+        replies.append(sock.recv(2048))
+    assert replies[0] == replies[1] == replies[2]
+    assert len(madcapd.get("/v1/leases")["leases"]) == 1
+    assert madcapd.get("/v1/stats")["counters"]["retransmissions"] == 2
+
+
+def test_revoke_through_the_socket(madcapd: Any, tmp_path: Path) -> None:
+    lease = json.loads(ctl(madcapd, tmp_path, "request", "--json").stdout)
+    result = madcapd.client.request("DELETE", f"/v1/leases/{lease['lease_id']}")
+    assert json.loads(result.body)["revoked"]["state"] == "revoked"
+    renew = ctl(madcapd, tmp_path, "renew", lease["lease_id"])
+    assert renew.returncode == 1
+
+
+def test_hold_renews_then_releases(madcapd: Any, tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.Popen([script("madcapctl"), "--server", f"127.0.0.1:{madcapd.port}",
+                             "--lease-file", str(tmp_path / "l.json"), "hold", "--lease", "4"],
+                            stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: madcapd.get("/v1/stats")["counters"].get("renews", 0) >= 1, 10,
+             what="a renewal")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "holding 239.255.10.1" in out and "released" in out
+    assert madcapd.get("/v1/leases")["leases"] == []
+
+
+def test_default_scope_without_configuration(tmp_path: Path) -> None:
+    port = free_udp_port()
+    daemon = Daemon("madcapd", tmp_path / "d", ["--listen", f"127.0.0.1:{port}"]).start()
+    try:
+        (scope,) = daemon.get("/v1/scopes")["scopes"]
+        assert scope["range"] == "239.255.0.0-239.255.255.255"
+        assert scope["pool"] == "239.255.0.0-239.255.254.255"  # never the relative block
+    finally:
+        daemon.stop()
+
+
+def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[scope]]\nname = "x"\nrange = "224.2.0.0/16"\n')
+    result = run(script("madcapd"), "--config", str(bad))
+    assert result.returncode == 2 and "scope[0].pool" in result.stderr
+    assert "RFC 5771" in result.stderr
