@@ -101,6 +101,8 @@ class MadcapServer:
         self._offers: dict[bytes, _Offer] = {}
         self._cache: dict[tuple[int, int, bytes, str], _Cached] = {}
         self._pending: dict[bytes, Lease] = {}
+        self._avoid_source: object = None
+        self._avoid_cache: set[int] = set()
         self._adopt(store.load(now))
 
     # -- state ---------------------------------------------------------------------------
@@ -320,13 +322,18 @@ class MadcapServer:
         return _Terms(start, start + duration, minimum, desired)
 
     def _avoid(self) -> set[int]:
-        out = set()
-        for group in self.groups_in_use():
-            try:
-                out.add(int(ipaddress.ip_address(group)))
-            except ValueError:
-                continue
-        return out
+        """Groups the session directory lists, as integers; rebuilt only when the
+        provider hands over a new collection (madcapd replaces it on each poll)."""
+        groups = self.groups_in_use()
+        if groups is not self._avoid_source:
+            out = set()
+            for group in groups:
+                try:
+                    out.add(int(ipaddress.ip_address(group)))
+                except ValueError:
+                    continue
+            self._avoid_source, self._avoid_cache = groups, out
+        return self._avoid_cache
 
     def _allocate(self, msg: Message, scope: ScopeConfig, now: float
                   ) -> tuple[list[int], float, float]:
