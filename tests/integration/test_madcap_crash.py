@@ -78,7 +78,8 @@ def test_sigkill_during_requests_loses_nothing(tmp_path: Path) -> None:
         daemon.kill()  # at a random moment, requests in flight
         requester.stop.set()
         requester.join(5)
-        assert requester.acked, f"no ACK before the kill ({requester.sent} sent):\n{daemon.logs()[-2000:]}"
+        assert requester.acked, (f"no ACK before the kill ({requester.sent} sent):\n"
+                                 f"{daemon.logs()[-2000:]}")
         acked.update(requester.acked)
     daemon.start()
     try:
