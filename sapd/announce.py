@@ -1,10 +1,500 @@
-"""Local announcements: wiring of the sans-IO announcer into the daemon."""
+"""Local announcements: publish, update and withdraw sessions, and send them on time.
+
+The timing lives in the sans-IO :class:`~sapd.announcer.Scheduler`; this module turns
+API calls into directory records (committed before the API answers), SAP packets
+into datagrams on the egress interfaces, and keeps the own-packet filter in step.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sapd import sdp, wire
+from sapd.announcer import Scheduler
+from sapd.directory import SearchQuery, SessionRecord
+from sapd.lifecycle import record_from_session, session_id
+from sapd.plumbing import logs
+from sapd.plumbing.control import Peer
+from sapd.scopes import Scope
+from sapd.transport import Interface, MulticastSender
+
+if TYPE_CHECKING:
+    from sapd.config import SapdConfig
+    from sapd.daemon import SapDaemon
+
+log = logs.get("sapd.announce")
+DIRECTORY_SCAN = 2.0
 
 
-def attach(daemon: Any) -> None:
-    """Attach the announcer to a daemon (filled in with the announce feature)."""
-    del daemon
+class PublishError(Exception):
+    """A publish/update/withdraw that cannot be done; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+
+@dataclass
+class _Target:
+    group: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ttl: int
+
+
+@dataclass
+class _Local:
+    record: SessionRecord
+    source: str
+    packet: bytes
+    deletion: bytes
+    targets: list[_Target] = field(default_factory=list)
+    interfaces: list[str] | None = None  # None: the daemon's egress set
+    sent: int = 0
+
+
+def normalize(text: str) -> str:
+    """CRLF line endings, final newline: the form every receiver reads."""
+    return "\r\n".join(text.replace("\r\n", "\n").split("\n")).rstrip("\r\n") + "\r\n"
+
+
+def _with_version(text: str, version: int) -> str:
+    lines = text.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("o="):
+            fields = line[2:].split(" ")
+            fields[2] = str(version)
+            lines[i] = "o=" + " ".join(fields)
+            break
+    return "\r\n".join(lines)
+
+
+def allowed(peer: Peer, record: SessionRecord, admin_gid: int | None) -> bool:
+    """Owner, root, the admin group, or a uid/gid in the announcement's ACL."""
+    if peer.uid == 0 or (record.owner_uid is not None and peer.uid == record.owner_uid):
+        return True
+    if admin_gid is not None and admin_gid in peer.groups:
+        return True
+    acl = record.acl or {}
+    return peer.uid in acl.get("uids", []) or any(g in acl.get("gids", [])
+                                                  for g in peer.groups)
+
+
+class Announcer:
+    def __init__(self, daemon: SapDaemon) -> None:
+        self.daemon = daemon
+        config = daemon.config
+        self.scheduler = Scheduler(floor=daemon.engine.profile.announce_floor,
+                                   bandwidth=config.announce.bandwidth,
+                                   group_load=daemon.engine.group_load,
+                                   deletion_repeats=config.announce.deletion_repeats)
+        self.sender = MulticastSender()
+        self.locals: dict[str, _Local] = {}
+        self._jobs: dict[str, tuple[str, _Target]] = {}  # scheduler key -> (sid, target)
+        self._retired: dict[str, _Local] = {}  # old versions sending their deletion burst
+        self._egress: list[Interface] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._files: dict[str, tuple[float, str]] = {}  # path -> (mtime, session id)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.packets_sent = 0
+        self.deletions_sent = 0
+        self.first_send_at: dict[str, float] = {}
+
+    # -- configuration and interfaces ------------------------------------------------------
+    @property
+    def config(self) -> SapdConfig:
+        return self.daemon.config
+
+    def admin_gid(self) -> int | None:
+        import grp
+
+        if not self.config.admin_group:
+            return None
+        try:
+            return grp.getgrnam(self.config.admin_group).gr_gid
+        except KeyError:
+            return None
+
+    def set_interfaces(self, chosen: list[Interface]) -> None:
+        wanted = self.config.announce.interfaces
+        self._egress = [i for i in chosen if not wanted or i.name in wanted]
+
+    def reconfigure(self, config: SapdConfig) -> None:
+        self.scheduler.floor = self.daemon.engine.profile.announce_floor
+        self.scheduler.bandwidth = config.announce.bandwidth
+
+    def count(self) -> int:
+        return len(self.locals)
+
+    # -- building packets --------------------------------------------------------------------
+    def _source_for(self, session: sdp.SessionDescription, v6: bool) -> str:
+        if self.config.announce.source:
+            return self.config.announce.source
+        for iface in self._egress:
+            addresses = iface.ipv6 if v6 else iface.ipv4
+            usable = [a for a in addresses if not a.startswith("fe80")] or list(addresses)
+            if usable:
+                return usable[0]
+        try:
+            ipaddress.ip_address(session.origin.address)
+            return session.origin.address
+        except ValueError:
+            return "::1" if v6 else "127.0.0.1"
+
+    def _targets(self, session: sdp.SessionDescription, options: dict[str, Any]) -> list[_Target]:
+        table = self.daemon.engine.scopes
+        scopes: list[Scope] = []
+        if options.get("scope"):
+            found = [s for s in table.scopes if s.name == options["scope"]]
+            if not found:
+                raise PublishError(400, f"scope {options['scope']!r} is not configured; known: "
+                                        + ", ".join(s.name for s in table.scopes))
+            scopes = found
+        else:
+            for address in session.groups:
+                scope = table.for_address(address)
+                if scope not in scopes:
+                    scopes.append(scope)
+        if not scopes:
+            raise PublishError(400, "the SDP has no multicast c= address to derive a SAP group "
+                                    "from; give \"scope\" or \"sap_group\"",
+                               ["c= must carry a multicast address"])
+        ttl_wanted = int(options.get("ttl") or self.config.announce.ttl)
+        targets = []
+        for scope in scopes:
+            group: ipaddress.IPv4Address | ipaddress.IPv6Address = scope.sap_group
+            if options.get("sap_group"):
+                try:
+                    group = ipaddress.ip_address(str(options["sap_group"]))
+                except ValueError:
+                    raise PublishError(400, f"sap_group {options['sap_group']!r} is not an "
+                                            "address") from None
+            targets.append(_Target(group, max(1, min(ttl_wanted, scope.ttl))))
+        return targets
+
+    def _build(self, record: SessionRecord, session: sdp.SessionDescription) -> _Local:
+        options = record.options
+        targets = self._targets(session, options)
+        payload = record.sdp.encode()
+        source = record.source
+        origin = session.origin.line.encode() + b"\r\n"
+        src_ip = ipaddress.ip_address(source)
+        packet = wire.encode(wire.SapPacket(record.msg_hash, src_ip, payload),
+                             compress=bool(options.get("compress", self.config.announce.compress)))
+        deletion = wire.encode(wire.SapPacket(record.msg_hash, src_ip, origin, deletion=True))
+        return _Local(record, source, packet, deletion, targets, options.get("interfaces"))
+
+    def _unique_hash(self, source: str, payload: bytes, sid: str) -> int:
+        """The content hash, stepped past any other local session's hash from this source
+        (receivers key re-announcements on source and hash)."""
+        value = wire.content_hash(payload)
+        taken = {lo.record.msg_hash for k, lo in self.locals.items()
+                 if lo.source == source and k != sid}
+        while value in taken or value == 0:
+            value = (value + 1) & 0xFFFF
+        return value
+
+    # -- scheduling and sending --------------------------------------------------------------
+    def _schedule(self, local: _Local, now: float) -> None:
+        sid = local.record.id
+        for target in local.targets:
+            key = f"{sid}|{target.group}"
+            self._jobs[key] = (sid, target)
+            interval = local.record.options.get("interval")
+            self.scheduler.add(key, str(target.group), len(local.packet), now,
+                               float(interval) if interval else None)
+        self.daemon.engine.mark_own(local.source, local.record.msg_hash)
+        self._arm()
+
+    def _unschedule(self, local: _Local, send_deletions: bool, now: float) -> None:
+        sid = local.record.id
+        for target in local.targets:
+            key = f"{sid}|{target.group}"
+            if send_deletions:
+                self.scheduler.delete(key, now)
+            else:
+                self.scheduler.remove(key)
+                self._jobs.pop(key, None)
+        self._arm()
+
+    def _arm(self) -> None:
+        when = self.scheduler.next_wakeup()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self.daemon.loop.call_later(max(0.0, when - time.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = time.time()
+        for key, is_deletion in self.scheduler.due(now):
+            job = self._jobs.get(key)
+            if job is None:
+                continue
+            sid, target = job
+            local = self.locals.get(sid) if not is_deletion else self._retired.get(key)
+            if local is None:
+                continue
+            self._send(local, target, local.deletion if is_deletion else local.packet)
+            if is_deletion:
+                self.deletions_sent += 1
+                if self.scheduler.due_of(key) is None:  # the burst is over
+                    self._jobs.pop(key, None)
+                    self._retired.pop(key, None)
+                    self.daemon.engine.mark_own(local.source, local.record.msg_hash, False)
+            else:
+                self.packets_sent += 1
+                local.sent += 1
+                self.first_send_at.setdefault(sid, now)
+        self._arm()
+
+    def _send(self, local: _Local, target: _Target, data: bytes) -> None:
+        wanted = local.interfaces
+        interfaces = [i for i in self._egress if not wanted or i.name in wanted]
+        bind = self.config.announce.source
+        for iface in interfaces:
+            if target.group.version == 6 and not iface.ipv6:
+                continue
+            try:
+                self.sender.send(data, target.group, self.config.port, iface.index, target.ttl,
+                                 bind if bind and ipaddress.ip_address(bind).version
+                                 == target.group.version else None)
+            except OSError as exc:
+                log.warning("announcement not sent", interface=iface.name,
+                            group=str(target.group), error=str(exc))
+
+    # -- the operations ------------------------------------------------------------------------
+    def _parse(self, text: str) -> sdp.SessionDescription:
+        session, errors, _warnings = sdp.validate(normalize(text))
+        if session is None:
+            raise PublishError(400, "the SDP is not valid", [str(e) for e in errors])
+        return session
+
+    async def publish(self, text: str, options: dict[str, Any], owner: int | None,
+                      acl: dict[str, Any] | None = None,
+                      blob: dict[str, Any] | None = None) -> SessionRecord:
+        session = self._parse(text)
+        v6 = any(":" in g for g in session.groups)
+        source = self._source_for(session, v6)
+        sid = session_id(source, session.identity, "")
+        if sid in self.locals:
+            raise PublishError(409, f"session {session.identity!r} is already announced here as "
+                                    f"{sid}; use PUT /v1/announcements/{sid} to change it")
+        if self.daemon.engine.get(sid) is not None:
+            raise PublishError(409, f"a session with identity {session.identity!r} from "
+                                    f"{source} is already listed ({sid})")
+        return await self._commit(session, source, sid, options, owner, acl or {}, blob or {},
+                                  kind="new")
+
+    async def _commit(self, session: sdp.SessionDescription, source: str, sid: str,
+                      options: dict[str, Any], owner: int | None, acl: dict[str, Any],
+                      blob: dict[str, Any], kind: str) -> SessionRecord:
+        now = time.time()
+        payload = session.raw.encode()
+        msg_hash = self._unique_hash(source, payload, sid)
+        previous = self.daemon.engine.get(sid)
+        record = record_from_session(
+            session, self.daemon.engine.scopes, sid=sid, source=source, msg_hash=msg_hash,
+            now=now, first_seen=previous.first_seen if previous else now, local=True,
+            owner_uid=owner, acl=acl, blob=blob,
+            options={k: v for k, v in options.items() if v is not None})
+        local = self._build(record, session)  # raises before anything is stored
+        self.daemon.engine.put_local(record, now, len(local.packet))
+        writes = self.daemon.engine.take_writes()
+        events = []
+        while (event := self.daemon.engine.next_event()) is not None:
+            events.append(event)
+        await self.daemon.writer.commit(writes)  # durable before we answer or send
+        self.daemon._publish(events)
+        self.locals[sid] = local
+        self._schedule(local, now)
+        log.info("announcing", id=sid, name=record.name, kind=kind,
+                 groups=[str(t.group) for t in local.targets], owner=owner)
+        return record
+
+    def _require(self, sid: str, peer: Peer) -> _Local:
+        local = self.locals.get(sid)
+        if local is None:
+            if self.daemon.engine.get(sid) is not None:
+                raise PublishError(403, f"{sid} was heard from the network, not announced here; "
+                                        "remote sessions cannot be changed or withdrawn")
+            raise PublishError(404, f"no local announcement {sid}; see GET /v1/announcements")
+        if not allowed(peer, local.record, self.admin_gid()):
+            raise PublishError(403, f"uid {peer.uid} may not change {sid}: it belongs to uid "
+                                    f"{local.record.owner_uid} and its ACL does not list you")
+        return local
+
+    async def update(self, sid: str, text: str, options: dict[str, Any],
+                     peer: Peer) -> SessionRecord:
+        local = self._require(sid, peer)
+        session = self._parse(text)
+        old = local.record
+        if session.identity != old.identity:
+            raise PublishError(400, f"the o= identity changed ({session.identity!r} instead of "
+                                    f"{old.identity!r}); publish it as a new session instead")
+        if session.version <= old.version:  # the version must rise: raise it for the caller
+            session = self._parse(_with_version(session.raw, old.version + 1))
+        merged = {**old.options, **{k: v for k, v in options.items() if v is not None}}
+        merged.pop("stop_time", None)
+        now = time.time()
+        self._retire(local, now)
+        record = await self._commit(session, local.source, sid, merged, old.owner_uid,
+                                    options.get("acl") or old.acl,
+                                    options.get("blob") or old.blob, kind="changed")
+        return record
+
+    def _retire(self, local: _Local, now: float) -> None:
+        """Stop announcing this version and send its deletion burst."""
+        sid = local.record.id
+        for target in local.targets:
+            key = f"{sid}|{target.group}"
+            self._retired[key + "|old"] = local
+            self._jobs[key + "|old"] = (sid, target)
+            self.scheduler.remove(key)
+            self.scheduler.add(key + "|old", str(target.group), len(local.deletion), now)
+            self.scheduler.delete(key + "|old", now)
+        self.locals.pop(sid, None)
+        self._arm()
+
+    async def withdraw(self, sid: str, peer: Peer) -> SessionRecord:
+        local = self._require(sid, peer)
+        now = time.time()
+        self._retire(local, now)
+        self.daemon.engine.remove_local(sid, now)
+        writes = self.daemon.engine.take_writes()
+        events = []
+        while (event := self.daemon.engine.next_event()) is not None:
+            events.append(event)
+        await self.daemon.writer.commit(writes)
+        self.daemon._publish(events)
+        log.info("withdrawn", id=sid, name=local.record.name, by=peer.uid)
+        return local.record
+
+    def on_event(self, event: Any) -> None:
+        """Directory events; nothing to do yet (hooks could go here)."""
+
+    def describe(self, sid: str) -> dict[str, Any]:
+        local = self.locals[sid]
+        keys = [f"{sid}|{t.group}" for t in local.targets]
+        dues = [d for k in keys if (d := self.scheduler.due_of(k)) is not None]
+        return {"id": sid, "name": local.record.name, "owner_uid": local.record.owner_uid,
+                "source": local.source, "msg_hash": local.record.msg_hash,
+                "targets": [{"sap_group": str(t.group), "ttl": t.ttl,
+                             "interval": round(self.scheduler.interval(str(t.group)), 3)}
+                            for t in local.targets],
+                "interfaces": local.interfaces or [i.name for i in self._egress],
+                "next_send": min(dues, default=None),
+                "packets_sent": local.sent, "options": local.record.options,
+                "acl": local.record.acl}
+
+    # -- start, stop, files ------------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Resume every local announcement stored by an earlier run."""
+        offset = 0
+        now = time.time()
+        while True:
+            batch = self.daemon.store.search(SearchQuery(local=True, limit=500, offset=offset))
+            for record in batch:
+                session, errors, _ = sdp.validate(record.sdp)
+                if session is None:
+                    log.warning("stored local session no longer valid", id=record.id,
+                                errors=[str(e) for e in errors])
+                    continue
+                try:
+                    local = self._build(record, session)
+                except PublishError as exc:
+                    log.warning("cannot resume", id=record.id, error=str(exc))
+                    continue
+                self.locals[record.id] = local
+                self._schedule(local, now)
+                if record.options.get("file"):
+                    self._files[str(record.options["file"])] = (0.0, record.id)
+            if len(batch) < 500:
+                break
+            offset += 500
+        if self.locals:
+            log.info("resumed local announcements", count=len(self.locals))
+        if self.config.announce.directory:
+            self._tasks.append(asyncio.create_task(self._watch_directory()))
+
+    async def _watch_directory(self) -> None:
+        directory = Path(str(self.config.announce.directory))
+        root = Peer(os.getpid(), 0, 0, (0,))
+        while True:
+            try:
+                await self._scan(directory, root)
+            except Exception as exc:  # a bad file must not stop the watcher
+                log.warning("announce directory scan failed", error=str(exc))
+            await asyncio.sleep(DIRECTORY_SCAN)
+
+    async def _scan(self, directory: Path, root: Peer) -> None:
+        present = {str(p): p for p in directory.glob("*.sdp")} if directory.is_dir() else {}
+        for path, sid_info in list(self._files.items()):
+            if path not in present:
+                del self._files[path]
+                with contextlib.suppress(PublishError):
+                    await self.withdraw(sid_info[1], root)
+                log.info("announce file removed; withdrawn", file=path)
+        for path, file in present.items():
+            stat = file.stat()
+            known = self._files.get(path)
+            if known is not None and known[0] == stat.st_mtime:
+                continue
+            text = file.read_text(errors="replace")
+            try:
+                if known is not None and known[1] in self.locals:
+                    local = self.locals[known[1]]
+                    if normalize(text) == local.record.sdp or _same_but_version(
+                            text, local.record.sdp):
+                        self._files[path] = (stat.st_mtime, known[1])
+                        continue
+                    record = await self.update(known[1], text, {}, root)
+                else:
+                    record = await self.publish(text, {"file": path}, stat.st_uid)
+                self._files[path] = (stat.st_mtime, record.id)
+            except PublishError as exc:
+                self._files[path] = (stat.st_mtime, known[1] if known else "")
+                log.warning("announce file rejected", file=path, error=str(exc),
+                            errors=exc.errors)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.config.announce.withdraw_on_stop and self.locals:
+            # Receivers drop them now; they stay stored and resume at the next start.
+            for local in self.locals.values():
+                for target in local.targets:
+                    self._send(local, target, local.deletion)
+            log.info("sent deletions on stop", count=len(self.locals))
+        if self._timer is not None:
+            self._timer.cancel()
+        self.sender.close()
+
+    def metrics_lines(self) -> list[str]:
+        return ["# HELP sapd_local_announcements Sessions announced by this sapd.",
+                "# TYPE sapd_local_announcements gauge",
+                f"sapd_local_announcements {len(self.locals)}",
+                "# HELP sapd_announcements_sent_total SAP announcement packets sent.",
+                "# TYPE sapd_announcements_sent_total counter",
+                f"sapd_announcements_sent_total {self.packets_sent}",
+                "# HELP sapd_deletions_sent_total SAP deletion packets sent.",
+                "# TYPE sapd_deletions_sent_total counter",
+                f"sapd_deletions_sent_total {self.deletions_sent}"]
+
+
+def _same_but_version(text: str, stored: str) -> bool:
+    """A file whose only difference from what we announce is the o= version we raised."""
+    session = sdp.parse_origin_line(next((ln for ln in normalize(text).split("\r\n")
+                                          if ln.startswith("o=")), ""))
+    return session is not None and _with_version(normalize(text), 0) == _with_version(stored, 0)
+
+
+def attach(daemon: SapDaemon) -> None:
+    daemon.announcer = Announcer(daemon)

@@ -88,6 +88,8 @@ class SapDaemon:
         from sapd.announce import attach
 
         attach(self)
+        self.announcer.set_interfaces(self.follower.chosen)
+        await self.announcer.restore()
         self.control = ControlServer(build_app(self), self.config.socket_path,
                                      self.config.socket_group)
         await self.control.start()

@@ -121,6 +121,7 @@ class _Entry:
     arrivals: list[float] = field(default_factory=list)  # a deque costs 760 B; this ~100
     heap_expiry: float | None = None  # a lower bound of expires kept in the heap
     seen_key: tuple[bytes, int] | None = None  # (SAP header bytes, CRC-32 of datagram)
+    size: int = 500  # datagram bytes, for the announcer's group bandwidth estimate
 
     @classmethod
     def of(cls, record: SessionRecord, stop_time: float | None) -> _Entry:
@@ -136,6 +137,30 @@ class _Entry:
 class _Bucket:
     tokens: float
     stamp: float
+
+
+def record_from_session(session: sdp.SessionDescription, scopes: ScopeTable, *, sid: str,
+                        source: str, msg_hash: int, now: float, first_seen: float,
+                        auth_tag: str = "", period: float | None = None,
+                        expires: float | None = None, **extra: Any) -> SessionRecord:
+    """The directory record for a validated SDP, heard or published here."""
+    groups = session.groups
+    scope = scopes.for_address(groups[0]) if groups else None
+    attributes = [(a.name, a.value) for a in session.attributes]
+    for media in session.media:
+        attributes.extend((a.name, a.value) for a in media.attributes)
+    stop = session.stop_time
+    options = dict(extra.pop("options", {}))
+    if stop is not None:
+        options["stop_time"] = stop.timestamp()
+    return SessionRecord(
+        id=sid, source=source, identity=session.identity, version=session.version,
+        msg_hash=msg_hash, origin_address=session.origin.address, name=session.name,
+        info=session.info, sdp=session.raw, scope=scope.name if scope else "",
+        sap_group=scope.sap_group_text if scope else "", first_seen=first_seen,
+        last_seen=now, auth_tag=auth_tag, period=period, expires=expires, options=options,
+        groups=groups, media_types=tuple(dict.fromkeys(m.kind for m in session.media)),
+        attributes=tuple(attributes), content_crc=zlib.crc32(session.raw.encode()), **extra)
 
 
 def _slim(record: SessionRecord) -> SessionRecord:
@@ -174,6 +199,7 @@ class Engine:
         # The CRC guards against 16-bit hash collisions between sessions of one source.
         self._seen: dict[tuple[bytes, int], str] = {}
         self._dirty: set[str] = set()
+        self._group_load: dict[str, list[int]] = {}  # SAP group -> [announcements, bytes]
         self._by_key: dict[tuple[str, str, str], str] = {}
         self._heap: list[tuple[float, str]] = []
         self._events: deque[Event] = deque()
@@ -218,6 +244,18 @@ class Engine:
 
     def sessions_by_scope(self) -> Counter[str]:
         return Counter(e.record.scope for e in self._entries.values())
+
+    def group_load(self, group: str) -> tuple[int, int]:
+        """(announcements, bytes) of every session announced on a SAP group, ours too."""
+        load = self._group_load.get(group)
+        return (load[0], load[1]) if load else (0, 0)
+
+    def _account(self, entry: _Entry, sign: int) -> None:
+        group = entry.record.sap_group
+        if group:
+            load = self._group_load.setdefault(group, [0, 0])
+            load[0] += sign
+            load[1] += sign * entry.size
 
     def groups_in_use(self) -> set[str]:
         return {g for e in self._entries.values() for g in e.record.groups}
@@ -306,7 +344,7 @@ class Engine:
         if session is None:
             return DROP_INVALID_SDP
         seen_key = (data[2:20] if data[0] & 0x10 else data[2:8], zlib.crc32(data))
-        return self._announce(packet, session, source, now, seen_key)
+        return self._announce(packet, session, source, now, seen_key, len(data))
 
     def _take_token(self, source: str, now: float) -> bool:
         bucket = self._buckets.get(source)
@@ -370,7 +408,8 @@ class Engine:
         self._dirty.add(sid)
 
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                  source: str, now: float, seen_key: tuple[bytes, int]) -> str:
+                  source: str, now: float, seen_key: tuple[bytes, int],
+                  size: int = 500) -> str:
         auth_tag = auth_tag_of(packet)
         sid = self._by_key.get((source, session.identity, auth_tag))
         previous = self._entries.get(sid) if sid else None
@@ -398,23 +437,13 @@ class Engine:
         arrivals = previous.arrivals if previous else []
         period = self._note_arrival(arrivals, now, previous.period if previous else None)
         expires = self._expiry_for(False, period, now, stop_time)
-        groups = session.groups
-        scope = self.scopes.for_address(groups[0]) if groups else None
-        attributes = [(a.name, a.value) for a in session.attributes]
-        for media in session.media:
-            attributes.extend((a.name, a.value) for a in media.attributes)
-        record = SessionRecord(
-            id=sid, source=source, identity=session.identity, version=session.version,
-            msg_hash=packet.msg_id_hash, origin_address=session.origin.address,
-            name=session.name, info=session.info, sdp=session.raw,
-            scope=scope.name if scope else "", sap_group=scope.sap_group_text if scope else "",
-            first_seen=previous.record.first_seen if previous else now, last_seen=now,
-            auth_tag=auth_tag, period=period, expires=expires,
-            options={"stop_time": stop_time} if stop_time is not None else {},
-            groups=groups, media_types=tuple(dict.fromkeys(m.kind for m in session.media)),
-            attributes=tuple(attributes), content_crc=zlib.crc32(session.raw.encode()))
+        record = record_from_session(
+            session, self.scopes, sid=sid, source=source, msg_hash=packet.msg_id_hash,
+            now=now, first_seen=previous.record.first_seen if previous else now,
+            auth_tag=auth_tag, period=period, expires=expires)
         entry = _Entry.of(_slim(record), stop_time)
         entry.arrivals = arrivals
+        entry.size = size
         if previous is not None:
             self._set_seen(previous, None)
         self._index(entry)
@@ -435,6 +464,10 @@ class Engine:
 
     def _index(self, entry: _Entry, schedule: bool = True) -> None:
         record = entry.record
+        previous = self._entries.get(record.id)
+        if previous is not None:
+            self._account(previous, -1)
+        self._account(entry, +1)
         self._entries[record.id] = entry
         self._by_key[(record.source, record.identity, record.auth_tag)] = record.id
         if schedule:
@@ -454,6 +487,7 @@ class Engine:
 
     def _remove(self, sid: str, kind: str, now: float) -> None:
         entry = self._entries.pop(sid)
+        self._account(entry, -1)
         record = entry.record
         self._by_key.pop((record.source, record.identity, record.auth_tag), None)
         self._set_seen(entry, None)
@@ -464,7 +498,7 @@ class Engine:
         self._events.append(Event(kind, sid, now, entry.snapshot()))
 
     # -- local sessions (the announcer's side) ----------------------------------------
-    def put_local(self, record: SessionRecord, now: float) -> str:
+    def put_local(self, record: SessionRecord, now: float, size: int = 500) -> str:
         """Insert or replace a session published through the API; returns the event kind."""
         previous = self._entries.get(record.id)
         if previous is not None:
@@ -473,6 +507,7 @@ class Engine:
             record = record.with_changes(content_crc=zlib.crc32(record.sdp.encode()))
         stop = record.options.get("stop_time")
         entry = _Entry.of(_slim(record), float(stop) if stop is not None else None)
+        entry.size = size
         entry.expires = self._expiry(entry)
         self._index(entry)
         record = record.with_changes(expires=entry.expires)

@@ -286,6 +286,7 @@ class InterfaceFollower:
         self._wanted = wanted
         self._on_change = on_change
         self.names: list[str] = []
+        self.chosen: list[Interface] = []
         self._watcher = InterfaceWatcher(loop, self._changed)
         self._pending: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -325,6 +326,7 @@ class InterfaceFollower:
             log.info("interfaces", using=names, joined=joined, left=left,
                      failed=len(self.receiver.failed_joins))
         self.names = names
+        self.chosen = chosen
         if self._on_change is not None:
             self._on_change(chosen)
 
