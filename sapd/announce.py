@@ -344,14 +344,16 @@ class Announcer:
         merged = {**old.options, **{k: v for k, v in options.items() if v is not None}}
         merged.pop("stop_time", None)
         now = time.time()
-        self._retire(local, now)
+        self._retire(local, now, repeats=1)
         record = await self._commit(session, local.source, sid, merged, old.owner_uid,
                                     options.get("acl") or old.acl,
                                     options.get("blob") or old.blob, kind="changed")
         return record
 
-    def _retire(self, local: _Local, now: float) -> None:
-        """Stop announcing this version and send its deletion burst."""
+    def _retire(self, local: _Local, now: float, repeats: int | None = None) -> None:
+        """Stop announcing this version and send its deletion(s). On a change, one
+        deletion goes out before the new version (queued first): a later one could
+        make receivers that match deletions by identity drop the new version."""
         sid = local.record.id
         for target in local.targets:
             key = f"{sid}|{target.group}"
@@ -359,7 +361,7 @@ class Announcer:
             self._jobs[key + "|old"] = (sid, target)
             self.scheduler.remove(key)
             self.scheduler.add(key + "|old", str(target.group), len(local.deletion), now)
-            self.scheduler.delete(key + "|old", now)
+            self.scheduler.delete(key + "|old", now, repeats)
         self.locals.pop(sid, None)
         self._arm()
 

@@ -68,12 +68,12 @@ class Scheduler:
     def remove(self, key: str) -> None:
         self._jobs.pop(key, None)
 
-    def delete(self, key: str, now: float) -> None:
-        """Switch an announcement to its deletion burst (send_deletion callbacks)."""
+    def delete(self, key: str, now: float, repeats: int | None = None) -> None:
+        """Switch an announcement to its deletion burst (``repeats`` packets)."""
         job = self._jobs.get(key)
         if job is None:
             return
-        job.deletions_left = self.deletion_repeats
+        job.deletions_left = self.deletion_repeats if repeats is None else repeats
         job.due = now
         self._push(job)
 

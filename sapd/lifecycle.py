@@ -41,6 +41,7 @@ DROP_OWN = "own_packet"
 DROP_OLD_VERSION = "old_version"
 DROP_UNKNOWN_DELETION = "unknown_deletion"
 DROP_BAD_DELETION = "bad_deletion"
+DROP_STALE_DELETION = "stale_deletion"
 DROP_SESSION_CAP = "session_cap"
 DROP_RATE_LIMITED = "rate_limited"
 DROP_TOO_LARGE = "too_large"
@@ -482,6 +483,8 @@ class Engine:
         sid = self._by_key.get((source, origin.identity, auth_tag_of(packet)))
         if sid is None:
             return DROP_UNKNOWN_DELETION
+        if origin.version < self._entries[sid].record.version:
+            return DROP_STALE_DELETION  # deletes a version already replaced, not the session
         self._remove(sid, "deleted", now)
         return ACCEPTED_DELETE
 

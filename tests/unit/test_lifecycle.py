@@ -215,3 +215,12 @@ def test_many_sessions_from_one_source_all_listed() -> None:
     for i in range(5000):
         e.receive_datagram(announce(sdp_text(session=i, name=f"s{i}")), 0.0)
     assert len(e) == 5000
+
+
+def test_deletion_of_an_older_version_keeps_the_newer() -> None:
+    e = Engine()
+    e.receive_datagram(announce(sdp_text(version=1, name="v1")), 0.0)
+    e.receive_datagram(announce(sdp_text(version=2, name="v2")), 1.0)
+    assert e.receive_datagram(delete(version=1), 1.1) == "stale_deletion"
+    assert [r.name for r in e.records()] == ["v2"]
+    assert e.receive_datagram(delete(version=2), 2.0) == "deleted"
