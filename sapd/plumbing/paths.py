@@ -1,4 +1,10 @@
-"""Default locations of control sockets and state, following systemd's conventions."""
+"""Default locations of control sockets and state, following systemd's conventions.
+
+Socket: $RUNTIME_DIRECTORY/<name>.sock (systemd), else $XDG_RUNTIME_DIR/<name>/<name>.sock,
+else /run/<name>/<name>.sock for root, else /tmp/<name>-<uid>/<name>.sock.
+State: $STATE_DIRECTORY, else $XDG_STATE_HOME/<name>, else /var/lib/<name> for root,
+else ~/.local/state/<name>.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,12 @@ def runtime_dir(name: str) -> Path:
         return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
     if os.environ.get("XDG_RUNTIME_DIR"):
         return Path(os.environ["XDG_RUNTIME_DIR"]) / name
-    return Path("/run") / name
+    if os.geteuid() == 0:
+        return Path("/run") / name
+    return Path("/tmp") / f"{name}-{os.geteuid()}"
 
 
 def default_socket(name: str) -> Path:
-    """$RUNTIME_DIRECTORY/<name>.sock, else $XDG_RUNTIME_DIR/<name>/<name>.sock,
-    else /run/<name>/<name>.sock."""
     return runtime_dir(name) / f"{name}.sock"
 
 
@@ -25,4 +31,6 @@ def default_state_dir(name: str) -> Path:
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     if os.environ.get("XDG_STATE_HOME"):
         return Path(os.environ["XDG_STATE_HOME"]) / name
-    return Path("/var/lib") / name
+    if os.geteuid() == 0:
+        return Path("/var/lib") / name
+    return Path.home() / ".local" / "state" / name
