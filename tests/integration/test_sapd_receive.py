@@ -46,11 +46,13 @@ def test_version_replacement_and_deletion(sapd: Daemon) -> None:
     send_local_multicast(announce(sdp_text(version=2, name="new")))
     wait_session(sapd, lambda s: s["name"] == "new")
     assert [s["name"] for s in sapd.sessions()] == ["new"]  # replaced, not beside
-    send_local_multicast(delete(source="10.9.9.9"))  # wrong source: ignored
-    send_local_multicast(delete())
+    send_local_multicast(delete(version=2, source="10.9.9.9"))  # wrong source: ignored
+    send_local_multicast(delete(version=1))  # deletes the replaced version only: ignored
+    send_local_multicast(delete(version=2))
     wait_for(lambda: sapd.sessions() == [], 3, what="deletion")
     stats = sapd.stats()
     assert stats["packets"]["deleted"] == 1 and stats["drops"]["unknown_deletion"] == 1
+    assert stats["drops"]["stale_deletion"] == 1
 
 
 def test_expiry_with_short_profile(sapd_factory: Any) -> None:

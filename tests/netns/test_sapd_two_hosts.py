@@ -47,7 +47,8 @@ def test_deletion_and_version_across_hosts(net: Network, daemons: Any, tmp_path:
                [write(tmp_path, "v2", announce(sdp_text(version=2, name="two"), source=src))], ia)
     wait_session(sapd, lambda s: s["name"] == "two")
     assert len(sapd.sessions()) == 1
-    netns_send(a.name, "224.2.127.254", [write(tmp_path, "d", delete(source=src))], ia)
+    netns_send(a.name, "224.2.127.254", [write(tmp_path, "d", delete(version=2, source=src))],
+               ia)
     wait_for(lambda: sapd.sessions() == [], 3, what="deleted")
 
 
