@@ -48,13 +48,22 @@ def peer(request: web.Request) -> Peer:
     else:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", raw)
-        result = Peer(pid, uid, gid, _supplementary_groups(pid, gid))
+        result = Peer(pid, uid, gid, _peer_groups(sock, pid, gid))
     request["peer"] = result
     return result
 
 
-def _supplementary_groups(pid: int, gid: int) -> tuple[int, ...]:
-    # SO_PEERGROUPS exists since Linux 4.13 but Python does not name it; /proc is enough.
+SO_PEERGROUPS = 59  # Linux 4.13+; not exported by Python's socket module
+
+
+def _peer_groups(sock: socket.socket, pid: int, gid: int) -> tuple[int, ...]:
+    """The peer's groups from the kernel (works under ProtectProc=invisible), falling
+    back to /proc on old kernels."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+        return (gid, *struct.unpack(f"{len(raw) // 4}I", raw))
+    except OSError:
+        pass
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("Groups:"):
