@@ -210,7 +210,7 @@ async def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    client = UnixClient(args.socket or paths.default_socket("madcapd"))
+    client = UnixClient(args.socket or paths.client_socket("madcapd"))
     query = "?all=true" if args.all else ""
     result = client.get_json("/v1/leases" + query)
     if args.json:

@@ -85,7 +85,7 @@ class MadcapdConfig:
 
     @property
     def sapd_socket_path(self) -> Path:
-        return Path(self.sapd_socket) if self.sapd_socket else paths.default_socket("sapd")
+        return Path(self.sapd_socket) if self.sapd_socket else paths.client_socket("sapd")
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -16,7 +16,7 @@ EXIT_OK, EXIT_REJECTED = 0, 1
 
 
 def _client(args: argparse.Namespace) -> UnixClient:
-    return UnixClient(args.socket or paths.default_socket("sapd"))
+    return UnixClient(args.socket or paths.client_socket("sapd"))
 
 
 def _ago(stamp: float | None) -> str:
