@@ -23,7 +23,7 @@ class Daemon:
     """One sapd or madcapd process. Logs go to a file shown when a test fails."""
 
     def __init__(self, name: str, workdir: Path, args: list[str], netns: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, socket_activated: bool = False) -> None:
         self.name = name
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -33,12 +33,22 @@ class Daemon:
         self.args = args
         self.netns = netns
         self.env = env
+        # Like a .socket unit: systemd-socket-activate binds the control socket and starts
+        # the daemon on the first connection, handing it over as fd 3 (LISTEN_FDS). The
+        # daemon's own --socket then points somewhere else, so using it would show.
+        self.socket_activated = socket_activated
+        self.unused_socket = workdir / "not-inherited.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def command(self) -> list[str]:
-        cmd = [script(self.name), "--state-dir", str(self.state), "--socket", str(self.socket),
+        own_socket = self.unused_socket if self.socket_activated else self.socket
+        cmd = [script(self.name), "--state-dir", str(self.state), "--socket", str(own_socket),
                "--log-format", "json", *self.args]
+        if self.socket_activated:
+            passed = ["PYTHONUNBUFFERED", *(self.env or {})]
+            cmd = ["systemd-socket-activate", "-l", str(self.socket),
+                   *(f"-E{name}" for name in passed), *cmd]
         return (["ip", "netns", "exec", self.netns, *cmd]) if self.netns else cmd
 
     def start(self, wait: bool = True, timeout: float = 10.0) -> Daemon:
@@ -108,6 +118,43 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(5)
             raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.logs()}") from None
+
+
+class NotifyListener:
+    """The receiving end of NOTIFY_SOCKET, as systemd binds it: AF_UNIX datagrams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict[str, str]] = []
+
+    def collect(self, until: Any, timeout: float = 10.0) -> list[dict[str, str]]:
+        """Read messages until ``until(messages)`` holds; return them all."""
+        deadline = time.monotonic() + timeout
+        while not until(self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"notify messages so far: {self.messages}")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
+            self.messages.append(fields)
+        return self.messages
+
+    def pending(self) -> int:
+        """Datagrams waiting, unread."""
+        self.sock.settimeout(0)
+        try:
+            return len(self.sock.recv(4096, socket.MSG_PEEK))
+        except BlockingIOError:
+            return 0
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def send_local_multicast(data: bytes, group: str = "224.2.127.254", port: int = 9875) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 class Notifier:
@@ -41,8 +42,6 @@ class Notifier:
         self.notify("WATCHDOG=1")
 
     def reloading(self) -> None:
-        import time
-
         usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
         self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
