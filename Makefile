@@ -33,7 +33,7 @@ unit: deps
 	$(PY) -m pytest tests/unit
 
 bench: deps
-	for b in tests/bench/bench_*.py; do $(PY) $$b || exit 1; done
+	for b in tests/bench/bench_*.py; do $(PY) -m tests.bench.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) state run .mypy_cache .ruff_cache .pytest_cache

@@ -20,10 +20,10 @@ def _namespaces() -> set[str]:
 
 
 @pytest.fixture
-def net() -> Iterator[Network]:
+def net(tmp_path: Path) -> Iterator[Network]:
     need_root()
     before = _namespaces()
-    network = Network()
+    network = Network(tmp_path)
     try:
         yield network
     finally:
@@ -52,3 +52,19 @@ def daemons(tmp_path: Path) -> Iterator[Any]:
     for daemon in started:
         with contextlib.suppress(AssertionError):
             daemon.stop()
+
+
+_suite_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("/")
+    suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _suite_seconds[suite] = _suite_seconds.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _suite_seconds:
+        times = ", ".join(f"{suite} {seconds:.1f} s"
+                          for suite, seconds in sorted(_suite_seconds.items()))
+        terminalreporter.write_line(f"run time by suite: {times}")

@@ -196,7 +196,7 @@ def main() -> None:
             sys.exit(f"needs {tool}: apt-get install kea-dhcp4-server kea-admin")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        net = Network()
+        net = Network(tmp)
         try:
             kea = bench_kea(net, tmp)
             normal, _, daemon = bench_madcapd(net, tmp, "normal", 31)

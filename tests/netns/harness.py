@@ -11,6 +11,9 @@ import itertools
 import os
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support import need_tool, wait_for
 
 _counter = itertools.count()
 
@@ -37,8 +40,18 @@ class Host:
             else self.interfaces[ifname][0]
 
 
+@dataclass
+class Router:
+    host: Host
+    left_if: str  # on the left host
+    router_left: str
+    router_right: str
+    right_if: str  # on the right host
+
+
 class Network:
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.prefix = f"sd{os.getpid() % 10000}x{next(_counter)}"
         self.namespaces: list[str] = []
         self.hosts: dict[str, Host] = {}
@@ -95,6 +108,39 @@ class Network:
             ip("link", "set", port, "up", netns=switch.name)
             self._address(host, inner, subnet, index, True)
         return bridge_name
+
+    def router(self, left: Host, right: Host, forward: list[str],
+               subnets: tuple[int, int] = (60, 61)) -> Router:
+        """A multicast router between two links, as on a campus: ``left`` and ``right``
+        route through it by default, and smcroute forwards exactly the groups in
+        ``forward`` both ways, so every other group stops at the router (an
+        administrative scope boundary). Packets with TTL 1 never cross it."""
+        need_tool("smcrouted")
+        router = self.host("r")
+        left_if, router_left = self.link(left, router, subnets[0], multicast_route=False)
+        router_right, right_if = self.link(router, right, subnets[1], multicast_route=False)
+        ip("route", "add", "default", "via", router.address(router_left), netns=left.name)
+        ip("route", "add", "default", "via", router.address(router_right), netns=right.name)
+        forwarding = sh(router.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if forwarding.returncode != 0:
+            raise RuntimeError(forwarding.stderr)
+        conf = self.workdir / f"{router.name}-smcroute.conf"
+        lines = [f"phyint {router_left} enable", f"phyint {router_right} enable"]
+        for group in forward:
+            lines += [f"mroute from {router_left} group {group} to {router_right}",
+                      f"mroute from {router_right} group {group} to {router_left}"]
+        conf.write_text("\n".join(lines) + "\n")
+        control = self.workdir / f"{router.name}-smcroute.sock"
+        log = (self.workdir / f"{router.name}-smcroute.log").open("wb")
+        subprocess.Popen(["ip", "netns", "exec", router.name, "smcrouted", "-n", "-s",
+                          "-f", str(conf), "-u", str(control)], stdout=log, stderr=log)
+        log.close()
+
+        def routes_loaded() -> bool:
+            shown = sh(router.name, "smcroutectl", "-u", str(control), "show", "routes")
+            return shown.returncode == 0
+        wait_for(routes_loaded, 10, what="smcrouted")
+        return Router(router, left_if, router_left, router_right, right_if)
 
     def teardown(self) -> None:
         for netns in reversed(self.namespaces):
