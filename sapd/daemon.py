@@ -41,6 +41,7 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 SUBSCRIBER_QUEUE = 10_000
 INTERFACE_RESYNC = 30.0
+SETTLE_AFTER = 10_000  # new or changed sessions between memory settlements
 
 
 class SapDaemon:
@@ -76,6 +77,7 @@ class SapDaemon:
         loaded = self.engine.load(writer_store.iter_all(light=True))
         self.writer = StoreWriter(writer_store, self.loop)
         self.store = SqliteDirectory(path)
+        service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         groups = [ipaddress.ip_address(g) for g in self.config.groups]
         self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
@@ -227,9 +229,13 @@ class SapDaemon:
 
     async def _periodic(self) -> None:
         last_resync = time.monotonic()
+        settled_at = self._sessions_stored()
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
             self._flush_refreshes()
+            if self._sessions_stored() - settled_at >= SETTLE_AFTER:
+                settled_at = self._sessions_stored()
+                service.settle_memory()
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
                 await self.resync_interfaces()
@@ -257,6 +263,10 @@ class SapDaemon:
             self.announcer.reconfigure(new)
         log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
+
+    def _sessions_stored(self) -> int:
+        counters = self.engine.counters
+        return counters.get(ACCEPTED_NEW, 0) + counters.get(ACCEPTED_CHANGED, 0)
 
     # -- reporting -----------------------------------------------------------------------
     def status_line(self) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sapd import sdp, wire
-from sapd.directory import SessionRecord
+from sapd.directory import SessionRecord, shared_media_types
 from sapd.scopes import ScopeTable
 
 # Packet outcomes (counter labels). Drops say why.
@@ -121,7 +121,7 @@ class _Entry:
     stop_time: float | None
     arrivals: list[float] = field(default_factory=list)  # a deque costs 760 B; this ~100
     heap_expiry: float | None = None  # a lower bound of expires kept in the heap
-    seen_key: tuple[bytes, int] | None = None  # (SAP header bytes, CRC-32 of datagram)
+    seen_key: bytes | None = None  # SAP header bytes + CRC-32 of the datagram
     size: int = 500  # datagram bytes, for the announcer's group bandwidth estimate
 
     @classmethod
@@ -154,13 +154,17 @@ def record_from_session(session: sdp.SessionDescription, scopes: ScopeTable, *, 
     options = dict(extra.pop("options", {}))
     if stop is not None:
         options["stop_time"] = stop.timestamp()
+    origin_address = session.origin.address
+    if origin_address == source:  # the usual case: one string, not two, per session
+        origin_address = source
+    media_types = tuple(dict.fromkeys(m.kind for m in session.media))
     return SessionRecord(
         id=sid, source=source, identity=session.identity, version=session.version,
-        msg_hash=msg_hash, origin_address=session.origin.address, name=session.name,
+        msg_hash=msg_hash, origin_address=origin_address, name=session.name,
         info=session.info, sdp=session.raw, scope=scope.name if scope else "",
         sap_group=scope.sap_group_text if scope else "", first_seen=first_seen,
         last_seen=now, auth_tag=auth_tag, period=period, expires=expires, options=options,
-        groups=groups, media_types=tuple(dict.fromkeys(m.kind for m in session.media)),
+        groups=groups, media_types=shared_media_types(media_types),
         attributes=tuple(attributes), content_crc=zlib.crc32(session.raw.encode()), **extra)
 
 
@@ -196,12 +200,11 @@ class Engine:
         self.scopes = scopes or ScopeTable()
         self.counters: Counter[str] = Counter()
         self._entries: dict[str, _Entry] = {}
-        # Re-announcement fast path: (hash + source bytes, CRC-32 of the datagram) -> id.
+        # Re-announcement fast path: hash + source bytes + CRC-32 of the datagram -> id.
         # The CRC guards against 16-bit hash collisions between sessions of one source.
-        self._seen: dict[tuple[bytes, int], str] = {}
+        self._seen: dict[bytes, str] = {}
         self._dirty: set[str] = set()
         self._group_load: dict[str, list[int]] = {}  # SAP group -> [announcements, bytes]
-        self._by_key: dict[tuple[str, str, str], str] = {}
         self._heap: list[tuple[float, str]] = []
         self._events: deque[Event] = deque()
         self._writes = Writes()
@@ -320,7 +323,7 @@ class Engine:
             if head in self._own:
                 return DROP_OWN
             if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
-                sid = self._seen.get((head, zlib.crc32(data)))
+                sid = self._seen.get(head + zlib.crc32(data).to_bytes(4, "little"))
                 if sid is not None:
                     self._refresh(sid, now)
                     return ACCEPTED_REFRESH
@@ -344,7 +347,8 @@ class Engine:
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
-        seen_key = (data[2:20] if data[0] & 0x10 else data[2:8], zlib.crc32(data))
+        head = data[2:20] if data[0] & 0x10 else data[2:8]
+        seen_key = head + zlib.crc32(data).to_bytes(4, "little")
         return self._announce(packet, session, source, now, seen_key, len(data))
 
     def _take_token(self, source: str, now: float) -> bool:
@@ -409,12 +413,12 @@ class Engine:
         self._dirty.add(sid)
 
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                  source: str, now: float, seen_key: tuple[bytes, int],
+                  source: str, now: float, seen_key: bytes,
                   size: int = 500) -> str:
         auth_tag = auth_tag_of(packet)
-        sid = self._by_key.get((source, session.identity, auth_tag))
-        previous = self._entries.get(sid) if sid else None
-        if previous is not None and sid is not None:
+        sid = session_id(source, session.identity, auth_tag)
+        previous = self._entries.get(sid)
+        if previous is not None:
             old = previous.record
             if session.version < old.version:
                 return DROP_OLD_VERSION
@@ -427,10 +431,8 @@ class Engine:
                     previous.record = old.with_changes(msg_hash=packet.msg_id_hash)
                 self._refresh(sid, now)
                 return ACCEPTED_REFRESH
-        else:
-            if len(self._entries) >= self.limits.max_sessions:
-                return DROP_SESSION_CAP
-            sid = session_id(source, session.identity, auth_tag)
+        elif len(self._entries) >= self.limits.max_sessions:
+            return DROP_SESSION_CAP
         stop = session.stop_time
         stop_time = stop.timestamp() if stop is not None else None
         if stop_time is not None and stop_time <= now:
@@ -456,7 +458,7 @@ class Engine:
         self._events.append(Event(kind, sid, now, record))
         return kind
 
-    def _set_seen(self, entry: _Entry, key: tuple[bytes, int] | None) -> None:
+    def _set_seen(self, entry: _Entry, key: bytes | None) -> None:
         if entry.seen_key is not None and self._seen.get(entry.seen_key) == entry.record.id:
             del self._seen[entry.seen_key]
         entry.seen_key = key
@@ -470,7 +472,6 @@ class Engine:
             self._account(previous, -1)
         self._account(entry, +1)
         self._entries[record.id] = entry
-        self._by_key[(record.source, record.identity, record.auth_tag)] = record.id
         if schedule:
             self._schedule(record.id, entry)
 
@@ -480,8 +481,8 @@ class Engine:
         origin = sdp.parse_origin_line(line) if line else None
         if origin is None:
             return DROP_BAD_DELETION
-        sid = self._by_key.get((source, origin.identity, auth_tag_of(packet)))
-        if sid is None:
+        sid = session_id(source, origin.identity, auth_tag_of(packet))
+        if sid not in self._entries:
             return DROP_UNKNOWN_DELETION
         if origin.version < self._entries[sid].record.version:
             return DROP_STALE_DELETION  # deletes a version already replaced, not the session
@@ -491,8 +492,6 @@ class Engine:
     def _remove(self, sid: str, kind: str, now: float) -> None:
         entry = self._entries.pop(sid)
         self._account(entry, -1)
-        record = entry.record
-        self._by_key.pop((record.source, record.identity, record.auth_tag), None)
         self._set_seen(entry, None)
         self._dirty.discard(sid)
         self._writes.upserts.pop(sid, None)

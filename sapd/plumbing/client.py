@@ -72,6 +72,12 @@ class UnixClient:
             resp = conn.getresponse()
             data = resp.read()
             response = Response(resp.status, resp.getheader("Content-Type", ""), data)
+        except TimeoutError:
+            raise ClientError(f"{self.path}: no answer within {self.timeout} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # e.g. a socket-activated daemon that failed to start closes the connection
+            raise ClientError(f"{self.path}: the daemon closed the connection ({exc}); "
+                              "see its log") from None
         finally:
             conn.close()
         if response.status >= 400:
