@@ -288,6 +288,7 @@ class SapDaemon:
         receiver = self.receiver
         return {
             "sessions": len(self.engine),
+            "store_backlog": self.writer.backlog if self.writer else 0,
             "sessions_by_scope": dict(self.engine.sessions_by_scope()),
             "packets": {k: counters[k] for k in sorted(ACCEPTED)},
             "drops": dict(sorted(self._drops().items())),

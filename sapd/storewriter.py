@@ -38,10 +38,18 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name="sapd-store", daemon=True)
         self.batches = 0
         self.failures = 0
+        self.submitted = 0
+        self.applied = 0  # submitted - applied: batches not yet committed
         self._thread.start()
 
     def submit(self, writes: Writes, done: Done | None = None) -> None:
+        self.submitted += 1
         self._queue.put(_Job(writes, done))
+
+    @property
+    def backlog(self) -> int:
+        """Batches handed over and not yet committed (0 when the store keeps up)."""
+        return self.submitted - self.applied
 
     async def commit(self, writes: Writes) -> None:
         """Submit and wait until committed (for acknowledged API writes)."""
@@ -82,6 +90,7 @@ class StoreWriter:
                 self.failures += 1
                 error = exc
                 log.error("directory write failed", error=str(exc))
+            self.applied += len(jobs)
             for item in jobs:
                 if item.done is not None:
                     self._loop.call_soon_threadsafe(item.done, error)
