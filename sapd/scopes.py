@@ -49,6 +49,11 @@ DEFAULT_SCOPES: tuple[Scope, ...] = (
           ipaddress.IPv4Address("239.255.255.255"), 255),
     Scope("ipv4-org-local", ipaddress.IPv4Network("239.192.0.0/14"),
           ipaddress.IPv4Address("239.195.255.255"), 255),
+    # The rest of the administratively scoped block (RFC 2365), where AES67 streams
+    # usually live (239.69.0.0/16). Its highest address is the SAP group, as RFC 2974
+    # asks, and it is where Dante and AES67 devices listen; not 224.2.127.254.
+    Scope("ipv4-admin", ipaddress.IPv4Network("239.0.0.0/8"),
+          ipaddress.IPv4Address("239.255.255.255"), 255),
 )
 
 GLOBAL_V4_SCOPE = Scope("ipv4-global", ipaddress.IPv4Network("224.0.0.0/4"), GLOBAL_V4_GROUP, 255)

@@ -10,7 +10,7 @@ from sapd.scopes import ScopeTable
 @pytest.mark.parametrize(("address", "group", "name"), [
     ("239.255.1.2", "239.255.255.255", "ipv4-local"),
     ("239.193.4.5", "239.195.255.255", "ipv4-org-local"),
-    ("239.69.1.10", "224.2.127.254", "ipv4-global"),
+    ("239.69.1.10", "239.255.255.255", "ipv4-admin"),  # AES67's usual range
     ("233.252.0.1", "224.2.127.254", "ipv4-global"),
     ("224.0.0.200", "224.0.0.255", "ipv4-link-local"),
     ("ff0e::1234", "ff0e::2:7ffe", "ipv6-global"),
