@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import os
 import sys
@@ -99,11 +98,7 @@ class MadcapDaemon:
 
     async def stop(self) -> None:
         self.notifier.stopping()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await service.cancel_all(self._tasks)
         if self.follower:
             self.follower.stop()
         if self.control:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import os
 import sys
@@ -119,11 +118,7 @@ class SapDaemon:
         log.info("stopping")
         if self.announcer is not None:
             await self.announcer.shutdown()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await service.cancel_all(self._tasks)
         if self.follower:
             self.follower.stop()
         for queue in list(self._subscribers):

@@ -58,6 +58,15 @@ def run(service: Service, loop_choice: str,
     return 0
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has finished."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def settle_memory() -> None:
     """After loading state or a burst of ingest: move what survived out of the cyclic
     collector's way (the directory is long-lived; scanning it on every full collection
