@@ -516,13 +516,17 @@ def validate(data: str | bytes) -> tuple[SessionDescription | None, list[Problem
         if kind not in _KNOWN_TYPES:
             b.error(n, f"unknown type letter {kind!r} (RFC 8866 requires rejecting it)")
             continue
-        if index < 3:
-            want = mandatory[index]
-            if kind != want:
-                b.error(n, f"expected {want}= as line {n} (the session must start v= o= s=)")
-                if index == 0:
-                    return None, b.errors, b.warnings
+        if index < len(mandatory) and kind != mandatory[index]:
+            b.error(n, f"expected {mandatory[index]}= as line {n}, found {kind}= (the "
+                       "session must start v= o= s=)")
+            if index == 0:
+                return None, b.errors, b.warnings
+            if kind in "vos":
                 continue
+            # The rest of the header is missing: read this line for what it is, so a
+            # missing s= does not also report the t= after it as missing.
+            mandatory = mandatory[:index]
+        if index < len(mandatory):
             if kind == "v":
                 if value != "0":
                     b.error(n, f"v= must be 0, got {value!r}")

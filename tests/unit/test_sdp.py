@@ -202,3 +202,11 @@ def test_fuzz_mutated_sdp_only_errors_or_sessions() -> None:
             text[pos] = rng.choice("=/ \n\r0123456789abcmtvos:.-")
         session, errors, _ = sdp.validate("".join(text))
         assert (session is None) == bool(errors)
+
+
+def test_missing_name_is_one_error_not_a_cascade() -> None:
+    # s= missing: the t= in its place is still read as t=, not reported missing too
+    errors = errors_of("v=0\no=- 1 1 IN IP4 10.0.0.1\nt=0 0\nc=IN IP4 239.1.1.1/16\n"
+                       "m=audio 5004 RTP/AVP 0\n")
+    assert errors == ["line 3: expected s= as line 3, found t= (the session must start "
+                      "v= o= s=)"]
