@@ -193,6 +193,9 @@ DEFAULT_SCOPE = scope_from_config({
 }, 0)
 
 
+DRY_MEMO = 1.0  # seconds a "pool exhausted" answer is reused without a new scan
+
+
 @dataclass(slots=True)
 class Pool:
     """Which addresses of one scope are taken, and when."""
@@ -200,6 +203,11 @@ class Pool:
     scope: ScopeConfig
     windows: dict[int, list[tuple[float, float, bytes]]] = field(default_factory=dict)
     cursor: int = 0
+    freed: int = 0  # counts every event that may have made an address free
+    # A scan that found nothing: (freed, the avoid set, its start). Until something is
+    # freed, the avoid set changes or DRY_MEMO seconds pass, the next request is refused
+    # at once: a full pool must not cost a scan of every address per request.
+    dry: tuple[int, object, float] | None = None
 
     def take(self, value: int, start: float, until: float, owner: bytes) -> None:
         self.windows.setdefault(value, []).append((start, until, owner))
@@ -210,10 +218,12 @@ class Pool:
             self.windows[value] = kept
         else:
             self.windows.pop(value, None)
+        self.freed += 1
 
     def prune(self, now: float) -> None:
         for value in [v for v, ws in self.windows.items() if all(w[1] <= now for w in ws)]:
             del self.windows[value]
+            self.freed += 1
 
     def busy(self, value: int, start: float, until: float, owner: bytes | None = None) -> bool:
         return any(w_start < until and start < w_until and w_owner != owner
@@ -224,6 +234,10 @@ class Pool:
         """Up to ``count`` free addresses for [start, until): the wanted ones first
         (when free), then next-fit from a rotating cursor so that a just-freed address
         is not the next one handed out."""
+        if not wanted and self.dry is not None:
+            freed, avoided, when = self.dry
+            if freed == self.freed and avoided is avoid and 0 <= start - when < DRY_MEMO:
+                return []
         low, high = int(self.scope.pool_start), int(self.scope.pool_end)
         chosen: list[int] = []
 
@@ -243,6 +257,8 @@ class Pool:
                 chosen.append(value)
         if chosen:
             self.cursor = (chosen[-1] - low + 1) % size
+        else:
+            self.dry = (self.freed, avoid, start)
         return chosen
 
     def in_use(self, now: float) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class MadcapServer:
             else:
                 self.held[lease.lease_id] = lease
             for address in lease.addresses:
-                pool.take(int(ipaddress.ip_address(address)), lease.start - guard,
+                pool.take(address_value(address), lease.start - guard,
                           lease.hold_until, lease.lease_id)
 
     def _stage(self, lease: Lease) -> None:
@@ -144,7 +145,7 @@ class MadcapServer:
 
     def _retake(self, pool: Pool, lease: Lease) -> None:
         for address in lease.addresses:
-            value = int(ipaddress.ip_address(address))
+            value = address_value(address)
             pool.give_back(value, lease.lease_id)
             pool.take(value, lease.start - self.settings.guard, lease.hold_until,
                       lease.lease_id)
@@ -409,8 +410,7 @@ class MadcapServer:
             except _Refused as refused:
                 return self._nak(msg, server_id, refused.code, refused.option)
         lease = Lease(lease_id=msg.lease_id, scope=scope.name,
-                      addresses=tuple(str(ipaddress.ip_address(v)) if scope.start.version == 4
-                                      else str(ipaddress.IPv6Address(v)) for v in addresses),
+                      addresses=tuple(address_text(v, scope.start.version) for v in addresses),
                       start=start, end=end, state=ACTIVE, client=client, granted=now,
                       hold_until=end + self.settings.guard, xid=msg.xid)
         self._retake(self.pools[scope.name], lease)
@@ -435,7 +435,7 @@ class MadcapServer:
         end = start + (terms.end - terms.start)
         pool = self.pools[scope.name]
         guard = self.settings.guard
-        values = [int(ipaddress.ip_address(a)) for a in lease.addresses]
+        values = [address_value(a) for a in lease.addresses]
         if any(pool.busy(v, lease.end + guard, end + guard, owner=lease.lease_id)
                for v in values):
             return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.LEASE_TIME)
@@ -462,7 +462,7 @@ class MadcapServer:
     def _lease_reply(self, msgtype: int, msg: Message, server_id: IPAddress, lease: Lease,
                      now: float) -> Message:
         scope = next(s for s in self.scopes if s.name == lease.scope)
-        values = [int(ipaddress.ip_address(a)) for a in lease.addresses]
+        values = [address_value(a) for a in lease.addresses]
         return self._reply(msgtype, msg, server_id, scope, values, lease.start, lease.end, now)
 
     def _reply(self, msgtype: int, msg: Message, server_id: IPAddress, scope: ScopeConfig,
@@ -504,6 +504,18 @@ def coalesce(values: Iterable[int], version: int) -> tuple[AddressRange, ...]:
             ranges.append([value, 1])
     make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     return tuple(AddressRange(make(start), count) for start, count in ranges)
+
+
+def address_value(text: str) -> int:
+    """An address as the integer pools count in (inet_pton: ~10x ipaddress's parser)."""
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
+    return int.from_bytes(socket.inet_pton(family, text), "big")
+
+
+def address_text(value: int, version: int) -> str:
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
 
 def new_lease_id() -> bytes:

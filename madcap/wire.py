@@ -9,7 +9,9 @@ carries its own.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
+import operator
 import struct
 from dataclasses import dataclass, field, fields
 
@@ -172,10 +174,10 @@ _FIELD_OF = {
     Opt.RETRY_TIME: "retry_time", Opt.MIN_LEASE_TIME: "min_lease_time",
     Opt.MAX_START_TIME: "max_start_time", Opt.ERROR: "error", Opt.NESTING: "nesting",
 }
-_KNOWN_CODES = frozenset(int(c) for c in Opt)
 _U32_OPTIONS = {Opt.LEASE_TIME, Opt.START_TIME, Opt.CURRENT_TIME, Opt.RETRY_TIME,
                 Opt.MIN_LEASE_TIME, Opt.MAX_START_TIME}
 assert {f.name for f in fields(Message)} >= set(_FIELD_OF.values())
+_option_values = operator.attrgetter(*_FIELD_OF.values())  # one C call per message
 
 
 def _addr_len(family: int) -> int:
@@ -183,8 +185,15 @@ def _addr_len(family: int) -> int:
 
 
 def _address(data: bytes, family: int) -> IPAddress:
-    return (ipaddress.IPv4Address(data) if family == FAMILY_IPV4
-            else ipaddress.IPv6Address(data))
+    if family == FAMILY_IPV4:
+        return _v4_address(data)
+    return ipaddress.IPv6Address(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _v4_address(packed: bytes) -> ipaddress.IPv4Address:
+    # Scope ids and server ids repeat in every message; ipaddress objects are immutable.
+    return ipaddress.IPv4Address(packed)
 
 
 def _need(code: int, value: bytes, length: int, exact: bool = True) -> None:
@@ -310,7 +319,7 @@ def decode(data: bytes) -> Message:
             raise MadcapDecodeError(Reason.DUPLICATE_OPTION, f"option {code} appears twice",
                                     code)
         seen.add(code)
-        name = _FIELD_OF.get(Opt(code)) if code in _KNOWN_CODES else None
+        name = _FIELD_OF.get(code)  # IntEnum keys: a plain int finds them
         if name is None:
             unknown.append((code, value))  # unknown options are skipped (RFC 2730 s. 2.3)
             continue
@@ -417,12 +426,15 @@ def _encode_value(code: int, value: object) -> bytes:
 def encode(message: Message) -> bytes:
     """Encode a message: header, options in code order, unknown ones, End."""
     out = bytearray(struct.pack(">BBHI", 0, message.msgtype, message.family, message.xid))
-    for code, name in _FIELD_OF.items():
-        value = getattr(message, name)
+    for code, value in zip(_FIELD_OF, _option_values(message), strict=True):
         if value is None:
             continue
+        if code in _U32_OPTIONS:  # the commonest: inline, no dispatch
+            out += struct.pack(">HHI", code, 4, value)
+            continue
         body = _encode_value(code, value)
-        out += struct.pack(">HH", code, len(body)) + body
+        out += struct.pack(">HH", code, len(body))
+        out += body
     for unknown_code, body in message.unknown:
         out += struct.pack(">HH", unknown_code, len(body)) + body
     out += b"\0\0\0\0"

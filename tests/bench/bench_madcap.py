@@ -29,7 +29,7 @@ from tests.bench.common import percentile, report
 from tests.daemons import Daemon
 from tests.netns.harness import Network, ip
 
-RATES = [2000, 3000, 4000, 5000, 6000, 8000]
+RATES = [2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000]
 SECONDS = 8
 LOSS_LIMIT = 0.01
 
@@ -40,7 +40,7 @@ from madcap.wire import Message, MsgType
 import ipaddress
 rate, seconds, group, server, iface = (float(sys.argv[1]), float(sys.argv[2]), sys.argv[3],
                                         sys.argv[4], sys.argv[5])
-scope = ipaddress.IPv4Address("239.192.0.0")
+scope = ipaddress.IPv4Address("239.128.0.0")
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                 struct.pack("@4s4si", b"\0" * 4, b"\0" * 4, socket.if_nametoindex(iface)))
@@ -165,15 +165,16 @@ def bench_madcapd(net: Network, tmp: Path, durability: str, subnet: int
     s0, c0 = net.link(srv, cli, subnet)
     server = srv.address()
     config = tmp / f"madcapd-{durability}.toml"
+    # a /10: room for every lease of the whole sweep (about 360,000)
     config.write_text(f'durability = "{durability}"\n[[scope]]\nname = "org"\n'
-                      'range = "239.192.0.0/14"\nlease_default = 3600\n')
+                      'range = "239.128.0.0/10"\nlease_default = 3600\n')
     daemon = Daemon("madcapd", tmp / f"madcapd-{durability}",
                     ["--config", str(config), "--interface", s0, "--log-level", "warning"],
                     netns=srv.name)
     daemon.start()
     results = []
     latencies: dict[int, list[float]] = {}  # offered rate -> exchange latencies, ms
-    group = "239.195.255.254"
+    group = "239.191.255.254"  # the scope's MADCAP server address
     for rate in RATES:
         data = run_generator(cli.name, rate, group, server, c0)
         achieved = data["acks"] / data["duration"]
