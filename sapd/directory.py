@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 
 
@@ -187,6 +187,11 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX session_attrs_rid ON session_attrs(rid, name, value);
     CREATE VIRTUAL TABLE session_text USING fts5(name, info, tokenize='trigram');
     """,
+    # The media filter reads sessions.media_types; this table was written, never read,
+    # and cost ~10 % of every upsert.
+    2: """
+    DROP TABLE session_media;
+    """,
 }
 
 _COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
@@ -261,7 +266,7 @@ class SqliteDirectory:
         handful of executemany calls (C loops) instead of statements per row."""
         records = list(records)
         existing = self._rids([r.id for r in records])
-        rows, rids, groups, media, attrs, text = [], [], [], [], [], []
+        rows, rids, groups, attrs, text = [], [], [], [], []
         for r in records:
             rid = existing.get(r.id)
             if rid is None:
@@ -275,20 +280,18 @@ class SqliteDirectory:
                          " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower(),
                          r.content_crc or zlib.crc32(r.sdp.encode())))
             groups += [(rid, g) for g in r.groups]
-            media += [(rid, m) for m in set(r.media_types)]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
         if not rows:
             return
         db = self._db
         with self.transaction():
-            for table in ("session_groups", "session_media", "session_attrs"):
+            for table in ("session_groups", "session_attrs"):
                 db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
             db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
             db.executemany(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) "
                            f"VALUES ({','.join('?' * 27)})", rows)
             db.executemany("INSERT INTO session_groups VALUES (?, ?)", groups)
-            db.executemany("INSERT INTO session_media VALUES (?, ?)", media)
             db.executemany("INSERT INTO session_attrs VALUES (?, ?, ?)", attrs)
             db.executemany("INSERT INTO session_text(rowid, name, info) VALUES (?, ?, ?)",
                            text)
@@ -305,7 +308,7 @@ class SqliteDirectory:
         rids = [(rid,) for rid in self._rids(list(ids)).values()]
         if rids:
             with self.transaction():
-                for table in ("session_groups", "session_media", "session_attrs"):
+                for table in ("session_groups", "session_attrs"):
                     self._db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
                 self._db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
                 self._db.executemany("DELETE FROM sessions WHERE rid=?", rids)

@@ -129,3 +129,22 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     sqlite3.connect(path).execute("PRAGMA user_version=99")
     with pytest.raises(SchemaError, match="newer"):
         SqliteDirectory(path)
+
+
+def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite3"
+    old = SqliteDirectory(path)
+    old.upsert([record(1), record(2)])
+    old.close()
+    db = sqlite3.connect(path)  # put the file back as version 1 wrote it
+    db.executescript("CREATE TABLE session_media (rid INTEGER NOT NULL, media TEXT NOT NULL);"
+                     "PRAGMA user_version=1;")
+    db.close()
+    migrated = SqliteDirectory(path)
+    assert migrated.count() == 2 and migrated.get(record(1).id) is not None
+    tables = {row[0] for row in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "session_media" not in tables
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
