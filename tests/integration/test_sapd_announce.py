@@ -67,7 +67,7 @@ def test_invalid_sdp_is_400_with_line_numbers_and_nothing_stored(sapd: Daemon) -
         post(sapd, {"sdp": "v=0\no=- 1 1 IN IP4 10.0.0.1\nc=IN IP4 239.255.1.1/4\nt=0 0\n"})
     assert info.value.status == 400
     assert info.value.body["error"]["errors"] == [
-        "line 3: expected s= as line 3 (the session must start v= o= s=)"]
+        "line 3: expected s= as line 3, found c= (the session must start v= o= s=)"]
     assert sapd.sessions() == []
     result = run(script("sapctl"), "--socket", str(sapd.socket), "announce", "-")
     assert result.returncode == 1
