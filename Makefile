@@ -33,7 +33,10 @@ unit: deps
 	$(PY) -m pytest tests/unit
 
 bench: deps
-	for b in tests/bench/bench_*.py; do $(PY) -m tests.bench.$$(basename $$b .py) || exit 1; done
+	@failed=""; for b in tests/bench/bench_*.py; do \
+		name=$$(basename $$b .py); echo "== $$name"; \
+		$(PY) -m tests.bench.$$name || failed="$$failed $$name"; \
+	done; if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) state run .mypy_cache .ruff_cache .pytest_cache
