@@ -8,28 +8,19 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from madcap.leases import Lease
-from sapd.plumbing.control import error_middleware, http_error, json_error
+from sapd.plumbing.control import (
+    Endpoint,
+    add_endpoints,
+    error_middleware,
+    http_error,
+    json_error,
+)
 
 if TYPE_CHECKING:
     from madcap.daemon import MadcapDaemon
 
 DAEMON_KEY: web.AppKey[MadcapDaemon] = web.AppKey("madcapd")
 
-ENDPOINTS = [
-    ("GET", "/v1/health", "liveness and readiness"),
-    ("GET", "/v1/scopes", "scopes with addresses leased, offered, held and free"),
-    ("GET", "/v1/leases", "leases; filters: scope state address client lease_id; ?all=true "
-                          "adds released/expired leases still in their guard time"),
-    ("DELETE", "/v1/leases/{lease_id}", "revoke a lease (its addresses stay held for the "
-                                        "guard time)"),
-    ("GET", "/v1/stats", "counters like the MADCAP MIB, sapd link"),
-    ("GET", "/metrics", "Prometheus text format"),
-]
-
-
-async def index(request: web.Request) -> web.Response:
-    return web.json_response({"endpoints": [
-        {"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS]})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -92,15 +83,22 @@ async def metrics(request: web.Request) -> web.Response:
                         content_type="text/plain", charset="utf-8")
 
 
+ENDPOINTS = [
+    Endpoint("GET", "/v1/health", health, "liveness and readiness"),
+    Endpoint("GET", "/v1/scopes", scopes,
+             "scopes with addresses leased, offered, held and free"),
+    Endpoint("GET", "/v1/leases", leases,
+             "leases; filters: scope state address client lease_id; ?all=true adds "
+             "released/expired leases still in their guard time"),
+    Endpoint("DELETE", "/v1/leases/{lease_id}", revoke,
+             "revoke a lease (its addresses stay held for the guard time)"),
+    Endpoint("GET", "/v1/stats", stats, "counters like the MADCAP MIB, sapd link"),
+    Endpoint("GET", "/metrics", metrics, "Prometheus text format"),
+]
+
+
 def build_app(daemon: MadcapDaemon) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[DAEMON_KEY] = daemon
-    app.router.add_get("/", index)
-    app.router.add_get("/v1", index)
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/scopes", scopes)
-    app.router.add_get("/v1/leases", leases)
-    app.router.add_delete("/v1/leases/{lease_id}", revoke)
-    app.router.add_get("/v1/stats", stats)
-    app.router.add_get("/metrics", metrics)
+    add_endpoints(app, ENDPOINTS)
     return app

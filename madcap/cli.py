@@ -83,6 +83,18 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _remember(args: argparse.Namespace, lease: LeaseInfo) -> None:
+    leases = _load_leases(args)
+    leases[lease.lease_id.hex()] = lease.to_json()
+    _save_leases(args, leases)
+
+
+def _forget(args: argparse.Namespace, lease: LeaseInfo) -> None:
+    leases = _load_leases(args)
+    leases.pop(lease.lease_id.hex(), None)
+    _save_leases(args, leases)
+
+
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
 
@@ -136,9 +148,7 @@ async def _request(args: argparse.Namespace, client: MadcapClient) -> LeaseInfo:
     scope = await _pick_scope(client, args.scope)
     lease = await client.request(scope.scope_id, count=args.count, min_count=args.min_count,
                                  lease_time=args.lease, start_time=_start_time(args.start))
-    leases = _load_leases(args)
-    leases[lease.lease_id.hex()] = lease.to_json()
-    _save_leases(args, leases)
+    _remember(args, lease)
     return lease
 
 
@@ -157,9 +167,7 @@ async def cmd_renew(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         renewed = await client.renew(lease, args.lease)
     if lease.addresses:
-        leases = _load_leases(args)
-        leases[renewed.lease_id.hex()] = renewed.to_json()
-        _save_leases(args, leases)
+        _remember(args, renewed)
     if args.json:
         _print_json(renewed.to_json())
     else:
@@ -171,9 +179,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
     lease = _find_lease(args, args.lease_id)
     async with _client(args) as client:
         await client.release(lease)
-    leases = _load_leases(args)
-    leases.pop(lease.lease_id.hex(), None)
-    _save_leases(args, leases)
+    _forget(args, lease)
     if args.json:
         _print_json({"released": lease.lease_id.hex(), "addresses": lease.addresses})
     else:
@@ -201,9 +207,7 @@ async def cmd_hold(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with client.keep(lease, args.lease, renewed):
             await stop.wait()
-    leases = _load_leases(args)
-    leases.pop(lease.lease_id.hex(), None)
-    _save_leases(args, leases)
+    _forget(args, lease)
     if not args.json:
         print(f"released {', '.join(lease.addresses)}")
     return EXIT_OK

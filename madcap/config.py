@@ -17,7 +17,7 @@ from madcap.pool import (
 from madcap.server import ServerSettings
 from madcap.wire import PORT
 from sapd.plumbing import paths
-from sapd.plumbing.config import ConfigError, from_dict, load_toml
+from sapd.plumbing.config import ConfigError, load_config
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,4 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> MadcapdConfig:
-    data = load_toml(path)
-    for key, value in overrides.items():
-        if value not in (None, [], ()):
-            data[key] = value
-    config = from_dict(MadcapdConfig, data)
-    config.validate()
-    return config
+    return load_config(MadcapdConfig, path, overrides)

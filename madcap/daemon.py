@@ -30,8 +30,9 @@ from sapd.transport import InterfaceFollower, MulticastReceiver
 log = logs.get("madcapd")
 
 
-class MadcapDaemon:
+class MadcapDaemon(service.Service):
     def __init__(self, config: MadcapdConfig) -> None:
+        super().__init__()
         self.config = config
         self.scopes = config.scopes()
         self.server: MadcapServer = None  # type: ignore[assignment]  # set in start()
@@ -48,7 +49,6 @@ class MadcapDaemon:
         # (local address, destination) text -> parsed: parsing two addresses per
         # datagram cost a fifth of the time per exchange
         self._arrivals: dict[tuple[str, str], tuple[IPAddress, bool]] = {}
-        self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -90,14 +90,6 @@ class MadcapDaemon:
         log.info("ready", socket=str(self.config.socket_path), port=port,
                  scopes=[s.name for s in self.scopes], interfaces=self.follower.names,
                  server_groups=[str(g) for g in groups])
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        await self.start()
-        await self._stop.wait()
-        await self.stop()
 
     async def stop(self) -> None:
         self.notifier.stopping()

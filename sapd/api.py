@@ -13,7 +13,14 @@ from aiohttp import web
 
 from sapd import sdp
 from sapd.directory import SearchQuery
-from sapd.plumbing.control import error_middleware, http_error, json_error, peer
+from sapd.plumbing.control import (
+    Endpoint,
+    add_endpoints,
+    error_middleware,
+    http_error,
+    json_error,
+    peer,
+)
 
 if TYPE_CHECKING:
     from sapd.daemon import SapDaemon
@@ -21,20 +28,6 @@ if TYPE_CHECKING:
 DAEMON_KEY: web.AppKey[SapDaemon] = web.AppKey("daemon")
 COUNT_CAP = 1_000
 
-ENDPOINTS = [
-    ("GET", "/v1/health", "liveness and readiness"),
-    ("GET", "/v1/sessions", "list sessions; filters: text media group origin source scope "
-                            "attribute value local stale; limit offset"),
-    ("GET", "/v1/sessions/{id}", "one session as JSON (Accept: application/sdp for raw SDP; "
-                                 "?detail=full adds the sdp-transform parse)"),
-    ("GET", "/v1/events", "stream of new/changed/deleted/expired (SSE; ?format=jsonl)"),
-    ("GET", "/v1/stats", "counters, sessions by scope, group memberships"),
-    ("GET", "/v1/groups", "every multicast group a listed session uses"),
-    ("GET", "/metrics", "Prometheus text format"),
-    ("POST", "/v1/announcements", "publish an SDP (raw body or JSON {sdp, ...})"),
-    ("PUT", "/v1/announcements/{id}", "replace a local announcement's SDP"),
-    ("DELETE", "/v1/announcements/{id}", "withdraw a local announcement"),
-]
 
 
 def _flag(value: str | None, name: str) -> bool | None:
@@ -76,11 +69,6 @@ def query_from_request(request: web.Request) -> SearchQuery:
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
         limit=_int(q.get("limit"), "limit", 100, 1, 10_000),
         offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
-
-
-async def index(request: web.Request) -> web.Response:
-    return web.json_response({"endpoints": [
-        {"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS]})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -171,20 +159,27 @@ async def whoami(request: web.Request) -> web.Response:
     return web.json_response({"pid": p.pid, "uid": p.uid, "gid": p.gid, "groups": p.groups})
 
 
+ENDPOINTS = [
+    Endpoint("GET", "/v1/health", health, "liveness and readiness"),
+    Endpoint("GET", "/v1/sessions", list_sessions,
+             "list sessions; filters: text media group origin source scope attribute value "
+             "local stale; limit offset"),
+    Endpoint("GET", "/v1/sessions/{id}", get_session,
+             "one session as JSON (Accept: application/sdp for raw SDP; ?detail=full adds "
+             "the sdp-transform parse)"),
+    Endpoint("GET", "/v1/events", events,
+             "stream of new/changed/deleted/expired (SSE; ?format=jsonl)"),
+    Endpoint("GET", "/v1/stats", stats, "counters, sessions by scope, group memberships"),
+    Endpoint("GET", "/v1/whoami", whoami, "the peer credentials sapd sees for you"),
+    Endpoint("GET", "/v1/groups", groups, "every multicast group a listed session uses"),
+    Endpoint("GET", "/metrics", metrics, "Prometheus text format"),
+]
+
+
 def build_app(daemon: SapDaemon) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
-    app[DAEMON_KEY] = daemon
-    app.router.add_get("/", index)
-    app.router.add_get("/v1", index)
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/sessions", list_sessions)
-    app.router.add_get("/v1/sessions/{id}", get_session)
-    app.router.add_get("/v1/events", events)
-    app.router.add_get("/v1/stats", stats)
-    app.router.add_get("/v1/whoami", whoami)
-    app.router.add_get("/v1/groups", groups)
-    app.router.add_get("/metrics", metrics)
     from sapd import publish_api
 
-    publish_api.add_routes(app)
+    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
+    app[DAEMON_KEY] = daemon
+    add_endpoints(app, ENDPOINTS + publish_api.ENDPOINTS)
     return app

@@ -10,7 +10,7 @@ from typing import Any
 
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
-from sapd.plumbing.config import ConfigError, from_dict, load_toml
+from sapd.plumbing.config import ConfigError, load_config
 from sapd.scopes import STANDARD_GROUPS, ScopeTable
 from sapd.wire import SAP_PORT
 
@@ -117,11 +117,4 @@ class SapdConfig:
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> SapdConfig:
-    """Defaults, then the TOML file, then command-line overrides (None = not given)."""
-    data = load_toml(path)
-    for key, value in overrides.items():
-        if value not in (None, [], ()):
-            data[key] = value
-    config = from_dict(SapdConfig, data)
-    config.validate()
-    return config
+    return load_config(SapdConfig, path, overrides)

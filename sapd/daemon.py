@@ -43,8 +43,9 @@ INTERFACE_RESYNC = 30.0
 SETTLE_AFTER = 10_000  # new or changed sessions between memory settlements
 
 
-class SapDaemon:
+class SapDaemon(service.Service):
     def __init__(self, config: SapdConfig) -> None:
+        super().__init__()
         self.config = config
         self.engine = Engine(profile=config.expiry_profile(),
                              limits=config.limits.to_limits(), scopes=config.scope_table())
@@ -62,7 +63,6 @@ class SapDaemon:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
         self.announcer: Any = None  # the local announcer, attached by sapd.announce
 
     # -- start and stop ---------------------------------------------------------------
@@ -104,14 +104,6 @@ class SapDaemon:
         log.info("ready", socket=str(self.config.socket_path), interfaces=self.interfaces,
                  groups=len(groups), profile=self.config.profile,
                  socket_activated=self.control.inherited)
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        await self.start()
-        await self._stop.wait()
-        await self.stop()
 
     async def stop(self) -> None:
         self.notifier.stopping()

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from sapd.announce import PublishError
-from sapd.plumbing.control import http_error, json_error, peer
+from sapd.plumbing.control import Endpoint, http_error, json_error, peer
 
 OPTION_KEYS = {"scope", "sap_group", "interval", "ttl", "interfaces", "compress"}
 
@@ -107,9 +107,12 @@ async def get_announcement(request: web.Request) -> web.Response:
     return web.json_response(announcer.describe(sid))
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/announcements", publish)
-    app.router.add_get("/v1/announcements", list_announcements)
-    app.router.add_get("/v1/announcements/{id}", get_announcement)
-    app.router.add_put("/v1/announcements/{id}", update)
-    app.router.add_delete("/v1/announcements/{id}", withdraw)
+ENDPOINTS = [
+    Endpoint("POST", "/v1/announcements", publish,
+             "publish an SDP (raw body or JSON {sdp, ...})"),
+    Endpoint("GET", "/v1/announcements", list_announcements,
+             "local announcements with targets, intervals and packets sent"),
+    Endpoint("GET", "/v1/announcements/{id}", get_announcement, "one local announcement"),
+    Endpoint("PUT", "/v1/announcements/{id}", update, "replace a local announcement's SDP"),
+    Endpoint("DELETE", "/v1/announcements/{id}", withdraw, "withdraw a local announcement"),
+]

@@ -36,8 +36,6 @@ class StoreWriter:
         self._loop = loop
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sapd-store", daemon=True)
-        self.batches = 0
-        self.failures = 0
         self.submitted = 0
         self.applied = 0  # submitted - applied: batches not yet committed
         self._thread.start()
@@ -85,9 +83,7 @@ class StoreWriter:
                 with self.store.transaction():
                     for item in jobs:
                         self._apply(item.writes)
-                self.batches += 1
             except Exception as exc:  # report, keep running: the next batch may succeed
-                self.failures += 1
                 error = exc
                 log.error("directory write failed", error=str(exc))
             self.applied += len(jobs)

@@ -78,6 +78,25 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+class Validated(typing.Protocol):
+    def validate(self) -> None: ...
+
+
+V = TypeVar("V", bound=Validated)
+
+
+def load_config(cls: type[V], path: str | Path | None, overrides: dict[str, Any]) -> V:
+    """Defaults, then the TOML file, then command-line overrides (None = not given),
+    then the class's own checks."""
+    data = load_toml(path)
+    for key, value in overrides.items():
+        if value not in (None, [], ()):
+            data[key] = value
+    config = from_dict(cls, data)
+    config.validate()
+    return config
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a TOML table; unknown keys and bad types name the key."""
     hints = typing.get_type_hints(cls)

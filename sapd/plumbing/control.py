@@ -16,6 +16,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,31 @@ def _peer_groups(sock: socket.socket, pid: int, gid: int) -> tuple[int, ...]:
     except OSError:
         pass
     return (gid,)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    description: str
+
+
+def add_endpoints(app: web.Application, endpoints: list[Endpoint]) -> None:
+    """Serve the endpoints, and an index of them at / and /v1: one table, so the index
+    cannot drift from what is served."""
+    listing = [{"method": e.method, "path": e.path, "description": e.description}
+               for e in endpoints]
+
+    async def index(request: web.Request) -> web.Response:
+        return web.json_response({"endpoints": listing})
+    app.router.add_get("/", index)
+    app.router.add_get("/v1", index)
+    for endpoint in endpoints:
+        if endpoint.method == "GET":  # add_get also answers HEAD
+            app.router.add_get(endpoint.path, endpoint.handler)
+        else:
+            app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:

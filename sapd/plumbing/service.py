@@ -8,7 +8,6 @@ import ctypes
 import gc
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Protocol
 
 from sapd.plumbing import logs, systemd
 from sapd.plumbing.control import SocketInUse
@@ -16,9 +15,25 @@ from sapd.plumbing.control import SocketInUse
 log = logs.get("service")
 
 
-class Service(Protocol):
-    def request_stop(self) -> None: ...
-    async def run(self) -> None: ...
+class Service:
+    """What both daemons share: start, run until asked to stop, stop."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:

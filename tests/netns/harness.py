@@ -144,7 +144,6 @@ class Network:
 
     def teardown(self) -> None:
         for netns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "pids", netns], capture_output=True, check=False)
             pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True,
                                   text=True, check=False).stdout.split()
             for pid in pids:
