@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import sys
 import time
 from typing import Any
@@ -221,18 +220,13 @@ class MadcapDaemon(service.Service):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="madcapd", description="MADCAP multicast address allocator")
-    p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--state-dir", help="where the lease database lives")
-    p.add_argument("--socket", help="control socket path")
+    p = service.daemon_parser("madcapd", "MADCAP multicast address allocator", __version__,
+                              "where the lease database lives")
     p.add_argument("--listen", action="append", default=[], metavar="ADDR[:PORT]",
                    help="unicast address and port to serve (default 0.0.0.0:2535)")
     p.add_argument("--interface", action="append", default=[], metavar="IFACE",
                    help="join the MADCAP server groups on IFACE (default: all)")
     p.add_argument("--sapd-socket", help="sapd's control socket (groups in use)")
-    p.add_argument("--log-format", choices=["auto", "json", "console"])
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--version", action="version", version=f"madcapd {__version__}")
     return p
 
 
@@ -241,17 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"state_dir": args.state_dir, "socket": args.socket, "listen": args.listen,
                  "interfaces": args.interface, "sapd_socket": args.sapd_socket,
                  "log_format": args.log_format, "log_level": args.log_level}
-    try:
-        config = load(args.config, overrides)
-    except ConfigError as exc:
-        print(f"madcapd: configuration: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(config.log_format, config.log_level)
-    daemon = MadcapDaemon(config)
-    code = service.run(daemon, "auto", lambda: daemon.reload(args.config, overrides))
-    if not code:
-        log.info("stopped", pid=os.getpid())
-    return code
+    return service.main("madcapd", args.config, overrides, load, MadcapDaemon)
 
 
 if __name__ == "__main__":

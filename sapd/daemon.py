@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import os
 import sys
 import time
 from collections import Counter
@@ -320,18 +319,13 @@ class SapDaemon(service.Service):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sapd", description="SAP/SDP multicast session directory")
-    p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--state-dir", help="where the directory database lives")
-    p.add_argument("--socket", help="control socket path")
+    p = service.daemon_parser("sapd", "SAP/SDP multicast session directory", __version__,
+                              "where the directory database lives")
     p.add_argument("--interface", action="append", default=[], metavar="IFACE",
                    help="listen (and announce) on IFACE; repeat for several "
                         "(default: every multicast-capable interface that is up)")
     p.add_argument("--profile", choices=sorted(PROFILES), help="expiry/announce profile")
-    p.add_argument("--log-format", choices=["auto", "json", "console"])
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"])
-    p.add_argument("--version", action="version", version=f"sapd {__version__}")
     return p
 
 
@@ -343,20 +337,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = overrides_from(args)
-    try:
-        config = load(args.config, overrides)
-    except ConfigError as exc:
-        print(f"sapd: configuration: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(config.log_format, config.log_level)
-    daemon = SapDaemon(config)
-    code = service.run(daemon, config.event_loop,
-                       lambda: daemon.reload(args.config, overrides))
-    if code:
-        return code
-    log.info("stopped", pid=os.getpid())
-    return 0
+    return service.main("sapd", args.config, overrides_from(args), load, SapDaemon)
 
 
 if __name__ == "__main__":

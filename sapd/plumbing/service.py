@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
 import gc
+import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
+from typing import Any
 
 from sapd.plumbing import logs, systemd
+from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import SocketInUse
 
 log = logs.get("service")
@@ -34,6 +39,40 @@ class Service:
 
     async def stop(self) -> None:
         raise NotImplementedError
+
+    async def reload(self, path: str | None, overrides: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def daemon_parser(prog: str, description: str, version: str,
+                  state_help: str) -> argparse.ArgumentParser:
+    """The flags every daemon has; each adds its own."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--state-dir", help=state_help)
+    p.add_argument("--socket", help="control socket path")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"{prog} {version}")
+    return p
+
+
+def main(prog: str, config_path: str | None, overrides: dict[str, Any],
+         load: Callable[[str | None, dict[str, Any]], Any],
+         make: Callable[[Any], Service]) -> int:
+    """Load the configuration (exit 2 naming the bad key), set up logging, run."""
+    try:
+        config = load(config_path, overrides)
+    except ConfigError as exc:
+        print(f"{prog}: configuration: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_format, config.log_level)
+    daemon = make(config)
+    code = run(daemon, getattr(config, "event_loop", "auto"),
+               lambda: daemon.reload(config_path, overrides))
+    if not code:
+        log.info("stopped", pid=os.getpid())
+    return code
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
