@@ -12,6 +12,7 @@ import json
 import operator
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,12 @@ from typing import Any, Protocol
 
 SCHEMA_VERSION = 2
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
+TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
+TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
+WALK_WINDOW = 5000  # name-index rows a common text's page is first looked for in
+COUNT_WINDOW = 20000  # and its capped count
+MATCH_MEMO = 1000  # matches of a text search remembered for its count and next pages
+PLAN_TTL = 10.0  # seconds a text search plan is reused (plans only affect speed)
 
 
 @dataclass(slots=True)
@@ -96,7 +103,25 @@ def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def _trigrams(needle: str) -> list[str]:
+    """The distinct trigrams of a lower-cased search text, at most TRIGRAMS_PROBED of
+    them spread along it. Only ASCII ones: there Python's lower() and the tokenizer's
+    case folding agree, so every row containing the text holds each of them."""
+    grams = [g for g in dict.fromkeys(needle[i:i + 3] for i in range(len(needle) - 2))
+             if g.isascii()]
+    if len(grams) > TRIGRAMS_PROBED:
+        step = (len(grams) - 1) / (TRIGRAMS_PROBED - 1)
+        grams = [grams[round(i * step)] for i in range(TRIGRAMS_PROBED)]
+    return grams
+
+
 _record_values = operator.attrgetter(*(f.name for f in fields(SessionRecord)))
+
+
+@dataclass(frozen=True, slots=True)
+class _TextPlan:
+    fts: str | None  # FTS5 query for a superset of the rows holding the text
+    common: bool  # every trigram is common: a page is likely near the start of the index
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +143,6 @@ class SearchQuery:
     offset: int = 0
 
 
-_TEXT_ONLY = SearchQuery(limit=0, offset=0)  # a query with no filter but text
 
 
 # (id, last_seen, expires, period, msg_hash): what a re-announcement changes
@@ -231,6 +255,12 @@ class SqliteDirectory:
         self._migrate()
         self.generation = self._read_generation()
         self._next_rid: int | None = None  # known on first write
+        self._plans: dict[str, tuple[float, _TextPlan]] = {}  # text -> (until, plan)
+        # Bumped by every write that can change which sessions a text search finds
+        # (liveness refreshes cannot, and they arrive all the time).
+        self._content_version = 0
+        # text search without its page -> (content version, matching row ids in order)
+        self._matches: dict[SearchQuery, tuple[int, list[int]]] = {}
 
     def _migrate(self) -> None:
         current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -285,6 +315,7 @@ class SqliteDirectory:
         if not rows:
             return
         db = self._db
+        self._content_version += 1
         with self.transaction():
             for table in ("session_groups", "session_attrs"):
                 db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
@@ -307,6 +338,7 @@ class SqliteDirectory:
     def delete(self, ids: Iterable[str]) -> int:
         rids = [(rid,) for rid in self._rids(list(ids)).values()]
         if rids:
+            self._content_version += 1
             with self.transaction():
                 for table in ("session_groups", "session_attrs"):
                     self._db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
@@ -327,6 +359,7 @@ class SqliteDirectory:
     def mark_remote_stale(self) -> int:
         """At start-up: every remote session is stale until heard again. A new
         generation does it in O(1): stale means 'last heard in an older generation'."""
+        self._content_version += 1
         with self.transaction():
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key='generation'")
             self.generation = self._read_generation()
@@ -383,7 +416,49 @@ class SqliteDirectory:
         probe = f"SELECT count(*) FROM ({sql} LIMIT {SPARSE_LIMIT})"
         return int(self._db.execute(probe, args).fetchone()[0]) < SPARSE_LIMIT
 
-    def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
+    def _text_plan(self, needle: str) -> _TextPlan:
+        """How to find rows containing ``needle``. Plans are cached briefly and only
+        decide speed, never results: the substring itself is always checked."""
+        now = time.monotonic()
+        cached = self._plans.get(needle)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        plan = self._make_text_plan(needle)
+        if len(self._plans) >= 256:
+            self._plans.clear()
+        self._plans[needle] = (now + PLAN_TTL, plan)
+        return plan
+
+    def _make_text_plan(self, needle: str) -> _TextPlan:
+        """Rank the text's trigrams by how many rows hold them (probed with a LIMIT, so
+        common ones cost the same as rare ones; ties go to trigrams with digits, which
+        tell names apart). Two trigrams ANDed skip through long posting lists cheaply,
+        where the phrase of all of them read every position (~12 ms for a 1 % match)."""
+        grams = _trigrams(needle)
+        if not grams:
+            return _TextPlan(None, common=True)
+        probe = (f"SELECT count(*) FROM (SELECT rowid FROM session_text "
+                 f"WHERE session_text MATCH ? LIMIT {TRIGRAM_PROBE})")
+        ranked = sorted((int(self._db.execute(probe, [_fts_phrase(g)]).fetchone()[0]),
+                         -sum(c.isdigit() for c in g), -i, g) for i, g in enumerate(grams))
+        fts = " AND ".join(_fts_phrase(g) for *_, g in ranked[:2])
+        return _TextPlan(fts, common=ranked[0][0] >= TRIGRAM_PROBE)
+
+    def _walk_window(self, query: SearchQuery) -> bool:
+        """Try a bounded walk of the name index first? Only for a common text whose other
+        filters the index covers (a match in the window is then a match in name order)."""
+        return bool(query.text) and self._text_plan(query.text.lower()).common and \
+            query.group is None and query.origin is None and query.source is None and \
+            query.attribute is None and query.stale is None
+
+    def _learn_rare(self, text: str) -> None:
+        """A bounded walk came up short: the text is rarer than its trigrams."""
+        needle = text.lower()
+        cached = self._plans.get(needle)
+        if cached is not None:
+            self._plans[needle] = (cached[0], replace(cached[1], common=False))
+
+    def _where(self, query: SearchQuery, walk: bool = False) -> tuple[str, list[Any]]:
         """Build the WHERE clause. Sparse filters use their index (an IN set the planner
         reads by rowid, then sorts a few rows); dense ones are written so that no index
         applies, and SQLite walks the name index, stopping at LIMIT."""
@@ -397,14 +472,14 @@ class SqliteDirectory:
                 clauses.append(f"{column}=?")
                 args.append(value)
         if query.text:
-            phrase = _fts_phrase(query.text)
-            fts = "SELECT rowid FROM session_text WHERE session_text MATCH ?"
-            if len(query.text) >= 3 and self._sparse(fts, [phrase]):
-                clauses.append(f"rid IN ({fts})")
-                args.append(phrase)
-            else:
-                clauses.append("instr(haystack, ?) > 0")
-                args.append(query.text.lower())
+            needle = query.text.lower()
+            candidates = None if walk else self._text_plan(needle).fts
+            if candidates is not None:
+                clauses.append("rid IN (SELECT rowid FROM session_text "
+                               "WHERE session_text MATCH ?)")
+                args.append(candidates)
+            clauses.append("instr(haystack, ?) > 0")  # the match itself, always checked
+            args.append(needle)
         if query.attribute:
             attr_sql = "SELECT rid FROM session_attrs WHERE name=?"
             attr_args: list[Any] = [query.attribute]
@@ -444,27 +519,68 @@ class SqliteDirectory:
                 attrs.setdefault(rid, []).append((name, value))
         return [self._record(row, attrs.get(row[26], [])) for row in rows]
 
+    def _text_matches(self, query: SearchQuery) -> list[int] | None:
+        """The remembered matches of a text search, if the sessions have not changed."""
+        hit = self._matches.get(replace(query, limit=0, offset=0))
+        return hit[1] if hit is not None and hit[0] == self._content_version else None
+
     def search(self, query: SearchQuery) -> list[SessionRecord]:
         with self._lock:
+            page = [query.limit, query.offset]
+            if self._walk_window(query):
+                where, args = self._where(query, walk=True)
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS}, rid FROM sessions WHERE rid IN (SELECT rid FROM "
+                    f"(SELECT rid, name, id, haystack, media_types, scope, local FROM sessions "
+                    f"ORDER BY name COLLATE NOCASE, id LIMIT {WALK_WINDOW}){where} "
+                    "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?) "
+                    "ORDER BY name COLLATE NOCASE, id", [*args, *page]).fetchall()
+                if len(rows) == query.limit:
+                    return self._records(rows)
+                assert query.text
+                self._learn_rare(query.text)
             where, args = self._where(query)
+            if query.text and query.offset + query.limit <= MATCH_MEMO:
+                # Reading the candidates costs ~1 us each (~2,000 for a 1 % match): read
+                # them once for the page and the count that follows, and again only
+                # after the sessions change.
+                rids = self._text_matches(query)
+                if rids is None:
+                    rids = [rid for (rid,) in self._db.execute(
+                        f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
+                        f"LIMIT {MATCH_MEMO + 1}", args)]
+                    if query.stale is None:  # refreshes change staleness, not versions
+                        if len(self._matches) >= 32:
+                            self._matches.clear()
+                        self._matches[replace(query, limit=0, offset=0)] = (
+                            self._content_version, rids)
+                wanted = rids[query.offset:query.offset + query.limit]
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS}, rid FROM sessions WHERE rid IN "
+                    f"({','.join('?' * len(wanted))}) ORDER BY name COLLATE NOCASE, id",
+                    wanted).fetchall()
+                return self._records(rows)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS}, rid FROM sessions{where} "
-                "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
-                [*args, query.limit, query.offset]).fetchall()
+                "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?", [*args, *page]).fetchall()
             return self._records(rows)
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
         """Matching sessions; with ``cap``, counting stops at cap + 1 (cheap 'more than')."""
         with self._lock:
             query = query or SearchQuery()
-            if cap and query.text and len(query.text) >= 3 and \
-                    replace(query, text=None, limit=0, offset=0) == _TEXT_ONLY:
-                # Text alone: the trigram index streams matches and stops at the cap,
-                # where scanning every row's text for a dense match costs ~15 ms.
-                matches = ("SELECT rowid FROM session_text WHERE session_text MATCH ? "
-                           f"LIMIT {cap + 1}")
-                return int(self._db.execute(f"SELECT count(*) FROM ({matches})",
-                                            [_fts_phrase(query.text)]).fetchone()[0])
+            if cap and self._walk_window(query):
+                where, args = self._where(query, walk=True)
+                window = (f"SELECT haystack, media_types, scope, local FROM sessions "
+                          f"ORDER BY name COLLATE NOCASE, id LIMIT {COUNT_WINDOW}")
+                found = int(self._db.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM ({window}){where} LIMIT {cap + 1})",
+                    args).fetchone()[0])
+                if found > cap:
+                    return found
+            rids = self._text_matches(query) if query.text else None
+            if rids is not None and (len(rids) <= MATCH_MEMO or (cap and len(rids) > cap)):
+                return len(rids)
             where, args = self._where(query)
             inner = f"SELECT 1 FROM sessions{where}" + (f" LIMIT {cap + 1}" if cap else "")
             return int(self._db.execute(f"SELECT count(*) FROM ({inner})",

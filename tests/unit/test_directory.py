@@ -148,3 +148,44 @@ def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> No
         "SELECT name FROM sqlite_master WHERE type='table'")}
     assert "session_media" not in tables
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("text", ["room 42", "Room 4", "room", "eam 5 r", "m 9", "zzz",
+                                  "Stream 599 room 17", "ro", "5 room 1", "été 3"])
+def test_text_search_agrees_with_a_plain_substring_scan(
+        store: SqliteDirectory, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Every plan (rare trigrams, a bounded walk of a common text, the one-pass memo
+    serving the count) returns what a substring scan would, page after page. The limits
+    are shrunk so 600 sessions exercise the paths that 100,000 would."""
+    from sapd import directory
+    for name, value in (("TRIGRAM_PROBE", 20), ("WALK_WINDOW", 50), ("COUNT_WINDOW", 100),
+                        ("MATCH_MEMO", 60)):
+        monkeypatch.setattr(directory, name, value)
+    records = [record(n, name=f"Stream {n} room {n % 97}", info="été 3" if n == 7 else None)
+               for n in range(600)]
+    store.upsert(records)
+    needle = text.lower()
+    expected = sorted((r for r in records if needle in f"{r.name}\n{r.info or ''}".lower()),
+                      key=lambda r: (r.name.lower(), r.id))
+    for limit, offset in ((10, 0), (10, 10), (25, 40), (100, 0)):
+        query = SearchQuery(text=text, limit=limit, offset=offset)
+        got = [r.id for r in store.search(query)]
+        assert got == [r.id for r in expected[offset:offset + limit]], (limit, offset)
+        assert min(store.count(query, cap=30), 31) == min(len(expected), 31)
+        assert store.count(query) == len(expected)
+
+
+def test_remembered_text_matches_follow_every_write(store: SqliteDirectory) -> None:
+    store.upsert(record(n, name=f"Feed {n}", stale=True) for n in range(5))
+    query = SearchQuery(text="feed", limit=2)
+    assert len(store.search(query)) == 2 and store.count(query, cap=100) == 5
+    store.delete(["s00001"])
+    assert store.count(query, cap=100) == 4
+    store.upsert([record(2, name="Renamed")])
+    assert [r.id for r in store.search(query)] == ["s00000", "s00003"]
+    assert store.count(query, cap=100) == 3
+    stale = SearchQuery(text="feed", stale=True)
+    assert len(store.search(stale)) == 3
+    store.refresh([("s00000", 5000.0, None, None, 1)])
+    assert [r.id for r in store.search(stale)] == ["s00003", "s00004"]
+    assert store.count(stale, cap=100) == 2
