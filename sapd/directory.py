@@ -447,9 +447,11 @@ class SqliteDirectory:
     def _walk_window(self, query: SearchQuery) -> bool:
         """Try a bounded walk of the name index first? Only for a common text whose other
         filters the index covers (a match in the window is then a match in name order)."""
-        return bool(query.text) and self._text_plan(query.text.lower()).common and \
-            query.group is None and query.origin is None and query.source is None and \
-            query.attribute is None and query.stale is None
+        if not query.text or query.group is not None or query.origin is not None or \
+                query.source is not None or query.attribute is not None or \
+                query.stale is not None:
+            return False
+        return self._text_plan(query.text.lower()).common
 
     def _learn_rare(self, text: str) -> None:
         """A bounded walk came up short: the text is rarer than its trigrams."""
