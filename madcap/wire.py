@@ -13,7 +13,9 @@ import functools
 import ipaddress
 import operator
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 PORT = 2535
 FAMILY_IPV4 = 1
@@ -180,6 +182,10 @@ assert {f.name for f in fields(Message)} >= set(_FIELD_OF.values())
 _option_values = operator.attrgetter(*_FIELD_OF.values())  # one C call per message
 
 
+_HEADER = struct.Struct(">BBHI")  # version, type, address family, transaction id
+_OPTION_HEAD = struct.Struct(">HH")  # code, length
+
+
 def _addr_len(family: int) -> int:
     return 4 if family == FAMILY_IPV4 else 16
 
@@ -291,7 +297,7 @@ def decode(data: bytes) -> Message:
     """Decode one MADCAP datagram or raise :class:`MadcapDecodeError`."""
     if len(data) < 12:
         raise MadcapDecodeError(Reason.TOO_SHORT, f"{len(data)} octets; at least 12 needed")
-    version, msgtype, family, xid = struct.unpack_from(">BBHI", data)
+    version, msgtype, family, xid = _HEADER.unpack_from(data)
     if version != 0:
         raise MadcapDecodeError(Reason.BAD_VERSION, f"version {version}, expected 0")
     if family not in (FAMILY_IPV4, FAMILY_IPV6):
@@ -302,8 +308,9 @@ def decode(data: bytes) -> Message:
     seen: set[int] = set()
     pos = 8
     ended = False
-    while pos + 4 <= len(data):
-        code, length = struct.unpack_from(">HH", data, pos)
+    size = len(data)
+    while pos + 4 <= size:
+        code, length = _OPTION_HEAD.unpack_from(data, pos)
         pos += 4
         if pos + length > len(data):
             raise MadcapDecodeError(Reason.OPTION_OVERRUN,
@@ -334,8 +341,9 @@ def decode(data: bytes) -> Message:
 
 def _decode_option(code: int, value: bytes, family: int, alen: int) -> object:
     if code in _U32_OPTIONS:
-        _need(code, value, 4)
-        return struct.unpack(">I", value)[0]
+        if len(value) != 4:
+            _need(code, value, 4)
+        return int.from_bytes(value, "big")
     if code == Opt.SERVER_ID:
         _need(code, value, 2, exact=False)
         sid_family = struct.unpack_from(">H", value)[0]
@@ -381,38 +389,28 @@ def _decode_option(code: int, value: bytes, family: int, alen: int) -> object:
     return value  # NESTING: kept opaque
 
 
-def _encode_value(code: int, value: object) -> bytes:
-    if code in _U32_OPTIONS:
-        return struct.pack(">I", value)
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        if code == Opt.SERVER_ID:  # carries its own family
-            return struct.pack(">H", FAMILY_IPV4 if value.version == 4 else FAMILY_IPV6) \
-                + value.packed
-        return value.packed  # SCOPE
-    if isinstance(value, bytes):
-        return value  # LEASE_ID, NESTING
-    if isinstance(value, str):
-        return value.encode("ascii")  # LANGUAGE
-    if isinstance(value, Features):
-        return b"".join(struct.pack(f">H{len(items)}H", len(items), *items)
-                        for items in (value.supported, value.requested, value.required))
-    if isinstance(value, ErrorInfo):
-        head = struct.pack(">H", value.code)
-        if value.code in (ErrorCode.COULD_NOT_COMPLETE, ErrorCode.INVALID_REQUEST):
-            return head + struct.pack(">H", 0xFFFF if value.option is None else value.option)
-        if value.code == ErrorCode.EXCESSIVE_CLOCK_SKEW:
-            return head + struct.pack(">I", value.server_time or 0)
-        if value.code == ErrorCode.REQUIRED_FEATURE_NOT_SUPPORTED:
-            return head + struct.pack(f">{len(value.features)}H", *value.features)
-        return head + value.extra
-    assert isinstance(value, tuple)
-    if code == Opt.NUM_ADDRESSES:
-        return struct.pack(">HH", *value)
-    if code == Opt.OPTION_REQUEST:
-        return struct.pack(f">{len(value)}H", *value)
-    if code == Opt.ADDRESS_RANGES:
-        return b"".join(r.start.packed + struct.pack(">H", r.count) for r in value)
-    scope_list = bytearray([len(value)])  # SCOPE_LIST
+def _encode_server_id(value: IPAddress) -> bytes:  # carries its own family
+    return struct.pack(">H", FAMILY_IPV4 if value.version == 4 else FAMILY_IPV6) + value.packed
+
+
+def _encode_features(value: Features) -> bytes:
+    return b"".join(struct.pack(f">H{len(items)}H", len(items), *items)
+                    for items in (value.supported, value.requested, value.required))
+
+
+def _encode_error(value: ErrorInfo) -> bytes:
+    head = struct.pack(">H", value.code)
+    if value.code in (ErrorCode.COULD_NOT_COMPLETE, ErrorCode.INVALID_REQUEST):
+        return head + struct.pack(">H", 0xFFFF if value.option is None else value.option)
+    if value.code == ErrorCode.EXCESSIVE_CLOCK_SKEW:
+        return head + struct.pack(">I", value.server_time or 0)
+    if value.code == ErrorCode.REQUIRED_FEATURE_NOT_SUPPORTED:
+        return head + struct.pack(f">{len(value.features)}H", *value.features)
+    return head + value.extra
+
+
+def _encode_scope_list(value: tuple[ScopeEntry, ...]) -> bytes:
+    scope_list = bytearray([len(value)])
     for entry in value:
         scope_list += entry.scope_id.packed + entry.last.packed
         scope_list += bytes([entry.ttl, len(entry.names)])
@@ -421,6 +419,28 @@ def _encode_value(code: int, value: object) -> bytes:
             scope_list += bytes([0x80 if n.default else 0, len(lang)]) + lang
             scope_list += bytes([len(name)]) + name
     return bytes(scope_list)
+
+
+def _identity(value: bytes) -> bytes:
+    return value
+
+
+# Option code -> encoder of its value (the 32-bit options are written inline by encode()).
+_ENCODERS: dict[int, Callable[[Any], bytes]] = {
+    Opt.SERVER_ID: _encode_server_id,
+    Opt.LEASE_ID: _identity,
+    Opt.SCOPE: operator.attrgetter("packed"),
+    Opt.OPTION_REQUEST: lambda value: struct.pack(f">{len(value)}H", *value),
+    Opt.NUM_ADDRESSES: lambda value: struct.pack(">HH", *value),
+    Opt.LANGUAGE: lambda value: value.encode("ascii"),
+    Opt.SCOPE_LIST: _encode_scope_list,
+    Opt.ADDRESS_RANGES: lambda value: b"".join(r.start.packed + struct.pack(">H", r.count)
+                                               for r in value),
+    Opt.FEATURES: _encode_features,
+    Opt.ERROR: _encode_error,
+    Opt.NESTING: _identity,
+}
+assert set(_ENCODERS) | _U32_OPTIONS == set(_FIELD_OF)
 
 
 def encode(message: Message) -> bytes:
@@ -432,7 +452,7 @@ def encode(message: Message) -> bytes:
         if code in _U32_OPTIONS:  # the commonest: inline, no dispatch
             out += struct.pack(">HHI", code, 4, value)
             continue
-        body = _encode_value(code, value)
+        body = _ENCODERS[code](value)
         out += struct.pack(">HH", code, len(body))
         out += body
     for unknown_code, body in message.unknown:
