@@ -45,7 +45,7 @@ INFINITE = 0xFFFFFFFF
 NO_OPTION = 0xFFFF
 PRUNE_INTERVAL = 30.0  # seconds between sweeps of ended address windows (memory only)
 _SERVER_TYPES = frozenset({MsgType.OFFER, MsgType.ACK, MsgType.NAK})
-_COUNTER_OF = {MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests",
+_COUNTER_OF: dict[int, str] = {MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests",
                MsgType.RENEW: "renews", MsgType.RELEASE: "releases",
                MsgType.GETINFO: "informs"}  # the client message types, by MIB counter
 
