@@ -5,9 +5,10 @@ Each server runs in its own namespace with its load generator in a peer namespac
 - madcapd (SQLite, durability=full) under our generator doing DISCOVER/OFFER/REQUEST/ACK,
   open loop at a fixed rate like perfdhcp, DISCOVER and REQUEST sent by multicast to the
   scope's server group as RFC 2730 has it.
-Each is swept over offered rates; the figure is the highest achieved exchange rate with
-at most 1% of exchanges lost. Afterwards madcapd's leases are checked: one per ACK, no
-address twice.
+Each is swept over offered rates; the figure is the highest achieved exchange rate at
+which the server kept up: at most 1% of exchanges lost and at least 97% of the offered
+rate achieved (a server that queues falls behind the offered rate before it loses).
+Afterwards madcapd's leases are checked: one per ACK, no address twice.
 
 Run: sudo .venv/bin/python -m tests.bench.bench_madcap
 """
@@ -29,9 +30,10 @@ from tests.bench.common import percentile, report
 from tests.daemons import Daemon
 from tests.netns.harness import Network, ip
 
-RATES = [2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000]
+RATES = [2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000]
 SECONDS = 8
 LOSS_LIMIT = 0.01
+KEPT_UP = 0.97  # achieved / offered
 
 GENERATOR = r'''
 import json, socket, struct, sys, time, select
@@ -180,15 +182,19 @@ def bench_madcapd(net: Network, tmp: Path, durability: str, subnet: int
         achieved = data["acks"] / data["duration"]
         lost = 1 - data["acks"] / data["sent"]
         results.append((rate, achieved, lost))
-        if lost <= LOSS_LIMIT:
+        if kept_up(rate, achieved, lost):
             latencies[rate] = [x * 1000 for x in cast(list[float], data["latencies"])]
         print(f"  madcapd ({durability}) offered {rate:5}/s -> {achieved:8.1f}/s, "
               f"{lost:6.1%} lost", flush=True)
     return results, latencies, daemon
 
 
+def kept_up(rate: int, achieved: float, lost: float) -> bool:
+    return lost <= LOSS_LIMIT and achieved >= KEPT_UP * rate
+
+
 def best(results: list[tuple[int, float, float]]) -> float:
-    ok = [achieved for _, achieved, lost in results if lost <= LOSS_LIMIT]
+    ok = [achieved for rate, achieved, lost in results if kept_up(rate, achieved, lost)]
     return max(ok) if ok else 0.0
 
 
@@ -212,8 +218,8 @@ def main() -> None:
             net.teardown()
     print(f"{'figure':58} {'value':>14} {'unit':10} target")
     kea_rate, madcap_rate = best(kea), best(madcap)
-    report("Kea 4-way exchanges/s (<=1% lost, best offered rate)", kea_rate, "per s")
-    report("madcapd D/O/R/A exchanges/s, fsync per commit (<=1% lost)", madcap_rate, "per s")
+    report("Kea 4-way exchanges/s (kept up: <=1% lost, >=97% of offered)", kea_rate, "per s")
+    report("madcapd D/O/R/A exchanges/s, fsync per commit (kept up)", madcap_rate, "per s")
     report("madcapd, durability=normal (no fsync, like Kea memfile)", best(normal), "per s")
     report("ratio madcapd (fsync) / Kea", madcap_rate / kea_rate if kea_rate else 0, "x",
            ">= 1.2")
