@@ -220,11 +220,6 @@ class Pool:
             self.windows.pop(value, None)
         self.freed += 1
 
-    def prune(self, now: float) -> None:
-        for value in [v for v, ws in self.windows.items() if all(w[1] <= now for w in ws)]:
-            del self.windows[value]
-            self.freed += 1
-
     def busy(self, value: int, start: float, until: float, owner: bytes | None = None) -> bool:
         return any(w_start < until and start < w_until and w_owner != owner
                    for w_start, w_until, w_owner in self.windows.get(value, ()))
