@@ -177,6 +177,19 @@ def test_expiry_reclaims(tmp_path: Path) -> None:
     assert addresses(send(s, request(9), T0 + 62))
 
 
+def test_renewed_lease_outlives_its_first_end_and_windows_go_after_the_guard(
+        tmp_path: Path) -> None:
+    s = make(tmp_path, guard=50.0)
+    send(s, request(1, lease_time=100))
+    send(s, Message(msgtype=MsgType.RENEW, xid=2, lease_id=lid(1), lease_time=300), T0 + 50)
+    assert s.expire(T0 + 101) == [] and lid(1) in s.leases  # the first end is stale
+    assert [le.lease_id for le in s.expire(T0 + 351)] == [lid(1)]
+    s.commit()
+    assert s.pools["small"].windows  # held for the guard time after the end
+    s.expire(T0 + 401)
+    assert not s.pools["small"].windows and not s.held
+
+
 def test_future_start_time_echoed(tmp_path: Path) -> None:
     s = make(tmp_path)
     start = int(T0) + 7200
