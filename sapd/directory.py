@@ -296,12 +296,13 @@ class SqliteDirectory:
         handful of executemany calls (C loops) instead of statements per row."""
         records = list(records)
         existing = self._rids([r.id for r in records])
-        rows, rids, groups, attrs, text = [], [], [], [], []
+        rows, replaced, groups, attrs, text = [], [], [], [], []
         for r in records:
             rid = existing.get(r.id)
             if rid is None:
                 rid = self._new_rid()
-            rids.append((rid,))
+            else:
+                replaced.append((rid,))  # only a replaced session has rows to clear
             rows.append((rid, r.id, r.source, r.identity, r.auth_tag, r.version, r.msg_hash,
                          r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
                          r.first_seen, r.last_seen, int(r.local), r.owner_uid,
@@ -318,8 +319,8 @@ class SqliteDirectory:
         self._content_version += 1
         with self.transaction():
             for table in ("session_groups", "session_attrs"):
-                db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
-            db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
+                db.executemany(f"DELETE FROM {table} WHERE rid=?", replaced)
+            db.executemany("DELETE FROM session_text WHERE rowid=?", replaced)
             db.executemany(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) "
                            f"VALUES ({','.join('?' * 27)})", rows)
             db.executemany("INSERT INTO session_groups VALUES (?, ?)", groups)
