@@ -316,8 +316,8 @@ class SqliteDirectory:
         if not rows:
             return
         db = self._db
-        self._content_version += 1
         with self.transaction():
+            self._content_version += 1  # under the lock: no search sees old rows as new
             for table in ("session_groups", "session_attrs"):
                 db.executemany(f"DELETE FROM {table} WHERE rid=?", replaced)
             db.executemany("DELETE FROM session_text WHERE rowid=?", replaced)
@@ -339,8 +339,8 @@ class SqliteDirectory:
     def delete(self, ids: Iterable[str]) -> int:
         rids = [(rid,) for rid in self._rids(list(ids)).values()]
         if rids:
-            self._content_version += 1
             with self.transaction():
+                self._content_version += 1
                 for table in ("session_groups", "session_attrs"):
                     self._db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
                 self._db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
@@ -360,8 +360,8 @@ class SqliteDirectory:
     def mark_remote_stale(self) -> int:
         """At start-up: every remote session is stale until heard again. A new
         generation does it in O(1): stale means 'last heard in an older generation'."""
-        self._content_version += 1
         with self.transaction():
+            self._content_version += 1
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key='generation'")
             self.generation = self._read_generation()
             return int(self._db.execute("SELECT count(*) FROM sessions WHERE local=0")
