@@ -256,6 +256,7 @@ class SqliteDirectory:
         self.generation = self._read_generation()
         self._next_rid: int | None = None  # known on first write
         self._plans: dict[str, tuple[float, _TextPlan]] = {}  # text -> (until, plan)
+        self._cutoffs: dict[int, tuple[float, str | None]] = {}  # rows -> (until, name)
         # Bumped by every write that can change which sessions a text search finds
         # (liveness refreshes cannot, and they arrive all the time).
         self._content_version = 0
@@ -529,35 +530,14 @@ class SqliteDirectory:
 
     def search(self, query: SearchQuery) -> list[SessionRecord]:
         with self._lock:
-            page = [query.limit, query.offset]
             if self._walk_window(query):
-                where, args = self._where(query, walk=True)
-                rows = self._db.execute(
-                    f"SELECT {_COLUMNS}, rid FROM sessions WHERE rid IN (SELECT rid FROM "
-                    f"(SELECT rid, name, id, haystack, media_types, scope, local FROM sessions "
-                    f"ORDER BY name COLLATE NOCASE, id LIMIT {WALK_WINDOW}){where} "
-                    "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?) "
-                    "ORDER BY name COLLATE NOCASE, id", [*args, *page]).fetchall()
-                if len(rows) == query.limit:
+                rows = self._window_page(query)
+                if rows is not None:
                     return self._records(rows)
-                assert query.text
-                self._learn_rare(query.text)
             where, args = self._where(query)
             if query.text and query.offset + query.limit <= MATCH_MEMO:
-                # Reading the candidates costs ~1 us each (~2,000 for a 1 % match): read
-                # them once for the page and the count that follows, and again only
-                # after the sessions change.
-                rids = self._text_matches(query)
-                if rids is None:
-                    rids = [rid for (rid,) in self._db.execute(
-                        f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
-                        f"LIMIT {MATCH_MEMO + 1}", args)]
-                    if query.stale is None:  # refreshes change staleness, not versions
-                        if len(self._matches) >= 32:
-                            self._matches.clear()
-                        self._matches[replace(query, limit=0, offset=0)] = (
-                            self._content_version, rids)
-                wanted = rids[query.offset:query.offset + query.limit]
+                wanted = self._matching_rids(query, where, args)[
+                    query.offset:query.offset + query.limit]
                 rows = self._db.execute(
                     f"SELECT {_COLUMNS}, rid FROM sessions WHERE rid IN "
                     f"({','.join('?' * len(wanted))}) ORDER BY name COLLATE NOCASE, id",
@@ -565,19 +545,62 @@ class SqliteDirectory:
                 return self._records(rows)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS}, rid FROM sessions{where} "
-                "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?", [*args, *page]).fetchall()
+                "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
+                [*args, query.limit, query.offset]).fetchall()
             return self._records(rows)
+
+    def _window_page(self, query: SearchQuery) -> list[tuple[Any, ...]] | None:
+        """A common text's page from the first WALK_WINDOW rows in name order, or None
+        (and the text is marked rare) when they hold too few matches to fill it."""
+        where, args = self._windowed_where(query, WALK_WINDOW)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS}, rid FROM sessions{where} "
+            "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
+            [*args, query.limit, query.offset]).fetchall()
+        if len(rows) == query.limit:
+            return rows
+        assert query.text
+        self._learn_rare(query.text)
+        return None
+
+    def _windowed_where(self, query: SearchQuery, rows: int) -> tuple[str, list[Any]]:
+        """The walk's WHERE clause, ending the name-index walk after about ``rows`` rows:
+        at the name found that far along (cached; any bound gives right answers)."""
+        where, args = self._where(query, walk=True)
+        now = time.monotonic()
+        cached = self._cutoffs.get(rows)
+        if cached is None or cached[0] <= now:
+            found = self._db.execute("SELECT name FROM sessions ORDER BY name COLLATE NOCASE, "
+                                     "id LIMIT 1 OFFSET ?", (rows - 1,)).fetchone()
+            cached = self._cutoffs[rows] = (now + PLAN_TTL, found[0] if found else None)
+        if cached[1] is None:  # fewer rows than that: the window is the whole table
+            return where, args
+        return f"{where} AND name COLLATE NOCASE <= ?", [*args, cached[1]]
+
+    def _matching_rids(self, query: SearchQuery, where: str, args: list[Any]) -> list[int]:
+        """Row ids of a text search's first MATCH_MEMO + 1 matches in name order. Reading
+        candidates costs ~1 us each (~2,000 for a 1 % match), so they are read once for
+        the page and the count that follows, and again only after the sessions change."""
+        rids = self._text_matches(query)
+        if rids is None:
+            rids = [rid for (rid,) in self._db.execute(
+                f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
+                f"LIMIT {MATCH_MEMO + 1}", args)]
+            if query.stale is None:  # refreshes change staleness, not the version
+                if len(self._matches) >= 32:
+                    self._matches.clear()
+                self._matches[replace(query, limit=0, offset=0)] = (self._content_version,
+                                                                    rids)
+        return rids
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
         """Matching sessions; with ``cap``, counting stops at cap + 1 (cheap 'more than')."""
         with self._lock:
             query = query or SearchQuery()
             if cap and self._walk_window(query):
-                where, args = self._where(query, walk=True)
-                window = (f"SELECT haystack, media_types, scope, local FROM sessions "
-                          f"ORDER BY name COLLATE NOCASE, id LIMIT {COUNT_WINDOW}")
+                where, args = self._windowed_where(query, COUNT_WINDOW)
                 found = int(self._db.execute(
-                    f"SELECT count(*) FROM (SELECT 1 FROM ({window}){where} LIMIT {cap + 1})",
+                    f"SELECT count(*) FROM (SELECT 1 FROM sessions{where} LIMIT {cap + 1})",
                     args).fetchone()[0])
                 if found > cap:
                     return found
