@@ -45,9 +45,10 @@ SUPPORTED_FEATURES: tuple[int, ...] = ()  # no Server Mobility, Retry After or S
 INFINITE = 0xFFFFFFFF
 NO_OPTION = 0xFFFF
 _SERVER_TYPES = frozenset({MsgType.OFFER, MsgType.ACK, MsgType.NAK})
-_COUNTER_OF: dict[int, str] = {MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests",
-               MsgType.RENEW: "renews", MsgType.RELEASE: "releases",
-               MsgType.GETINFO: "informs"}  # the client message types, by MIB counter
+# The client message types, by their MIB counter.
+_COUNTER_OF: dict[int, str] = {
+    MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests", MsgType.RENEW: "renews",
+    MsgType.RELEASE: "releases", MsgType.GETINFO: "informs"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +152,6 @@ class MadcapServer:
             self.store.commit(batch)
             self._pending.clear()
 
-    @property
-    def uncommitted(self) -> int:
-        return len(self._pending)
-
     def _retake(self, pool: Pool, lease: Lease, values: Iterable[int] | None = None) -> None:
         for value in values if values is not None else map(address_value, lease.addresses):
             pool.give_back(value, lease.lease_id)
@@ -193,12 +190,6 @@ class MadcapServer:
             for address in ended.addresses:  # the guard time is over: free for all
                 pool.give_back(address_value(address), lid)
         return expired
-
-    def next_deadline(self) -> float | None:
-        times = [le.end for le in self.leases.values()]
-        times += [le.hold_until for le in self.held.values()]
-        times += [o.held_until for o in self._offers.values()]
-        return min(times) if times else None
 
     def revoke(self, lease_id: bytes, now: float) -> Lease | None:
         """Operator action: end a lease now (its addresses stay held for the guard time)."""
