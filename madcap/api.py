@@ -10,8 +10,7 @@ from aiohttp import web
 from madcap.leases import Lease
 from sapd.plumbing.control import (
     Endpoint,
-    add_endpoints,
-    error_middleware,
+    control_app,
     http_error,
     json_error,
 )
@@ -98,7 +97,4 @@ ENDPOINTS = [
 
 
 def build_app(daemon: MadcapDaemon) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
-    app[DAEMON_KEY] = daemon
-    add_endpoints(app, ENDPOINTS)
-    return app
+    return control_app(DAEMON_KEY, daemon, ENDPOINTS)

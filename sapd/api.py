@@ -15,8 +15,7 @@ from sapd import sdp
 from sapd.directory import SearchQuery
 from sapd.plumbing.control import (
     Endpoint,
-    add_endpoints,
-    error_middleware,
+    control_app,
     http_error,
     json_error,
     peer,
@@ -179,7 +178,5 @@ ENDPOINTS = [
 def build_app(daemon: SapDaemon) -> web.Application:
     from sapd import publish_api
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
-    app[DAEMON_KEY] = daemon
-    add_endpoints(app, ENDPOINTS + publish_api.ENDPOINTS)
-    return app
+    return control_app(DAEMON_KEY, daemon, ENDPOINTS + publish_api.ENDPOINTS,
+                       client_max_size=256 * 1024)

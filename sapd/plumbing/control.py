@@ -19,7 +19,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -74,6 +74,9 @@ def _peer_groups(sock: socket.socket, pid: int, gid: int) -> tuple[int, ...]:
     return (gid,)
 
 
+D = TypeVar("D")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -82,9 +85,13 @@ class Endpoint:
     description: str
 
 
-def add_endpoints(app: web.Application, endpoints: list[Endpoint]) -> None:
-    """Serve the endpoints, and an index of them at / and /v1: one table, so the index
-    cannot drift from what is served."""
+def control_app(key: web.AppKey[D], daemon: D, endpoints: list[Endpoint],
+                **options: Any) -> web.Application:
+    """A daemon's control API: JSON errors, the daemon under ``key``, the endpoints, and an
+    index of them at / and /v1 (one table, so the index cannot drift from what is
+    served). ``options`` go to aiohttp's Application (e.g. client_max_size)."""
+    app = web.Application(middlewares=[error_middleware], **options)
+    app[key] = daemon
     listing = [{"method": e.method, "path": e.path, "description": e.description}
                for e in endpoints]
 
@@ -97,6 +104,7 @@ def add_endpoints(app: web.Application, endpoints: list[Endpoint]) -> None:
             app.router.add_get(endpoint.path, endpoint.handler)
         else:
             app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    return app
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
