@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import ipaddress
 import sys
 import time
@@ -28,7 +27,6 @@ from sapd.plumbing.control import ControlServer
 from sapd.transport import InterfaceFollower, MulticastReceiver
 
 log = logs.get("madcapd")
-FREEZE_EVERY = 5  # seconds
 
 
 class MadcapDaemon(service.Service):
@@ -138,15 +136,10 @@ class MadcapDaemon(service.Service):
             self.receiver.send(data, address)
 
     async def _housekeeping(self) -> None:
-        ticks = 0
+        settler = service.MemorySettler(self.server.counters["acks"])
         while True:
             await asyncio.sleep(1.0)
-            ticks += 1
-            if ticks % FREEZE_EVERY == 0:
-                # Leases and cached replies are long-lived and acyclic: out of the cyclic
-                # collector's way, or a full collection over 300,000 leases stalls the
-                # loop ~270 ms. Freezing is a list splice; it collects nothing.
-                gc.freeze()
+            settler.note(self.server.counters["acks"])
             expired = self.server.expire(time.time())
             self._after_batch()
             for lease in expired:

@@ -39,7 +39,6 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 SUBSCRIBER_QUEUE = 10_000
 INTERFACE_RESYNC = 30.0
-SETTLE_AFTER = 10_000  # new or changed sessions between memory settlements
 
 
 class SapDaemon(service.Service):
@@ -215,13 +214,11 @@ class SapDaemon(service.Service):
 
     async def _periodic(self) -> None:
         last_resync = time.monotonic()
-        settled_at = self._sessions_stored()
+        settler = service.MemorySettler(self._sessions_stored())
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
             self._flush_refreshes()
-            if self._sessions_stored() - settled_at >= SETTLE_AFTER:
-                settled_at = self._sessions_stored()
-                service.settle_memory()
+            settler.note(self._sessions_stored())
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
                 await self.resync_interfaces()

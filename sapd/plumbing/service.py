@@ -136,6 +136,22 @@ def settle_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+class MemorySettler:
+    """settle_memory() again after every ``every`` new long-lived records (sessions,
+    leases), so full collections never rescan them. After the first settle one costs
+    ~3 ms per 10,000 leases; a full collection over 300,000 took ~270 ms."""
+
+    def __init__(self, count: int, every: int = 10_000) -> None:
+        self.every = every
+        self._settled_at = count
+
+    def note(self, count: int) -> None:
+        """``count``: records made so far (a counter that only grows)."""
+        if count - self._settled_at >= self.every:
+            self._settled_at = count
+            settle_memory()
+
+
 async def watchdog(notifier: systemd.Notifier, interval: float) -> None:
     """WATCHDOG=1 from the event loop itself, so a wedged loop stops the keep-alives."""
     while True:
