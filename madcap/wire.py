@@ -445,7 +445,7 @@ assert set(_ENCODERS) | _U32_OPTIONS == set(_FIELD_OF)
 
 def encode(message: Message) -> bytes:
     """Encode a message: header, options in code order, unknown ones, End."""
-    out = bytearray(struct.pack(">BBHI", 0, message.msgtype, message.family, message.xid))
+    out = bytearray(_HEADER.pack(0, message.msgtype, message.family, message.xid))
     for code, value in zip(_FIELD_OF, _option_values(message), strict=True):
         if value is None:
             continue
@@ -453,9 +453,10 @@ def encode(message: Message) -> bytes:
             out += struct.pack(">HHI", code, 4, value)
             continue
         body = _ENCODERS[code](value)
-        out += struct.pack(">HH", code, len(body))
+        out += _OPTION_HEAD.pack(code, len(body))
         out += body
     for unknown_code, body in message.unknown:
-        out += struct.pack(">HH", unknown_code, len(body)) + body
+        out += _OPTION_HEAD.pack(unknown_code, len(body))
+        out += body
     out += b"\0\0\0\0"
     return bytes(out)
