@@ -8,6 +8,7 @@ transactions by the caller (see :meth:`SqliteDirectory.transaction`).
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -224,6 +225,26 @@ _COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, 
 _LIGHT_COLUMNS = _COLUMNS.replace("sdp,", "'',").replace("haystack", "''")
 
 
+_CHUNK_ROWS = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # few statement shapes, all cached
+
+
+@functools.cache
+def _values_list(width: int, rows: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return "VALUES " + ",".join([row] * rows)
+
+
+def _row_chunks(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
+    """Rows as ``VALUES (?,..),(?,..)`` lists of up to 256 rows (at most 6,912 parameters
+    for the widest table, under SQLite's 32,766), with their flattened parameters."""
+    start = 0
+    for size in _CHUNK_ROWS:
+        while len(rows) - start >= size:
+            chunk = rows[start:start + size]
+            yield _values_list(len(chunk[0]), size), [v for row in chunk for v in row]
+            start += size
+
+
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value) if value else "{}"
 
@@ -246,7 +267,9 @@ class SqliteDirectory:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # Batched writes use ~100 statement shapes (see _row_chunks); keep them all prepared.
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                   cached_statements=512)
         self._lock = threading.RLock()
         self._depth = 0
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -292,12 +315,19 @@ class SqliteDirectory:
                 self._db.execute("COMMIT")
 
     # -- writes ---------------------------------------------------------------
+    # A batch reaches SQLite as a few statements of many rows each (see _row_chunks), not
+    # a statement per row. The store runs on a thread beside the packet loop, and Python's
+    # sqlite3 gives up the interpreter lock around every step: with a step per row, a
+    # busy loop kept that thread waiting for the lock after each of thousands of steps
+    # and the store fell seconds behind; with a step per chunk, the work runs in C.
     def upsert(self, records: Iterable[SessionRecord]) -> None:
-        """Insert or replace sessions. Row ids derive from session ids, so a batch is a
-        handful of executemany calls (C loops) instead of statements per row."""
+        """Insert or replace sessions."""
         records = list(records)
+        if not records:
+            return
         existing = self._rids([r.id for r in records])
         rows, replaced, groups, attrs, text = [], [], [], [], []
+        generation = self.generation
         for r in records:
             rid = existing.get(r.id)
             if rid is None:
@@ -308,44 +338,46 @@ class SqliteDirectory:
                          r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
                          r.first_seen, r.last_seen, int(r.local), r.owner_uid,
                          _dumps(r.acl), _dumps(r.blob), _dumps(r.options), r.period,
-                         r.expires, 0 if r.stale else self.generation, " ".join(r.groups),
+                         r.expires, 0 if r.stale else generation, " ".join(r.groups),
                          " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower(),
                          r.content_crc or zlib.crc32(r.sdp.encode())))
             groups += [(rid, g) for g in r.groups]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
-        if not rows:
-            return
-        db = self._db
         with self.transaction():
             self._content_version += 1  # under the lock: no search sees old rows as new
-            for table in ("session_groups", "session_attrs"):
-                db.executemany(f"DELETE FROM {table} WHERE rid=?", replaced)
-            db.executemany("DELETE FROM session_text WHERE rowid=?", replaced)
-            db.executemany(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) "
-                           f"VALUES ({','.join('?' * 27)})", rows)
-            db.executemany("INSERT INTO session_groups VALUES (?, ?)", groups)
-            db.executemany("INSERT INTO session_attrs VALUES (?, ?, ?)", attrs)
-            db.executemany("INSERT INTO session_text(rowid, name, info) VALUES (?, ?, ?)",
-                           text)
+            self._clear_children(replaced)
+            self._run_chunked(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) {{}}", rows)
+            self._run_chunked("INSERT INTO session_groups {}", groups)
+            self._run_chunked("INSERT INTO session_attrs {}", attrs)
+            self._run_chunked("INSERT INTO session_text(rowid, name, info) {}", text)
+
+    def _clear_children(self, rids: list[tuple[int]]) -> None:
+        for table, key in (("session_groups", "rid"), ("session_attrs", "rid"),
+                           ("session_text", "rowid")):
+            self._run_chunked(f"DELETE FROM {table} WHERE {key} IN ({{}})", rids)
+
+    def _run_chunked(self, template: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run ``template`` with its ``{}`` replaced by a VALUES list of rows, a chunk at
+        a time."""
+        for values, parameters in _row_chunks(rows):
+            self._db.execute(template.format(values), parameters)
 
     def refresh(self, seen: Iterable[Liveness]) -> None:
         """Batched liveness update; a session heard again is no longer stale."""
         with self.transaction():
-            self._db.executemany(
-                "UPDATE sessions SET last_seen=?, expires=?, period=?, msg_hash=?, heard_gen=? "
-                "WHERE id=?", [(last, expires, period, msg_hash, self.generation, sid)
-                               for sid, last, expires, period, msg_hash in seen])
+            self._run_chunked(
+                "UPDATE sessions SET last_seen=j.column2, expires=j.column3, "
+                f"period=j.column4, msg_hash=j.column5, heard_gen={self.generation:d} "
+                "FROM ({}) AS j WHERE sessions.id = j.column1", list(seen))
 
     def delete(self, ids: Iterable[str]) -> int:
         rids = [(rid,) for rid in self._rids(list(ids)).values()]
         if rids:
             with self.transaction():
                 self._content_version += 1
-                for table in ("session_groups", "session_attrs"):
-                    self._db.executemany(f"DELETE FROM {table} WHERE rid=?", rids)
-                self._db.executemany("DELETE FROM session_text WHERE rowid=?", rids)
-                self._db.executemany("DELETE FROM sessions WHERE rid=?", rids)
+                self._clear_children(rids)
+                self._run_chunked("DELETE FROM sessions WHERE rid IN ({})", rids)
         return len(rids)
 
     def expire(self, now: float) -> list[SessionRecord]:
@@ -370,13 +402,13 @@ class SqliteDirectory:
 
     def _rids(self, ids: list[str]) -> dict[str, int]:
         """Row ids of existing sessions, looked up per batch: an id -> rid map held in
-        memory would cost ~10 MB at 100,000 sessions."""
+        memory would cost ~10 MB at 100,000 sessions. Aggregated into one JSON value, so
+        a lookup is one step per chunk, not one per row found (see upsert)."""
         found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found.update(self._db.execute(
-                f"SELECT id, rid FROM sessions WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk))
+        for values, parameters in _row_chunks([(i,) for i in ids]):
+            got = self._db.execute("SELECT json_group_object(id, rid) FROM sessions "
+                                   f"WHERE id IN ({values})", parameters).fetchone()[0]
+            found.update(json.loads(got))
         return found
 
     def _new_rid(self) -> int:

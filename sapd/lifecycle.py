@@ -108,6 +108,24 @@ class Writes:
     def __bool__(self) -> bool:
         return bool(self.upserts or self.deletes or self.refreshes)
 
+    def absorb(self, later: Writes) -> None:
+        """Fold in a later batch, as if applied after this one."""
+        for sid in later.deletes:
+            self.upserts.pop(sid, None)
+            self.refreshes.pop(sid, None)
+        self.deletes -= later.upserts.keys()
+        self.deletes |= later.deletes
+        self.upserts.update(later.upserts)
+        for sid, liveness in later.refreshes.items():
+            pending = self.upserts.get(sid)
+            if pending is None:
+                self.refreshes[sid] = liveness
+            else:  # the full record, with the later liveness
+                last_seen, expires, period, msg_hash = liveness
+                self.upserts[sid] = pending.with_changes(
+                    last_seen=last_seen, expires=expires, period=period, msg_hash=msg_hash,
+                    stale=False)
+
 
 @dataclass(slots=True)
 class _Entry:

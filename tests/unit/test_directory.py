@@ -189,3 +189,39 @@ def test_remembered_text_matches_follow_every_write(store: SqliteDirectory) -> N
     store.refresh([("s00000", 5000.0, None, None, 1)])
     assert [r.id for r in store.search(stale)] == ["s00003", "s00004"]
     assert store.count(stale, cap=100) == 2
+
+
+def test_awkward_text_and_numbers_round_trip(store: SqliteDirectory) -> None:
+    odd = record(3, name='Ünïcode "quoted"\\ and\ttab', info="line\nbreak — ½", sdp="v=0\r\n",
+                 owner_uid=2**31 + 5, period=0.1, expires=None, groups=(),
+                 attributes=(("x-flag", None), ("x-json", '{"a": [1, 2]}')))
+    store.upsert([odd])
+    got = store.get("s00003")
+    assert got is not None
+    assert got == odd.with_changes(content_crc=got.content_crc)
+
+
+def test_a_batch_is_a_few_statements_not_one_per_session(store: SqliteDirectory) -> None:
+    """The store's thread gives up the interpreter lock around each SQLite statement step
+    and then waits for it behind the busy packet loop: a batch must be a few statements
+    of many rows each, or the store falls seconds behind under load."""
+    statements: list[str] = []
+
+    def statements_for(batch: list[SessionRecord]) -> int:
+        statements.clear()
+        # Statements SQLite runs inside one of ours (FTS5's, shown with "--") stay in C.
+        store._db.set_trace_callback(
+            lambda sql: None if sql.startswith("--") else statements.append(sql))
+        with store.transaction():
+            store.upsert(batch)
+            store.refresh((r.id, 5000.0, 6000.0, 30.0, 9) for r in batch)
+        store._db.set_trace_callback(None)
+        return len(statements)
+
+    assert statements_for([record(n) for n in range(1000)]) <= 50  # one per row: 5,000
+    assert statements_for([record(n, version=2) for n in range(1000)]) <= 70
+    assert store.count() == 1000
+    got = store.search(SearchQuery(limit=1000))
+    assert {(r.version, r.last_seen, r.expires, r.period, r.msg_hash) for r in got} == {
+        (2, 5000.0, 6000.0, 30.0, 9)}
+    assert [r.id for r in store.search(SearchQuery(group="239.255.3.231"))] == ["s00999"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import pytest
 
 from sapd import wire
-from sapd.lifecycle import PROFILES, Engine, Limits
+from sapd.directory import SearchQuery, SqliteDirectory
+from sapd.lifecycle import PROFILES, Engine, Limits, Writes
+from sapd.storewriter import apply_writes
 from tests.packets import announce, delete, sdp_text
 
 
@@ -224,3 +227,36 @@ def test_deletion_of_an_older_version_keeps_the_newer() -> None:
     assert e.receive_datagram(delete(version=1), 1.1) == "stale_deletion"
     assert [r.name for r in e.records()] == ["v2"]
     assert e.receive_datagram(delete(version=2), 2.0) == "deleted"
+
+
+def test_batches_folded_together_store_what_they_store_one_by_one(tmp_path: Path) -> None:
+    """The store's thread folds queued batches into one; the result must not depend on it."""
+    engine = Engine()
+    steps = [
+        [announce(sdp_text(session=s, name=f"S{s}")) for s in range(4)],
+        [announce(sdp_text(session=0, name="S0")), delete(session=1)],
+        [announce(sdp_text(session=1, name="S1 back")),
+         announce(sdp_text(session=2, version=2, name="S2 v2"))],
+        [announce(sdp_text(session=2, version=2, name="S2 v2")),
+         delete(session=3)],
+    ]
+    batches = []
+    for now, packets in enumerate(steps, start=1):
+        for packet in packets:
+            engine.receive_datagram(packet, now * 10.0)
+        batches.append(engine.take_writes())
+    one_by_one = SqliteDirectory(tmp_path / "a.sqlite3")
+    folded = Writes()
+    for batch in batches:
+        with one_by_one.transaction():
+            apply_writes(one_by_one, batch)
+        folded.absorb(batch)
+    together = SqliteDirectory(tmp_path / "b.sqlite3")
+    with together.transaction():
+        apply_writes(together, folded)
+
+    def rows(store: SqliteDirectory) -> list[tuple[object, ...]]:
+        return [(r.name, r.version, r.last_seen, r.period, r.expires)
+                for r in store.search(SearchQuery())]
+    assert rows(together) == rows(one_by_one)
+    assert [name for name, *_ in rows(together)] == ["S0", "S1 back", "S2 v2"]
