@@ -73,7 +73,7 @@ class AuthData:
         return bytes([first]) + self.signature + tail
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; not frozen, which costs 4x per datagram
 class SapPacket:
     """One decoded SAP datagram. ``payload`` is opaque bytes when ``encrypted``."""
 
