@@ -335,13 +335,15 @@ class Engine:
         return outcome
 
     def _receive(self, data: bytes, now: float) -> str:
+        seen_key = None
         if len(data) >= 8:
             flags = data[0]
             head = data[2:20] if flags & 0x10 else data[2:8]
             if head in self._own:
                 return DROP_OWN
             if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
-                sid = self._seen.get(head + zlib.crc32(data).to_bytes(4, "little"))
+                seen_key = head + zlib.crc32(data).to_bytes(4, "little")
+                sid = self._seen.get(seen_key)
                 if sid is not None:
                     self._refresh(sid, now)
                     return ACCEPTED_REFRESH
@@ -365,8 +367,6 @@ class Engine:
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
-        head = data[2:20] if data[0] & 0x10 else data[2:8]
-        seen_key = head + zlib.crc32(data).to_bytes(4, "little")
         return self._announce(packet, session, source, now, seen_key, len(data))
 
     def _take_token(self, source: str, now: float) -> bool:
@@ -431,7 +431,7 @@ class Engine:
         self._dirty.add(sid)
 
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                  source: str, now: float, seen_key: bytes,
+                  source: str, now: float, seen_key: bytes | None,
                   size: int = 500) -> str:
         auth_tag = auth_tag_of(packet)
         sid = session_id(source, session.identity, auth_tag)

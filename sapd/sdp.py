@@ -167,10 +167,15 @@ class SessionDescription:
     @property
     def stop_time(self) -> datetime | None:
         """When the session ends for good: the latest t= stop, None if any is unbounded."""
-        stops = [t.stop for t in self.times]
-        if not stops or any(s is None for s in stops) or self.repeats:
+        if self.repeats:
             return None
-        return max(s for s in stops if s is not None)
+        latest: datetime | None = None
+        for span in self.times:
+            if span.stop is None:
+                return None
+            if latest is None or span.stop > latest:
+                latest = span.stop
+        return latest
 
     def details(self) -> dict[str, Any]:
         """The full sdp-transform parse tree, for people and scripts wanting every field."""
@@ -393,7 +398,7 @@ def _parse_media(b: _Builder, n: int, value: str) -> None:
 
 def _parse_attribute(b: _Builder, n: int, value: str) -> Attribute | None:
     name, sep, attr_value = value.partition(":")
-    if not name or not set(name) <= _TOKEN_CHARS:
+    if not name or not _TOKEN_CHARS.issuperset(name):
         b.error(n, f"a= attribute name {name!r} is not a token")
         return None
     if name == "rtpmap" and b.m_head is not None:
@@ -421,7 +426,11 @@ def _parse_time(b: _Builder, n: int, value: str) -> None:
 
 
 def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
-    if kind == "i":
+    if kind == "a":  # the most common line first
+        attr = _parse_attribute(b, n, value)
+        if attr:
+            b.attributes.append(attr)
+    elif kind == "i":
         b.info = value
     elif kind == "u":
         b.uri = value
@@ -458,14 +467,14 @@ def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
             b.error(n, "z= must be pairs of '<adjustment time> <offset>'")
     elif kind == "k":
         b.warn(n, "k= is obsolete (RFC 8866) and ignored")
-    elif kind == "a":
-        attr = _parse_attribute(b, n, value)
-        if attr:
-            b.attributes.append(attr)
 
 
 def _check_media_line(b: _Builder, n: int, kind: str, value: str) -> None:
-    if kind == "i":
+    if kind == "a":  # the most common line first
+        attr = _parse_attribute(b, n, value)
+        if attr:
+            b.m_attrs.append(attr)
+    elif kind == "i":
         b.m_info = value
     elif kind == "c":
         b.media_c_lines += 1
@@ -476,10 +485,6 @@ def _check_media_line(b: _Builder, n: int, kind: str, value: str) -> None:
         b.m_bw.append(value)
     elif kind == "k":
         b.warn(n, "k= is obsolete (RFC 8866) and ignored")
-    elif kind == "a":
-        attr = _parse_attribute(b, n, value)
-        if attr:
-            b.m_attrs.append(attr)
 
 
 def _decode_text(data: str | bytes, b: _Builder) -> str:
