@@ -94,8 +94,7 @@ def run(service: Service, loop_choice: str,
     """Run until SIGTERM/SIGINT; SIGHUP calls ``reload``. Exit 1 if it cannot start."""
     loop = new_event_loop(loop_choice)
     asyncio.set_event_loop(loop)
-    # Fewer young collections: each new session allocates dozens of objects that live on.
-    gc.set_threshold(10_000, 10, 10)
+    tune_collector()
     loop.add_signal_handler(signal.SIGTERM, service.request_stop)
     loop.add_signal_handler(signal.SIGINT, service.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
@@ -119,6 +118,11 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def tune_collector() -> None:
+    """Fewer young collections: each new session allocates dozens of objects that live on."""
+    gc.set_threshold(10_000, 10, 10)
 
 
 def settle_memory() -> None:

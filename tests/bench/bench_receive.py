@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sapd.directory import SqliteDirectory
 from sapd.lifecycle import Engine, Limits
+from sapd.plumbing import service
 from sapd.storewriter import StoreWriter
 from tests.bench.common import percentile, report
 from tests.daemons import Daemon
@@ -120,7 +121,10 @@ def measure_daemon_flood(daemon: Daemon, count: int, rate: float | None,
 
 def stored_per_second(total: int = 50_000) -> float:
     """The daemon's pipeline without the socket: engine on this thread, SQLite on the
-    writer thread, one batch per 1,000 datagrams (one socket drain)."""
+    writer thread, one batch per 1,000 datagrams (one socket drain), and the daemon's
+    garbage collector settings."""
+    service.tune_collector()
+    settler = service.MemorySettler(0)
     with tempfile.TemporaryDirectory() as tmp:
         loop = asyncio.new_event_loop()
         writer = StoreWriter(SqliteDirectory(Path(tmp) / "d.sqlite3"), loop)
@@ -135,6 +139,7 @@ def stored_per_second(total: int = 50_000) -> float:
             writer.submit(engine.take_writes())
             while engine.next_event():
                 pass
+            settler.note(len(engine))
         writer.close()  # waits until everything is committed
         elapsed = time.perf_counter() - start
         check = SqliteDirectory(Path(tmp) / "d.sqlite3")
