@@ -8,11 +8,10 @@ announced on ff0X::2:7ffe.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,10 +31,11 @@ class Scope:
     network: IPNetwork
     sap_group: IPAddress
     ttl: int  # the largest TTL (hop limit) announcements in this scope may carry
+    # one shared string per group, not one per session
+    sap_group_text: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def sap_group_text(self) -> str:
-        return _group_text(self.sap_group)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sap_group_text", str(self.sap_group))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "range": str(self.network),
@@ -69,19 +69,14 @@ STANDARD_GROUPS: tuple[IPAddress, ...] = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _group_text(group: IPAddress) -> str:
-    return str(group)  # one shared string per group, not one per session
-
-
-def _parse(text: str) -> IPAddress:
+def _packed(text: str) -> bytes:
     """inet_pton (C) is several times faster than ipaddress's string parser."""
     try:
-        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        return socket.inet_pton(socket.AF_INET, text)
     except OSError:
         pass
     try:
-        return ipaddress.IPv6Address(socket.inet_pton(socket.AF_INET6, text))
+        return socket.inet_pton(socket.AF_INET6, text)
     except OSError:
         raise ValueError(f"{text!r} is not an IP address") from None
 
@@ -116,21 +111,21 @@ class ScopeTable:
                 return cached
             if len(self._cache) > 65536:
                 self._cache.clear()
-            scope = self._lookup(_parse(address))
+            scope = self._lookup(_packed(address))
             self._cache[address] = scope
             return scope
-        return self._lookup(address)
+        return self._lookup(address.packed)
 
-    def _lookup(self, ip: IPAddress) -> Scope:
-        if not ip.is_multicast:
-            raise ValueError(f"{ip} is not a multicast address")
-        value, version = int(ip), ip.version
+    def _lookup(self, packed: bytes) -> Scope:
+        """Integer tests on the packed address: no ipaddress objects for a new group."""
+        v4 = len(packed) == 4
+        if not (224 <= packed[0] <= 239 if v4 else packed[0] == 0xFF):
+            raise ValueError(f"{ipaddress.ip_address(packed)} is not a multicast address")
+        value, version = int.from_bytes(packed, "big"), 4 if v4 else 6
         for scope_version, network, mask, scope in self._masks:
             if version == scope_version and value & mask == network:
                 return scope
-        if isinstance(ip, ipaddress.IPv6Address):
-            return _v6_scope(ip)
-        return GLOBAL_V4_SCOPE
+        return GLOBAL_V4_SCOPE if v4 else _v6_scope(ipaddress.IPv6Address(packed))
 
     def for_group(self, group: IPAddress) -> Scope | None:
         """The scope a SAP group serves, used to label what arrives on it."""

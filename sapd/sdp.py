@@ -290,7 +290,7 @@ class _Builder:
 
 def _parse_origin(b: _Builder, n: int, value: str) -> None:
     fields = value.split(" ")
-    if len(fields) != 6 or any(not f for f in fields):
+    if len(fields) != 6 or "" in fields:
         b.error(n, "o= must have six space-separated fields: "
                    "<username> <sess-id> <sess-version> <nettype> <addrtype> <address>")
         return
@@ -379,7 +379,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
 
 def _parse_media(b: _Builder, n: int, value: str) -> None:
     fields = value.split(" ")
-    if len(fields) < 4 or any(not f for f in fields):
+    if len(fields) < 4 or "" in fields:
         b.error(n, "m= must be '<media> <port>[/<count>] <proto> <fmt> ...'")
         b.m_head = ("", 0, 1, "", ())
         b.m_line = n
