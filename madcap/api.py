@@ -13,6 +13,7 @@ from sapd.plumbing.control import (
     control_app,
     http_error,
     json_error,
+    json_response,
 )
 
 if TYPE_CHECKING:
@@ -24,14 +25,14 @@ DAEMON_KEY: web.AppKey[MadcapDaemon] = web.AppKey("madcapd")
 
 async def health(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    return web.json_response({"status": "ok" if daemon.ready else "starting",
-                              "leases": len(daemon.server.leases),
-                              "sapd": daemon.sapd_status})
+    return json_response({"status": "ok" if daemon.ready else "starting",
+                         "leases": len(daemon.server.leases),
+                         "sapd": daemon.sapd_status})
 
 
 async def scopes(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    return web.json_response({"scopes": daemon.server.scope_status(time.time())})
+    return json_response({"scopes": daemon.server.scope_status(time.time())})
 
 
 def _matches(lease: Lease, request: web.Request) -> bool:
@@ -56,7 +57,7 @@ async def leases(request: web.Request) -> web.Response:
     now = time.time()
     found = sorted((le for le in pool if _matches(le, request)),
                    key=lambda le: (le.scope, le.addresses))
-    return web.json_response({"leases": [le.to_json(now) for le in found], "now": now})
+    return json_response({"leases": [le.to_json(now) for le in found], "now": now})
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -70,11 +71,11 @@ async def revoke(request: web.Request) -> web.Response:
     if done is None:
         return json_error(404, f"no active lease {text}; see GET /v1/leases")
     daemon.server.commit()
-    return web.json_response({"revoked": done.to_json(time.time())})
+    return json_response({"revoked": done.to_json(time.time())})
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON_KEY].stats())
+    return json_response(request.app[DAEMON_KEY].stats())
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -6,7 +6,6 @@ Every handler is thin: parse the request, call the service, shape JSON.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,7 +16,9 @@ from sapd.plumbing.control import (
     Endpoint,
     control_app,
     http_error,
+    json_bytes,
     json_error,
+    json_response,
     peer,
 )
 
@@ -72,22 +73,22 @@ def query_from_request(request: web.Request) -> SearchQuery:
 
 async def health(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    return web.json_response(daemon.health())
+    return json_response(daemon.health())
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     query = query_from_request(request)
-    records = daemon.store.search(query)
+    records = daemon.store.search(query, light=True)  # to_json shows no SDP
     if len(records) < query.limit and (records or query.offset == 0):
         total = query.offset + len(records)  # a short page: the total is known for free
     else:
         # Counting every match of a broad filter over 100k sessions costs tens of ms;
         # past COUNT_CAP the total is reported as a lower bound.
         total = daemon.store.count(query, cap=COUNT_CAP)
-    return web.json_response({"sessions": [r.to_json() for r in records],
-                              "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
-                              "limit": query.limit, "offset": query.offset})
+    return json_response({"sessions": [r.to_json() for r in records],
+                         "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
+                         "limit": query.limit, "offset": query.offset})
 
 
 async def get_session(request: web.Request) -> web.StreamResponse:
@@ -104,7 +105,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
         body["description"] = description.to_json()
         if request.query.get("detail") == "full":
             body["parsed"] = description.details()
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -126,11 +127,11 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             if item is None:  # the daemon dropped a subscriber that fell behind
                 break
-            data = json.dumps(item, default=str)
+            data = json_bytes(item)
             if jsonl:
-                await response.write(data.encode() + b"\n")
+                await response.write(data + b"\n")
             else:
-                await response.write(f"event: {item['event']}\ndata: {data}\n\n".encode())
+                await response.write(f"event: {item['event']}\ndata: ".encode() + data + b"\n\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -139,7 +140,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON_KEY].stats())
+    return json_response(request.app[DAEMON_KEY].stats())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -150,12 +151,12 @@ async def metrics(request: web.Request) -> web.Response:
 async def groups(request: web.Request) -> web.Response:
     """Every multicast group some listed session uses (madcapd avoids them)."""
     daemon = request.app[DAEMON_KEY]
-    return web.json_response({"groups": sorted(daemon.engine.groups_in_use())})
+    return json_response({"groups": sorted(daemon.engine.groups_in_use())})
 
 
 async def whoami(request: web.Request) -> web.Response:
     p = peer(request)
-    return web.json_response({"pid": p.pid, "uid": p.uid, "gid": p.gid, "groups": p.groups})
+    return json_response({"pid": p.pid, "uid": p.uid, "gid": p.gid, "groups": p.groups})
 
 
 ENDPOINTS = [

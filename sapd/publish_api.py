@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from sapd.announce import PublishError
-from sapd.plumbing.control import Endpoint, http_error, json_error, peer
+from sapd.plumbing.control import Endpoint, http_error, json_error, json_response, peer
 
 OPTION_KEYS = {"scope", "sap_group", "interval", "ttl", "interfaces", "compress"}
 
@@ -60,9 +60,9 @@ async def publish(request: web.Request) -> web.Response:
         record = await announcer.publish(text, options, peer(request).uid, acl, blob)
     except PublishError as exc:
         return _failure(exc)
-    return web.json_response({"id": record.id, "session": record.to_json(),
-                              "announcement": announcer.describe(record.id)}, status=201,
-                             headers={"Location": f"/v1/announcements/{record.id}"})
+    return json_response({"id": record.id, "session": record.to_json(),
+                          "announcement": announcer.describe(record.id)}, status=201,
+                         headers={"Location": f"/v1/announcements/{record.id}"})
 
 
 async def update(request: web.Request) -> web.Response:
@@ -74,8 +74,8 @@ async def update(request: web.Request) -> web.Response:
         record = await announcer.update(request.match_info["id"], text, options, peer(request))
     except PublishError as exc:
         return _failure(exc)
-    return web.json_response({"id": record.id, "session": record.to_json(),
-                              "announcement": announcer.describe(record.id)})
+    return json_response({"id": record.id, "session": record.to_json(),
+                         "announcement": announcer.describe(record.id)})
 
 
 async def withdraw(request: web.Request) -> web.Response:
@@ -86,14 +86,14 @@ async def withdraw(request: web.Request) -> web.Response:
         record = await announcer.withdraw(request.match_info["id"], peer(request))
     except PublishError as exc:
         return _failure(exc)
-    return web.json_response({"withdrawn": record.id, "name": record.name})
+    return json_response({"withdrawn": record.id, "name": record.name})
 
 
 async def list_announcements(request: web.Request) -> web.Response:
     from sapd.api import DAEMON_KEY
 
     announcer = request.app[DAEMON_KEY].announcer
-    return web.json_response({"announcements": [announcer.describe(sid)
+    return json_response({"announcements": [announcer.describe(sid)
                                                  for sid in sorted(announcer.locals)]})
 
 
@@ -104,7 +104,7 @@ async def get_announcement(request: web.Request) -> web.Response:
     sid = request.match_info["id"]
     if sid not in announcer.locals:
         return json_error(404, f"no local announcement {sid}; see GET /v1/announcements")
-    return web.json_response(announcer.describe(sid))
+    return json_response(announcer.describe(sid))
 
 
 ENDPOINTS = [

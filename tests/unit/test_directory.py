@@ -225,3 +225,14 @@ def test_a_batch_is_a_few_statements_not_one_per_session(store: SqliteDirectory)
     assert {(r.version, r.last_seen, r.expires, r.period, r.msg_hash) for r in got} == {
         (2, 5000.0, 6000.0, 30.0, 9)}
     assert [r.id for r in store.search(SearchQuery(group="239.255.3.231"))] == ["s00999"]
+
+
+def test_a_light_page_is_the_full_page_without_sdp_and_attributes(
+        store: SqliteDirectory) -> None:
+    store.upsert(record(n) for n in range(30))
+    for query in (SearchQuery(limit=10, offset=5), SearchQuery(text="session 0001"),
+                  SearchQuery(media="video")):
+        full = store.search(query)
+        assert full and all(r.sdp and r.attributes for r in full)
+        assert store.search(query, light=True) == [
+            r.with_changes(sdp="", attributes=()) for r in full]
