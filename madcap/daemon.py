@@ -57,8 +57,9 @@ class MadcapDaemon(service.Service):
         state.mkdir(parents=True, exist_ok=True)
         self.store = SqliteLeaseStore(state / "leases.sqlite3", self.config.durability)
         now = time.time()
-        self.server = MadcapServer(self.scopes, self.store, now, self.config.settings(),
-                                   groups_in_use=lambda: self.sapd_groups)
+        with service.collector_paused():  # loads every lease
+            self.server = MadcapServer(self.scopes, self.store, now, self.config.settings(),
+                                       groups_in_use=lambda: self.sapd_groups)
         self.server.expire(now)
         self.server.commit()
         service.settle_memory()

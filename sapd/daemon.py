@@ -71,7 +71,8 @@ class SapDaemon(service.Service):
         path = state / "directory.sqlite3"
         writer_store = SqliteDirectory(path)  # opens first: it migrates
         stale = writer_store.mark_remote_stale()
-        loaded = self.engine.load(writer_store.iter_all(light=True))
+        with service.collector_paused():
+            loaded = self.engine.load(writer_store.iter_all(light=True))
         self.writer = StoreWriter(writer_store, self.loop)
         self.store = SqliteDirectory(path)
         service.settle_memory()

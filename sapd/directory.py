@@ -427,17 +427,14 @@ class SqliteDirectory:
     # -- reads ----------------------------------------------------------------
     def _record(self, row: tuple[Any, ...],
                 attrs: list[tuple[str, str | None]]) -> SessionRecord:
+        # Positional, in SessionRecord's field order: keywords cost ~25 % more, and
+        # start-up builds 100,000 of these.
         return SessionRecord(
-            id=row[0], source=row[1], identity=row[2], auth_tag=row[3], version=row[4],
-            msg_hash=row[5], origin_address=row[6], name=row[7], info=row[8], sdp=row[9],
-            scope=row[10], sap_group=row[11], first_seen=row[12], last_seen=row[13],
-            local=bool(row[14]), owner_uid=row[15], acl=_json(row[16]),
-            blob=_json(row[17]), options=_json(row[18]), period=row[19],
-            expires=row[20], stale=not row[14] and row[21] < self.generation,
-            groups=tuple(row[22].split()),
-            media_types=shared_media_types(tuple(row[23].split())),
-            content_crc=row[25],
-            attributes=tuple((n, v) for n, v in attrs))
+            row[0], row[1], row[2], row[4], row[5], row[6], row[7], row[8], row[9],
+            row[10], row[11], row[12], row[13], bool(row[14]), row[15], row[3],
+            _json(row[16]), _json(row[17]), _json(row[18]), row[19], row[20],
+            not row[14] and row[21] < self.generation, tuple(row[22].split()),
+            shared_media_types(tuple(row[23].split())), tuple(attrs), row[25])
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
