@@ -39,6 +39,7 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 SUBSCRIBER_QUEUE = 10_000
 INTERFACE_RESYNC = 30.0
+FLUSH_DELAY = 0.01  # seconds new and changed sessions may wait to be handed to the store
 
 
 class SapDaemon(service.Service):
@@ -60,6 +61,7 @@ class SapDaemon(service.Service):
         self._pending_refresh: dict[str, tuple[float, float | None, float | None, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.announcer: Any = None  # the local announcer, attached by sapd.announce
 
@@ -118,6 +120,8 @@ class SapDaemon(service.Service):
             await self.control.stop()
         if self.receiver:
             self.receiver.close()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         self._flush(final=True)
         self.writer.close()
         self.store.close()
@@ -128,10 +132,18 @@ class SapDaemon(service.Service):
         self.engine.receive_datagram(data, time.time())
 
     def _after_batch(self) -> None:
-        """After each socket drain or timer: expire, hand writes over, re-arm."""
+        """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
         self.engine.handle_timer(time.time())
-        self._flush()
+        if self._flush_handle is None:
+            # Drains under load are a few datagrams each; handing each over on its own
+            # woke the store's thread hundreds of times a second to fight for the
+            # interpreter lock over tiny transactions. Writes wait up to FLUSH_DELAY.
+            self._flush_handle = self.loop.call_later(FLUSH_DELAY, self._flush_now)
         self._arm_timer()
+
+    def _flush_now(self) -> None:
+        self._flush_handle = None
+        self._flush()
 
     def _flush(self, final: bool = False) -> None:
         """Upserts and deletes go to the writer now; their events are published once
