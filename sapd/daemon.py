@@ -39,7 +39,7 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 SUBSCRIBER_QUEUE = 10_000
 INTERFACE_RESYNC = 30.0
-FLUSH_DELAY = 0.01  # seconds new and changed sessions may wait to be handed to the store
+FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
 
 
 class SapDaemon(service.Service):
@@ -62,6 +62,7 @@ class SapDaemon(service.Service):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushed_at = 0.0  # monotonic time of the last hand-over to the store
         self._tasks: list[asyncio.Task[None]] = []
         self.announcer: Any = None  # the local announcer, attached by sapd.announce
 
@@ -137,12 +138,18 @@ class SapDaemon(service.Service):
         if self._flush_handle is None:
             # Drains under load are a few datagrams each; handing each over on its own
             # woke the store's thread hundreds of times a second to fight for the
-            # interpreter lock over tiny transactions. Writes wait up to FLUSH_DELAY.
-            self._flush_handle = self.loop.call_later(FLUSH_DELAY, self._flush_now)
+            # interpreter lock over tiny transactions. So hand-overs are at least
+            # FLUSH_DELAY apart; on a quiet network a packet's is at once.
+            wait = self._flushed_at + FLUSH_DELAY - time.monotonic()
+            if wait <= 0:
+                self._flush_now()
+            else:
+                self._flush_handle = self.loop.call_later(wait, self._flush_now)
         self._arm_timer()
 
     def _flush_now(self) -> None:
         self._flush_handle = None
+        self._flushed_at = time.monotonic()
         self._flush()
 
     def _flush(self, final: bool = False) -> None:
