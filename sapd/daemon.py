@@ -238,7 +238,7 @@ class SapDaemon(service.Service):
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
             self._flush_refreshes()
-            settler.note(self._sessions_stored())
+            settler.note(self._sessions_stored(), idle=not self.writer.backlog)
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
                 await self.resync_interfaces()

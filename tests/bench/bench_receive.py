@@ -3,7 +3,8 @@
 - re-announcement ingest rate of a running sapd, as a ratio to a bare recvfrom loop
   measured in the same run with the same flood;
 - loss at 50,000 re-announcements/s;
-- new or changed announcements stored per second (engine + SQLite, in process);
+- new or changed announcements stored per second: engine + SQLite in process (median of
+  three runs), and a running sapd sent 100,000 new announcements at 10,000/s;
 - packet-to-event latency p99 (event stream, JSON lines);
 - list p99 and RSS with 100,000 sessions; restart-to-ready with 100,000 sessions.
 
@@ -32,7 +33,9 @@ from tests.packets import announce, sdp_text
 
 SO_RCVBUFFORCE = 33  # not exported by Python's socket module
 PORT = 19875
-FILL_RATE = 5_000  # new announcements/s while filling the directory to 100,000
+LIVE_RATE = 10_000  # new announcements/s sent to the running daemon
+TOP_UP_RATE = 20_000  # the same again, so whatever was lost arrives
+STORED_RUNS = 3  # the in-process stored rate is the median of this many runs
 GROUP = "239.255.255.255"
 
 
@@ -148,6 +151,24 @@ def stored_per_second(total: int = 50_000) -> float:
         return total / elapsed
 
 
+def fill(daemon: Daemon, packets: list[bytes], rate: float) -> tuple[int, float]:
+    """Send ``packets`` at ``rate`` and wait until the daemon has committed what it took
+    in. Returns (sessions added, seconds from the first datagram to the last commit)."""
+    before = int(daemon.stats()["sessions"])
+    start = time.perf_counter()
+    flood(len(packets), rate, packets)
+    changed_at, seen = time.perf_counter(), (-1, -1)
+    while time.perf_counter() - changed_at < 2:  # until 2 s without change
+        stats = daemon.stats()
+        state = (int(stats["sessions"]) - before, int(stats["store_backlog"]))
+        if state != seen:
+            seen, changed_at = state, time.perf_counter()
+        if state[0] >= len(packets) and not state[1]:
+            break
+        time.sleep(0.05)
+    return seen[0], changed_at - start
+
+
 def latency(daemon: Daemon, samples: int = 400) -> list[float]:
     seen: list[float] = []
     stop = threading.Event()
@@ -207,33 +228,29 @@ def main() -> None:
             got, sent_for = measure_daemon_flood(daemon, 250_000, 50_000, known)
             report(f"paced flood rate achieved ({sent_for:.1f} s)", 250_000 / sent_for, "per s")
             report("loss at 50,000 re-announcements/s", 1 - got / 250_000, "fraction", "0")
-            report("new/changed stored per second (engine+SQLite)", stored_per_second(),
-                   "per s", ">= 10,000/s")
+            rates = sorted(stored_per_second() for _ in range(STORED_RUNS))
+            report(f"new/changed stored per second (engine+SQLite), median of {STORED_RUNS}",
+                   rates[len(rates) // 2], "per s", ">= 10,000/s")
+            report("  lowest of them", rates[0], "per s")
+            report("  highest of them", rates[-1], "per s")
             lat = latency(daemon)
             report(f"packet-to-event latency p50 ({len(lat)} samples)", percentile(lat, 50), "ms")
             report("packet-to-event latency p99", percentile(lat, 99), "ms", "<= 50 ms")
-            # Fill to 100,000 sessions through the socket, paced so nothing is lost.
+            # 100,000 new sessions through the socket at LIVE_RATE, then the same again
+            # more slowly: what was lost arrives, the rest only refreshes, so the lists
+            # and RSS below are measured on a full directory.
             total = 100_000
             batch = [announce(sdp_text(session=i, name=f"Stream {i} room {i % 97}",
                                        group=f"239.255.{i >> 8 & 255}.{i & 255}"),
                               source=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
                      for i in range(total)]
-            start = time.perf_counter()
-            # Paced below the stored rate: faster, the receive buffer overflows and the
-            # lists and RSS below would be measured on a directory short of sessions.
-            flood(total, FILL_RATE, batch)
-            last, idle_since = -1, time.monotonic()
-            while time.monotonic() - idle_since < 5:  # until nothing more arrives
-                stats = daemon.stats()
-                if stats["sessions"] >= total and not stats["store_backlog"]:
-                    break
-                if stats["sessions"] != last:
-                    last, idle_since = stats["sessions"], time.monotonic()
-                time.sleep(0.05)
+            stored, took = fill(daemon, batch, LIVE_RATE)
+            report(f"live sapd, {total:,} new announcements at {LIVE_RATE:,}/s: stored",
+                   stored / total, "fraction")
+            report("  stored per second, first datagram to last commit", stored / took,
+                   "per s")
+            fill(daemon, batch, TOP_UP_RATE)
             sessions = daemon.stats()["sessions"]
-            report(f"sessions after sending {total:,} new announcements", sessions, "sessions")
-            report("  of which stored per second through the socket (committed)",
-                   total / (time.perf_counter() - start), "per s")
             time.sleep(2)  # lists are measured at rest, as an operator would see them
             queries = ["", "?text=room%2042", "?media=audio&limit=50", "?scope=ipv4-local",
                        "?group=239.255.1.2", "?source=10.0.3.4", "?offset=5000&limit=100"]
