@@ -476,7 +476,9 @@ class Engine:
         self._writes.deletes.discard(sid)
         self._dirty.discard(sid)
         kind = ACCEPTED_CHANGED if previous is not None else ACCEPTED_NEW
-        self._events.append(Event(kind, sid, now, record))
+        # The slim record: events show no SDP, and a burst's queued events then do not
+        # hold every SDP text until the store catches up.
+        self._events.append(Event(kind, sid, now, entry.record))
         return kind
 
     def _set_seen(self, entry: _Entry, key: bytes | None) -> None:
