@@ -9,6 +9,7 @@ transactions by the caller (see :meth:`SqliteDirectory.transaction`).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 import sqlite3
@@ -242,7 +243,7 @@ def _row_chunks(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
     for size in _CHUNK_ROWS:
         while len(rows) - start >= size:
             chunk = rows[start:start + size]
-            yield _values_list(len(chunk[0]), size), [v for row in chunk for v in row]
+            yield _values_list(len(chunk[0]), size), list(itertools.chain.from_iterable(chunk))
             start += size
 
 
