@@ -561,7 +561,7 @@ class SqliteDirectory:
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         """A page of sessions in name order. ``light`` leaves out the SDP text and
-        attributes, which a listing does not show: a page of 100 is read ~2x faster."""
+        attributes, which a listing does not show (a page of 100: 0.9 -> 0.7 ms)."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             rows = self._window_page(query, columns) if self._walk_window(query) else None
