@@ -288,19 +288,13 @@ class Engine:
         return self._events.popleft() if self._events else None
 
     def take_writes(self) -> Writes:
+        """What the store must do since the last call; a session refreshed after its
+        upsert goes as that upsert with the latest liveness (see Writes.absorb)."""
         writes, self._writes = self._writes, Writes()
-        for sid in self._dirty:
-            entry = self._entries.get(sid)
-            if entry is None:
-                continue
-            pending = writes.upserts.get(sid)
-            if pending is not None:  # the full record, with the latest liveness
-                writes.upserts[sid] = pending.with_changes(
-                    last_seen=entry.last_seen, expires=entry.expires, period=entry.period,
-                    stale=entry.stale, msg_hash=entry.record.msg_hash)
-            else:
-                writes.refreshes[sid] = (entry.last_seen, entry.expires, entry.period,
-                                         entry.record.msg_hash)
+        entries = self._entries
+        writes.absorb(Writes(refreshes={
+            sid: (entry.last_seen, entry.expires, entry.period, entry.record.msg_hash)
+            for sid in self._dirty if (entry := entries.get(sid)) is not None}))
         self._dirty.clear()
         return writes
 
