@@ -145,6 +145,9 @@ class SearchQuery:
     offset: int = 0
 
 
+def _memo_key(query: SearchQuery) -> SearchQuery:
+    """A text search's remembered matches serve all its pages."""
+    return replace(query, limit=0, offset=0)
 
 
 # (id, last_seen, expires, period, msg_hash): what a re-announcement changes
@@ -428,7 +431,7 @@ class SqliteDirectory:
 
     # -- reads ----------------------------------------------------------------
     def _record(self, row: tuple[Any, ...],
-                attrs: list[tuple[str, str | None]]) -> SessionRecord:
+                attrs: Iterable[tuple[str, str | None]]) -> SessionRecord:
         # Positional, in SessionRecord's field order: keywords cost ~25 % more, and
         # start-up builds 100,000 of these.
         return SessionRecord(
@@ -542,21 +545,24 @@ class SqliteDirectory:
             args.append(self.generation)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
-    def _records(self, rows: list[tuple[Any, ...]]) -> list[SessionRecord]:
-        """Rows to records, loading every row's attributes in one query."""
+    def _records(self, rows: Iterable[tuple[Any, ...]],
+                 light: bool = False) -> list[SessionRecord]:
+        """Rows to records. Full rows get their attributes, read a chunk of rows at a
+        time; light rows (``_LIGHT_COLUMNS``) go without, and stream from a cursor."""
+        if light:
+            return [self._record(row, ()) for row in rows]
+        rows = list(rows)
         attrs: dict[int, list[tuple[str, str | None]]] = {}
-        rids = [row[26] for row in rows]
-        for start in range(0, len(rids), 500):
-            chunk = rids[start:start + 500]
+        for values, rids in _row_chunks([(row[26],) for row in rows]):
             for rid, name, value in self._db.execute(
-                    f"SELECT rid, name, value FROM session_attrs WHERE rid IN "
-                    f"({','.join('?' * len(chunk))})", chunk):
+                    f"SELECT rid, name, value FROM session_attrs WHERE rid IN ({values})",
+                    rids):
                 attrs.setdefault(rid, []).append((name, value))
-        return [self._record(row, attrs.get(row[26], [])) for row in rows]
+        return [self._record(row, attrs.get(row[26], ())) for row in rows]
 
     def _text_matches(self, query: SearchQuery) -> list[int] | None:
         """The remembered matches of a text search, if the sessions have not changed."""
-        hit = self._matches.get(replace(query, limit=0, offset=0))
+        hit = self._matches.get(_memo_key(query))
         return hit[1] if hit is not None and hit[0] == self._content_version else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
@@ -579,9 +585,7 @@ class SqliteDirectory:
                         f"SELECT {columns}, rid FROM sessions{where} "
                         "ORDER BY name COLLATE NOCASE, id LIMIT ? OFFSET ?",
                         [*args, query.limit, query.offset]).fetchall()
-            if light:
-                return [self._record(row, []) for row in rows]
-            return self._records(rows)
+            return self._records(rows, light)
 
     def _window_page(self, query: SearchQuery, columns: str) -> list[tuple[Any, ...]] | None:
         """A common text's page from the first WALK_WINDOW rows in name order, or None
@@ -623,8 +627,7 @@ class SqliteDirectory:
             if query.stale is None:  # refreshes change staleness, not the version
                 if len(self._matches) >= 32:
                     self._matches.clear()
-                self._matches[replace(query, limit=0, offset=0)] = (self._content_version,
-                                                                    rids)
+                self._matches[_memo_key(query)] = (self._content_version, rids)
         return rids
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
@@ -649,13 +652,10 @@ class SqliteDirectory:
     def iter_all(self, light: bool = False) -> Iterator[SessionRecord]:
         """Every session. ``light`` leaves out the SDP text and attributes (what the
         engine keeps in memory), which is what makes start-up fast."""
+        columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
-            if light:
-                cursor = self._db.execute(f"SELECT {_LIGHT_COLUMNS}, rid FROM sessions")
-                records = [self._record(row, []) for row in cursor]
-            else:
-                rows = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions").fetchall()
-                records = self._records(rows)
+            records = self._records(self._db.execute(f"SELECT {columns}, rid FROM sessions"),
+                                    light)
         yield from records
 
     def close(self) -> None:
