@@ -542,10 +542,3 @@ class Engine:
             return None
         self._remove(sid, "deleted", now)
         return entry.snapshot()
-
-
-def is_multicast(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_multicast
-    except ValueError:
-        return False

@@ -69,6 +69,11 @@ STANDARD_GROUPS: tuple[IPAddress, ...] = (
 )
 
 
+def packed_is_multicast(packed: bytes) -> bool:
+    """Multicast, for a 4- or 16-byte packed address: 224/4 or ff00::/8."""
+    return 224 <= packed[0] <= 239 if len(packed) == 4 else packed[0] == 0xFF
+
+
 def _packed(text: str) -> bytes:
     """inet_pton (C) is several times faster than ipaddress's string parser."""
     try:
@@ -119,7 +124,7 @@ class ScopeTable:
     def _lookup(self, packed: bytes) -> Scope:
         """Integer tests on the packed address: no ipaddress objects for a new group."""
         v4 = len(packed) == 4
-        if not (224 <= packed[0] <= 239 if v4 else packed[0] == 0xFF):
+        if not packed_is_multicast(packed):
             raise ValueError(f"{ipaddress.ip_address(packed)} is not a multicast address")
         value, version = int.from_bytes(packed, "big"), 4 if v4 else 6
         for scope_version, network, mask, scope in self._masks:

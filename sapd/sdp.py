@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sapd.scopes import packed_is_multicast
+
 NTP_UNIX_OFFSET = 2_208_988_800
 
 # Session-level lines in RFC 8866 order; a lower rank after a higher one is out of order.
@@ -340,7 +342,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
         b.error(n, f"c= address {address} does not match address type {addrtype}")
         return None
     v4 = family == socket.AF_INET
-    multicast = 224 <= packed[0] <= 239 if v4 else packed[0] == 0xFF
+    multicast = packed_is_multicast(packed)
     canonical = address if v4 else socket.inet_ntop(family, packed)
     numbers = parts[1:]
     if any(not p.isdigit() for p in numbers):
