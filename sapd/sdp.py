@@ -398,21 +398,24 @@ def _parse_media(b: _Builder, n: int, value: str) -> None:
     b.m_line = n
 
 
-def _parse_attribute(b: _Builder, n: int, value: str) -> Attribute | None:
+def _add_attribute(b: _Builder, n: int, value: str) -> None:
+    """An a= line, to the current media section's attributes or the session's."""
     name, sep, attr_value = value.partition(":")
     if not name or not _TOKEN_CHARS.issuperset(name):
         b.error(n, f"a= attribute name {name!r} is not a token")
-        return None
-    if name == "rtpmap" and b.m_head is not None:
+        return
+    in_media = b.m_head is not None
+    if name == "rtpmap" and in_media:
         pt_text, _, rest = attr_value.partition(" ")
         enc = rest.split("/")
         if (not pt_text.isdigit() or len(enc) < 2 or not enc[0]
                 or not enc[1].isdigit() or int(pt_text) > 127):
             b.error(n, "a=rtpmap must be '<payload type> <encoding>/<clock rate>[/<params>]'")
-            return None
+            return
         b.m_codecs.append(Codec(int(pt_text), enc[0], int(enc[1]),
                                 "/".join(enc[2:]) or None))
-    return Attribute(name, attr_value if sep else None)
+    (b.m_attrs if in_media else b.attributes).append(
+        Attribute(name, attr_value if sep else None))
 
 
 def _parse_time(b: _Builder, n: int, value: str) -> None:
@@ -429,9 +432,7 @@ def _parse_time(b: _Builder, n: int, value: str) -> None:
 
 def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
     if kind == "a":  # the most common line first
-        attr = _parse_attribute(b, n, value)
-        if attr:
-            b.attributes.append(attr)
+        _add_attribute(b, n, value)
     elif kind == "i":
         b.info = value
     elif kind == "u":
@@ -473,9 +474,7 @@ def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
 
 def _check_media_line(b: _Builder, n: int, kind: str, value: str) -> None:
     if kind == "a":  # the most common line first
-        attr = _parse_attribute(b, n, value)
-        if attr:
-            b.m_attrs.append(attr)
+        _add_attribute(b, n, value)
     elif kind == "i":
         b.m_info = value
     elif kind == "c":
