@@ -236,9 +236,9 @@ def main() -> None:
             lat = latency(daemon)
             report(f"packet-to-event latency p50 ({len(lat)} samples)", percentile(lat, 50), "ms")
             report("packet-to-event latency p99", percentile(lat, 99), "ms", "<= 50 ms")
-            # 100,000 new sessions through the socket at LIVE_RATE, then the same again
-            # more slowly: what was lost arrives, the rest only refreshes, so the lists
-            # and RSS below are measured on a full directory.
+            # 100,000 new sessions through the socket at LIVE_RATE, then the same again:
+            # what was lost arrives as new, the rest only refreshes (cheap, hence the
+            # higher rate), so the lists and RSS below are measured on a full directory.
             total = 100_000
             batch = [announce(sdp_text(session=i, name=f"Stream {i} room {i % 97}",
                                        group=f"239.255.{i >> 8 & 255}.{i & 255}"),
