@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"sapctl: {exc.filename}: no such file", file=sys.stderr)
         return EXIT_REJECTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # `sapctl list | head`: the reader has had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
         return EXIT_OK
     return result
 
