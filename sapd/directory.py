@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -221,6 +221,11 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     DROP TABLE session_media;
     """,
+    # Bumped by every write that can change which sessions a text search finds, so that
+    # a reader on another connection (the daemon's) knows its remembered matches are old.
+    3: """
+    INSERT INTO meta VALUES ('content', 0);
+    """,
 }
 
 _COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
@@ -285,9 +290,6 @@ class SqliteDirectory:
         self._next_rid: int | None = None  # known on first write
         self._plans: dict[str, tuple[float, _TextPlan]] = {}  # text -> (until, plan)
         self._cutoffs: dict[int, tuple[float, str | None]] = {}  # rows -> (until, name)
-        # Bumped by every write that can change which sessions a text search finds
-        # (liveness refreshes cannot, and they arrive all the time).
-        self._content_version = 0
         # text search without its page -> (content version, matching row ids in order)
         self._matches: dict[SearchQuery, tuple[int, list[int]]] = {}
 
@@ -350,7 +352,7 @@ class SqliteDirectory:
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
         with self.transaction():
-            self._content_version += 1  # under the lock: no search sees old rows as new
+            self._content_changed()
             self._clear_children(replaced)
             self._run_chunked(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) {{}}", rows)
             self._run_chunked("INSERT INTO session_groups {}", groups)
@@ -380,7 +382,7 @@ class SqliteDirectory:
         rids = [(rid,) for rid in self._rids(list(ids)).values()]
         if rids:
             with self.transaction():
-                self._content_version += 1
+                self._content_changed()
                 self._clear_children(rids)
                 self._run_chunked("DELETE FROM sessions WHERE rid IN ({})", rids)
         return len(rids)
@@ -399,7 +401,7 @@ class SqliteDirectory:
         """At start-up: every remote session is stale until heard again. A new
         generation does it in O(1): stale means 'last heard in an older generation'."""
         with self.transaction():
-            self._content_version += 1
+            self._content_changed()
             self._db.execute("UPDATE meta SET value = value + 1 WHERE key='generation'")
             self.generation = self._read_generation()
             return int(self._db.execute("SELECT count(*) FROM sessions WHERE local=0")
@@ -424,6 +426,17 @@ class SqliteDirectory:
         rid = self._next_rid
         self._next_rid += 1
         return rid
+
+    def _content_changed(self) -> None:
+        """Inside a write transaction that can change which sessions a text search finds
+        (liveness refreshes cannot, and they arrive all the time)."""
+        self._db.execute("UPDATE meta SET value = value + 1 WHERE key='content'")
+
+    def _content_version(self) -> int:
+        """Read before the rows it vouches for: a commit in between then only makes the
+        remembered matches look older than they are."""
+        return int(self._db.execute("SELECT value FROM meta WHERE key='content'")
+                   .fetchone()[0])
 
     def _read_generation(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key='generation'")
@@ -563,7 +576,7 @@ class SqliteDirectory:
     def _text_matches(self, query: SearchQuery) -> list[int] | None:
         """The remembered matches of a text search, if the sessions have not changed."""
         hit = self._matches.get(_memo_key(query))
-        return hit[1] if hit is not None and hit[0] == self._content_version else None
+        return hit[1] if hit is not None and hit[0] == self._content_version() else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         """A page of sessions in name order. ``light`` leaves out the SDP text and
@@ -621,13 +634,14 @@ class SqliteDirectory:
         the page and the count that follows, and again only after the sessions change."""
         rids = self._text_matches(query)
         if rids is None:
+            version = self._content_version()
             rids = [rid for (rid,) in self._db.execute(
                 f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
                 f"LIMIT {MATCH_MEMO + 1}", args)]
             if query.stale is None:  # refreshes change staleness, not the version
                 if len(self._matches) >= 32:
                     self._matches.clear()
-                self._matches[_memo_key(query)] = (self._content_version, rids)
+                self._matches[_memo_key(query)] = (version, rids)
         return rids
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:

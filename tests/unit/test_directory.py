@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sapd.directory import SchemaError, SearchQuery, SessionRecord, SqliteDirectory
+from sapd.directory import SCHEMA_VERSION, SchemaError, SearchQuery, SessionRecord, SqliteDirectory
 
 
 def record(n: int, **changes: object) -> SessionRecord:
@@ -140,14 +140,14 @@ def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> No
     old.close()
     db = sqlite3.connect(path)  # put the file back as version 1 wrote it
     db.executescript("CREATE TABLE session_media (rid INTEGER NOT NULL, media TEXT NOT NULL);"
-                     "PRAGMA user_version=1;")
+                     "DELETE FROM meta WHERE key='content'; PRAGMA user_version=1;")
     db.close()
     migrated = SqliteDirectory(path)
     assert migrated.count() == 2 and migrated.get(record(1).id) is not None
     tables = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
     assert "session_media" not in tables
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("text", ["room 42", "Room 4", "room", "eam 5 r", "m 9", "zzz",
@@ -236,3 +236,19 @@ def test_a_light_page_is_the_full_page_without_sdp_and_attributes(
         assert full and all(r.sdp and r.attributes for r in full)
         assert store.search(query, light=True) == [
             r.with_changes(sdp="", attributes=()) for r in full]
+
+
+def test_remembered_text_matches_follow_writes_made_through_another_connection(
+        tmp_path: Path) -> None:
+    """The daemon reads through one connection while its store writer commits through
+    another: what a reader remembered must not outlive the writer's changes."""
+    writer = SqliteDirectory(tmp_path / "directory.sqlite3")
+    reader = SqliteDirectory(tmp_path / "directory.sqlite3")
+    writer.upsert(record(n, name=f"Feed {n}") for n in range(3))
+    query = SearchQuery(text="feed")
+    assert [r.id for r in reader.search(query)] == ["s00000", "s00001", "s00002"]
+    assert reader.count(query, cap=100) == 3
+    writer.upsert([record(3, name="Feed 3")])
+    writer.delete(["s00000"])
+    assert [r.id for r in reader.search(query)] == ["s00001", "s00002", "s00003"]
+    assert reader.count(query, cap=100) == 3
