@@ -120,7 +120,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("packets:  " + "  ".join(f"{k}={v}" for k, v in result["packets"].items()))
     print("drops:    " + ("  ".join(f"{k}={v}" for k, v in result["drops"].items()) or "none"))
     print(f"expired:  {result['expired']}   profile: {result['profile']}   "
-          f"uptime: {result['uptime']:.0f}s   store backlog: {result['store_backlog']}")
+          f"uptime: {result['uptime']:.0f}s")
+    print(f"store:    backlog {result['store_backlog']}   "
+          f"restarts {result.get('store_restarts', 0)}")
     print(f"interfaces: {', '.join(result['interfaces']) or 'none'}   "
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():

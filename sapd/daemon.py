@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import sys
 import time
 from collections import Counter
@@ -64,6 +65,7 @@ class SapDaemon(service.Service):
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushed_at = 0.0  # monotonic time of the last hand-over to the store
         self._tasks: list[asyncio.Task[None]] = []
+        self._state_lock = -1  # descriptor holding the state directory's lock
         self.announcer: Any = None  # the local announcer, attached by sapd.announce
 
     # -- start and stop ---------------------------------------------------------------
@@ -71,13 +73,15 @@ class SapDaemon(service.Service):
         self.loop = asyncio.get_running_loop()
         state = self.config.state_path
         state.mkdir(parents=True, exist_ok=True)
+        self._state_lock = service.lock_state(state)
         path = state / "directory.sqlite3"
-        writer_store = SqliteDirectory(path)  # opens first: it migrates
-        stale = writer_store.mark_remote_stale()
+        self.store = SqliteDirectory(path)  # opens first: it migrates
+        stale = self.store.mark_remote_stale()
+        # The store process starts while the engine loads; it keeps the state lock until
+        # it has committed the last batch, even if this process is killed.
+        self.writer = StoreWriter(path, self.loop, keep_fds=(self._state_lock,))
         with service.collector_paused():
-            loaded = self.engine.load(writer_store.iter_all(light=True))
-        self.writer = StoreWriter(writer_store, self.loop)
-        self.store = SqliteDirectory(path)
+            loaded = self.engine.load(self.store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         groups = [ipaddress.ip_address(g) for g in self.config.groups]
@@ -126,6 +130,7 @@ class SapDaemon(service.Service):
         self._flush(final=True)
         self.writer.close()
         self.store.close()
+        os.close(self._state_lock)
         self.notifier.close()
 
     # -- packets ---------------------------------------------------------------------
@@ -137,9 +142,9 @@ class SapDaemon(service.Service):
         self.engine.handle_timer(time.time())
         if self._flush_handle is None:
             # Drains under load are a few datagrams each; handing each over on its own
-            # woke the store's thread hundreds of times a second to fight for the
-            # interpreter lock over tiny transactions. So hand-overs are at least
-            # FLUSH_DELAY apart; on a quiet network a packet's is at once.
+            # cost a frame, an acknowledgement and a tiny transaction hundreds of times
+            # a second. So hand-overs are at least FLUSH_DELAY apart; on a quiet
+            # network a packet's is at once.
             wait = self._flushed_at + FLUSH_DELAY - time.monotonic()
             if wait <= 0:
                 self._flush_now()
@@ -292,6 +297,7 @@ class SapDaemon(service.Service):
         return {
             "sessions": len(self.engine),
             "store_backlog": self.writer.backlog if self.writer else 0,
+            "store_restarts": self.writer.restarts if self.writer else 0,
             "sessions_by_scope": dict(self.engine.sessions_by_scope()),
             "packets": {k: counters[k] for k in sorted(ACCEPTED)},
             "drops": dict(sorted(self._drops().items())),

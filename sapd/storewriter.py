@@ -1,70 +1,99 @@
-"""Directory writes on their own thread, so SQLite's work overlaps packet processing.
+"""Directory writes, handed from the event loop to the store process (sapd.storeprocess).
 
-The event loop hands over :class:`~sapd.lifecycle.Writes` batches; the writer applies
-whatever has queued up in one transaction and then calls each batch's callback in
-the event loop (the daemon publishes a batch's events only after it is committed,
-so what a subscriber hears about is already visible to API reads). sqlite3 releases
-the GIL while it steps, which is what makes the second core useful here, as long as a
-batch is a few steps of many rows each (see SqliteDirectory.upsert).
+The loop encodes each :class:`~sapd.lifecycle.Writes` batch and queues it; a thread moves
+frames to the store process and acknowledgements back, and calls each batch's callback
+in the event loop once its transaction has committed (the daemon publishes a batch's
+events only then, so what a subscriber hears about is already visible to API reads).
+Should the store process die, another is started and every batch not yet acknowledged
+is sent again: a batch only sets rows, so applying it twice leaves what once does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import contextlib
+import marshal
+import os
+import selectors
+import socket
+import subprocess
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from sapd.directory import SqliteDirectory
+import sapd
 from sapd.lifecycle import Writes
 from sapd.plumbing import logs
+from sapd.storeprocess import FrameReader, encode_writes
 
 log = logs.get("sapd.store")
 
 Done = Callable[[BaseException | None], None]
+RESTART_PAUSES = (0.0, 0.1, 0.5, 2.0)  # by how many store processes died in a row unheard
+_RECEIVE = 1 << 16
 
 
-def apply_writes(store: SqliteDirectory, writes: Writes) -> None:
-    """One batch's writes, in the order that makes it equal to applying its parts."""
-    if writes.deletes:
-        store.delete(writes.deletes)
-    if writes.upserts:
-        store.upsert(writes.upserts.values())
-    if writes.refreshes:
-        store.refresh((sid, *values) for sid, values in writes.refreshes.items())
+class StoreError(RuntimeError):
+    """The store process could not commit a batch (its message says why)."""
 
 
 @dataclass(slots=True)
 class _Job:
-    writes: Writes
+    frame: bytes
     done: Done | None
 
 
 class StoreWriter:
-    def __init__(self, store: SqliteDirectory, loop: asyncio.AbstractEventLoop) -> None:
-        self.store = store
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop,
+                 keep_fds: tuple[int, ...] = ()) -> None:
+        """Start the store process on the directory at ``path``; it also keeps
+        ``keep_fds`` open (the daemon's state lock, held until the last write is in)."""
+        self.path = path
         self._loop = loop
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sapd-store", daemon=True)
-        # After each SQLite step this thread waits for the interpreter lock; behind a busy
-        # packet loop that wait is the switch interval, 5 ms by default: a batch of ~40
-        # steps then took 200 ms and the store fell behind. 1 ms is still ~100 times the
-        # cost of a switch.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        self._keep_fds = keep_fds
+        self._lock = threading.Lock()
+        self._jobs: deque[_Job] = deque()  # submitted, not yet acknowledged, in order
+        self._closing = False
+        self._wake_out, self._wake_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.submitted = 0
         self.applied = 0  # submitted - applied: batches not yet committed
+        self.restarts = 0
+        self._child, self._sock = self._spawn()
+        self._thread = threading.Thread(target=self._pump, name="sapd-store", daemon=True)
         self._thread.start()
 
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)  # the child imports the very sapd this process runs
+        package_root = str(Path(sapd.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
+                                                         env.get("PYTHONPATH")]))
+        with theirs:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sapd.storeprocess", str(self.path),
+                 str(theirs.fileno())], pass_fds=(theirs.fileno(), *self._keep_fds), env=env)
+        ours.setblocking(False)
+        return child, ours
+
     def submit(self, writes: Writes, done: Done | None = None) -> None:
-        self.submitted += 1
-        self._queue.put(_Job(writes, done))
+        job = _Job(encode_writes(writes), done)
+        with self._lock:
+            self._jobs.append(job)
+            self.submitted += 1
+        self._wake()
 
     @property
     def backlog(self) -> int:
         """Batches handed over and not yet committed (0 when the store keeps up)."""
         return self.submitted - self.applied
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
 
     async def commit(self, writes: Writes) -> None:
         """Submit and wait until committed (for acknowledged API writes)."""
@@ -79,41 +108,107 @@ class StoreWriter:
         self.submit(writes, finished)
         await future
 
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            stop = False
-            while True:  # coalesce whatever queued up meanwhile into one transaction
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-            error: BaseException | None = None
-            writes = Writes()
-            for item in jobs:  # one batch: fewer, larger statements (see upsert)
-                writes.absorb(item.writes)
-            try:
-                with self.store.transaction():
-                    apply_writes(self.store, writes)
-            except Exception as exc:  # report, keep running: the next batch may succeed
-                error = exc
-                log.error("directory write failed", error=str(exc))
-            self.applied += len(jobs)
-            for item in jobs:
-                if item.done is not None:
-                    self._loop.call_soon_threadsafe(item.done, error)
-            if stop:
-                return
-
     def close(self) -> None:
-        """Apply everything queued, then stop the thread."""
-        self._queue.put(None)
+        """Wait until everything submitted is committed, then stop the store process."""
+        with self._lock:
+            self._closing = True
+        self._wake()
         self._thread.join()
-        self.store.close()
+        self._child.wait()
+        self._sock.close()
+        os.close(self._wake_out)
+        os.close(self._wake_in)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+            os.write(self._wake_in, b"\0")
+
+    # -- the thread ----------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Frames out, acknowledgements in, another store process when one dies."""
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_out, selectors.EVENT_READ)
+        selector.register(self._sock, selectors.EVENT_READ)
+        started = 0  # jobs at the front of _jobs whose frame has gone out, or is going
+        rest = memoryview(b"")  # what is left to send of the last one started
+        reader = FrameReader()
+        shut = writing = False
+        unheard = 0  # store processes in a row that died acknowledging nothing
+        while True:
+            if not rest and not shut:
+                with self._lock:
+                    if started < len(self._jobs):
+                        rest = memoryview(self._jobs[started].frame)
+                        started += 1
+                    elif self._closing:  # everything is out: the child drains and leaves
+                        self._sock.shutdown(socket.SHUT_WR)
+                        shut = True
+            if writing != bool(rest):
+                writing = bool(rest)
+                selector.modify(self._sock, selectors.EVENT_READ |
+                                (selectors.EVENT_WRITE if writing else 0))
+            ended = False
+            for key, mask in selector.select():
+                if key.fileobj == self._wake_out:
+                    while True:
+                        try:
+                            os.read(self._wake_out, 4096)
+                        except BlockingIOError:
+                            break
+                    continue
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = self._sock.recv(_RECEIVE)
+                    except ConnectionResetError:
+                        data = b""
+                    ended = not data
+                    for body in reader.feed(data):
+                        count, error = marshal.loads(body)
+                        started -= count
+                        unheard = 0
+                        self._acknowledged(count, error)
+                if mask & selectors.EVENT_WRITE and not ended:
+                    try:
+                        rest = rest[self._sock.send(rest):]
+                    except BlockingIOError:  # writable after all only for a moment
+                        continue
+                    except (BrokenPipeError, ConnectionResetError):
+                        ended = True
+            if not ended:
+                continue
+            with self._lock:
+                if shut and not self._jobs:
+                    return
+            selector.unregister(self._sock)
+            self._restart(unheard)
+            unheard += 1
+            selector.register(self._sock, selectors.EVENT_READ)
+            started, rest, reader, shut, writing = 0, memoryview(b""), FrameReader(), False, False
+
+    def _restart(self, unheard: int) -> None:
+        """Another store process, after a pause that grows while they die unheard."""
+        self._child.wait()
+        self._sock.close()
+        log.error("store process ended; starting another", code=self._child.returncode,
+                  unacknowledged=len(self._jobs))
+        attempt = unheard
+        while True:
+            time.sleep(RESTART_PAUSES[min(attempt, len(RESTART_PAUSES) - 1)])
+            try:
+                self._child, self._sock = self._spawn()
+                break
+            except OSError as exc:  # e.g. out of processes: the batches wait in memory
+                log.error("cannot start the store process", error=str(exc))
+                attempt += 1
+        self.restarts += 1
+
+    def _acknowledged(self, count: int, error: str) -> None:
+        with self._lock:
+            jobs = [self._jobs.popleft() for _ in range(count)]
+        self.applied += count
+        failure = StoreError(error) if error else None
+        if error:
+            log.error("directory write failed", error=error, batches=count)
+        for job in jobs:
+            if job.done is not None:
+                self._loop.call_soon_threadsafe(job.done, failure)

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import gc
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 from sapd.plumbing import logs, systemd
@@ -18,6 +21,35 @@ from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import SocketInUse
 
 log = logs.get("service")
+
+
+class StateInUse(RuntimeError):
+    """Another daemon holds the state directory."""
+
+
+def lock_state(directory: Path, wait: float = 10.0) -> int:
+    """Hold an exclusive lock on a state directory for as long as the returned
+    descriptor, in this process or a child that inherits it, stays open. A new daemon
+    thus waits for the store process of a killed one to commit what it received, and
+    a second daemon on the same state gives up after ``wait`` seconds."""
+    path = directory / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if not waited:
+                log.info("state directory locked; waiting", lock=str(path), seconds=wait)
+                waited = True
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StateInUse(f"{directory} is in use by another daemon (it holds "
+                                 f"{path}); stop it or give this one another state "
+                                 "directory") from None
+            time.sleep(0.05)
 
 
 class Service:
@@ -100,7 +132,7 @@ def run(service: Service, loop_choice: str,
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
     try:
         loop.run_until_complete(service.run())
-    except SocketInUse as exc:
+    except (SocketInUse, StateInUse) as exc:
         log.error("cannot start", error=str(exc))
         return 1
     except OSError as exc:

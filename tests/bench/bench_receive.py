@@ -124,14 +124,15 @@ def measure_daemon_flood(daemon: Daemon, count: int, rate: float | None,
 
 
 def stored_per_second(total: int = 50_000) -> float:
-    """The daemon's pipeline without the socket: engine on this thread, SQLite on the
-    writer thread, one batch per 1,000 datagrams (one socket drain), and the daemon's
-    garbage collector settings."""
+    """The daemon's pipeline without the socket: engine on this thread, SQLite in the
+    store process, one batch per 1,000 datagrams, and the daemon's garbage collector
+    settings."""
     service.tune_collector()
     settler = service.MemorySettler(0)
     with tempfile.TemporaryDirectory() as tmp:
         loop = asyncio.new_event_loop()
-        writer = StoreWriter(SqliteDirectory(Path(tmp) / "d.sqlite3"), loop)
+        SqliteDirectory(Path(tmp) / "d.sqlite3").close()  # created, as the daemon does
+        writer = StoreWriter(Path(tmp) / "d.sqlite3", loop)
         engine = Engine(limits=Limits(source_rate=1e9, source_burst=1e9, max_sessions=10**6))
         packets = [announce(sdp_text(session=i, name=f"S{i}", group=f"239.255.{i >> 8 & 255}."
                                      f"{i & 255}")) for i in range(total)]

@@ -10,7 +10,7 @@ import pytest
 from sapd import wire
 from sapd.directory import SearchQuery, SqliteDirectory
 from sapd.lifecycle import PROFILES, Engine, Limits, Writes
-from sapd.storewriter import apply_writes
+from sapd.storeprocess import apply_writes
 from tests.packets import announce, delete, sdp_text
 
 

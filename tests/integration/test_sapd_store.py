@@ -1,0 +1,121 @@
+"""The store process: nothing handed to it is lost, whatever happens to it or to sapd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sapd.directory import SqliteDirectory
+from sapd.lifecycle import Writes
+from sapd.plumbing import service
+from sapd.storewriter import StoreError, StoreWriter
+from tests.daemons import send_local_multicast
+from tests.packets import announce, sdp_text
+from tests.support import wait_for
+from tests.unit.test_directory import record
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def outcomes_of(loop: asyncio.AbstractEventLoop, expected: int,
+                outcomes: list[BaseException | None]) -> None:
+    """Run the loop until every batch's callback has been called."""
+    async def until_all() -> None:
+        while len(outcomes) < expected:
+            await asyncio.sleep(0.01)
+    loop.run_until_complete(asyncio.wait_for(until_all(), 10))
+
+
+@pytest.fixture
+def loop() -> Any:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_a_killed_store_process_is_replaced_and_every_batch_lands(
+        tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    path = tmp_path / "directory.sqlite3"
+    SqliteDirectory(path).close()
+    writer = StoreWriter(path, loop)
+    outcomes: list[BaseException | None] = []
+    killed = []
+    for batch in range(60):
+        writes = Writes({r.id: r for r in (record(batch * 100 + n) for n in range(100))})
+        if batch and batch % 7 == 0:  # and deletes, so order matters after a resend
+            writes.deletes.add(record((batch - 7) * 100).id)
+        writer.submit(writes, outcomes.append)
+        if batch in (20, 45):
+            wait_for(lambda: writer.pid not in killed, 5, what="the next store process")
+            killed.append(writer.pid)
+            os.kill(writer.pid, signal.SIGKILL)
+    outcomes_of(loop, 60, outcomes)
+    writer.close()
+    assert outcomes == [None] * 60
+    assert writer.restarts == 2, writer.restarts
+    assert [gone(pid) for pid in killed] == [True, True], killed
+    stored = SqliteDirectory(path)
+    deleted = {record((b - 7) * 100).id for b in range(7, 60, 7)}
+    assert stored.count() == 6000 - len(deleted)
+    assert all(stored.get(sid) is None for sid in deleted)
+
+
+def test_a_batch_the_store_refuses_is_reported_and_the_next_one_lands(
+        tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    path = tmp_path / "directory.sqlite3"
+    SqliteDirectory(path).close()
+    writer = StoreWriter(path, loop)
+    outcomes: list[BaseException | None] = []
+    broken = record(1, name=None)  # NOT NULL in the table
+    writer.submit(Writes({broken.id: broken}), outcomes.append)
+    outcomes_of(loop, 1, outcomes)  # on its own, not folded with the next
+    writer.submit(Writes({"s00002": record(2)}), outcomes.append)
+    outcomes_of(loop, 2, outcomes)
+    writer.close()
+    assert isinstance(outcomes[0], StoreError) and "NOT NULL" in str(outcomes[0])
+    assert outcomes[1] is None and writer.restarts == 0
+    stored = SqliteDirectory(path)
+    assert stored.get("s00002") is not None and stored.get(broken.id) is None
+
+
+def test_sigkilled_sapd_leaves_no_store_process_and_a_second_one_is_refused(
+        sapd_factory: Any) -> None:
+    daemon = sapd_factory().start()
+    assert daemon.proc is not None
+    (store_pid,) = children(daemon.proc.pid)
+    with pytest.raises(service.StateInUse, match="in use by another daemon"):
+        service.lock_state(daemon.state, wait=0.2)
+    send_local_multicast(announce(sdp_text(name="kept")))
+    wait_for(daemon.sessions, 5, what="the session")
+    started = time.monotonic()
+    daemon.kill()
+    wait_for(lambda: gone(store_pid), 5, what="the store process to leave")
+    print(f"store process gone {time.monotonic() - started:.3f} s after SIGKILL")
+    os.close(service.lock_state(daemon.state, wait=0.2))  # free again
+    daemon.start()
+    assert [s["name"] for s in daemon.sessions()] == ["kept"]
