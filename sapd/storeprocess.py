@@ -38,14 +38,14 @@ def frame(body: tuple[Any, ...]) -> bytes:
 
 def encode_writes(writes: Writes) -> bytes:
     """A batch as one frame: ~4 us a new session, on the daemon's core."""
-    return frame((list(writes.deletes), [record_values(r) for r in writes.upserts.values()],
-                  [(sid, *liveness) for sid, liveness in writes.refreshes.items()]))
+    return frame((writes.deletes, [record_values(r) for r in writes.upserts.values()],
+                  writes.refreshes))
 
 
 def decode_writes(body: bytes) -> Writes:
     deletes, upserts, refreshes = marshal.loads(body)
-    return Writes({values[0]: SessionRecord(*values) for values in upserts}, set(deletes),
-                  {sid: tuple(liveness) for sid, *liveness in refreshes})
+    return Writes({values[0]: SessionRecord(*values) for values in upserts}, deletes,
+                  refreshes)
 
 
 def apply_writes(store: SqliteDirectory, writes: Writes) -> None:

@@ -17,21 +17,8 @@ from sapd.plumbing import service
 from sapd.storewriter import StoreError, StoreWriter
 from tests.daemons import send_local_multicast
 from tests.packets import announce, sdp_text
-from tests.support import wait_for
+from tests.support import children, wait_for
 from tests.unit.test_directory import record
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def gone(pid: int) -> bool:
