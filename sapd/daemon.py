@@ -335,7 +335,15 @@ class SapDaemon(service.Service):
                   f"sapd_group_memberships {len(self.receiver.joined) if self.receiver else 0}",
                   "# HELP sapd_event_subscribers Connected event stream clients.",
                   "# TYPE sapd_event_subscribers gauge",
-                  f"sapd_event_subscribers {len(self._subscribers)}"]
+                  f"sapd_event_subscribers {len(self._subscribers)}",
+                  "# HELP sapd_store_backlog Batches handed to the store process, not yet "
+                  "committed.",
+                  "# TYPE sapd_store_backlog gauge",
+                  f"sapd_store_backlog {self.writer.backlog if self.writer else 0}",
+                  "# HELP sapd_store_restarts_total Store processes that ended and were "
+                  "replaced.",
+                  "# TYPE sapd_store_restarts_total counter",
+                  f"sapd_store_restarts_total {self.writer.restarts if self.writer else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
         return "\n".join(lines) + "\n"

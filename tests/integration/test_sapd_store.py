@@ -106,3 +106,18 @@ def test_sigkilled_sapd_leaves_no_store_process_and_a_second_one_is_refused(
     os.close(service.lock_state(daemon.state, wait=0.2))  # free again
     daemon.start()
     assert [s["name"] for s in daemon.sessions()] == ["kept"]
+
+
+def test_sapd_replaces_a_killed_store_process_and_says_so(sapd: Any) -> None:
+    assert sapd.proc is not None
+    (store_pid,) = children(sapd.proc.pid)
+    os.kill(store_pid, signal.SIGKILL)
+    wait_for(lambda: children(sapd.proc.pid) not in ([], [store_pid]), 5,
+             what="another store process")
+    for i in range(3):
+        send_local_multicast(announce(sdp_text(session=i, name=f"after {i}")))
+    wait_for(lambda: len(sapd.sessions()) == 3, 5, what="3 sessions stored")
+    metrics = sapd.client.request("GET", "/metrics").body.decode()
+    assert "sapd_store_restarts_total 1" in metrics
+    assert "sapd_store_backlog 0" in metrics
+    assert "store process ended; starting another" in sapd.logs()
