@@ -223,7 +223,7 @@ def test_sapctl_list_show_stats_against_daemon(sapd: Daemon) -> None:
     shown = run(script("sapctl"), "--socket", sock, "show", s["id"])
     assert "s=cli session" in shown.stdout
     stats = run(script("sapctl"), "--socket", sock, "stats")
-    assert "sessions: 1" in stats.stdout
+    assert "sessions: 1" in stats.stdout and "store:    backlog 0   restarts 0" in stats.stdout
     missing = run(script("sapctl"), "--socket", sock, "show", "nope")
     assert missing.returncode == 1 and "no session" in missing.stderr
 
