@@ -68,13 +68,15 @@ class StoreWriter:
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)  # the child imports the very sapd this process runs
+        # The child imports the very sapd this process runs: from its directory first,
+        # and never from the working directory (-P).
+        env = dict(os.environ)
         package_root = str(Path(sapd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                          env.get("PYTHONPATH")]))
         with theirs:
             child = subprocess.Popen(
-                [sys.executable, "-m", "sapd.storeprocess", str(self.path),
+                [sys.executable, "-P", "-m", "sapd.storeprocess", str(self.path),
                  str(theirs.fileno())], pass_fds=(theirs.fileno(), *self._keep_fds), env=env)
         ours.setblocking(False)
         return child, ours
