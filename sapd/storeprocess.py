@@ -95,16 +95,19 @@ def serve(store: SqliteDirectory, sock: socket.socket) -> None:
             bodies += reader.feed(more)
         if not bodies:
             continue
-        writes = Writes()
-        for body in bodies:
-            writes.absorb(decode_writes(body))
         error = ""
-        try:
+        try:  # anything wrong with these batches is reported with them, never retried
+            writes = Writes()
+            for body in bodies:
+                writes.absorb(decode_writes(body))
             with store.transaction():
                 apply_writes(store, writes)
-        except Exception as exc:  # reported with the batches; the next ones may succeed
+        except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        sock.sendall(frame((len(bodies), error)))
+        try:
+            sock.sendall(frame((len(bodies), error)))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the daemon is gone; what it sent is committed
 
 
 def main(argv: list[str]) -> int:
