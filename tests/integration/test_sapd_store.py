@@ -45,11 +45,16 @@ def loop() -> Any:
     loop.close()
 
 
-def test_a_killed_store_process_is_replaced_and_every_batch_lands(
-        tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+def new_writer(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> tuple[Path, StoreWriter]:
+    """A store writer on a new directory file, as the daemon starts one."""
     path = tmp_path / "directory.sqlite3"
     SqliteDirectory(path).close()
-    writer = StoreWriter(path, loop)
+    return path, StoreWriter(path, loop)
+
+
+def test_a_killed_store_process_is_replaced_and_every_batch_lands(
+        tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    path, writer = new_writer(tmp_path, loop)
     outcomes: list[BaseException | None] = []
     killed = []
     for batch in range(60):
@@ -74,9 +79,7 @@ def test_a_killed_store_process_is_replaced_and_every_batch_lands(
 
 def test_a_batch_the_store_refuses_is_reported_and_the_next_one_lands(
         tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
-    path = tmp_path / "directory.sqlite3"
-    SqliteDirectory(path).close()
-    writer = StoreWriter(path, loop)
+    path, writer = new_writer(tmp_path, loop)
     outcomes: list[BaseException | None] = []
     broken = record(1, name=None)  # NOT NULL in the table
     writer.submit(Writes({broken.id: broken}), outcomes.append)
