@@ -68,7 +68,7 @@ def test_session_cap_keeps_existing(sapd_factory: Any) -> None:
     for i in range(4):
         send_local_multicast(announce(sdp_text(session=i, name=f"s{i}")))
     wait_for(lambda: daemon.stats()["drops"].get("session_cap") == 2, 5, what="cap drops")
-    # the store commits on the writer thread, a moment after the engine counted
+    # the store process commits a moment after the engine counted
     wait_for(lambda: len(daemon.sessions()) == 2, 2, what="the two admitted sessions listed")
     time.sleep(0.2)
     assert len(daemon.sessions()) == 2

@@ -230,7 +230,7 @@ def test_deletion_of_an_older_version_keeps_the_newer() -> None:
 
 
 def test_batches_folded_together_store_what_they_store_one_by_one(tmp_path: Path) -> None:
-    """The store's thread folds queued batches into one; the result must not depend on it."""
+    """The store process folds queued batches into one; the result must not depend on it."""
     engine = Engine()
     steps = [
         [announce(sdp_text(session=s, name=f"S{s}")) for s in range(4)],
