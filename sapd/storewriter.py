@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sapd
@@ -47,6 +47,26 @@ class _Job:
     done: Done | None
 
 
+@dataclass(slots=True)
+class _Link:
+    """One store process and where the socket pair to it stands."""
+
+    child: subprocess.Popen[bytes]
+    sock: socket.socket
+    started: int = 0  # jobs at the front of the queue whose frame has gone, or is going
+    rest: memoryview = field(default_factory=lambda: memoryview(b""))  # of the last one
+    reader: FrameReader = field(default_factory=FrameReader)
+    writing: bool = False  # the selector watches the socket for writing
+    shut: bool = False  # everything is sent and our end is shut for writing
+    acknowledged: int = 0
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+
+
 class StoreWriter:
     def __init__(self, path: Path, loop: asyncio.AbstractEventLoop,
                  keep_fds: tuple[int, ...] = ()) -> None:
@@ -59,14 +79,12 @@ class StoreWriter:
         self._jobs: deque[_Job] = deque()  # submitted, not yet acknowledged, in order
         self._closing = False
         self._wake_out, self._wake_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.submitted = 0
-        self.applied = 0  # submitted - applied: batches not yet committed
         self.restarts = 0
-        self._child, self._sock = self._spawn()
+        self._link = self._spawn()
         self._thread = threading.Thread(target=self._pump, name="sapd-store", daemon=True)
         self._thread.start()
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    def _spawn(self) -> _Link:
         ours, theirs = socket.socketpair()
         # The child imports the very sapd this process runs: from its directory first,
         # and never from the working directory (-P).
@@ -79,23 +97,22 @@ class StoreWriter:
                 [sys.executable, "-P", "-m", "sapd.storeprocess", str(self.path),
                  str(theirs.fileno())], pass_fds=(theirs.fileno(), *self._keep_fds), env=env)
         ours.setblocking(False)
-        return child, ours
+        return _Link(child, ours)
 
     def submit(self, writes: Writes, done: Done | None = None) -> None:
         job = _Job(encode_writes(writes), done)
         with self._lock:
             self._jobs.append(job)
-            self.submitted += 1
         self._wake()
 
     @property
     def backlog(self) -> int:
         """Batches handed over and not yet committed (0 when the store keeps up)."""
-        return self.submitted - self.applied
+        return len(self._jobs)
 
     @property
     def pid(self) -> int:
-        return self._child.pid
+        return self._link.child.pid
 
     async def commit(self, writes: Writes) -> None:
         """Submit and wait until committed (for acknowledged API writes)."""
@@ -116,8 +133,8 @@ class StoreWriter:
             self._closing = True
         self._wake()
         self._thread.join()
-        self._child.wait()
-        self._sock.close()
+        self._link.child.wait()
+        self._link.sock.close()
         os.close(self._wake_out)
         os.close(self._wake_in)
 
@@ -130,74 +147,85 @@ class StoreWriter:
         """Frames out, acknowledgements in, another store process when one dies."""
         selector = selectors.DefaultSelector()
         selector.register(self._wake_out, selectors.EVENT_READ)
-        selector.register(self._sock, selectors.EVENT_READ)
-        started = 0  # jobs at the front of _jobs whose frame has gone out, or is going
-        rest = memoryview(b"")  # what is left to send of the last one started
-        reader = FrameReader()
-        shut = writing = False
+        selector.register(self._link.sock, selectors.EVENT_READ)
         unheard = 0  # store processes in a row that died acknowledging nothing
         while True:
-            if not rest and not shut:
-                with self._lock:
-                    if started < len(self._jobs):
-                        rest = memoryview(self._jobs[started].frame)
-                        started += 1
-                    elif self._closing:  # everything is out: the child drains and leaves
-                        self._sock.shutdown(socket.SHUT_WR)
-                        shut = True
-            if writing != bool(rest):
-                writing = bool(rest)
-                selector.modify(self._sock, selectors.EVENT_READ |
-                                (selectors.EVENT_WRITE if writing else 0))
+            link = self._link
+            self._next_frame(link)
+            if link.writing != bool(link.rest):
+                link.writing = bool(link.rest)
+                selector.modify(link.sock, selectors.EVENT_READ |
+                                (selectors.EVENT_WRITE if link.writing else 0))
             ended = False
             for key, mask in selector.select():
                 if key.fileobj == self._wake_out:
-                    while True:
-                        try:
-                            os.read(self._wake_out, 4096)
-                        except BlockingIOError:
-                            break
+                    _drain(self._wake_out)
                     continue
                 if mask & selectors.EVENT_READ:
-                    try:
-                        data = self._sock.recv(_RECEIVE)
-                    except ConnectionResetError:
-                        data = b""
-                    ended = not data
-                    for body in reader.feed(data):
-                        count, error = marshal.loads(body)
-                        started -= count
-                        unheard = 0
-                        self._acknowledged(count, error)
+                    ended = not self._receive(link)
                 if mask & selectors.EVENT_WRITE and not ended:
-                    try:
-                        rest = rest[self._sock.send(rest):]
-                    except BlockingIOError:  # writable after all only for a moment
-                        continue
-                    except (BrokenPipeError, ConnectionResetError):
-                        ended = True
+                    ended = not self._send(link)
             if not ended:
                 continue
             with self._lock:
-                if shut and not self._jobs:
+                if link.shut and not self._jobs:
                     return
-            selector.unregister(self._sock)
+            if link.acknowledged:
+                unheard = 0
+            selector.unregister(link.sock)
             self._restart(unheard)
             unheard += 1
-            selector.register(self._sock, selectors.EVENT_READ)
-            started, rest, reader, shut, writing = 0, memoryview(b""), FrameReader(), False, False
+            selector.register(self._link.sock, selectors.EVENT_READ)
+
+    def _next_frame(self, link: _Link) -> None:
+        """Start on the next job's frame; with none left while closing, tell the store
+        process that nothing more will come (it commits what it has and leaves)."""
+        if link.rest or link.shut:
+            return
+        with self._lock:
+            if link.started < len(self._jobs):
+                link.rest = memoryview(self._jobs[link.started].frame)
+                link.started += 1
+            elif self._closing:
+                link.sock.shutdown(socket.SHUT_WR)
+                link.shut = True
+
+    def _receive(self, link: _Link) -> bool:
+        """Take in acknowledgements; False once the store process has gone."""
+        try:
+            data = link.sock.recv(_RECEIVE)
+        except ConnectionResetError:
+            return False
+        for body in link.reader.feed(data):
+            count, error = marshal.loads(body)
+            link.started -= count
+            link.acknowledged += count
+            self._acknowledged(count, error)
+        return bool(data)
+
+    def _send(self, link: _Link) -> bool:
+        """Send what the socket takes of the current frame; False once the store
+        process has gone."""
+        try:
+            link.rest = link.rest[link.sock.send(link.rest):]
+        except BlockingIOError:  # writable after all only for a moment
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
 
     def _restart(self, unheard: int) -> None:
-        """Another store process, after a pause that grows while they die unheard."""
-        self._child.wait()
-        self._sock.close()
-        log.error("store process ended; starting another", code=self._child.returncode,
+        """Another store process, after a pause that grows while they die unheard; every
+        job not yet acknowledged goes to it again."""
+        self._link.child.wait()
+        self._link.sock.close()
+        log.error("store process ended; starting another", code=self._link.child.returncode,
                   unacknowledged=len(self._jobs))
         attempt = unheard
         while True:
             time.sleep(RESTART_PAUSES[min(attempt, len(RESTART_PAUSES) - 1)])
             try:
-                self._child, self._sock = self._spawn()
+                self._link = self._spawn()
                 break
             except OSError as exc:  # e.g. out of processes: the batches wait in memory
                 log.error("cannot start the store process", error=str(exc))
@@ -207,7 +235,6 @@ class StoreWriter:
     def _acknowledged(self, count: int, error: str) -> None:
         with self._lock:
             jobs = [self._jobs.popleft() for _ in range(count)]
-        self.applied += count
         failure = StoreError(error) if error else None
         if error:
             log.error("directory write failed", error=error, batches=count)
