@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test deps system-deps lint typecheck unit bench clean
+.PHONY: run test deps system-deps lint typecheck unit bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: deps
 		name=$$(basename $$b .py); echo "== $$name"; \
 		$(PY) -m tests.bench.$$name || failed="$$failed $$name"; \
 	done; if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
+
+## soak: the whole-path fuzz tests with 1,000,000 inputs each, by hand; they print figures
+soak: deps
+	FUZZ_INPUTS=1000000 $(PY) -m pytest tests/fuzz -s -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) state run .mypy_cache .ruff_cache .pytest_cache
