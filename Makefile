@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test deps system-deps lint typecheck unit bench soak clean
+.PHONY: run test deps system-deps lint typecheck unit bench soak clean wheelhouse
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,5 +42,11 @@ bench: deps
 soak: deps
 	FUZZ_INPUTS=1000000 $(PY) -m pytest tests/fuzz -s -q -p no:cacheprovider
 
+## wheelhouse: wheelhouse/ with the sapd wheel, its dependencies and setuptools (what
+## `pip install .` builds with), for an offline install (README: Running as a service)
+wheelhouse: deps
+	rm -rf wheelhouse
+	$(PY) -m pip wheel --quiet -w wheelhouse . 'setuptools>=77'
+
 clean:
-	rm -rf $(VENV) state run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) state run wheelhouse .mypy_cache .ruff_cache .pytest_cache
