@@ -185,6 +185,7 @@ class Container:
     def boot(self, timeout: float = 60) -> None:
         need_tool("systemd-nspawn")
         need_tool("unshare")
+        need_tool("setpriv")
         # The overlay is mounted in a mount namespace of nspawn's own, so it goes away with
         # the container however the test ends.
         overlay = (f"lowerdir={self.rootfs},upperdir={self.upper},"
@@ -194,7 +195,10 @@ class Container:
                   f"-D {shlex.quote(str(self.merged))} --machine={self.name} "
                   "--register=no --keep-unit --private-network -b")
         with open(self.console, "wb") as console:
-            self.nspawn = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+            # --pdeathsig: a clean halt if the test process is killed, so no container
+            # outlives its test run.
+            self.nspawn = subprocess.Popen(["setpriv", "--pdeathsig", "TERM", "unshare",
+                                            "--mount", "--propagation", "private",
                                             "sh", "-c", script], stdin=subprocess.DEVNULL,
                                            stdout=console, stderr=subprocess.STDOUT)
         nspawn = self.nspawn
@@ -209,8 +213,13 @@ class Container:
                         return child
             return 0
         self.pid = int(wait_for(init, timeout, interval=0.1, what="the container's PID 1"))
-        state = self.sh("systemctl is-system-running --wait || true",
-                        timeout=timeout).stdout.strip()
+        # Until systemd listens on its private socket, systemctl says nothing on stdout.
+        states = ("running", "degraded", "maintenance", "stopping")
+        state = str(wait_for(lambda: self.sh("systemctl is-system-running --wait",
+                                             check=False, timeout=timeout
+                                             ).stdout.strip() in states and self.sh(
+            "systemctl is-system-running", check=False).stdout.strip(), timeout,
+            interval=0.2, what="the container's systemd to finish booting"))
         if state not in ("running", "degraded"):
             raise AssertionError(f"the container's systemd is {state!r}:\n"
                                  + self.sh("systemctl --failed --no-pager || true").stdout)
