@@ -106,12 +106,14 @@ def _active_pid(container: Container, unit: str) -> int:
     return int(shown["MainPID"]) if running else 0
 
 
-def _wait_restarted(container: Container, unit: str, old_pid: int, timeout: float) -> float:
-    """Seconds until ``unit`` is active again with a main PID other than ``old_pid``."""
-    started = time.monotonic()
-    wait_for(lambda: _active_pid(container, unit) not in (0, old_pid), timeout,
-             interval=0.5, what=f"{unit} active again with a new main PID")
-    return time.monotonic() - started
+def _wait_restarted(container: Container, unit: str, old_pid: int, since: float,
+                    timeout: float) -> float:
+    """Seconds from ``since`` (a monotonic time) until ``unit`` is active again with a main
+    PID other than ``old_pid``; ``timeout`` also counts from ``since``."""
+    wait_for(lambda: _active_pid(container, unit) not in (0, old_pid),
+             timeout - (time.monotonic() - since), interval=0.2,
+             what=f"{unit} active again with a new main PID")
+    return time.monotonic() - since
 
 
 def _seconds(value: str) -> float:
@@ -221,8 +223,7 @@ def test_watchdog_restarts_a_stopped_daemon_within_watchdogsec(installed: Contai
         assert 0 < watchdog <= 60, limits[unit]
         # systemd notices within WatchdogSec, aborts the daemon, restarts it RestartSec later
         budget = watchdog + _seconds(limits[unit]["RestartUSec"]) + 10
-        _wait_restarted(installed, unit, pids[unit], budget - (time.monotonic() - stopped))
-        took = time.monotonic() - stopped
+        took = _wait_restarted(installed, unit, pids[unit], stopped, budget)
         print(f"{unit}: restarted {took:.1f} s after SIGSTOP (WatchdogSec {watchdog:.0f} s)")
         assert took >= watchdog - 1, f"{unit} restarted before its watchdog could fire"
         said = installed.sh(f"journalctl -u {unit} -o cat --no-pager").stdout
@@ -234,8 +235,9 @@ def test_killed_daemons_restart_with_their_state(installed: Container) -> None:
     units = [f"{service}.service" for service in SERVICES]
     pids = {unit: _active_pid(installed, unit) for unit in units}
     installed.sh("kill -KILL " + " ".join(str(pid) for pid in pids.values()))
+    killed = time.monotonic()
     for unit in units:
-        took = _wait_restarted(installed, unit, pids[unit], 30)
+        took = _wait_restarted(installed, unit, pids[unit], killed, 30)
         print(f"{unit}: active again {took:.1f} s after SIGKILL")
     _assert_state(installed, session_id, lease_id)
 
