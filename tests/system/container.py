@@ -33,18 +33,18 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iprou
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def apt_mirror(suite: str = SUITE) -> str:
+def apt_mirror(suite: str = SUITE, apt: Path = Path("/etc/apt")) -> str:
     """The URI this host's apt already uses for ``suite`` (not -updates or -security)."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    sources = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]
     for path in sources:
         if not path.is_file():
             continue
         text = path.read_text(errors="replace")
         if path.suffix == ".sources":  # deb822: stanzas of "Key: value" separated by blanks
             for stanza in text.split("\n\n"):
-                fields = dict(line.split(":", 1) for line in stanza.splitlines()
-                              if ":" in line and not line.startswith(("#", " ")))
-                fields = {k.strip(): v.split() for k, v in fields.items()}
+                fields = {key.strip(): value.split() for key, value in
+                          (line.split(":", 1) for line in stanza.splitlines()
+                           if ":" in line and not line.startswith(("#", " ", "\t")))}
                 if "deb" in fields.get("Types", []) and suite in fields.get("Suites", []):
                     return fields["URIs"][0]
         else:  # one-line: deb [options] URI suite components
@@ -58,7 +58,7 @@ def apt_mirror(suite: str = SUITE) -> str:
                         pass
                 if len(words) >= 2 and words[1] == suite:
                     return words[0]
-    missing(f"no apt source for Debian {suite} in /etc/apt/sources.list*")
+    missing(f"no apt source for Debian {suite} in {apt}/sources.list*")
     raise AssertionError("unreachable")
 
 
@@ -212,14 +212,17 @@ class Container:
                     if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
                         return child
             return 0
-        self.pid = int(wait_for(init, timeout, interval=0.1, what="the container's PID 1"))
-        # Until systemd listens on its private socket, systemctl says nothing on stdout.
-        states = ("running", "degraded", "maintenance", "stopping")
-        state = str(wait_for(lambda: self.sh("systemctl is-system-running --wait",
-                                             check=False, timeout=timeout
-                                             ).stdout.strip() in states and self.sh(
-            "systemctl is-system-running", check=False).stdout.strip(), timeout,
-            interval=0.2, what="the container's systemd to finish booting"))
+        pid = wait_for(init, timeout, interval=0.1, what="the container's PID 1")
+        assert isinstance(pid, int)
+        self.pid = pid
+
+        def booted() -> str:
+            # Until systemd listens on its private socket, systemctl prints nothing.
+            state = self.sh("systemctl is-system-running --wait", check=False,
+                            timeout=timeout).stdout.strip()
+            return "" if state in ("", "initializing", "starting") else state
+        state = str(wait_for(booted, timeout, interval=0.2,
+                             what="the container's systemd to finish booting"))
         if state not in ("running", "degraded"):
             raise AssertionError(f"the container's systemd is {state!r}:\n"
                                  + self.sh("systemctl --failed --no-pager || true").stdout)
