@@ -104,7 +104,8 @@ def cached_rootfs() -> Path:
             [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
              str(tmp), apt_mirror()], capture_output=True, text=True, timeout=900, check=False)
         if result.returncode != 0:
-            raise AssertionError(f"debootstrap failed ({result.returncode}):\n"
+            raise AssertionError(f"debootstrap failed ({result.returncode}; it needs the "
+                                 f"mirror, so not from a namespace without network):\n"
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         print(f"debootstrap took {time.monotonic() - started:.0f} s")
 

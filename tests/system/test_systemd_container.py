@@ -61,7 +61,10 @@ def wheelhouse() -> Path:
     _need_container_tools()
     result = subprocess.run(["make", "-C", str(ROOT), "wheelhouse"], capture_output=True,
                             text=True, timeout=600, check=False)
-    assert result.returncode == 0, f"make wheelhouse:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"make wheelhouse failed; it needs the package index, so run tests/system in the "
+        f"host's network namespace (the container has one of its own):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return ROOT / "wheelhouse"
 
 
