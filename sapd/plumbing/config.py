@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import ipaddress
+import json
 import math
 import os
 import re
@@ -285,8 +286,16 @@ def from_dict(cls: type[T], data: object, prefix: str = "") -> T:
     return config
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted (``"a.b"``)."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
 def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
 
 
 def _kind(value: object) -> str:
