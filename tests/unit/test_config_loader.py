@@ -392,3 +392,40 @@ def test_any_bytes_parse_or_name_the_file(data: bytes) -> None:
         parse_toml(data, "f.toml")
     except ConfigError as exc:
         assert exc.file == "f.toml"
+
+
+ADDRESSY = st.sampled_from([
+    "239.69.0.0/16", "239.255.0.0/16", "239.255.0.0/24", "224.2.0.0/16", "10.0.0.0/8",
+    "ff05::/16", "ff15::/96", "ff05::8000:0-ff05::ffff:ffff", "239.255.0.10-239.255.0.1",
+    "239.255.0.1-239.255.0.200", "239.255.255.255", "ff05::2:7ffe", "239.255.0.0/33",
+    "239.255.0.0-ff05::1", "255.255.255.255/32", "0.0.0.0/0", "::/0", "x", "", "1-2-3",
+    "239.255.1.0-239.255.1.10", "239.69.255.255", "ff02::/16", "ff0e::/16",
+]) | st.text(max_size=12)
+SCOPE_VALUES = st.one_of(ADDRESSY, st.integers(-5, 70_000), st.booleans(),
+                         st.floats(allow_nan=True), st.lists(ADDRESSY, max_size=3),
+                         st.lists(st.dictionaries(st.sampled_from(["language", "name",
+                                                                   "default"]),
+                                                  st.text(max_size=3) | st.booleans(),
+                                                  max_size=3), max_size=2))
+
+
+def scope_tables(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    hints = typing.get_type_hints(cls)
+    (entry,) = typing.get_args(hints["scope"])
+    names = [f.name for f in dataclasses.fields(entry) if f.name not in ("name", "range")]
+    table = st.fixed_dictionaries({"name": st.sampled_from(["a", "b", "local", "x" * 70]),
+                                   "range": ADDRESSY},
+                                  optional={n: SCOPE_VALUES for n in names})
+    return st.fixed_dictionaries({"scope": st.lists(table, max_size=3)})
+
+
+@settings(max_examples=500, deadline=None)
+@given(scope_tables(SapdConfig))
+def test_any_sapd_scope_table_loads_or_names_a_key(document: dict[str, Any]) -> None:
+    check_total(SapdConfig, document)
+
+
+@settings(max_examples=500, deadline=None)
+@given(scope_tables(MadcapdConfig))
+def test_any_madcapd_scope_table_loads_or_names_a_key(document: dict[str, Any]) -> None:
+    check_total(MadcapdConfig, document)
