@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.support import run, script
+from tests.daemons import Daemon
+from tests.support import free_udp_port, run, script, wait_for
 
 DATABASES = {"sapd": "directory.sqlite3", "madcapd": "leases.sqlite3"}
 
@@ -46,3 +48,30 @@ def test_configuration_error_exits_2_naming_file_and_key(tmp_path: Path, daemon:
     assert f"{daemon}: configuration: {config}: {key}: " in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "s").exists()  # nothing started, nothing made
+
+
+@pytest.mark.parametrize("daemon", ["sapd", "madcapd"])
+def test_reload_with_a_bad_file_keeps_the_running_configuration(tmp_path: Path,
+                                                                 daemon: str) -> None:
+    config = tmp_path / "c.toml"
+    if daemon == "sapd":
+        good = f"port = {free_udp_port()}\nprofile = 'rfc'\n"
+        args = ["--interface", "lo"]
+    else:
+        good = f"listen = ['127.0.0.1:{free_udp_port()}']\nsapd_poll = 0\n"
+        args = []
+    config.write_text(good)
+    process = Daemon(daemon, tmp_path / "d", [*args, "--config", str(config)]).start()
+    try:
+        before = process.get("/v1/stats")
+        config.write_text(good + "[[scope]]\nname = 'a'\nrange = '239.69.0.0/16'\nttl = 'x'\n")
+        process.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in process.logs(), 10, what="the reload error")
+        (event,) = [e for e in process.log_events() if e.get("event", "").startswith(
+            "reload failed")]
+        assert "scope[0].ttl: expected an integer" in event["error"]
+        assert process.get("/v1/health")["status"] == "ok"
+        after = process.get("/v1/stats")
+        assert before.get("profile") == after.get("profile")  # sapd: still "rfc"
+    finally:
+        assert process.stop() == 0
