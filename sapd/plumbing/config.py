@@ -234,15 +234,16 @@ def load_config(cls: type[V], path: str | Path | None, overrides: dict[str, Any]
     """Defaults, then the TOML file, then command-line overrides (None or empty = not
     given), then the rules; an error names the file as well as the key."""
     data = load_toml(path)
-    for key, value in overrides.items():
-        if value not in (None, [], ()):
-            data[key] = value
+    flags = {key for key, value in overrides.items() if value not in (None, [], ())}
+    data.update({key: overrides[key] for key in flags})
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
-        if path is None or exc.file:
+        top = re.split(r"[.\[,]", exc.key, maxsplit=1)[0]
+        where = "command line" if top in flags else str(path) if path is not None else None
+        if where is None or exc.file:
             raise
-        raise ConfigError(exc.key, exc.reason, str(path)) from None
+        raise ConfigError(exc.key, exc.reason, where) from None
 
 
 def from_dict(cls: type[T], data: object, prefix: str = "") -> T:
