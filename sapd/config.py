@@ -128,6 +128,13 @@ class SapdConfig:
     web: WebConfig = setting(factory=WebConfig)
 
     def validate(self) -> None:
+        joined: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+        for i, address in enumerate(self.groups):
+            group = ipaddress.ip_address(address)
+            if group in joined:
+                raise ConfigError(f"groups[{i}]", f"{group} is listed twice "
+                                  f"(groups[{joined[group]}])")
+            joined[group] = i
         seen: list[tuple[int, ScopeEntry]] = []
         for i, entry in enumerate(self.scope):
             for j, other in seen:

@@ -163,3 +163,9 @@ def test_nan_and_infinity_were_accepted_madcapd(tmp_path: Path, text: str) -> No
                                   "sapd_poll = 0.001"])
 def test_madcapd_durations_were_unbounded(tmp_path: Path, text: str) -> None:
     assert text.split(maxsplit=1)[0] + ": must be" in madcapd_error(tmp_path, text + "\n")
+
+
+def test_a_group_listed_twice_was_joined_twice(tmp_path: Path) -> None:
+    message = sapd_error(tmp_path, 'groups = ["239.255.255.255", "ff05::2:7ffe", '
+                                   '"239.255.255.255"]\n')
+    assert "groups[2]: 239.255.255.255 is listed twice (groups[0])" in message
