@@ -319,7 +319,7 @@ def _value(key: str, value: Any, hint: Any, rule: Rule | None) -> Any:
         return [_value(f"{key}[{i}]", item, args[0], rule) for i, item in enumerate(value)]
     coerced = _scalar(key, value, hint)
     if rule is not None:
-        _apply(key, coerced, rule)
+        _apply(key, coerced, rule, value)
     return coerced
 
 
@@ -365,12 +365,13 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else f"{_kind(value)} ({len(text)} characters)"
 
 
-def _apply(key: str, value: Any, rule: Rule) -> None:
+def _apply(key: str, value: Any, rule: Rule, written: Any) -> None:
+    """``written`` is the value as the file had it, for the message (0, not 0.0)."""
     if isinstance(value, int | float) and not isinstance(value, bool) \
             and (rule.off is None or value != rule.off):
         low, high = rule.min, rule.max
         if (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(key, f"must be {_bounds(rule)}, not {_brief(value)}")
+            raise ConfigError(key, f"must be {_bounds(rule)}, not {_brief(written)}")
     if rule.check is not None:
         try:
             rule.check(value)
