@@ -1,11 +1,14 @@
-"""madcapd configuration: defaults, a TOML file, flags. Scopes are ``[[scope]]`` tables."""
+"""madcapd configuration: every key has a type, a default and a rule (sapd.plumbing.config);
+a TOML file and flags override the defaults. Scopes are ``[[scope]]`` tables, checked
+here for types and bounds and by madcap.pool for what RFC 2365 and RFC 5771 forbid."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from madcap.pool import (
     DEFAULT_SCOPE,
@@ -17,56 +20,120 @@ from madcap.pool import (
 from madcap.server import ServerSettings
 from madcap.wire import PORT
 from sapd.plumbing import paths
-from sapd.plumbing.config import ConfigError, load_config
+from sapd.plumbing.config import (
+    ConfigError,
+    StoreConfig,
+    WebConfig,
+    host_group,
+    interface_name,
+    ip_address,
+    load_config,
+    setting,
+    socket_path,
+    split_host_port,
+    text,
+)
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+Durability = Literal["full", "normal"]
+DAY = 86_400.0
+LEASE_MAX = 0xFFFF_FFFF  # seconds: the width of MADCAP's Lease Time option (RFC 2730 2.5.4)
+YEAR_9999 = 253_402_300_799.0  # the last second a timestamp can be written as a date
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """ADDR, ADDR:PORT, [V6ADDR]:PORT, V6ADDR or :PORT (every IPv4 address); the port
+    defaults to 2535."""
+    if value.count(":") > 1 and not value.startswith("["):
+        value = f"[{value}]"  # a bare IPv6 address
+    host, port = split_host_port(value, PORT)
+    host = host or "0.0.0.0"
+    ip_address(host)
+    return host, port
+
+
+@dataclass(frozen=True)
+class ScopeNameEntry:
+    """One of a scope's names (RFC 2730 Multicast Scope List: language tag, name)."""
+
+    language: str = setting(check=text(1, 64))
+    name: str = setting(check=text(1, 255))  # a one-byte length on the wire
+    default: bool | None = None  # default: the first name is the default one
+
+
+@dataclass(frozen=True)
+class ScopeEntry:
+    """One ``[[scope]]``: an administrative scope addresses are leased from."""
+
+    name: str = setting(check=text(1, 64))
+    range: str = setting(check=text(1, 100))  # NETWORK/LEN or FIRST-LAST
+    pool: str | None = setting(None, check=text(1, 100))  # default: the whole scope
+    ttl: int = setting(255, min=1, max=255)
+    names: list[ScopeNameEntry] = setting(factory=list)
+    lease_default: int = setting(86_400, min=1, max=LEASE_MAX)
+    lease_min: int = setting(60, min=1, max=LEASE_MAX)
+    lease_max: int = setting(30 * 86_400, min=1, max=LEASE_MAX)
+    exclusions: list[str] = setting(factory=list, check=text(1, 100))
+    lifetime_end: float | None = setting(None, min=0.0, max=YEAR_9999)  # Unix time
+    enabled: bool = True
+    max_addresses_per_lease: int = setting(256, min=1, max=65_535)
+    # Per client (the datagram's source address), in this scope. A lab host runs a few
+    # hundred senders; 1,024 leaves it room and caps one host at 1/64 of a /16.
+    max_addresses_per_client: int = setting(1024, min=1, max=1 << 24)
+    # OFFERs a client may hold at once (each holds addresses for offer_hold seconds).
+    max_offers_per_client: int = setting(16, min=1, max=1024)
+
+    def as_table(self) -> dict[str, Any]:
+        """The table madcap.pool.scope_from_config reads."""
+        table = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        table["names"] = [{k: v for k, v in n.items() if v is not None} for n in table["names"]]
+        return table
 
 
 @dataclass(frozen=True)
 class MadcapdConfig:
-    listen: list[str] = field(default_factory=list)  # ADDR[:PORT]; default 0.0.0.0:2535
-    interfaces: list[str] = field(default_factory=list)
-    state_dir: str | None = None
-    socket: str | None = None
-    socket_group: str | None = None
-    log_format: str = "auto"
-    log_level: str = "info"
-    durability: str = "full"  # lease commits: full (fsync) or normal
-    server_id: str | None = None
-    response_cache: float = 60.0
-    offer_hold: float = 60.0
-    clock_skew: float = 1800.0
-    guard: float = 3600.0
-    sapd_socket: str | None = None  # default: sapd's default control socket
-    sapd_poll: float = 10.0
-    scope: list[dict[str, Any]] = field(default_factory=list)
+    listen: list[str] = setting(factory=list, check=parse_listen)  # default 0.0.0.0:2535
+    interfaces: list[str] = setting(factory=list, check=interface_name)
+    state_dir: str | None = setting(None, check=text(1, 4096))
+    socket: str | None = setting(None, check=socket_path)
+    socket_group: str | None = setting(None, check=host_group)
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+    durability: Durability = "full"  # lease commits: full (fsync) or normal
+    server_id: str | None = setting(None, check=ip_address)
+    # Seconds. RFC 2730 section 2.4 keeps answers for retransmissions up to 300 s.
+    response_cache: float = setting(60.0, min=0.0, max=300.0)
+    # An OFFER holds its addresses 1 s to 10 min: a client that has not sent its
+    # REQUEST by then has gone (RFC 2730 clients retransmit for ~30 s).
+    offer_hold: float = setting(60.0, min=1.0, max=600.0)
+    clock_skew: float = setting(1800.0, min=0.0, max=DAY)
+    # Rest of a released or expired address before reuse: none to 30 days.
+    guard: float = setting(3600.0, min=0.0, max=30 * DAY)
+    sapd_socket: str | None = setting(None, check=socket_path)
+    # Seconds between reads of sapd's directory; 0 reads it once at start.
+    sapd_poll: float = setting(10.0, min=1.0, max=3600.0, off=0.0)
+    scope: list[ScopeEntry] = setting(factory=list)
+    store: StoreConfig = setting(factory=StoreConfig)
+    web: WebConfig = setting(factory=WebConfig)
 
     def validate(self) -> None:
-        if self.durability not in ("full", "normal"):
-            raise ConfigError("durability: must be full or normal")
-        if not 0 <= self.response_cache <= 300:
-            raise ConfigError("response_cache: RFC 2730 allows 0..300 seconds")
-        for key in ("offer_hold", "clock_skew", "guard", "sapd_poll"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must not be negative")
-        if self.log_format not in ("auto", "json", "console"):
-            raise ConfigError("log_format: must be auto, json or console")
-        if self.server_id is not None:
-            try:
-                ipaddress.ip_address(self.server_id)
-            except ValueError:
-                raise ConfigError(f"server_id: {self.server_id!r} is not an address") from None
-        for i, text in enumerate(self.listen):
-            try:
-                parse_listen(text)
-            except ValueError as exc:
-                raise ConfigError(f"listen[{i}]: {exc}") from None
         self.scopes()
 
     def scopes(self) -> list[ScopeConfig]:
+        scopes = []
+        for i, entry in enumerate(self.scope):
+            if not entry.lease_min <= entry.lease_default <= entry.lease_max:
+                raise ConfigError(f"scope[{i}]", "need lease_min <= lease_default <= lease_max")
+            try:
+                scopes.append(scope_from_config(entry.as_table(), i))
+            except PoolConfigError as exc:  # its messages start with the key
+                key, _, reason = str(exc).partition(": ")
+                raise ConfigError(key, reason) from None
         try:
-            scopes = [scope_from_config(entry, i) for i, entry in enumerate(self.scope)]
             check_overlaps(scopes)
         except PoolConfigError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError("scope", str(exc)) from None
         return scopes or [DEFAULT_SCOPE]
 
     def settings(self) -> ServerSettings:
@@ -86,23 +153,6 @@ class MadcapdConfig:
     @property
     def sapd_socket_path(self) -> Path:
         return Path(self.sapd_socket) if self.sapd_socket else paths.client_socket("sapd")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """ADDR, ADDR:PORT, [V6ADDR]:PORT or :PORT."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else PORT
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        port = int(port_text)
-    else:
-        host, port = text, PORT
-    host = host or "0.0.0.0"
-    ipaddress.ip_address(host)
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range")
-    return host, port
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> MadcapdConfig:

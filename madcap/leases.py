@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from sapd.plumbing.errors import StoreUnusable
+
 ACTIVE, RELEASED, EXPIRED, REVOKED = "active", "released", "expired", "revoked"
 
 
@@ -75,9 +77,14 @@ class SqliteLeaseStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.executescript(self.SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            self._db.executescript(self.SCHEMA)
+        except sqlite3.DatabaseError as exc:  # a corrupt or foreign file: say which one
+            self._db.close()
+            raise StoreUnusable(f"{path}: not a usable database ({exc}); move it away to "
+                                "start with no leases (clients then re-request)") from None
         self.commits = 0
 
     def load(self, now: float) -> list[Lease]:

@@ -1,34 +1,59 @@
-"""sapd configuration: every option has a default; a TOML file and flags override."""
+"""sapd configuration: every key has a type, a default and a rule (sapd.plumbing.config);
+a TOML file and flags override the defaults. The bounds and why are in the example
+configuration, systemd/sapd.toml."""
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
-from sapd.plumbing.config import ConfigError, load_config
+from sapd.plumbing.config import (
+    ConfigError,
+    StoreConfig,
+    WebConfig,
+    host_group,
+    interface_name,
+    load_config,
+    multicast_address,
+    multicast_network,
+    setting,
+    socket_path,
+    text,
+    unicast_address,
+)
 from sapd.scopes import STANDARD_GROUPS, ScopeTable
 from sapd.wire import SAP_PORT
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
+DAY = 86_400.0
+
+
+def _profile(name: str) -> None:
+    if name not in PROFILES:
+        raise ValueError(f"{name!r} is not one of {', '.join(sorted(PROFILES))}")
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_sessions: int = 100_000
-    max_sdp_bytes: int = 16 * 1024
-    source_rate: float = 100.0
-    source_burst: float = 200.0
+    # 10 million sessions is ~10 GB of memory; beyond that a cap is no cap.
+    max_sessions: int = setting(100_000, min=1, max=10_000_000)
+    # The inflate cap (zlib bombs): the smallest real SDPs are ~100 bytes; 1 MiB is 16
+    # times the largest UDP payload, so nothing legitimate is ever cut.
+    max_sdp_bytes: int = setting(16 * 1024, min=128, max=1 << 20)
+    # Per source address, new or changed sessions per second; 0.001 is one every
+    # ~17 minutes, 1,000,000 is no limit in practice yet still a number.
+    source_rate: float = setting(100.0, min=0.001, max=1_000_000.0)
+    source_burst: float = setting(200.0, min=1.0, max=1_000_000.0)
     accept_zero_hash: bool = False
 
     def to_limits(self) -> Limits:
-        for key in ("max_sessions", "max_sdp_bytes"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"limits.{key}: must be at least 1")
-        if self.source_rate <= 0 or self.source_burst < 1:
-            raise ConfigError("limits.source_rate/source_burst: must be positive")
         return Limits(max_sessions=self.max_sessions, max_sdp_bytes=self.max_sdp_bytes,
                       source_rate=self.source_rate, source_burst=self.source_burst,
                       accept_zero_hash=self.accept_zero_hash)
@@ -36,64 +61,96 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class AnnounceConfig:
-    ttl: int = 255
-    bandwidth: float = 4000.0  # bit/s per SAP group (RFC 2974 default)
-    source: str | None = None  # source address for our packets (default: the interface's)
-    interfaces: list[str] = field(default_factory=list)  # egress; default: listen set
+    ttl: int = setting(255, min=1, max=255)
+    # bit/s per SAP group (RFC 2974 default 4000). Under 100 bit/s one 1 KB announcement
+    # waits over a minute; 1 Gbit/s is more than any network gives to SAP.
+    bandwidth: float = setting(4000.0, min=100.0, max=1e9)
+    source: str | None = setting(None, check=unicast_address)  # default: the interface's
+    interfaces: list[str] = setting(factory=list, check=interface_name)  # default: listen set
     compress: bool = False
-    directory: str | None = None  # announce every *.sdp file in it
+    directory: str | None = setting(None, check=text(1, 4096))  # announce every *.sdp in it
     withdraw_on_stop: bool = False
-    deletion_repeats: int = 3
+    # Deletions sent per withdrawal (lost packets); 0 sends none, over 10 is a flood.
+    deletion_repeats: int = setting(3, min=0, max=10)
+
+
+@dataclass(frozen=True)
+class ScopeEntry:
+    """One ``[[scope]]``: an administrative scope (RFC 2365) sapd labels and announces in."""
+
+    name: str = setting(check=text(1, 64))
+    range: str = setting(check=multicast_network)
+    # Where announcements in the scope go; default the range's highest address (RFC 2974).
+    sap_group: str | None = setting(None, check=multicast_address)
+    ttl: int = setting(255, min=1, max=255)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.range)
+
+    def validate(self) -> None:
+        if self.sap_group is not None:
+            group = ipaddress.ip_address(self.sap_group)
+            if group not in self.network:  # also catches a group of the other family
+                raise ConfigError("sap_group", f"{group} is not inside {self.network}")
+
+    def as_table(self) -> dict[str, Any]:
+        """The table ScopeTable.from_config reads."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
 class SapdConfig:
-    interfaces: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=lambda: [str(g) for g in STANDARD_GROUPS])
-    port: int = SAP_PORT
-    profile: str = DEFAULT_PROFILE
-    expiry_floor: float | None = None  # overrides the profile's
-    default_period: float | None = None  # overrides the profile's
-    state_dir: str | None = None
-    socket: str | None = None
-    socket_group: str | None = None
-    admin_group: str | None = None
-    log_format: str = "auto"
-    log_level: str = "info"
-    event_loop: str = "auto"
-    refresh_flush_interval: float = 1.0
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    announce: AnnounceConfig = field(default_factory=AnnounceConfig)
-    scope: list[dict[str, Any]] = field(default_factory=list)
+    interfaces: list[str] = setting(factory=list, check=interface_name)
+    groups: list[str] = setting(factory=lambda: [str(g) for g in STANDARD_GROUPS],
+                                check=multicast_address)
+    port: int = setting(SAP_PORT, min=1, max=65535)
+    profile: str = setting(DEFAULT_PROFILE, check=_profile)
+    # Profile overrides, seconds. A session lives at least expiry_floor after it was last
+    # heard: 1 s (tests) to a day. default_period is the assumed announcement interval:
+    # 0.1 s (tests) to an hour, RFC 2974's largest useful interval.
+    expiry_floor: float | None = setting(None, min=1.0, max=DAY)
+    default_period: float | None = setting(None, min=0.1, max=3600.0)
+    state_dir: str | None = setting(None, check=text(1, 4096))
+    socket: str | None = setting(None, check=socket_path)
+    socket_group: str | None = setting(None, check=host_group)
+    admin_group: str | None = setting(None, check=host_group)
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+    event_loop: EventLoop = "auto"
+    # Seconds between hand-overs of refreshed last-seen times to the store: under 0.1 s
+    # it is a busy loop of tiny commits, over 5 minutes a restart forgets too much.
+    refresh_flush_interval: float = setting(1.0, min=0.1, max=300.0)
+    limits: LimitsConfig = setting(factory=LimitsConfig)
+    announce: AnnounceConfig = setting(factory=AnnounceConfig)
+    scope: list[ScopeEntry] = setting(factory=list)
+    store: StoreConfig = setting(factory=StoreConfig)
+    web: WebConfig = setting(factory=WebConfig)
 
     def validate(self) -> None:
-        if self.profile not in PROFILES:
-            raise ConfigError(f"profile: {self.profile!r} is not one of {sorted(PROFILES)}")
-        for i, group in enumerate(self.groups):
-            try:
-                if not ipaddress.ip_address(group).is_multicast:
-                    raise ConfigError(f"groups[{i}]: {group} is not a multicast address")
-            except ValueError:
-                raise ConfigError(f"groups[{i}]: {group!r} is not an IP address") from None
-        for key in ("expiry_floor", "default_period"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{key}: must be positive")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port: {self.port} is not a UDP port")
-        if self.log_format not in ("auto", "json", "console"):
-            raise ConfigError("log_format: must be auto, json or console")
-        if self.event_loop not in ("auto", "uvloop", "asyncio"):
-            raise ConfigError("event_loop: must be auto, uvloop or asyncio")
-        if not 0 < self.announce.ttl <= 255:
-            raise ConfigError(f"announce.ttl: {self.announce.ttl} is not within 1..255")
-        if self.announce.bandwidth <= 0:
-            raise ConfigError("announce.bandwidth: must be positive")
-        self.limits.to_limits()
+        joined: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+        for i, address in enumerate(self.groups):
+            group = ipaddress.ip_address(address)
+            if group in joined:
+                raise ConfigError(f"groups[{i}]", f"{group} is listed twice "
+                                  f"(groups[{joined[group]}])")
+            joined[group] = i
+        seen: list[tuple[int, ScopeEntry]] = []
+        for i, entry in enumerate(self.scope):
+            for j, other in seen:
+                if entry.name == other.name:
+                    raise ConfigError(f"scope[{i}].name",
+                                      f"{entry.name!r} is used by scope[{j}]")
+                if entry.network.version == other.network.version and \
+                        entry.network.overlaps(other.network):
+                    raise ConfigError(f"scope[{i}].range", f"{entry.network} overlaps "
+                                      f"scope[{j}] ({other.name!r}, {other.network})")
+            seen.append((i, entry))
         try:
-            ScopeTable.from_config(self.scope)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            self.scope_table()
+        except ValueError as exc:  # the table's own rules; its messages name the key
+            key, _, reason = str(exc).partition(": ")
+            raise ConfigError(key, reason) from None
 
     @property
     def state_path(self) -> Path:
@@ -113,7 +170,7 @@ class SapdConfig:
             else profile.default_period)
 
     def scope_table(self) -> ScopeTable:
-        return ScopeTable.from_config(self.scope)
+        return ScopeTable.from_config([entry.as_table() for entry in self.scope])
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> SapdConfig:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from sapd.plumbing.errors import StoreUnusable
+
 SCHEMA_VERSION = 3
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
@@ -266,7 +268,7 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-class SchemaError(RuntimeError):
+class SchemaError(StoreUnusable):
     """The database file was written by a newer sapd."""
 
 
@@ -282,11 +284,16 @@ class SqliteDirectory:
                                    cached_statements=512)
         self._lock = threading.RLock()
         self._depth = 0
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=OFF")
-        self._migrate()
-        self.generation = self._read_generation()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._migrate()
+            self.generation = self._read_generation()
+        except sqlite3.DatabaseError as exc:  # a corrupt or foreign file: say which one
+            self._db.close()
+            raise StoreUnusable(f"{self.path}: not a usable database ({exc}); move it "
+                                "away to start with an empty directory") from None
         self._next_rid: int | None = None  # known on first write
         self._plans: dict[str, tuple[float, _TextPlan]] = {}  # text -> (until, plan)
         self._cutoffs: dict[int, tuple[float, str | None]] = {}  # rows -> (until, name)

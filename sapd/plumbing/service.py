@@ -19,6 +19,7 @@ from typing import Any
 from sapd.plumbing import logs, systemd
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import SocketInUse
+from sapd.plumbing.errors import StoreUnusable
 
 log = logs.get("service")
 
@@ -132,7 +133,7 @@ def run(service: Service, loop_choice: str,
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
     try:
         loop.run_until_complete(service.run())
-    except (SocketInUse, StateInUse) as exc:
+    except (SocketInUse, StateInUse, StoreUnusable) as exc:
         log.error("cannot start", error=str(exc))
         return 1
     except OSError as exc:

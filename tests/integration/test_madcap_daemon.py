@@ -31,7 +31,7 @@ names = [{language = "en", name = "Studio A"}, {language = "de", name = "Studio 
 def madcapd(tmp_path: Path) -> Any:
     port = free_udp_port()
     config = tmp_path / "madcapd.toml"
-    config.write_text(SCOPE + "guard = 5.0\n")
+    config.write_text("guard = 5.0\n" + SCOPE)  # top level: after [[scope]] it is a scope key
     daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{port}",
                                                  "--config", str(config),
                                                  "--sapd-socket", str(tmp_path / "none.sock")])
