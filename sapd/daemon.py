@@ -24,6 +24,7 @@ from sapd.lifecycle import (
     ACCEPTED_DELETE,
     ACCEPTED_NEW,
     ACCEPTED_REFRESH,
+    DROP_INTERNAL_ERROR,
     PROFILES,
     Engine,
     Event,
@@ -135,7 +136,9 @@ class SapDaemon(service.Service):
 
     # -- packets ---------------------------------------------------------------------
     def _on_datagram(self, data: bytes) -> None:
-        self.engine.receive_datagram(data, time.time())
+        if self.engine.receive_datagram(data, time.time()) == DROP_INTERNAL_ERROR:
+            log.error("datagram raised in the engine; counted as internal_error",
+                      error=self.engine.last_internal_error, size=len(data))
 
     def _after_batch(self) -> None:
         """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
