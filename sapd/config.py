@@ -11,7 +11,7 @@ from typing import Any
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
 from sapd.plumbing.config import ConfigError, load_config
-from sapd.scopes import STANDARD_GROUPS, ScopeTable
+from sapd.scopes import IPAddress, ScopeTable
 from sapd.wire import SAP_PORT
 
 
@@ -49,7 +49,7 @@ class AnnounceConfig:
 @dataclass(frozen=True)
 class SapdConfig:
     interfaces: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=lambda: [str(g) for g in STANDARD_GROUPS])
+    groups: list[str] = field(default_factory=list)  # empty: see listen_groups()
     port: int = SAP_PORT
     profile: str = DEFAULT_PROFILE
     expiry_floor: float | None = None  # overrides the profile's
@@ -114,6 +114,13 @@ class SapdConfig:
 
     def scope_table(self) -> ScopeTable:
         return ScopeTable.from_config(self.scope)
+
+    def listen_groups(self) -> list[IPAddress]:
+        """The configured groups; by default every SAP group the scope table may announce
+        on, configured scopes included, so that two sapd hosts hear each other."""
+        if self.groups:
+            return [ipaddress.ip_address(g) for g in self.groups]
+        return list(self.scope_table().sap_groups())
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> SapdConfig:

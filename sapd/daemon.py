@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import sys
 import time
@@ -85,7 +84,7 @@ class SapDaemon(service.Service):
             loaded = self.engine.load(self.store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
-        groups = [ipaddress.ip_address(g) for g in self.config.groups]
+        groups = self.config.listen_groups()
         self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
                                           self._on_datagram, self._after_batch)
         self.receiver.open()
