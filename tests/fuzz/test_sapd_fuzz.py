@@ -10,6 +10,7 @@ the engine, also after a restart. `make soak` runs it with 1,000,000 inputs.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,13 +66,34 @@ def _check_store_agrees(store: SqliteDirectory, engine: Engine, too_big: set[str
     return len(stored.keys() - too_big)
 
 
+class CollectorPauses:
+    """The longest cyclic-collector pause (CPU seconds): it lands in whichever input
+    allocates when it is due, so the printed figures tell it from the input's own cost."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.armed = False  # only pauses inside an input count, not the settles between
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if not self.armed:
+            return
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.longest = max(self.longest, time.thread_time() - self._started)
+
+
 @pytest.fixture
-def daemon_collector() -> Iterator[None]:
+def daemon_collector() -> Iterator[CollectorPauses]:
     """The cyclic collector as sapd runs it (tune_collector, settles that freeze what
     lives on): a per-input budget is about sapd's costs, not pytest's heap."""
     threshold = gc.get_threshold()
     service.tune_collector()
-    yield
+    pauses = CollectorPauses()
+    gc.callbacks.append(pauses)
+    yield pauses
+    gc.callbacks.remove(pauses)
     gc.set_threshold(*threshold)
     gc.unfreeze()
 
@@ -80,8 +102,8 @@ def _stored_so_far(engine: Engine) -> int:
     return engine.counters.get("new", 0) + engine.counters.get("changed", 0)
 
 
-@pytest.mark.usefixtures("daemon_collector")
-def test_fuzzed_datagrams_through_the_engine(tmp_path: Path) -> None:
+def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
+                                             daemon_collector: CollectorPauses) -> None:
     gc.collect()
     rss_before = budget.rss_mb()
     store = SqliteDirectory(tmp_path / "directory.sqlite3")
@@ -95,11 +117,14 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path) -> None:
         now += STEP
 
         def feed(data: bytes = data, now: float = now) -> str:
+            daemon_collector.armed = True
             try:
                 return engine.receive_datagram(data, now)
             except Exception as exc:  # the engine must not let any escape
                 untyped.append(f"{type(exc).__name__}: {exc}"[:200])
                 return "escaped"
+            finally:
+                daemon_collector.armed = False
 
         tally.run(data, feed)
         if index % FLUSH_EVERY == 0:
@@ -117,7 +142,8 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path) -> None:
     print(f"\n{tally.report('sapd engine datagram entry')}"
           f"\nsessions {len(engine)}, expired {engine.counters['expired']}, "
           f"RSS {rss_before:.0f} -> {rss_after:.0f} MB, "
-          f"slowest input {len(tally.slowest)} bytes {tally.slowest[:40]!r}")
+          f"slowest input {len(tally.slowest)} bytes {tally.slowest[:40]!r}, "
+          f"longest collector pause {daemon_collector.longest * 1000:.2f} ms")
     assert not untyped, untyped[:5]
     assert outcomes.get(DROP_INTERNAL_ERROR, 0) == 0, engine.last_internal_error
     assert set(outcomes) <= NAMED_OUTCOMES, set(outcomes) - NAMED_OUTCOMES
