@@ -335,9 +335,9 @@ def _parse_origin(b: _Builder, n: int, value: str) -> None:
     if version is None:
         return
     if nettype != "IN":
-        b.warn(n, f"o= network type {nettype!r} is not IN")
+        b.warn(n, f"o= network type {_shown(nettype)} is not IN")
     if addrtype not in ("IP4", "IP6"):
-        b.warn(n, f"o= address type {addrtype!r} is not IP4 or IP6")
+        b.warn(n, f"o= address type {_shown(addrtype)} is not IP4 or IP6")
     if address.startswith("127.") or address == "::1":
         b.warn(n, f"o= address {address} is a loopback address; sessions from "
                   "different hosts may share this identity")
@@ -370,7 +370,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
             socket.inet_pton(other, address)
         except OSError:
             if len(parts) > 1:
-                b.error(n, f"c= address {address!r} is not an {addrtype} address")
+                b.error(n, f"c= address {_shown(address)} is not an {addrtype} address")
                 return None
             return Connection(nettype, addrtype, address, None, 1, False)  # FQDN
         b.error(n, f"c= address {address} does not match address type {addrtype}")
@@ -395,7 +395,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
             b.error(n, f"c= IPv4 multicast address {address} needs a TTL ({address}/<ttl>)")
             return None
         if len(numbers) > 2:
-            b.error(n, f"c= {spec!r} has too many '/' fields")
+            b.error(n, f"c= {_shown(spec)} has too many '/' fields")
             return None
         ttl = numbers[0]
         if ttl > 255:
@@ -405,7 +405,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
             count = numbers[1]
     else:
         if len(numbers) > 1:
-            b.error(n, f"c= IPv6 multicast {spec!r} takes no TTL, only '/<count>'")
+            b.error(n, f"c= IPv6 multicast {_shown(spec)} takes no TTL, only '/<count>'")
             return None
         if numbers:
             count = numbers[0]
@@ -443,7 +443,7 @@ def _add_attribute(b: _Builder, n: int, value: str) -> None:
     """An a= line, to the current media section's attributes or the session's."""
     name, sep, attr_value = value.partition(":")
     if not name or not _TOKEN_CHARS.issuperset(name):
-        b.error(n, f"a= attribute name {name!r} is not a token")
+        b.error(n, f"a= attribute name {_shown(name)} is not a token")
         return
     in_media = b.m_head is not None
     if name == "rtpmap" and in_media:
@@ -600,7 +600,7 @@ def validate(data: str | bytes) -> tuple[SessionDescription | None, list[Problem
         if index < len(mandatory):
             if kind == "v":
                 if value != "0":
-                    b.error(n, f"v= must be 0, got {value!r}")
+                    b.error(n, f"v= must be 0, got {_shown(value)}")
             elif kind == "o":
                 _parse_origin(b, n, value)
             else:

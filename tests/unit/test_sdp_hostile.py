@@ -203,3 +203,12 @@ def test_sapctl_decode_hostile_deletion_printed_a_traceback(tmp_path: Path) -> N
     result = run(script("sapctl"), "decode", str(path))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "not a valid o= line" in result.stderr
+
+
+@pytest.mark.parametrize("line", ["v=" + "1" * 10000, "a=" + "x y" * 5000,
+                                  "c=IN IP4 " + "z" * 10000 + "/1"],
+                         ids=["version", "attribute_name", "connection_address"])
+def test_error_quoted_a_ten_kilobyte_value_in_full(line: str) -> None:
+    at = line[:2] if not line.startswith("a=") else "a=rtpmap"
+    _session, errors, _warnings = sdp.validate(sdp_with(line, at=at))
+    assert errors and all(len(e.message) < 300 for e in errors), [len(e.message) for e in errors]
