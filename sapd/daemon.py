@@ -264,8 +264,10 @@ class SapDaemon(service.Service):
         self.engine.profile = new.expiry_profile()
         self.engine.limits = new.limits.to_limits()
         self.engine.scopes = new.scope_table()
-        needs_restart = [k for k in ("groups", "port", "socket", "state_dir", "socket_group")
+        needs_restart = [k for k in ("port", "socket", "state_dir", "socket_group")
                          if getattr(new, k) != getattr(self.config, k)]
+        if new.listen_groups() != self.config.listen_groups():  # a [[scope]] changes it too
+            needs_restart.insert(0, "groups")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()

@@ -37,3 +37,4 @@ def test_fuzzed_datagrams_over_real_sockets_were_not_all_counted(sapd: Daemon) -
     total = sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                 if line.startswith("sapd_packets_total{"))
     assert total == sent
+
