@@ -26,7 +26,7 @@ from sapd.plumbing.config import (
     text,
     unicast_address,
 )
-from sapd.scopes import STANDARD_GROUPS, ScopeTable
+from sapd.scopes import IPAddress, ScopeTable
 from sapd.wire import SAP_PORT
 
 LogFormat = Literal["auto", "json", "console"]
@@ -102,8 +102,8 @@ class ScopeEntry:
 @dataclass(frozen=True)
 class SapdConfig:
     interfaces: list[str] = setting(factory=list, check=interface_name)
-    groups: list[str] = setting(factory=lambda: [str(g) for g in STANDARD_GROUPS],
-                                check=multicast_address)
+    # Empty: every SAP group the scope table may announce on (listen_groups()).
+    groups: list[str] = setting(factory=list, check=multicast_address)
     port: int = setting(SAP_PORT, min=1, max=65535)
     profile: str = setting(DEFAULT_PROFILE, check=_profile)
     # Profile overrides, seconds. A session lives at least expiry_floor after it was last
@@ -171,6 +171,13 @@ class SapdConfig:
 
     def scope_table(self) -> ScopeTable:
         return ScopeTable.from_config([entry.as_table() for entry in self.scope])
+
+    def listen_groups(self) -> list[IPAddress]:
+        """The configured groups; by default every SAP group the scope table may announce
+        on, configured scopes included, so that two sapd hosts hear each other."""
+        if self.groups:
+            return [ipaddress.ip_address(g) for g in self.groups]
+        return list(self.scope_table().sap_groups())
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> SapdConfig:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from sapd.lifecycle import (
     ACCEPTED_DELETE,
     ACCEPTED_NEW,
     ACCEPTED_REFRESH,
+    DROP_INTERNAL_ERROR,
     PROFILES,
     Engine,
     Event,
@@ -84,7 +84,7 @@ class SapDaemon(service.Service):
             loaded = self.engine.load(self.store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
-        groups = [ipaddress.ip_address(g) for g in self.config.groups]
+        groups = self.config.listen_groups()
         self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
                                           self._on_datagram, self._after_batch)
         self.receiver.open()
@@ -135,7 +135,9 @@ class SapDaemon(service.Service):
 
     # -- packets ---------------------------------------------------------------------
     def _on_datagram(self, data: bytes) -> None:
-        self.engine.receive_datagram(data, time.time())
+        if self.engine.receive_datagram(data, time.time()) == DROP_INTERNAL_ERROR:
+            log.error("datagram raised in the engine; counted as internal_error",
+                      error=self.engine.last_internal_error, size=len(data))
 
     def _after_batch(self) -> None:
         """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
@@ -262,8 +264,10 @@ class SapDaemon(service.Service):
         self.engine.profile = new.expiry_profile()
         self.engine.limits = new.limits.to_limits()
         self.engine.scopes = new.scope_table()
-        needs_restart = [k for k in ("groups", "port", "socket", "state_dir", "socket_group")
+        needs_restart = [k for k in ("port", "socket", "state_dir", "socket_group")
                          if getattr(new, k) != getattr(self.config, k)]
+        if new.listen_groups() != self.config.listen_groups():  # a [[scope]] changes it too
+            needs_restart.insert(0, "groups")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()

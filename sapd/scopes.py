@@ -58,15 +58,10 @@ DEFAULT_SCOPES: tuple[Scope, ...] = (
 
 GLOBAL_V4_SCOPE = Scope("ipv4-global", ipaddress.IPv4Network("224.0.0.0/4"), GLOBAL_V4_GROUP, 255)
 
-# Every group sapd listens on by default (RFC 2974 and what peers send on).
-STANDARD_GROUPS: tuple[IPAddress, ...] = (
-    GLOBAL_V4_GROUP,
-    ipaddress.IPv4Address("239.255.255.255"),
-    ipaddress.IPv4Address("239.195.255.255"),
-    ipaddress.IPv6Address("ff02::2:7ffe"),
-    ipaddress.IPv6Address("ff05::2:7ffe"),
-    ipaddress.IPv6Address("ff0e::2:7ffe"),
-)
+# RFC 4291 2.7: scope F is reserved and treated as global; scope 0 is reserved and has
+# no region of its own. Sessions there are announced on the global group.
+_V6_GLOBAL = 0xE
+_V6_RESERVED = (0x0, 0xF)
 
 
 def packed_is_multicast(packed: bytes) -> bool:
@@ -88,7 +83,8 @@ def _packed(text: str) -> bytes:
 
 def _v6_scope(address: ipaddress.IPv6Address) -> Scope:
     nibble = address.packed[1] & 0x0F
-    group = ipaddress.IPv6Address((0xFF00 | nibble) << 112 | SAP_V6_SUFFIX)
+    announced_in = _V6_GLOBAL if nibble in _V6_RESERVED else nibble
+    group = ipaddress.IPv6Address((0xFF00 | announced_in) << 112 | SAP_V6_SUFFIX)
     net = ipaddress.IPv6Network(((0xFF00 | nibble) << 112, 16))
     hop_limit = 1 if nibble <= 2 else 255
     return Scope(_V6_SCOPE_NAMES.get(nibble, f"ipv6-scope-{nibble:x}"), net, group, hop_limit)
@@ -132,6 +128,15 @@ class ScopeTable:
                 return scope
         return GLOBAL_V4_SCOPE if v4 else _v6_scope(ipaddress.IPv6Address(packed))
 
+    def sap_groups(self) -> tuple[IPAddress, ...]:
+        """Every SAP group :meth:`for_address` can answer: where the announcer may send,
+        and so where sapd listens by default (one table, so the two cannot drift)."""
+        groups: dict[IPAddress, None] = dict.fromkeys(s.sap_group for s in self._scopes)
+        groups[GLOBAL_V4_GROUP] = None
+        for nibble in range(16):  # ff0X::2:7ffe for every scope an IPv6 session can have
+            groups[_v6_scope(ipaddress.IPv6Address((0xFF00 | nibble) << 112)).sap_group] = None
+        return tuple(sorted(groups, key=lambda g: (g.version, int(g))))
+
     def for_group(self, group: IPAddress) -> Scope | None:
         """The scope a SAP group serves, used to label what arrives on it."""
         for scope in self._scopes:
@@ -168,3 +173,7 @@ class ScopeTable:
             scopes = [s for s in scopes if s.name != name]
             scopes.append(Scope(name, network, group, ttl))
         return cls(scopes)
+
+
+# Every group sapd listens on by default: what the default table may announce on.
+STANDARD_GROUPS: tuple[IPAddress, ...] = ScopeTable().sap_groups()

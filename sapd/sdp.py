@@ -24,6 +24,14 @@ from typing import Any
 from sapd.scopes import packed_is_multicast
 
 NTP_UNIX_OFFSET = 2_208_988_800
+# The last NTP second a datetime can hold (9999-12-31T23:59:59Z).
+LAST_NTP_TIME = NTP_UNIX_OFFSET + int(
+    (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
+    .total_seconds())
+# RFC 8866 numbers are 1*DIGIT of any length, kept exact as Python ints; longer than
+# Python's int-string limit they could not be printed back (JSON, logs, the o= line).
+MAX_NUMBER_DIGITS = 4300
+_SHOWN = 40  # characters of a hostile value quoted in an error
 
 # Session-level lines in RFC 8866 order; a lower rank after a higher one is out of order.
 _SESSION_RANK = {"v": 0, "o": 1, "s": 2, "i": 3, "u": 4, "e": 5, "p": 6, "c": 7,
@@ -225,6 +233,29 @@ class SessionDescription:
         }
 
 
+def _shown(text: str) -> str:
+    """A value quoted in an error, cut short: a 16 kB field must not make a 16 kB error."""
+    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"... ({len(text)} chars)"
+
+
+def _is_number(text: str) -> bool:
+    """RFC 8866 ``1*DIGIT``: ASCII digits only (str.isdigit() also takes '\u00b2')."""
+    return text.isascii() and text.isdigit()
+
+
+def _number(b: _Builder, n: int, what: str, text: str) -> int | None:
+    """A ``1*DIGIT`` field as an exact int, or a line-numbered error naming the rule."""
+    if not _is_number(text):
+        b.error(n, f"{what} {_shown(text)} is not numeric (RFC 8866: ASCII digits only)")
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > MAX_NUMBER_DIGITS:
+        b.error(n, f"{what} has {len(significant)} digits; sapd keeps numbers of up to "
+                   f"{MAX_NUMBER_DIGITS} digits")
+        return None
+    return int(significant)
+
+
 def ntp_to_datetime(value: int) -> datetime | None:
     """SDP times are NTP seconds; 0 means unbounded."""
     if value == 0:
@@ -237,7 +268,7 @@ def _is_typed_time(text: str, signed: bool = False) -> bool:
         text = text[1:]
     if text and text[-1] in "dhms":
         text = text[:-1]
-    return text.isdigit()
+    return _is_number(text)
 
 
 class _Builder:
@@ -296,23 +327,23 @@ def _parse_origin(b: _Builder, n: int, value: str) -> None:
         b.error(n, "o= must have six space-separated fields: "
                    "<username> <sess-id> <sess-version> <nettype> <addrtype> <address>")
         return
-    user, sess_id, version, nettype, addrtype, address = fields
-    if not sess_id.isdigit():
-        b.error(n, f"o= session id {sess_id!r} is not numeric")
+    user, sess_id, version_text, nettype, addrtype, address = fields
+    # The session id stays text (it is part of the identity) but must be a number too.
+    if _number(b, n, "o= session id", sess_id) is None:
         return
-    if not version.isdigit():
-        b.error(n, f"o= session version {version!r} is not numeric")
+    version = _number(b, n, "o= session version", version_text)
+    if version is None:
         return
     if nettype != "IN":
-        b.warn(n, f"o= network type {nettype!r} is not IN")
+        b.warn(n, f"o= network type {_shown(nettype)} is not IN")
     if addrtype not in ("IP4", "IP6"):
-        b.warn(n, f"o= address type {addrtype!r} is not IP4 or IP6")
+        b.warn(n, f"o= address type {_shown(addrtype)} is not IP4 or IP6")
     if address.startswith("127.") or address == "::1":
         b.warn(n, f"o= address {address} is a loopback address; sessions from "
                   "different hosts may share this identity")
     if sess_id == "0" and user == "-":
         b.warn(n, "o= session id 0 with username '-' is not globally unique")
-    b.origin = Origin(user, sess_id, int(version), nettype, addrtype, address)
+    b.origin = Origin(user, sess_id, version, nettype, addrtype, address)
 
 
 def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
@@ -323,6 +354,9 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
     nettype, addrtype, spec = fields
     parts = spec.split("/")
     address = parts[0]
+    if not address.isprintable():  # RFC 8866: VCHARs; a NUL also stops inet_pton
+        b.error(n, f"c= address {_shown(address)} contains a control character")
+        return None
     if nettype != "IN" or addrtype not in ("IP4", "IP6"):
         b.warn(n, f"c= {nettype} {addrtype} is not IN IP4/IP6; address not interpreted")
         return Connection(nettype, addrtype, address, None, 1, False)
@@ -336,7 +370,7 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
             socket.inet_pton(other, address)
         except OSError:
             if len(parts) > 1:
-                b.error(n, f"c= address {address!r} is not an {addrtype} address")
+                b.error(n, f"c= address {_shown(address)} is not an {addrtype} address")
                 return None
             return Connection(nettype, addrtype, address, None, 1, False)  # FQDN
         b.error(n, f"c= address {address} does not match address type {addrtype}")
@@ -344,10 +378,12 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
     v4 = family == socket.AF_INET
     multicast = packed_is_multicast(packed)
     canonical = address if v4 else socket.inet_ntop(family, packed)
-    numbers = parts[1:]
-    if any(not p.isdigit() for p in numbers):
-        b.error(n, f"c= {spec!r}: TTL and address count must be numbers")
-        return None
+    numbers: list[int] = []
+    for text in parts[1:]:
+        number = _number(b, n, "c= TTL or address count", text)
+        if number is None:
+            return None
+        numbers.append(number)
     ttl: int | None = None
     count = 1
     if not multicast:
@@ -359,22 +395,27 @@ def _parse_connection(b: _Builder, n: int, value: str) -> Connection | None:
             b.error(n, f"c= IPv4 multicast address {address} needs a TTL ({address}/<ttl>)")
             return None
         if len(numbers) > 2:
-            b.error(n, f"c= {spec!r} has too many '/' fields")
+            b.error(n, f"c= {_shown(spec)} has too many '/' fields")
             return None
-        ttl = int(numbers[0])
+        ttl = numbers[0]
         if ttl > 255:
             b.error(n, f"c= TTL {ttl} is above 255")
             return None
         if len(numbers) == 2:
-            count = int(numbers[1])
+            count = numbers[1]
     else:
         if len(numbers) > 1:
-            b.error(n, f"c= IPv6 multicast {spec!r} takes no TTL, only '/<count>'")
+            b.error(n, f"c= IPv6 multicast {_shown(spec)} takes no TTL, only '/<count>'")
             return None
         if numbers:
-            count = int(numbers[0])
+            count = numbers[0]
     if count < 1:
         b.error(n, "c= address count must be at least 1")
+        return None
+    # The count's addresses are contiguous (RFC 8866 5.7) and must all be multicast.
+    last = int.from_bytes(packed, "big") + count - 1
+    if last > (0xEFFFFFFF if v4 else (1 << 128) - 1):
+        b.error(n, f"c= address count {count} runs past the end of the multicast range")
         return None
     return Connection(nettype, addrtype, canonical, ttl, count, multicast)
 
@@ -388,9 +429,9 @@ def _parse_media(b: _Builder, n: int, value: str) -> None:
         return
     kind, port_spec, proto = fields[0], fields[1], fields[2]
     port_text, _, count_text = port_spec.partition("/")
-    if not port_text.isdigit() or int(port_text) > 65535 or (
-            count_text and not count_text.isdigit()):
-        b.error(n, f"m= port {port_spec!r} is not '<port>[/<count>]' with port 0-65535")
+    if (not _is_number(port_text) or len(port_text) > 5 or int(port_text) > 65535
+            or (count_text and (not _is_number(count_text) or len(count_text) > 5))):
+        b.error(n, f"m= port {_shown(port_spec)} is not '<port>[/<count>]' with port 0-65535")
         port, count = 0, 1
     else:
         port, count = int(port_text), int(count_text or 1)
@@ -402,14 +443,14 @@ def _add_attribute(b: _Builder, n: int, value: str) -> None:
     """An a= line, to the current media section's attributes or the session's."""
     name, sep, attr_value = value.partition(":")
     if not name or not _TOKEN_CHARS.issuperset(name):
-        b.error(n, f"a= attribute name {name!r} is not a token")
+        b.error(n, f"a= attribute name {_shown(name)} is not a token")
         return
     in_media = b.m_head is not None
     if name == "rtpmap" and in_media:
         pt_text, _, rest = attr_value.partition(" ")
         enc = rest.split("/")
-        if (not pt_text.isdigit() or len(enc) < 2 or not enc[0]
-                or not enc[1].isdigit() or int(pt_text) > 127):
+        if (not _is_number(pt_text) or len(pt_text) > 3 or len(enc) < 2 or not enc[0]
+                or not _is_number(enc[1]) or len(enc[1]) > 10 or int(pt_text) > 127):
             b.error(n, "a=rtpmap must be '<payload type> <encoding>/<clock rate>[/<params>]'")
             return
         b.m_codecs.append(Codec(int(pt_text), enc[0], int(enc[1]),
@@ -420,14 +461,29 @@ def _add_attribute(b: _Builder, n: int, value: str) -> None:
 
 def _parse_time(b: _Builder, n: int, value: str) -> None:
     fields = value.split(" ")
-    if len(fields) != 2 or not fields[0].isdigit() or not fields[1].isdigit():
+    if len(fields) != 2 or not _is_number(fields[0]) or not _is_number(fields[1]):
         b.error(n, "t= must be '<start-time> <stop-time>' in NTP seconds")
         return
-    start, stop = int(fields[0]), int(fields[1])
+    start = _number(b, n, "t= start time", fields[0])
+    stop = _number(b, n, "t= stop time", fields[1])
+    if start is None or stop is None:
+        return
+    for what, value_ in (("start", start), ("stop", stop)):
+        if value_ > LAST_NTP_TIME:
+            b.error(n, f"t= {what} time {_shown(str(value_))} is after year 9999")
+            return
     if stop and start and stop < start:
         b.error(n, "t= stop time is before the start time")
         return
     b.times.append(TimeSpan(ntp_to_datetime(start), ntp_to_datetime(stop)))
+
+
+def _bandwidth_ok(b: _Builder, n: int, value: str) -> bool:
+    bw_type, sep, bw = value.partition(":")
+    if not sep or not bw_type or not _is_number(bw):
+        b.error(n, "b= must be '<bwtype>:<bandwidth>' with a number of kbit/s")
+        return False
+    return True
 
 
 def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
@@ -447,10 +503,7 @@ def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
         if conn:
             b.connections.append(conn)
     elif kind == "b":
-        bw_type, sep, bw = value.partition(":")
-        if not sep or not bw_type or not bw.isdigit():
-            b.error(n, "b= must be '<bwtype>:<bandwidth>'")
-        else:
+        if _bandwidth_ok(b, n, value):
             b.bandwidths.append(value)
     elif kind == "t":
         _parse_time(b, n, value)
@@ -465,7 +518,7 @@ def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
     elif kind == "z":
         fields = value.split(" ")
         if len(fields) < 2 or len(fields) % 2 or not all(
-                f.isdigit() if i % 2 == 0 else _is_typed_time(f, signed=True)
+                _is_number(f) if i % 2 == 0 else _is_typed_time(f, signed=True)
                 for i, f in enumerate(fields)):
             b.error(n, "z= must be pairs of '<adjustment time> <offset>'")
     elif kind == "k":
@@ -483,13 +536,20 @@ def _check_media_line(b: _Builder, n: int, kind: str, value: str) -> None:
         if conn:
             b.m_conns.append(conn)
     elif kind == "b":
-        b.m_bw.append(value)
+        if _bandwidth_ok(b, n, value):
+            b.m_bw.append(value)
     elif kind == "k":
         b.warn(n, "k= is obsolete (RFC 8866) and ignored")
 
 
-def _decode_text(data: str | bytes, b: _Builder) -> str:
+def _decode_text(data: str | bytes, b: _Builder) -> str | None:
     if isinstance(data, str):
+        try:  # text from JSON may hold unpaired surrogates, which nothing can store
+            data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            b.error(data[:exc.start].count("\n") + 1,
+                    "text contains an unpaired surrogate; it is not Unicode text")
+            return None
         return data
     try:
         return data.decode("utf-8")
@@ -503,6 +563,8 @@ def validate(data: str | bytes) -> tuple[SessionDescription | None, list[Problem
     """Validate an SDP. Returns (session or None, errors, warnings)."""
     b = _Builder()
     text = _decode_text(data, b)
+    if text is None:
+        return None, b.errors, b.warnings
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -538,7 +600,7 @@ def validate(data: str | bytes) -> tuple[SessionDescription | None, list[Problem
         if index < len(mandatory):
             if kind == "v":
                 if value != "0":
-                    b.error(n, f"v= must be 0, got {value!r}")
+                    b.error(n, f"v= must be 0, got {_shown(value)}")
             elif kind == "o":
                 _parse_origin(b, n, value)
             else:
