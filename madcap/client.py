@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from madcap import wire
-from madcap.server import coalesce, new_lease_id
 from madcap.wire import (
     FAMILY_IPV4,
     FAMILY_IPV6,
@@ -36,6 +35,8 @@ from madcap.wire import (
     MsgType,
     Opt,
     ScopeName,
+    coalesce,
+    new_lease_id,
 )
 
 LOCAL_SCOPE_SERVER = "239.255.255.254"  # the IPv4 Local Scope's MADCAP server address

@@ -15,9 +15,15 @@ from madcap.pool import (
     scope_from_config,
 )
 from madcap.server import ServerSettings
+from madcap.store import BACKENDS
 from madcap.wire import PORT
 from sapd.plumbing import paths
 from sapd.plumbing.config import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = "sqlite"  # madcap.store.BACKENDS
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,12 @@ class MadcapdConfig:
     sapd_socket: str | None = None  # default: sapd's default control socket
     sapd_poll: float = 10.0
     scope: list[dict[str, Any]] = field(default_factory=list)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     def validate(self) -> None:
+        if self.store.backend not in BACKENDS:
+            raise ConfigError(f"store.backend: {self.store.backend!r} is not one of "
+                              f"{', '.join(BACKENDS)}")
         if self.durability not in ("full", "normal"):
             raise ConfigError("durability: must be full or normal")
         if not 0 <= self.response_cache <= 300:

@@ -256,5 +256,3 @@ class Pool:
             self.dry = (self.freed, avoid, start)
         return chosen
 
-    def in_use(self, now: float) -> int:
-        return sum(1 for ws in self.windows.values() if any(w[0] <= now < w[1] for w in ws))
