@@ -184,6 +184,14 @@ class MadcapClient:
             lambda: _Protocol(self._deliver), sock=sock)
         self._transport = transport
 
+    def attach(self, transport: asyncio.DatagramTransport) -> None:
+        """Send through ``transport`` instead of a socket of our own (an in-memory pair in
+        tests, or a socket the caller owns); hand its answers to ``datagram_received``."""
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._deliver(data, addr)
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
