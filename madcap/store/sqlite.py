@@ -46,8 +46,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS leases_hold ON leases(hold_until);
     """,
-    # 2: the operator's and the contract's "leases of this client"
-    "CREATE INDEX IF NOT EXISTS leases_client ON leases(client);",
+    # 2, 3, ...: appended here, never edited once released (an index costs every write:
+    # the client and address look-ups are operator questions, answered by a scan)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -88,9 +88,10 @@ class SqliteLeaseStore:
         except sqlite3.Error as exc:
             raise LeaseStoreError(_reason(exc), f"{self.path}: {exc}") from None
         self.problem = self.check()
-        # address -> the leases holding it (a few at most: future starts), kept for the
-        # refusal check; rebuilt from the file on open
-        self._holders: dict[str, list[Lease]] = {}
+        # address -> the lease holding it, for the refusal check (rebuilt from the file on
+        # open); the rare second and later live holders (future starts) in _more
+        self._holders: dict[str, Lease] = {}
+        self._more: dict[str, list[Lease]] = {}
         now = self.now()
         for lease in self.load(now):
             self._hold(lease, now)
@@ -211,26 +212,38 @@ class SqliteLeaseStore:
             self.commits += 1
 
     def _overlapping(self, lease: Lease) -> list[Lease]:
-        holders = self._holders
         found: list[Lease] = []
+        holders, more = self._holders, self._more
         for address in lease.addresses:
-            for other in holders.get(address, ()):
-                if other.lease_id != lease.lease_id and other.start < lease.hold_until \
-                        and lease.start < other.hold_until:
-                    found.append(other)
+            other = holders.get(address)
+            if other is not None and other.lease_id != lease.lease_id \
+                    and other.start < lease.hold_until and lease.start < other.hold_until:
+                found.append(other)
+            if more:
+                found += [o for o in more.get(address, ()) if o.lease_id != lease.lease_id
+                          and o.start < lease.hold_until and lease.start < o.hold_until]
         return found
 
     def _hold(self, lease: Lease, now: float) -> None:
-        holders = self._holders
+        holders, more = self._holders, self._more
         for address in lease.addresses:
-            held = holders.get(address)
-            if held is None:
-                holders[address] = [lease]
+            other = holders.get(address)
+            holders[address] = lease
+            if other is None or other.lease_id == lease.lease_id or other.hold_until <= now:
+                if more and address in more:
+                    self._unstack(address, lease, now)
                 continue
-            # the lease's previous version goes; so do leases whose guard time is over
-            keep = [o for o in held if o.lease_id != lease.lease_id and o.hold_until > now]
-            keep.append(lease)
-            holders[address] = keep
+            # another live holder: a lease that starts later, or one this one follows
+            more.setdefault(address, []).append(other)
+            self._unstack(address, lease, now)
+
+    def _unstack(self, address: str, lease: Lease, now: float) -> None:
+        kept = [o for o in self._more[address]
+                if o.lease_id != lease.lease_id and o.hold_until > now]
+        if kept:
+            self._more[address] = kept
+        else:
+            del self._more[address]
 
     def purge(self, before: float) -> int:
         try:
@@ -238,9 +251,12 @@ class SqliteLeaseStore:
                 cur = self._db.execute("DELETE FROM leases WHERE hold_until <= ?", (before,))
         except sqlite3.Error as exc:
             raise LeaseStoreError(_reason(exc), f"{self.path}: {exc}") from None
-        for address in [a for a, held in self._holders.items()
-                        if all(o.hold_until <= before for o in held)]:
+        for address in [a for a, held in self._holders.items() if held.hold_until <= before]:
             del self._holders[address]
+        for address in list(self._more):
+            self._more[address] = [o for o in self._more[address] if o.hold_until > before]
+            if not self._more[address]:
+                del self._more[address]
         return cur.rowcount
 
     def close(self) -> None:

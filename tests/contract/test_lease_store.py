@@ -86,7 +86,7 @@ def test_commit_refuses_only_the_lease_whose_address_another_holds(opener: Opene
     store = opener()
     holder = lease(1, "239.255.0.1")
     store.commit([holder])
-    clash = lease(2, "239.255.0.1", start=T0 + 300)  # inside the holder's lease
+    clash = lease(2, "239.255.0.1", start=T0 + 300, end=T0 + 900)  # inside the holder's
     fine = lease(3, "239.255.0.3")
     result = store.commit([clash, fine])
     assert result.refused == frozenset({clash.lease_id})
@@ -97,9 +97,9 @@ def test_commit_refuses_only_the_lease_whose_address_another_holds(opener: Opene
 def test_the_guard_time_holds_an_address_and_then_lets_it_go(opener: Opener) -> None:
     store = opener()
     store.commit([lease(1, "239.255.0.1", end=T0 + 60, state=RELEASED)])
-    in_guard = lease(2, "239.255.0.1", start=T0 + 60 + GUARD - 1)
+    in_guard = lease(2, "239.255.0.1", start=T0 + 60 + GUARD - 1, end=T0 + 900)
     assert store.commit([in_guard]).refused == frozenset({in_guard.lease_id})
-    after = lease(3, "239.255.0.1", start=T0 + 60 + GUARD)
+    after = lease(3, "239.255.0.1", start=T0 + 60 + GUARD, end=T0 + 900)
     assert store.commit([after]).refused == frozenset()
 
 
@@ -137,7 +137,8 @@ def test_empty_commit_is_accepted(opener: Opener) -> None:
 
 
 # -- SQLite's own: the schema versions ---------------------------------------------------
-def test_sqlite_migrates_a_file_written_before_schema_versions(tmp_path: Path) -> None:
+def test_sqlite_migrates_a_file_written_before_schema_versions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "leases.sqlite3"
     old = sqlite3.connect(path)
     old.executescript(MIGRATIONS[0])
@@ -147,14 +148,22 @@ def test_sqlite_migrates_a_file_written_before_schema_versions(tmp_path: Path) -
     old.commit()
     old.close()
     store = SqliteLeaseStore(path)
-    assert store.schema_version == SCHEMA_VERSION
+    assert store.schema_version == SCHEMA_VERSION == 1
     assert store.load(T0) == [lease(1)]
     store.close()
+    # a later version's step runs once, in order, on the next open
+    later = (*MIGRATIONS, "CREATE INDEX leases_scope ON leases(scope)")
+    monkeypatch.setattr("madcap.store.sqlite.MIGRATIONS", later)
+    monkeypatch.setattr("madcap.store.sqlite.SCHEMA_VERSION", len(later))
+    SqliteLeaseStore(path).close()
+    again = SqliteLeaseStore(path)
+    assert again.schema_version == 2 and again.load(T0) == [lease(1)]
+    again.close()
     db = sqlite3.connect(path)
     versions = [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY 1")]
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     db.close()
-    assert versions == list(range(1, SCHEMA_VERSION + 1)) and "leases_client" in indexes
+    assert versions == [1, 2] and "leases_scope" in indexes
 
 
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -166,3 +175,22 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(LeaseStoreError, match="newer than this madcapd"):
         SqliteLeaseStore(path)
+
+
+def test_one_address_held_by_a_lease_now_and_another_later(opener: Opener) -> None:
+    store = opener()
+    now, later = lease(1, "239.255.0.1"), lease(2, "239.255.0.1", start=T0 + 2000,
+                                                  end=T0 + 2600)
+    assert store.commit([now, later]).refused == frozenset()
+    clash_now = lease(3, "239.255.0.1", start=T0 + 10)
+    clash_later = lease(4, "239.255.0.1", start=T0 + 2100, end=T0 + 2200)
+    result = store.commit([clash_now, clash_later])
+    assert result.refused == frozenset({clash_now.lease_id, clash_later.lease_id})
+    assert set(result.taken) == {now, later}
+    # [start, hold_until] windows that do not meet are no clash (the allocator keeps the
+    # guard before a start itself)
+    between = lease(5, "239.255.0.1", start=T0 + 700, end=T0 + 1800)
+    assert store.commit([between]).refused == frozenset()
+    store.close()
+    again = opener()
+    assert again.commit([clash_now]).refused == frozenset({clash_now.lease_id})

@@ -74,10 +74,9 @@ def small_filesystem(path: Path, size: str) -> Iterator[Path]:
 
 def fill(directory: Path) -> Path:
     filler = directory / "filler"
-    with open(filler, "wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
+    with open(filler, "wb", buffering=0) as out, contextlib.suppress(OSError):
+        while True:  # unbuffered: nothing left to flush (and fail) at close
+            out.write(b"\0" * 4096)
     return filler
 
 
