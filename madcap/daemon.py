@@ -183,7 +183,8 @@ class MadcapDaemon(service.Service):
             log.error("reload failed; keeping the running configuration", error=str(exc))
             self.notifier.ready(self.status_line())
             return
-        needs_restart = [k for k in ("scope", "listen", "socket", "state_dir", "durability")
+        needs_restart = [k for k in ("scope", "listen", "socket", "state_dir", "durability",
+                                          "store")
                          if getattr(new, k) != getattr(self.config, k)]
         self.server.settings = new.settings()
         self.config = new

@@ -10,7 +10,7 @@ every backend passes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -32,12 +32,6 @@ class Lease:
 
     def with_changes(self, **changes: Any) -> Lease:
         return replace(self, **changes)
-
-    def overlaps(self, other: Lease) -> bool:
-        """Both hold one address at one time, under different lease ids."""
-        return (self.lease_id != other.lease_id and self.start < other.hold_until
-                and other.start < self.hold_until
-                and not set(self.addresses).isdisjoint(other.addresses))
 
     def to_json(self, now: float | None = None) -> dict[str, Any]:
         out = {"lease_id": self.lease_id.hex(), "scope": self.scope,
@@ -180,8 +174,3 @@ class LeaseStore(Protocol):
 
     def close(self) -> None: ...
 
-
-def conflicts(leases: Iterable[Lease], stored: Iterable[Lease]) -> list[Lease]:
-    """The stored leases that overlap any of ``leases``."""
-    wanted = list(leases)
-    return [s for s in stored if any(s.overlaps(w) for w in wanted)]

@@ -186,9 +186,6 @@ class MadcapServer:
         if restore or taken:  # _adopt re-heapifies every lease end: only when needed
             self._adopt(restore + taken)
 
-    def staged(self) -> bool:
-        return bool(self._undo)
-
     def set_avoided(self, groups: Iterable[str]) -> None:
         """Groups the session directory lists (sapd's /v1/groups): never handed out."""
         out = set()
