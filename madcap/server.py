@@ -61,6 +61,10 @@ _COUNTER_OF: dict[int, str] = {
     MsgType.RELEASE: "releases", MsgType.GETINFO: "informs"}
 
 
+# The scope counter a staged change of a known lease went to, by its new state.
+_COUNTED_AS = {RELEASED: "released", EXPIRED: "expired", ACTIVE: "renewed"}
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     response_cache: float = 60.0  # RESPONSE-CACHE-INTERVAL (RFC: 0-300, 60 recommended)
@@ -174,6 +178,7 @@ class MadcapServer:
                 pool = self.pools[current.scope]
                 for address in current.addresses:
                     pool.give_back(address_value(address), lid)
+                self._uncount(before, current)
             if before is not None:
                 restore.append(before)
             self.counters["refused"] += 1
@@ -185,6 +190,15 @@ class MadcapServer:
         taken = list(taken)
         if restore or taken:  # _adopt re-heapifies every lease end: only when needed
             self._adopt(restore + taken)
+
+    def _uncount(self, before: Lease | None, current: Lease) -> None:
+        """Counters say what happened: a change undone did not."""
+        if current.state == REVOKED:
+            self.counters["revokes"] -= 1
+            return
+        kind = ("granted" if before is None else
+                _COUNTED_AS.get(current.state, "renewed"))
+        self.scope_counters[current.scope][kind] -= 1
 
     def set_avoided(self, groups: Iterable[str]) -> None:
         """Groups the session directory lists (sapd's /v1/groups): never handed out."""

@@ -88,6 +88,7 @@ def test_a_failed_commit_undoes_a_renewal_and_the_retransmission_renews(
                                 lease_time=3000))
     assert exchange(hub, renew, T0 + 10) is None
     assert server.leases[lid(1)].end == first_end  # memory tells what the disk holds
+    assert server.scope_counters["small"]["renewed"] == 0  # counters too
     assert hub.health is not None and "disk_full" in hub.health
     assert hub.failures["disk_full"] == 1
     store.full = False
@@ -107,6 +108,8 @@ def test_a_failed_commit_undoes_a_release_and_an_expiry(tmp_path: Path) -> None:
     hub.stage(server.expire(T0 + 601))
     hub.flush()
     assert set(server.leases) == {lid(1), lid(2)}  # neither the release nor the expiry
+    assert server.scope_counters["small"]["released"] == 0
+    assert server.scope_counters["small"]["expired"] == 0
     store.full = False
     hub.stage(server.expire(T0 + 602))
     hub.flush()
