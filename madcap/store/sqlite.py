@@ -185,8 +185,9 @@ class SqliteLeaseStore:
                 self._write(rows)
             except sqlite3.Error as exc:
                 reason = _reason(exc)
-                if reason == "corrupt" or self.check() is not None:
-                    self.problem = self.check() or f"corrupt: {self.path}: {exc}"
+                found = self.check()  # a failed write may be the first sign of damage
+                if reason == "corrupt" or found is not None:
+                    self.problem = found or f"corrupt: {self.path}: {exc}"
                     reason = "corrupt"
                 raise LeaseStoreError(reason, f"{self.path}: {exc}") from None
         now = self.now()
