@@ -185,7 +185,9 @@ class SqliteLeaseStore:
                 self._write(rows)
             except sqlite3.Error as exc:
                 reason = _reason(exc)
-                found = self.check()  # a failed write may be the first sign of damage
+                # a failed write may be the first sign of damage; a full disk or a lock
+                # is not (and quick_check reads the whole file: not once per batch)
+                found = self.check() if reason in ("corrupt", "io") else None
                 if reason == "corrupt" or found is not None:
                     self.problem = found or f"corrupt: {self.path}: {exc}"
                     reason = "corrupt"
