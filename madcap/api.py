@@ -1,13 +1,16 @@
-"""madcapd's operator API: HTTP/JSON on the Unix control socket."""
+"""madcapd's operator API: HTTP/JSON on the Unix control socket.
+
+The handlers speak to a ``LeaseService`` (madcapd implements it): they never reach
+into the allocator or the store, and this module imports nothing of the daemon.
+"""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from madcap.leases import Lease
+from madcap.leases import Lease, LeaseQuery, LeaseStoreError
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
@@ -16,70 +19,70 @@ from sapd.plumbing.control import (
     json_response,
 )
 
-if TYPE_CHECKING:
-    from madcap.daemon import MadcapDaemon
 
-DAEMON_KEY: web.AppKey[MadcapDaemon] = web.AppKey("madcapd")
+class LeaseService(Protocol):
+    def health(self) -> dict[str, Any]: ...
+    def scope_status(self) -> list[dict[str, Any]]: ...
+    def leases(self, query: LeaseQuery) -> tuple[list[Lease], float]:
+        """The matching leases and the time they were taken at."""
+        ...
 
+    def revoke(self, lease_id: bytes) -> Lease | None:
+        """End a lease now, durably (raises LeaseStoreError); None if not active."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str: ...
+
+
+SERVICE_KEY: web.AppKey[LeaseService] = web.AppKey("madcapd")
 
 
 async def health(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    return json_response({"status": "ok" if daemon.ready else "starting",
-                         "leases": len(daemon.server.leases),
-                         "sapd": daemon.sapd_status})
+    return json_response(request.app[SERVICE_KEY].health())
 
 
 async def scopes(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    return json_response({"scopes": daemon.server.scope_status(time.time())})
+    return json_response({"scopes": request.app[SERVICE_KEY].scope_status()})
 
 
-def _matches(lease: Lease, request: web.Request) -> bool:
-    q = request.query
-    return ((q.get("scope") is None or lease.scope == q["scope"])
-            and (q.get("state") is None or lease.state == q["state"])
-            and (q.get("address") is None or q["address"] in lease.addresses)
-            and (q.get("client") is None or lease.client.startswith(q["client"]))
-            and (q.get("lease_id") is None or lease.lease_id.hex().startswith(q["lease_id"])))
+_FILTERS = ("scope", "state", "address", "client", "lease_id")
 
 
 async def leases(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    known = {"scope", "state", "address", "client", "lease_id", "all"}
+    known = {*_FILTERS, "all"}
     unknown = sorted(set(request.query) - known)
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
-    pool = list(daemon.server.leases.values())
-    if request.query.get("all", "").lower() in ("1", "true", "yes"):
-        pool += list(daemon.server.held.values())
-    now = time.time()
-    found = sorted((le for le in pool if _matches(le, request)),
-                   key=lambda le: (le.scope, le.addresses))
+    q = request.query
+    query = LeaseQuery(**{k: q.get(k) for k in _FILTERS},
+                       include_held=q.get("all", "").lower() in ("1", "true", "yes"))
+    found, now = request.app[SERVICE_KEY].leases(query)
     return json_response({"leases": [le.to_json(now) for le in found], "now": now})
 
 
 async def revoke(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
     text = request.match_info["lease_id"]
     try:
         lease_id = bytes.fromhex(text)
     except ValueError:
         return json_error(400, f"{text!r} is not a hex lease identifier")
-    done = daemon.server.revoke(lease_id, time.time())
+    try:
+        done = request.app[SERVICE_KEY].revoke(lease_id)
+    except LeaseStoreError as exc:
+        return json_error(503, f"lease store: {exc}; the lease is unchanged")
     if done is None:
         return json_error(404, f"no active lease {text}; see GET /v1/leases")
-    daemon.server.commit()
-    return json_response({"revoked": done.to_json(time.time())})
+    return json_response({"revoked": done.to_json(done.end)})
 
 
 async def stats(request: web.Request) -> web.Response:
-    return json_response(request.app[DAEMON_KEY].stats())
+    return json_response(request.app[SERVICE_KEY].stats())
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[DAEMON_KEY].metrics_text(),
+    return web.Response(text=request.app[SERVICE_KEY].metrics_text(),
                         content_type="text/plain", charset="utf-8")
 
 
@@ -97,5 +100,5 @@ ENDPOINTS = [
 ]
 
 
-def build_app(daemon: MadcapDaemon) -> web.Application:
-    return control_app(DAEMON_KEY, daemon, ENDPOINTS)
+def build_app(service: LeaseService) -> web.Application:
+    return control_app(SERVICE_KEY, service, ENDPOINTS)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from madcap import wire
-from madcap.server import coalesce, new_lease_id
 from madcap.wire import (
     FAMILY_IPV4,
     FAMILY_IPV6,
@@ -36,6 +35,8 @@ from madcap.wire import (
     MsgType,
     Opt,
     ScopeName,
+    coalesce,
+    new_lease_id,
 )
 
 LOCAL_SCOPE_SERVER = "239.255.255.254"  # the IPv4 Local Scope's MADCAP server address
@@ -182,6 +183,14 @@ class MadcapClient:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self._deliver), sock=sock)
         self._transport = transport
+
+    def attach(self, transport: asyncio.DatagramTransport) -> None:
+        """Send through ``transport`` instead of a socket of our own (an in-memory pair in
+        tests, or a socket the caller owns); hand its answers to ``datagram_received``."""
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._deliver(data, addr)
 
     def close(self) -> None:
         if self._transport is not None:

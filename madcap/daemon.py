@@ -1,8 +1,9 @@
 """madcapd: the composition root. UDP in, the sans-IO allocator, durable commit, UDP out.
 
-Each socket drain is one batch: every datagram goes through ``MadcapServer.handle``,
-then one ``commit()`` makes the batch's leases durable, and only then are the replies
-sent (group commit: an ACK never leaves before its lease is on disk).
+Each socket drain is one batch: every datagram goes through the hub (madcap/hub.py:
+``MadcapServer.handle`` stages lease changes), one commit makes the batch's leases
+durable, and only then are the replies the store took sent (group commit: an ACK
+never leaves before its lease is on disk).
 """
 
 from __future__ import annotations
@@ -10,23 +11,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from madcap import __version__
 from madcap.api import build_app
 from madcap.config import MadcapdConfig, load, parse_listen
-from madcap.leases import SqliteLeaseStore
+from madcap.hub import LeaseHub
+from madcap.leases import Lease, LeaseQuery, LeaseStore, LeaseStoreError
 from madcap.server import MadcapServer
-from madcap.wire import PORT, IPAddress
+from madcap.store import open_lease_store
+from madcap.wire import PORT
 from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.client import ClientError, UnixClient
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
+from sapd.plumbing.errors import StoreUnusable
 from sapd.transport import InterfaceFollower, MulticastReceiver
 
 log = logs.get("madcapd")
+PURGE_EVERY = 60.0  # seconds between deletions of leases whose guard time is over
 
 
 class MadcapDaemon(service.Service):
@@ -35,7 +42,10 @@ class MadcapDaemon(service.Service):
         self.config = config
         self.scopes = config.scopes()
         self.server: MadcapServer = None  # type: ignore[assignment]  # set in start()
-        self.store: SqliteLeaseStore | None = None
+        self.hub: LeaseHub[tuple[str, int]] = None  # type: ignore[assignment]  # start()
+        self.store: LeaseStore | None = None
+        self._state_lock: int | None = None
+        self._now: Callable[[], float] = time.time  # the store's clock once it is open
         self.receiver: MulticastReceiver | None = None
         self.follower: InterfaceFollower | None = None
         self.control: ControlServer | None = None
@@ -44,10 +54,6 @@ class MadcapDaemon(service.Service):
         self.ready = False
         self.sapd_groups: set[str] = set()
         self.sapd_status = "not checked yet"
-        self._replies: list[tuple[bytes, tuple[str, int]]] = []
-        # (local address, destination) text -> parsed: parsing two addresses per
-        # datagram cost a fifth of the time per exchange
-        self._arrivals: dict[tuple[str, str], tuple[IPAddress, bool]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -55,13 +61,25 @@ class MadcapDaemon(service.Service):
         self.loop = asyncio.get_running_loop()
         state = self.config.state_path
         state.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteLeaseStore(state / "leases.sqlite3", self.config.durability)
-        now = time.time()
+        # one madcapd per state directory: a second one would lease what we hold
+        self._state_lock = service.lock_state(state)
+        try:
+            store = open_lease_store(self.config.store.backend, state,
+                                     self.config.durability)
+        except LeaseStoreError as exc:  # exit 1, the file named
+            raise StoreUnusable(f"lease store: {exc}: not a usable database; move it away "
+                                "to start with no leases (clients then re-request)") from None
+        self.store = store
+        if store.problem:
+            log.error("lease store damaged; health degraded", problem=store.problem)
+        now = store.now()
         with service.collector_paused():  # loads every lease
-            self.server = MadcapServer(self.scopes, self.store, now, self.config.settings(),
-                                       groups_in_use=lambda: self.sapd_groups)
-        self.server.expire(now)
-        self.server.commit()
+            self.server = MadcapServer(self.scopes, store.load(now), now,
+                                       self.config.settings(), cache=store.reply_cache())
+        self.hub = LeaseHub(self.server, store)
+        self._now = store.now
+        self.hub.stage(self.server.expire(now))
+        self.hub.flush()
         service.settle_memory()
         log.info("leases loaded", active=len(self.server.leases), held=len(self.server.held),
                  path=str(state))
@@ -72,7 +90,7 @@ class MadcapDaemon(service.Service):
         families = {s.start.version for s in self.scopes} | set(bind)
         self.receiver = MulticastReceiver(self.loop, groups, port,
                                           on_batch_end=self._after_batch,
-                                          packet_handler=self._on_packet, bind=bind,
+                                          packet_handler=self.hub.on_datagram, bind=bind,
                                           families=families)
         self.receiver.open()
         self.follower = InterfaceFollower(self.loop, self.receiver,
@@ -102,47 +120,40 @@ class MadcapDaemon(service.Service):
         if self.receiver:
             self.receiver.close()
         if self.store:
-            self.server.commit()
+            self.hub.flush()
             self.store.close()
+        if self._state_lock is not None:
+            os.close(self._state_lock)
         self.notifier.close()
 
     # -- packets ---------------------------------------------------------------------------
-    def _on_packet(self, data: bytes, source: tuple[str, int], local: str,
-                   destination: str) -> None:
-        arrival = self._arrivals.get((local, destination))
-        if arrival is None:
-            try:
-                arrival = (ipaddress.ip_address(local or "0.0.0.0"),
-                           bool(destination) and ipaddress.ip_address(destination).is_multicast)
-            except ValueError:
-                return
-            if len(self._arrivals) < 1024:  # a few local addresses and groups
-                self._arrivals[(local, destination)] = arrival
-        local_ip, multicast = arrival
-        reply = self.server.handle(data, f"{source[0]}:{source[1]}", local_ip, time.time(),
-                                   multicast)
-        if reply is not None:
-            self._replies.append((reply, source))
-
     def _after_batch(self) -> None:
-        replies, self._replies = self._replies, []
-        try:
-            self.server.commit()
-        except Exception as exc:  # nothing acknowledged: the clients will retransmit
-            log.error("lease commit failed; replies dropped", error=str(exc),
-                      dropped=len(replies))
-            return
+        failures = sum(self.hub.failures.values())
+        replies = self.hub.flush()
+        if sum(self.hub.failures.values()) != failures:
+            # nothing acknowledged for the refused changes: the clients will retransmit
+            log.error("lease commit failed; replies dropped", error=self.hub.problem)
         assert self.receiver is not None
         for data, address in replies:
             self.receiver.send(data, address)
 
     async def _housekeeping(self) -> None:
         settler = service.MemorySettler(self.server.counters["acks"])
+        purged_at = 0.0
         while True:
             await asyncio.sleep(1.0)
             settler.note(self.server.counters["acks"])
-            expired = self.server.expire(time.time())
+            now = self._now()
+            expired = self.server.expire(now)
+            self.hub.stage(expired)
             self._after_batch()
+            if now - purged_at >= PURGE_EVERY and self.store is not None:
+                # rows whose guard time is over are never loaded again: forget them
+                purged_at = now
+                try:
+                    self.store.purge(now)
+                except LeaseStoreError as exc:
+                    log.error("lease purge failed", error=str(exc))
             for lease in expired:
                 log.info("lease expired", lease_id=lease.lease_id.hex(),
                          addresses=list(lease.addresses))
@@ -155,6 +166,7 @@ class MadcapDaemon(service.Service):
             try:
                 result = await self.loop.run_in_executor(None, client.get_json, "/v1/groups")
                 self.sapd_groups = set(result["groups"])
+                self.server.set_avoided(self.sapd_groups)
                 self.sapd_status = f"connected ({len(self.sapd_groups)} groups in use)"
             except (ClientError, OSError, ValueError, KeyError) as exc:
                 self.sapd_status = f"unavailable ({exc}); allocating without it"
@@ -172,7 +184,8 @@ class MadcapDaemon(service.Service):
             log.error("reload failed; keeping the running configuration", error=str(exc))
             self.notifier.ready(self.status_line())
             return
-        needs_restart = [k for k in ("scope", "listen", "socket", "state_dir", "durability")
+        needs_restart = [k for k in ("scope", "listen", "socket", "state_dir", "durability",
+                                          "store")
                          if getattr(new, k) != getattr(self.config, k)]
         self.server.settings = new.settings()
         self.config = new
@@ -181,6 +194,34 @@ class MadcapDaemon(service.Service):
             await self.follower.resync()
         log.info("reloaded", needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
+
+    # -- the operator API (madcap/api.py's LeaseService) -----------------------------------
+    def health(self) -> dict[str, Any]:
+        problem = self.hub.health if self.hub else None
+        out: dict[str, Any] = {
+            "status": "starting" if not self.ready else "degraded" if problem else "ok",
+            "leases": len(self.server.leases) if self.server else 0,
+            "sapd": self.sapd_status}
+        if problem:
+            out["store"] = problem
+        return out
+
+    def scope_status(self) -> list[dict[str, Any]]:
+        return self.server.scope_status(self._now())
+
+    def leases(self, query: LeaseQuery) -> tuple[list[Lease], float]:
+        return self.server.query(query), self._now()
+
+    def revoke(self, lease_id: bytes) -> Lease | None:
+        """End a lease now; durable before this returns (raises LeaseStoreError if not)."""
+        done = self.server.revoke(lease_id, self._now())
+        if done is None:
+            return None
+        self.hub.stage([done])
+        self._after_batch()
+        if self.server.leases.get(lease_id) is not None:
+            raise LeaseStoreError("refused", self.hub.problem or "the store refused it")
+        return done
 
     # -- reporting ---------------------------------------------------------------------------
     def status_line(self) -> str:
@@ -197,6 +238,9 @@ class MadcapDaemon(service.Service):
                 "memberships": sorted(f"{g}%{i}" for g, i in self.receiver.joined)
                 if self.receiver else [],
                 "commits": self.store.commits if self.store else 0,
+                "store": {"backend": self.store.backend if self.store else None,
+                          "problem": self.hub.health if self.hub else None,
+                          "failures": dict(self.hub.failures) if self.hub else {}},
                 "uptime": round(now - self.started, 3), "version": __version__}
 
     def metrics_text(self) -> str:
@@ -217,6 +261,13 @@ class MadcapDaemon(service.Service):
             for state in ("leased", "offered", "held", "free"):
                 lines.append(f'madcap_addresses{{scope="{scope["name"]}",state="{state}"}} '
                              f'{scope[state]}')
+        lines += ["# HELP madcap_store_failures_total Lease commits that failed, by reason.",
+                  "# TYPE madcap_store_failures_total counter"]
+        for reason, count in sorted(self.hub.failures.items()):
+            lines.append(f'madcap_store_failures_total{{reason="{reason}"}} {count}')
+        lines += ["# HELP madcap_store_degraded 1 while the lease store is damaged or failing.",
+                  "# TYPE madcap_store_degraded gauge",
+                  f"madcap_store_degraded {int(self.hub.health is not None)}"]
         lines += ["# HELP madcap_sapd_connected 1 when the session directory answers.",
                   "# TYPE madcap_sapd_connected gauge",
                   f"madcap_sapd_connected {int(self.sapd_status.startswith('connected'))}"]

@@ -69,9 +69,6 @@ class ScopeConfig:
         excluded = sum(int(b) - int(a) + 1 for a, b in self.exclusions)
         return int(self.pool_end) - int(self.pool_start) + 1 - excluded
 
-    def contains(self, address: IPAddress) -> bool:
-        return int(self.pool_start) <= int(address) <= int(self.pool_end)
-
     def excluded(self, value: int) -> bool:
         return any(int(a) <= value <= int(b) for a, b in self.exclusions)
 
@@ -256,5 +253,3 @@ class Pool:
             self.dry = (self.freed, avoid, start)
         return chosen
 
-    def in_use(self, now: float) -> int:
-        return sum(1 for ws in self.windows.values() if any(w[0] <= now < w[1] for w in ws))

@@ -1,10 +1,12 @@
-"""The MADCAP allocator as a sans-IO state machine: datagram in, reply out.
+"""The MADCAP allocator as a sans-IO state machine: datagram in, reply and staged
+lease change out. It never touches a store: the caller (madcap/hub.py) commits.
 
-    server = MadcapServer(config, store, now)
-    reply = server.handle(data, client="10.0.0.5:40000", server_address=..., now=now)
+    server = MadcapServer(scopes, store.load(now), now, cache=store.reply_cache())
+    handled = server.handle(data, client="10.0.0.5:40000", server_address=..., now=now)
     ...                       # more datagrams of the same socket drain
-    server.commit()           # one durable transaction for the whole batch
-    send(reply)               # replies are released only after their leases are durable
+    result = store.commit([...the staged leases...])   # one transaction for the batch
+    server.settle(result.refused, result.taken)        # refused changes are undone
+    send(handled.reply)       # unless handled.lease_id was refused
 
 Decisions on the RFC's open points (see README "MADCAP decisions"):
 - the response cache is keyed on (xid, type, lease id, client address) and also
@@ -19,18 +21,25 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from madcap import wire
-from madcap.leases import ACTIVE, EXPIRED, RELEASED, REVOKED, Lease, LeaseStore
+from madcap.leases import (
+    ACTIVE,
+    EXPIRED,
+    RELEASED,
+    REVOKED,
+    Lease,
+    LeaseQuery,
+    MemoryReplyCache,
+    ReplyCache,
+)
 from madcap.pool import Pool, ScopeConfig
 from madcap.wire import (
-    AddressRange,
     ErrorCode,
     ErrorInfo,
     Features,
@@ -39,6 +48,7 @@ from madcap.wire import (
     Message,
     MsgType,
     Opt,
+    coalesce,
 )
 
 SUPPORTED_FEATURES: tuple[int, ...] = ()  # no Server Mobility, Retry After or Shared LID
@@ -49,6 +59,10 @@ _SERVER_TYPES = frozenset({MsgType.OFFER, MsgType.ACK, MsgType.NAK})
 _COUNTER_OF: dict[int, str] = {
     MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests", MsgType.RENEW: "renews",
     MsgType.RELEASE: "releases", MsgType.GETINFO: "informs"}
+
+
+# The scope counter a staged change of a known lease went to, by its new state.
+_COUNTED_AS = {RELEASED: "released", EXPIRED: "expired", ACTIVE: "renewed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +84,11 @@ class _Offer:
     held_until: float
 
 
-@dataclass(slots=True)
-class _Cached:
-    reply: bytes | None
-    stamp: float
+# One datagram's outcome, (reply, lease id, staged): the reply to send once ``staged``
+# (the lease change it depends on, if any) is durable; the lease id names the lease the
+# reply speaks of. A plain tuple: a NamedTuple's constructor cost 3% of an exchange.
+Handled = tuple[bytes | None, bytes | None, Lease | None]
+NOTHING: Handled = (None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,29 +107,30 @@ class _Refused(Exception):
 
 
 class MadcapServer:
-    def __init__(self, scopes: Iterable[ScopeConfig], store: LeaseStore, now: float,
+    def __init__(self, scopes: Iterable[ScopeConfig], leases: Iterable[Lease], now: float,
                  settings: ServerSettings | None = None,
-                 groups_in_use: Callable[[], Iterable[str]] | None = None) -> None:
+                 cache: ReplyCache | None = None) -> None:
         self.settings = settings or ServerSettings()
         self.scopes = list(scopes)
         self._by_id = {s.start: s for s in self.scopes}
         self.pools = {s.name: Pool(s) for s in self.scopes}
-        self.store = store
-        self.groups_in_use = groups_in_use or (lambda: ())
         self.counters: Counter[str] = Counter()
         self.scope_counters: dict[str, Counter[str]] = {s.name: Counter() for s in self.scopes}
         self.leases: dict[bytes, Lease] = {}
         self.held: dict[bytes, Lease] = {}  # ended, addresses still held for the guard time
         self._offers: dict[bytes, _Offer] = {}
-        self._cache: dict[tuple[int, int, bytes, str], _Cached] = {}
-        self._pending: dict[bytes, Lease] = {}
-        self._avoid_source: object = None
-        self._avoid_cache: set[int] = set()
+        self._cache: ReplyCache = cache if cache is not None else MemoryReplyCache()
+        # staged since the last settle(): each lease as it was before, for an undo, and
+        # the cache keys of the replies that announced a change
+        self._undo: dict[bytes, Lease | None] = {}
+        self._undo_keys: list[tuple[int, int, bytes, str]] = []
+        self._staged: Lease | None = None  # by the message being handled
+        self._avoided: set[int] = set()
         # (end, lease id) of every active lease, soonest first; entries of leases renewed,
         # released or revoked since are skipped when they come up. Scanning 300,000
         # leases every second stalled the loop ~15 ms.
         self._ends: list[tuple[float, bytes]] = []
-        self._adopt(store.load(now))
+        self._adopt(leases)
 
     # -- state ---------------------------------------------------------------------------
     def _adopt(self, leases: Iterable[Lease]) -> None:
@@ -134,8 +150,11 @@ class MadcapServer:
         heapq.heapify(self._ends)
 
     def _stage(self, lease: Lease) -> None:
-        """Record a lease change; durable at the next commit()."""
-        self._pending[lease.lease_id] = lease
+        """Record a lease change: the caller commits it, then settle()s."""
+        lid = lease.lease_id
+        if lid not in self._undo:
+            self._undo[lid] = self.leases.get(lid) or self.held.get(lid)
+        self._staged = lease
         if lease.state == ACTIVE:
             self.leases[lease.lease_id] = lease
             self.held.pop(lease.lease_id, None)
@@ -144,13 +163,60 @@ class MadcapServer:
             self.leases.pop(lease.lease_id, None)
             self.held[lease.lease_id] = lease
 
-    def commit(self) -> None:
-        """Make staged lease changes durable. Call before sending the batch's replies;
-        if it raises, drop the replies (clients retransmit)."""
-        if self._pending:
-            batch = list(self._pending.values())
-            self.store.commit(batch)
-            self._pending.clear()
+    def settle(self, refused: Iterable[bytes] = (), taken: Iterable[Lease] = ()) -> None:
+        """The store has taken the staged changes, except those of ``refused`` (because
+        of ``taken``, other servers' leases, or a failed commit). Refused changes are
+        undone, so that a retransmission is answered afresh and never by a cached ACK."""
+        undo, self._undo = self._undo, {}
+        keys, self._undo_keys = self._undo_keys, []
+        restore = []
+        refused = [lid for lid in refused if lid in undo]
+        for lid in refused:
+            before = undo[lid]
+            current = self.leases.pop(lid, None) or self.held.pop(lid, None)
+            if current is not None:
+                pool = self.pools[current.scope]
+                for address in current.addresses:
+                    pool.give_back(address_value(address), lid)
+                self._uncount(before, current)
+            if before is not None:
+                restore.append(before)
+            self.counters["refused"] += 1
+        if refused:
+            gone = set(refused)
+            for key in keys:
+                if key[2] in gone:
+                    self._cache.discard(key)
+        taken = list(taken)
+        if restore or taken:  # _adopt re-heapifies every lease end: only when needed
+            self._adopt(restore + taken)
+
+    def _uncount(self, before: Lease | None, current: Lease) -> None:
+        """Counters say what happened: a change undone did not."""
+        if current.state == REVOKED:
+            self.counters["revokes"] -= 1
+            return
+        kind = ("granted" if before is None else
+                _COUNTED_AS.get(current.state, "renewed"))
+        self.scope_counters[current.scope][kind] -= 1
+
+    def set_avoided(self, groups: Iterable[str]) -> None:
+        """Groups the session directory lists (sapd's /v1/groups): never handed out."""
+        out = set()
+        for group in groups:
+            try:
+                out.add(int(ipaddress.ip_address(group)))
+            except ValueError:
+                continue
+        self._avoided = out
+
+    def query(self, query: LeaseQuery) -> list[Lease]:
+        """The operator's view: matching leases, by scope and addresses."""
+        pool: list[Lease] = list(self.leases.values())
+        if query.include_held:
+            pool += self.held.values()
+        return sorted((le for le in pool if query.matches(le)),
+                      key=lambda le: (le.scope, le.addresses))
 
     def _retake(self, pool: Pool, lease: Lease, values: Iterable[int] | None = None) -> None:
         for value in values if values is not None else map(address_value, lease.addresses):
@@ -173,17 +239,7 @@ class MadcapServer:
             self.scope_counters[lease.scope]["expired"] += 1
         for lid in [k for k, o in self._offers.items() if o.held_until <= now]:
             self._drop_offer(lid)
-        # The cache is in arrival order (handle() re-inserts at the end), so the stale
-        # entries are at the front: stop at the first fresh one rather than visit every
-        # entry, which at 8,000 exchanges/s is a million entries a second.
-        cutoff = now - self.settings.response_cache
-        stale = []
-        for key, cached in self._cache.items():
-            if cached.stamp >= cutoff:
-                break
-            stale.append(key)
-        for key in stale:
-            del self._cache[key]
+        self._cache.expire(now - self.settings.response_cache)
         for lid in [k for k, le in self.held.items() if le.hold_until <= now]:
             ended = self.held.pop(lid)
             pool = self.pools[ended.scope]
@@ -204,37 +260,40 @@ class MadcapServer:
 
     # -- the protocol -----------------------------------------------------------------------
     def handle(self, data: bytes, client: str, server_address: IPAddress, now: float,
-               multicast: bool = False) -> bytes | None:
+               multicast: bool = False) -> Handled:
+        """One datagram. The reply may be sent only after ``staged`` is durable; the
+        offers/acks/naks counters count replies sent, so the sender counts them."""
         try:
             msg = wire.decode(data)
         except MadcapDecodeError as exc:
             self.counters["invalid"] += 1
             self.counters[f"invalid_{exc.reason.value}"] += 1
-            return None  # too mangled to tell whether it is a NAK: never answer
+            return NOTHING  # too mangled to tell whether it is a NAK: never answer
         if msg.msgtype in _SERVER_TYPES:
             self.counters["ignored_server_messages"] += 1
-            return None
+            return NOTHING
         if msg.msgtype not in _COUNTER_OF:
             self.counters["unknown_type"] += 1
-            return None
-        if msg.lease_id is None:
+            return NOTHING
+        lease_id = msg.lease_id
+        if lease_id is None:
             self.counters["invalid"] += 1  # a NAK must echo the LID: nothing to answer
-            return None
-        key = (msg.xid, msg.msgtype, msg.lease_id, client)
+            return NOTHING
+        key = (msg.xid, msg.msgtype, lease_id, client)
         cached = self._cache.get(key)
         if cached is not None and now - cached.stamp < self.settings.response_cache:
             self.counters["retransmissions"] += 1
-            return cached.reply
+            return cached.reply, lease_id, None
         server_id = self.settings.server_id or server_address
+        self._staged = None
         reply = self._dispatch(msg, client, server_id, now, multicast)
         out = wire.encode(reply) if reply is not None else None
-        if reply is not None:
-            self.counters["naks" if reply.msgtype == MsgType.NAK else
-                          "offers" if reply.msgtype == MsgType.OFFER else "acks"] += 1
-        if cached is not None:
-            del self._cache[key]  # re-inserted at the end: the cache stays in time order
-        self._cache[key] = _Cached(out, now)
-        return out
+        self._cache.put(key, out, now)
+        staged = self._staged
+        if staged is not None:
+            self._staged = None
+            self._undo_keys.append(key)
+        return out, lease_id, staged
 
     def _nak(self, msg: Message, server_id: IPAddress, code: int, option: int | None = None,
              server_time: int | None = None, features: tuple[int, ...] = ()) -> Message:
@@ -339,20 +398,6 @@ class MadcapServer:
             raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.NUM_ADDRESSES)
         return _Terms(start, start + duration, minimum, desired)
 
-    def _avoid(self) -> set[int]:
-        """Groups the session directory lists, as integers; rebuilt only when the
-        provider hands over a new collection (madcapd replaces it on each poll)."""
-        groups = self.groups_in_use()
-        if groups is not self._avoid_source:
-            out = set()
-            for group in groups:
-                try:
-                    out.add(int(ipaddress.ip_address(group)))
-                except ValueError:
-                    continue
-            self._avoid_source, self._avoid_cache = groups, out
-        return self._avoid_cache
-
     def _allocate(self, msg: Message, scope: ScopeConfig, now: float
                   ) -> tuple[list[int], float, float]:
         terms = self._terms(msg, scope, now)
@@ -360,7 +405,7 @@ class MadcapServer:
         guard = self.settings.guard
         wanted = [int(a) for r in (msg.address_ranges or ()) for a in r.addresses()]
         chosen = pool.find(terms.desired, terms.start - guard, terms.end + guard,
-                           self._avoid(), wanted)
+                           self._avoided, wanted)
         if len(chosen) < terms.minimum:
             self.scope_counters[scope.name]["exhausted"] += 1
             raise _Refused(ErrorCode.COULD_NOT_COMPLETE, NO_OPTION)
@@ -511,20 +556,6 @@ class MadcapServer:
         return out
 
 
-def coalesce(values: Iterable[int], version: int) -> tuple[AddressRange, ...]:
-    """Addresses as ranges of consecutive ones (option 10's block size is 16 bits)."""
-    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    if isinstance(values, list) and len(values) == 1:  # the usual lease: one address
-        return (AddressRange(make(values[0]), 1),)
-    ranges: list[list[int]] = []
-    for value in sorted(values):
-        if ranges and value == ranges[-1][0] + ranges[-1][1] and ranges[-1][1] < 0xFFFF:
-            ranges[-1][1] += 1
-        else:
-            ranges.append([value, 1])
-    return tuple(AddressRange(make(start), count) for start, count in ranges)
-
-
 def address_value(text: str) -> int:
     """An address as the integer pools count in (inet_pton: ~10x ipaddress's parser)."""
     family = socket.AF_INET6 if ":" in text else socket.AF_INET
@@ -536,7 +567,3 @@ def address_text(value: int, version: int) -> str:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
-
-def new_lease_id() -> bytes:
-    """A type-0 (random) Lease Identifier, 17 octets as Windows uses."""
-    return b"\x00" + os.urandom(16)

@@ -12,8 +12,9 @@ import enum
 import functools
 import ipaddress
 import operator
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -154,13 +155,6 @@ class Message:
     error: ErrorInfo | None = None
     nesting: bytes | None = None
     unknown: tuple[tuple[int, bytes], ...] = field(default=())
-
-    @property
-    def type_name(self) -> str:
-        try:
-            return MsgType(self.msgtype).name
-        except ValueError:
-            return f"TYPE{self.msgtype}"
 
     def present(self) -> list[int]:
         """Codes of the options this message carries."""
@@ -460,3 +454,22 @@ def encode(message: Message) -> bytes:
         out += body
     out += b"\0\0\0\0"
     return bytes(out)
+
+
+def coalesce(values: Iterable[int], version: int) -> tuple[AddressRange, ...]:
+    """Addresses as ranges of consecutive ones (option 10's block size is 16 bits)."""
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    if isinstance(values, list) and len(values) == 1:  # the usual lease: one address
+        return (AddressRange(make(values[0]), 1),)
+    ranges: list[list[int]] = []
+    for value in sorted(values):
+        if ranges and value == ranges[-1][0] + ranges[-1][1] and ranges[-1][1] < 0xFFFF:
+            ranges[-1][1] += 1
+        else:
+            ranges.append([value, 1])
+    return tuple(AddressRange(make(start), count) for start, count in ranges)
+
+
+def new_lease_id() -> bytes:
+    """A type-0 (random) Lease Identifier, 17 octets as Windows uses."""
+    return b"\x00" + os.urandom(16)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from madcap import wire
-from madcap.leases import SqliteLeaseStore
 from madcap.pool import PoolConfigError, check_overlaps, scope_from_config
-from madcap.server import MadcapServer, ServerSettings
+from madcap.server import ServerSettings
+from madcap.store.sqlite import SqliteLeaseStore
 from madcap.wire import AddressRange, ErrorCode, Features, Message, MsgType, Opt
+from tests.madcap_harness import Harness
 
 SERVER = ipaddress.IPv4Address("10.0.0.1")
 CLIENT = "10.0.0.9:40000"
@@ -25,16 +26,15 @@ SCOPE_ID = ipaddress.IPv4Address("239.255.0.0")
 
 
 def make(tmp_path: Path, scope: dict[str, object] | None = None, now: float = T0,
-         **settings: object) -> MadcapServer:
+         **settings: object) -> Harness:
     store = SqliteLeaseStore(tmp_path / "leases.sqlite3")
     cfg = scope_from_config(scope or SMALL, 0)
-    return MadcapServer([cfg], store, now, ServerSettings(**settings))  # type: ignore[arg-type]
+    return Harness([cfg], store, now, ServerSettings(**settings))  # type: ignore[arg-type]
 
 
-def send(server: MadcapServer, msg: Message, now: float = T0, client: str = CLIENT,
+def send(server: Harness, msg: Message, now: float = T0, client: str = CLIENT,
          multicast: bool = False) -> Message | None:
-    raw = server.handle(wire.encode(msg), client, SERVER, now, multicast)
-    server.commit()
+    raw = server.exchange(wire.encode(msg), client, SERVER, now, multicast)
     return wire.decode(raw) if raw is not None else None
 
 
@@ -227,12 +227,11 @@ def test_clock_skew(tmp_path: Path) -> None:
 def test_retransmission_gets_identical_reply_and_allocates_nothing(tmp_path: Path) -> None:
     s = make(tmp_path)
     raw = wire.encode(request(1, xid=77))
-    first = s.handle(raw, CLIENT, SERVER, T0)
-    s.commit()
-    second = s.handle(raw, CLIENT, SERVER, T0 + 5)
+    first = s.exchange(raw, CLIENT, SERVER, T0)
+    second = s.exchange(raw, CLIENT, SERVER, T0 + 5)
     assert first == second and first is not None
     assert len(s.leases) == 1 and s.counters["retransmissions"] == 1
-    third = s.handle(raw, CLIENT, SERVER, T0 + 61)  # past the cache: a new transaction
+    third = s.exchange(raw, CLIENT, SERVER, T0 + 61)  # past the cache: a new transaction
     assert third is not None and len(s.leases) == 1  # same LID -> the same lease
 
 
@@ -249,8 +248,8 @@ def test_scope_lifetime_ends_leasing(tmp_path: Path) -> None:
 
 def test_groups_seen_by_sapd_are_avoided(tmp_path: Path) -> None:
     store = SqliteLeaseStore(tmp_path / "l.sqlite3")
-    s = MadcapServer([scope_from_config(SMALL, 0)], store, T0,
-                     groups_in_use=lambda: ["239.255.0.1", "239.255.0.2"])
+    s = Harness([scope_from_config(SMALL, 0)], store, T0)
+    s.set_avoided(["239.255.0.1", "239.255.0.2"])
     got = sorted(addresses(send(s, request(n))) [0] for n in (1, 2))
     assert got == ["239.255.0.3", "239.255.0.4"]
 
@@ -266,9 +265,9 @@ def test_required_feature_not_supported(tmp_path: Path) -> None:
 def test_server_messages_and_garbage_are_never_answered(tmp_path: Path) -> None:
     s = make(tmp_path)
     for t in (MsgType.OFFER, MsgType.ACK, MsgType.NAK):
-        assert s.handle(wire.encode(Message(msgtype=t, xid=1, lease_id=lid(1))), CLIENT,
-                        SERVER, T0) is None
-    assert s.handle(b"\x00\x03garbage", CLIENT, SERVER, T0) is None
+        assert s.exchange(wire.encode(Message(msgtype=t, xid=1, lease_id=lid(1))), CLIENT,
+                          SERVER, T0) is None
+    assert s.exchange(b"\x00\x03garbage", CLIENT, SERVER, T0) is None
     assert s.counters["invalid"] == 1
 
 
@@ -323,7 +322,7 @@ def test_overlapping_scopes_refused() -> None:
 def test_ipv6_scope_allocates_dynamic_group_ids(tmp_path: Path) -> None:
     entry = {"name": "site6", "range": "ff15::/16"}
     store = SqliteLeaseStore(tmp_path / "l6.sqlite3")
-    s = MadcapServer([scope_from_config(entry, 0)], store, T0)
+    s = Harness([scope_from_config(entry, 0)], store, T0)
     msg = Message(msgtype=MsgType.REQUEST, xid=1, family=wire.FAMILY_IPV6, lease_id=lid(1),
                   scope=ipaddress.IPv6Address("ff15::"))
     (address,) = addresses(send(s, msg))

@@ -1,0 +1,43 @@
+"""madcap's allocator with the daemon's commit step (madcap/hub.py) and nothing else:
+no sockets, no event loop. Unit tests drive it as madcapd does, one batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from madcap.hub import LeaseHub
+from madcap.leases import Lease, LeaseStore
+from madcap.pool import ScopeConfig
+from madcap.server import MadcapServer, ServerSettings
+from madcap.wire import IPAddress
+
+
+class Harness(MadcapServer):
+    """A MadcapServer over a real store; ``exchange`` is one datagram as its own batch,
+    ``commit`` makes what expire() and revoke() staged durable."""
+
+    def __init__(self, scopes: Iterable[ScopeConfig], store: LeaseStore, now: float,
+                 settings: ServerSettings | None = None) -> None:
+        super().__init__(scopes, store.load(now), now, settings, cache=store.reply_cache())
+        self.store = store
+        self.hub: LeaseHub[str] = LeaseHub(self, store)
+
+    def exchange(self, data: bytes, client: str, server_address: IPAddress, now: float,
+                 multicast: bool = False) -> bytes | None:
+        self.hub.receive(data, client, server_address, now, client, multicast)
+        sent = self.hub.flush()
+        return sent[0][0] if sent else None
+
+    def expire(self, now: float) -> list[Lease]:
+        expired = super().expire(now)
+        self.hub.stage(expired)
+        return expired
+
+    def revoke(self, lease_id: bytes, now: float) -> Lease | None:
+        done = super().revoke(lease_id, now)
+        if done is not None:
+            self.hub.stage([done])
+        return done
+
+    def commit(self) -> None:
+        self.hub.flush()

@@ -1,0 +1,128 @@
+"""The seam where a lease change becomes durable, then heard (madcap/hub.py): what a
+refused or failed commit means. A real SQLite store; the failing one wraps it."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+
+from madcap import wire
+from madcap.hub import LeaseHub
+from madcap.leases import ACTIVE, CommitResult, Lease, LeaseStoreError
+from madcap.pool import scope_from_config
+from madcap.server import MadcapServer, ServerSettings
+from madcap.store.sqlite import SqliteLeaseStore
+from madcap.wire import Message, MsgType
+
+T0 = 1_800_000_000.0
+SERVER = ipaddress.IPv4Address("10.0.0.1")
+CLIENT = "10.0.0.9:40000"
+SCOPE = scope_from_config({"name": "small", "range": "239.255.0.0/16",
+                           "pool": "239.255.0.1-239.255.0.4", "lease_default": 600}, 0)
+SCOPE_ID = ipaddress.IPv4Address("239.255.0.0")
+
+
+class FailingStore(SqliteLeaseStore):
+    """A real store whose commits fail, as on a full disk, while ``full`` is set."""
+
+    full = False
+
+    def commit(self, leases: Sequence[Lease]) -> CommitResult:
+        if self.full:
+            raise LeaseStoreError("disk_full", "database or disk is full")
+        return super().commit(leases)
+
+
+def setup(tmp_path: Path) -> tuple[MadcapServer, FailingStore, LeaseHub[str]]:
+    store = FailingStore(tmp_path / "leases.sqlite3")
+    server = MadcapServer([SCOPE], store.load(T0), T0, ServerSettings(guard=10.0),
+                          cache=store.reply_cache())
+    return server, store, LeaseHub(server, store)
+
+
+def lid(n: int) -> bytes:
+    return b"\0" + n.to_bytes(16, "big")
+
+
+def exchange(hub: LeaseHub[str], msg: Message | bytes, now: float = T0) -> Message | None:
+    data = msg if isinstance(msg, bytes) else wire.encode(msg)
+    hub.receive(data, CLIENT, SERVER, now, CLIENT)
+    sent = hub.flush()
+    return wire.decode(sent[0][0]) if sent else None
+
+
+def request(n: int, xid: int = 1) -> Message:
+    return Message(msgtype=MsgType.REQUEST, xid=xid, lease_id=lid(n), scope=SCOPE_ID)
+
+
+def addresses(msg: Message | None) -> list[str]:
+    assert msg is not None and msg.msgtype == MsgType.ACK, msg
+    return [str(a) for r in msg.address_ranges or () for a in r.addresses()]
+
+
+def test_a_lease_refused_by_the_store_gets_no_ack_and_its_retransmission_a_free_address(
+        tmp_path: Path) -> None:
+    server, store, hub = setup(tmp_path)
+    # another server on the same database took 239.255.0.1 after this one loaded
+    other = Lease(lid(99), "small", ("239.255.0.1",), T0, T0 + 600, ACTIVE, "10.0.0.8:1",
+                  T0, T0 + 610)
+    store.commit([other])
+    raw = wire.encode(request(1))
+    assert exchange(hub, raw) is None  # the store refused it: never an ACK
+    assert server.counters["refused"] == 1 and server.counters["replies_dropped"] == 1
+    assert lid(1) not in server.leases and lid(99) in server.leases  # now known here
+    again = exchange(hub, raw, T0 + 4)  # the client's retransmission, byte-identical
+    assert addresses(again) == ["239.255.0.2"]
+    assert server.counters["acks"] == 1 and server.counters["retransmissions"] == 0
+    assert store.get(lid(1)) is not None
+
+
+def test_a_failed_commit_undoes_a_renewal_and_the_retransmission_renews(
+        tmp_path: Path) -> None:
+    server, store, hub = setup(tmp_path)
+    assert addresses(exchange(hub, request(1)))
+    first_end = server.leases[lid(1)].end
+    store.full = True
+    renew = wire.encode(Message(msgtype=MsgType.RENEW, xid=2, lease_id=lid(1),
+                                lease_time=3000))
+    assert exchange(hub, renew, T0 + 10) is None
+    assert server.leases[lid(1)].end == first_end  # memory tells what the disk holds
+    assert server.scope_counters["small"]["renewed"] == 0  # counters too
+    assert hub.health is not None and "disk_full" in hub.health
+    assert hub.failures["disk_full"] == 1
+    store.full = False
+    renewed = exchange(hub, renew, T0 + 12)
+    assert renewed is not None and renewed.lease_time == 3000
+    assert store.get(lid(1)) == server.leases[lid(1)] and hub.health is None
+    assert server.counters["acks"] == 2
+
+
+def test_a_failed_commit_undoes_a_release_and_an_expiry(tmp_path: Path) -> None:
+    server, store, hub = setup(tmp_path)
+    assert addresses(exchange(hub, request(1)))
+    assert addresses(exchange(hub, request(2, xid=5)))
+    store.full = True
+    release = Message(msgtype=MsgType.RELEASE, xid=3, lease_id=lid(1))
+    assert exchange(hub, release, T0 + 1) is None
+    hub.stage(server.expire(T0 + 601))
+    hub.flush()
+    assert set(server.leases) == {lid(1), lid(2)}  # neither the release nor the expiry
+    assert server.scope_counters["small"]["released"] == 0
+    assert server.scope_counters["small"]["expired"] == 0
+    store.full = False
+    hub.stage(server.expire(T0 + 602))
+    hub.flush()
+    assert not server.leases
+    assert {store.get(lid(n)).state for n in (1, 2)} == {"expired"}  # type: ignore[union-attr]
+
+
+def test_a_failed_commit_sends_the_replies_that_need_nothing_stored(tmp_path: Path) -> None:
+    server, store, hub = setup(tmp_path)
+    store.full = True
+    info = Message(msgtype=MsgType.GETINFO, xid=7, lease_id=lid(5), option_request=(9,))
+    hub.receive(wire.encode(request(1)), CLIENT, SERVER, T0, "a")
+    hub.receive(wire.encode(info), CLIENT, SERVER, T0, "b")
+    sent = hub.flush()
+    assert [to for _, to in sent] == ["b"]  # the GETINFO's answer; the REQUEST's is held
+    assert server.counters["acks"] == 1 and server.counters["replies_dropped"] == 1
