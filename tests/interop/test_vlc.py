@@ -1,0 +1,119 @@
+"""VLC 3.0 as a real peer: what it announces sapd lists and expires, and what sapd
+announces (every scope, IPv6 and compressed too) VLC's SAP discovery lists."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemons import Daemon, wait_session
+from tests.interop.vlc import (
+    rc,
+    sap_playlist,
+    start_vlc,
+    stop_vlc,
+    tone_file,
+    vlc_home,
+    vlc_log,
+    wait_rc_ready,
+)
+from tests.netns.harness import Network
+from tests.support import free_udp_port, wait_for
+
+# With VLC announcing every second, sapd measures a 1 s period and expires the session
+# after 10 periods of silence (the floor below is lower, so the period decides).
+QUICK_EXPIRY = "expiry_floor = 1.0\ndefault_period = 1.0\n"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    with vlc_home() as path:
+        yield path
+
+
+def test_vlc_announcement_is_listed_and_expires_after_vlc_stops(
+        net: Network, daemons: Any, home: Path) -> None:
+    a, b = net.host("a"), net.host("b")
+    net.link(a, b, 70)
+    sapd: Daemon = daemons("sapd", b, config=QUICK_EXPIRY).start()
+    tone = tone_file(home)
+    vlc = start_vlc(a.name, home, "-I", "dummy", str(tone), "--sap-interval", "1", "--sout",
+                    "#transcode{acodec=mpga,ab=128}:rtp{dst=239.255.12.1,port=5004,"
+                    'sdp=sap://,name="VLC tone"}')
+    try:
+        try:
+            (session,) = wait_session(sapd, lambda s: s["name"] == "VLC tone", timeout=10)
+        except AssertionError:
+            raise AssertionError(f"sapd stats: {sapd.stats()}\nsapd log:\n{sapd.logs()[-3000:]}"
+                                 f"\nVLC log:\n{vlc_log(home)}") from None
+        assert session["source"] == a.address()
+        assert session["groups"] == ["239.255.12.1"] and session["media"] == ["audio"]
+        assert session["scope"] == "ipv4-local"
+        detail = sapd.get(f"/v1/sessions/{session['id']}")
+        # VLC's o= numbers are 64-bit NTP values, above 2^63: kept exactly, as text.
+        origin = detail["description"]["origin"]
+        assert int(origin["session_id"]) > 2**63, origin
+    finally:
+        stop_vlc(vlc)
+    stopped = time.monotonic()
+    # VLC sends no deletion: the session must expire, about 10 periods after the last one.
+    wait_for(lambda: sapd.sessions() == [], 20, what="VLC's session expired")
+    silence = time.monotonic() - stopped
+    assert silence > 5, f"gone {silence:.1f} s after VLC stopped: deleted, not expired"
+    stats = sapd.stats()
+    assert stats["packets"].get("deleted", 0) == 0 and stats["expired"] == 1, stats
+
+
+SCOPES = {
+    # name: (c= line, announcement options)
+    "VLC sees global v4": ("c=IN IP4 224.2.200.1/127", {}),
+    "VLC sees local v4": ("c=IN IP4 239.255.12.2/16", {}),
+    "VLC sees org v4": ("c=IN IP4 239.195.12.3/16", {}),
+    "VLC sees compressed": ("c=IN IP4 239.255.12.4/16", {"compress": True}),
+    "VLC sees global v6": ("c=IN IP6 ff0e::12:5", {}),
+    "VLC sees org v6": ("c=IN IP6 ff08::12:6", {}),
+    "VLC sees site v6": ("c=IN IP6 ff05::12:7", {}),
+}
+
+
+def scope_sdp(number: int, name: str, connection: str, origin_address: str) -> str:
+    family = "IP6" if "IP6" in connection else "IP4"
+    return (f"v=0\r\no=- {4200 + number} 1 IN {family} {origin_address}\r\ns={name}\r\n"
+            f"{connection}\r\nt=0 0\r\nm=audio 5004 RTP/AVP 96\r\n"
+            "a=rtpmap:96 L24/48000/2\r\n")
+
+
+def test_vlc_lists_what_sapd_announces_on_every_scope(
+        net: Network, daemons: Any, home: Path) -> None:
+    a, b = net.host("a"), net.host("b")
+    net.link(a, b, 71)
+    v4, v6 = a.interfaces[next(iter(a.interfaces))]
+    sapd: Daemon = daemons("sapd", a).start()
+    for number, (name, (connection, options)) in enumerate(SCOPES.items()):
+        origin = v6 if "IP6" in connection else v4
+        made = sapd.client.send_json("POST", "/v1/announcements", {
+            "sdp": scope_sdp(number, name, connection, origin), "interval": 1, **options})
+        assert made["id"], made
+    port = free_udp_port()
+    vlc = start_vlc(b.name, home, "-I", "rc", "--rc-host", f"127.0.0.1:{port}",
+                    "--services-discovery", "sap")
+    try:
+        wait_rc_ready(b.name, port, vlc, home)
+        listed: set[str] = set()
+
+        def all_listed() -> bool:
+            nonlocal listed
+            listed = set(sap_playlist(b.name, port))
+            return listed == set(SCOPES)
+        try:
+            wait_for(all_listed, 30, interval=0.5, what="VLC's playlist")
+        except AssertionError:
+            raise AssertionError(f"VLC lists only {sorted(listed)}; missing "
+                                 f"{sorted(set(SCOPES) - listed)}\n"
+                                 f"{rc(b.name, port, 'playlist')}\n{vlc_log(home)}") from None
+    finally:
+        stop_vlc(vlc)
