@@ -21,8 +21,8 @@ from tests.interop.vlc import (
     vlc_log,
     wait_rc_ready,
 )
-from tests.netns.harness import Network
-from tests.support import free_udp_port, wait_for
+from tests.netns.harness import Network, sh
+from tests.support import free_udp_port, script, wait_for
 
 # With VLC announcing every second, sapd measures a 1 s period and expires the session
 # after 10 periods of silence (the floor below is lower, so the period decides).
@@ -115,5 +115,37 @@ def test_vlc_lists_what_sapd_announces_on_every_scope(
             raise AssertionError(f"VLC lists only {sorted(listed)}; missing "
                                  f"{sorted(set(SCOPES) - listed)}\n"
                                  f"{rc(b.name, port, 'playlist')}\n{vlc_log(home)}") from None
+    finally:
+        stop_vlc(vlc)
+
+
+def test_vlc_keeps_listing_a_session_through_sapctl_update(
+        net: Network, daemons: Any, home: Path, tmp_path: Path) -> None:
+    a, b = net.host("a"), net.host("b")
+    net.link(a, b, 72)
+    sapd: Daemon = daemons("sapd", a).start()
+    v4 = a.address()
+    before = scope_sdp(0, "VLC sees 1 kHz", "c=IN IP4 239.255.12.8/16", v4)
+    made = sapd.client.send_json("POST", "/v1/announcements", {"sdp": before, "interval": 1})
+    port = free_udp_port()
+    vlc = start_vlc(b.name, home, "-I", "rc", "--rc-host", f"127.0.0.1:{port}",
+                    "--services-discovery", "sap")
+    try:
+        wait_rc_ready(b.name, port, vlc, home)
+        wait_for(lambda: "VLC sees 1 kHz" in sap_playlist(b.name, port), 20, interval=0.5,
+                 what="VLC lists the first version")
+        changed = tmp_path / "changed.sdp"
+        changed.write_text(before.replace("1 kHz", "440 Hz"))
+        assert sh(a.name, script("sapctl"), "--socket", str(sapd.socket), "update",
+                  made["id"], str(changed)).returncode == 0
+        # VLC keys sessions on (source, hash) and ignores deletions: the new version
+        # appears beside the old one, which VLC times out on its own.
+        deadline = time.monotonic() + 8
+        shown: list[list[str]] = []
+        while time.monotonic() < deadline:
+            shown.append(sap_playlist(b.name, port))
+            assert shown[-1], f"VLC listed nothing during the update: {shown}"
+            time.sleep(0.3)
+        assert "VLC sees 440 Hz" in shown[-1], shown
     finally:
         stop_vlc(vlc)

@@ -73,14 +73,25 @@ def test_update_is_heard_as_changed_not_deleted_then_new(net: Network, daemons: 
         wait_session(sapd_b, lambda s: s["name"] == "Lab tone 440 Hz")
         time.sleep(2.5)  # past any deletion burst (3 x 0.7 s) and a re-announcement
         assert [s["name"] for s in sapd_b.sessions()] == ["Lab tone 440 Hz"]
+        assert sapd_b.stats()["drops"].get("stale_deletion", 0) == 0
+        # Moving to another scope leaves a SAP group: the old version's deletion goes
+        # there, after the new version, so a host hearing both groups drops it as stale.
+        sdp_file.write_text(EXAMPLE.replace("1 kHz", "org").replace("239.255.10.1",
+                                                                     "239.195.10.1"))
+        assert sh(a.name, script("sapctl"), "--socket", str(sapd_a.socket), "update",
+                  made["id"], str(sdp_file)).returncode == 0
+        wait_for(lambda: sapd_b.stats()["drops"].get("stale_deletion", 0) >= 1, 5,
+                 what="the old group's deletion")
+        assert [s["name"] for s in sapd_b.sessions()] == ["Lab tone org"]
     finally:
         watch.terminate()
         watch.wait(5)
     seen = [(e["event"], e["session"]["name"])
             for e in map(json.loads, events_file.read_text().splitlines())]
-    assert seen == [("new", "Lab tone 1 kHz"), ("changed", "Lab tone 440 Hz")], seen
+    assert seen == [("new", "Lab tone 1 kHz"), ("changed", "Lab tone 440 Hz"),
+                    ("changed", "Lab tone org")], seen
     packets = sapd_b.stats()["packets"]
-    assert (packets["new"], packets["changed"], packets["deleted"]) == (1, 1, 0), packets
+    assert (packets["new"], packets["changed"], packets["deleted"]) == (1, 2, 0), packets
 
 
 def test_ipv6_announcement(net: Network, daemons: Any) -> None:
