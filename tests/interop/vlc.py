@@ -67,7 +67,7 @@ def vlc_command(netns: str, home: Path, *args: str) -> list[str]:
     user = pwd.getpwnam(VLC_USER)
     return ["ip", "netns", "exec", netns, "setpriv", f"--reuid={user.pw_uid}",
             f"--regid={user.pw_gid}", "--clear-groups", "env", f"HOME={home}",
-            need_tool("cvlc"), "--no-color", *args]
+            need_tool("cvlc"), "--no-color", "--no-dbus", *args]
 
 
 def start_vlc(netns: str, home: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -94,12 +94,14 @@ def vlc_log(home: Path) -> str:
 
 
 def tone_file(home: Path, seconds: int = 120) -> Path:
-    """A WAV tone VLC can read, made by FFmpeg (VLC has no tone source of its own)."""
+    """An MPEG audio (mp2) tone made by FFmpeg, which VLC sends as RTP without
+    transcoding: VLC 3.0.24's ``#transcode{acodec=mpga}`` (twolame) stalled after its
+    first RTP packet and SAP announcement in 3 of 4 runs on a loaded machine here."""
     ffmpeg = need_tool("ffmpeg")
-    path = home / "tone.wav"
+    path = home / "tone.mp2"
     subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:a",
-                    "pcm_s16le", str(path)], check=True, timeout=60)
+                    f"sine=frequency=440:sample_rate=48000:duration={seconds}", "-c:a", "mp2",
+                    "-b:a", "128k", str(path)], check=True, timeout=60)
     path.chmod(0o644)
     return path
 
