@@ -71,6 +71,8 @@ def test_vlc_announcement_is_listed_and_expires_after_vlc_stops(
             assert int(origin["session_id"]) > 2**63, origin
             assert (f"o=- {origin['session_id']} {origin['version']} IN "
                     f"{origin['addrtype']} ") in detail["sdp"], (origin, detail["sdp"])
+            # ... in the record too (JSON number or string, but never rounded)
+            assert str(session["version"]) == str(origin["version"]), session
     finally:
         for vlc in vlcs:
             stop_vlc(vlc)
