@@ -248,7 +248,7 @@ class Announcer:
                 if self.scheduler.due_of(key) is None:  # the burst is over
                     self._jobs.pop(key, None)
                     self._retired.pop(key, None)
-                    self.daemon.engine.mark_own(local.source, local.record.msg_hash, False)
+                    self._release_hash(local)
             else:
                 self.packets_sent += 1
                 local.sent += 1
@@ -343,26 +343,50 @@ class Announcer:
             session = self._parse(_with_version(session.raw, old.version + 1))
         merged = {**old.options, **{k: v for k, v in options.items() if v is not None}}
         merged.pop("stop_time", None)
-        now = time.time()
-        self._retire(local, now, repeats=1)
+        # No deletion for a change (RFC 2974 section 5: the new version supersedes the
+        # old). A deletion before it makes other hosts list "deleted" then "new"; one
+        # after it can make receivers that match deletions by identity drop the new
+        # version. The old version keeps going until the new one is committed; the new
+        # one takes over its scheduler jobs.
         record = await self._commit(session, local.source, sid, merged, old.owner_uid,
                                     options.get("acl") or old.acl,
                                     options.get("blob") or old.blob, kind="changed")
+        self._superseded(local, self.locals[sid], time.time())
         return record
 
-    def _retire(self, local: _Local, now: float, repeats: int | None = None) -> None:
-        """Stop announcing this version and send its deletion(s). On a change, one
-        deletion goes out before the new version (queued first): a later one could
-        make receivers that match deletions by identity drop the new version."""
+    def _superseded(self, old: _Local, new: _Local, now: float) -> None:
+        """The old version of a changed announcement: a deletion only on the SAP groups
+        the new version no longer reaches (queued after the new version's first packets,
+        so a receiver hearing both groups already has the new one); elsewhere it simply
+        stops, and receivers replace it by version."""
+        kept = {t.group for t in new.targets}
+        left = [t for t in old.targets if t.group not in kept]
+        if left:
+            self._retire(old, now, targets=left)
+        else:
+            self._release_hash(old)
+
+    def _release_hash(self, local: _Local) -> None:
+        """Let the own-packet filter forget a version we no longer send, unless a live
+        announcement sends the same (source, hash)."""
+        if not any((lo.source, lo.record.msg_hash) == (local.source, local.record.msg_hash)
+                   for lo in self.locals.values()):
+            self.daemon.engine.mark_own(local.source, local.record.msg_hash, False)
+
+    def _retire(self, local: _Local, now: float, repeats: int | None = None,
+                targets: list[_Target] | None = None) -> None:
+        """Stop announcing this version (on ``targets``, default all) and send its
+        deletion(s) there."""
         sid = local.record.id
-        for target in local.targets:
+        for target in local.targets if targets is None else targets:
             key = f"{sid}|{target.group}"
             self._retired[key + "|old"] = local
             self._jobs[key + "|old"] = (sid, target)
             self.scheduler.remove(key)
             self.scheduler.add(key + "|old", str(target.group), len(local.deletion), now)
             self.scheduler.delete(key + "|old", now, repeats)
-        self.locals.pop(sid, None)
+        if targets is None:
+            self.locals.pop(sid, None)
         self._arm()
 
     async def withdraw(self, sid: str, peer: Peer) -> SessionRecord:

@@ -62,6 +62,29 @@ def test_update_replaces_and_withdraw_removes(pair: tuple[Daemon, Daemon]) -> No
     assert a.sessions() == []
 
 
+def deletions_sent(daemon: Daemon) -> int:
+    for line in daemon.client.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("sapd_deletions_sent_total "):
+            return int(line.split()[1])
+    raise AssertionError("sapd_deletions_sent_total missing from /metrics")
+
+
+def test_update_sends_no_deletion_so_receivers_see_changed(pair: tuple[Daemon, Daemon]) -> None:
+    """RFC 2974 section 5: the new version supersedes the old one. A deletion before it
+    made receivers list the session as deleted, then new."""
+    a, b = pair
+    made = post(a, {"sdp": EXAMPLE.read_text(), "interval": 1})
+    wait_session(b, lambda s: s["name"] == "Lab tone 1 kHz")
+    a.client.send_json("PUT", f"/v1/announcements/{made['id']}",
+                       {"sdp": EXAMPLE.read_text().replace("1 kHz", "2 kHz")})
+    wait_session(b, lambda s: s["name"] == "Lab tone 2 kHz")
+    time.sleep(1.5)  # a deletion burst would be over, and the new version repeated
+    assert deletions_sent(a) == 0
+    packets = b.stats()["packets"]
+    assert (packets["new"], packets["changed"], packets["deleted"]) == (1, 1, 0), packets
+    assert [s["name"] for s in b.sessions()] == ["Lab tone 2 kHz"]
+
+
 def test_invalid_sdp_is_400_with_line_numbers_and_nothing_stored(sapd: Daemon) -> None:
     with pytest.raises(ClientError) as info:
         post(sapd, {"sdp": "v=0\no=- 1 1 IN IP4 10.0.0.1\nc=IN IP4 239.255.1.1/4\nt=0 0\n"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,52 @@ def test_announce_update_withdraw_across_hosts(net: Network, daemons: Any,
               mine["id"]).returncode == 0
     wait_for(lambda: sapd_b.sessions() == [], 2, what="withdrawn on b")
     assert time.monotonic() - gone < 2
+
+
+def test_update_is_heard_as_changed_not_deleted_then_new(net: Network, daemons: Any,
+                                                         tmp_path: Path) -> None:
+    """RFC 2974 section 5: a new version supersedes the old one; a deletion sent with a
+    change made other hosts drop the session and list it again as new."""
+    a, b = net.host("a"), net.host("b")
+    net.link(a, b, 43)
+    sapd_a = daemons("sapd", a).start()
+    sapd_b = daemons("sapd", b).start()
+    events_file = tmp_path / "events.jsonl"
+    with events_file.open("wb") as out:
+        watch = subprocess.Popen(["ip", "netns", "exec", b.name, script("sapctl"), "--socket",
+                                  str(sapd_b.socket), "watch", "--json"], stdout=out)
+    try:
+        wait_for(lambda: sapd_b.stats()["subscribers"] == 1, 5, what="sapctl watch")
+        sdp_file = tmp_path / "tone.sdp"
+        sdp_file.write_text(EXAMPLE)
+        made = sapd_a.client.send_json("POST", "/v1/announcements",
+                                       {"sdp": EXAMPLE, "interval": 1})
+        wait_session(sapd_b, lambda s: s["name"] == "Lab tone 1 kHz")
+        sdp_file.write_text(EXAMPLE.replace("1 kHz", "440 Hz"))
+        assert sh(a.name, script("sapctl"), "--socket", str(sapd_a.socket), "update",
+                  made["id"], str(sdp_file)).returncode == 0
+        wait_session(sapd_b, lambda s: s["name"] == "Lab tone 440 Hz")
+        time.sleep(2.5)  # past any deletion burst (3 x 0.7 s) and a re-announcement
+        assert [s["name"] for s in sapd_b.sessions()] == ["Lab tone 440 Hz"]
+        assert sapd_b.stats()["drops"].get("stale_deletion", 0) == 0
+        # Moving to another scope leaves a SAP group: the old version's deletion goes
+        # there, after the new version, so a host hearing both groups drops it as stale.
+        sdp_file.write_text(EXAMPLE.replace("1 kHz", "org").replace("239.255.10.1",
+                                                                     "239.195.10.1"))
+        assert sh(a.name, script("sapctl"), "--socket", str(sapd_a.socket), "update",
+                  made["id"], str(sdp_file)).returncode == 0
+        wait_for(lambda: sapd_b.stats()["drops"].get("stale_deletion", 0) >= 1, 5,
+                 what="the old group's deletion")
+        assert [s["name"] for s in sapd_b.sessions()] == ["Lab tone org"]
+    finally:
+        watch.terminate()
+        watch.wait(5)
+    seen = [(e["event"], e["session"]["name"])
+            for e in map(json.loads, events_file.read_text().splitlines())]
+    assert seen == [("new", "Lab tone 1 kHz"), ("changed", "Lab tone 440 Hz"),
+                    ("changed", "Lab tone org")], seen
+    packets = sapd_b.stats()["packets"]
+    assert (packets["new"], packets["changed"], packets["deleted"]) == (1, 2, 0), packets
 
 
 def test_ipv6_announcement(net: Network, daemons: Any) -> None:
