@@ -24,7 +24,7 @@ from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.client import ClientError, UnixClient
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.transport import InterfaceFollower, MulticastReceiver
+from sapd.plumbing.multicast import InterfaceFollower, MulticastReceiver
 
 log = logs.get("madcapd")
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sapd import sdp
-from sapd.directory import SearchQuery
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
@@ -21,6 +20,7 @@ from sapd.plumbing.control import (
     json_response,
     peer,
 )
+from sapd.store.sqlite import SearchQuery
 
 if TYPE_CHECKING:
     from sapd.daemon import SapDaemon
@@ -177,7 +177,7 @@ ENDPOINTS = [
 
 
 def build_app(daemon: SapDaemon) -> web.Application:
-    from sapd import publish_api
+    from sapd.announce import routes as publish_api
 
     return control_app(DAEMON_KEY, daemon, ENDPOINTS + publish_api.ENDPOINTS,
                        client_max_size=256 * 1024)

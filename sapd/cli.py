@@ -32,7 +32,7 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from sapd import packetinfo, pcap
+    from sapd import describe, pcap
 
     if args.pcap:
         results: list[dict[str, Any]] = []
@@ -43,7 +43,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"sapctl: {args.file}: {exc}", file=sys.stderr)
             return EXIT_REJECTED
         for dgram in datagrams:
-            desc, problems = packetinfo.describe_packet(dgram.payload)
+            desc, problems = describe.describe_packet(dgram.payload)
             desc = {"frame": dgram.index, "time": dgram.timestamp,
                     "from": f"{dgram.source}:{dgram.source_port}",
                     "to": f"{dgram.destination}:{dgram.destination_port}", **desc}
@@ -54,18 +54,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     print(f"sapctl: frame {dgram.index}: {problem}", file=sys.stderr)
             if not args.json:
                 print(f"frame {dgram.index} {desc['from']} -> {desc['to']}")
-                print(packetinfo.format_packet(desc))
+                print(describe.format_packet(desc))
         if args.json:
             _print_json(results)
         if not datagrams:
             print(f"sapctl: {args.file}: no UDP datagrams on port {args.port}", file=sys.stderr)
             return EXIT_REJECTED
         return EXIT_REJECTED if failed else EXIT_OK
-    desc, problems = packetinfo.describe_packet(_read_input(args.file))
+    desc, problems = describe.describe_packet(_read_input(args.file))
     if args.json:
         _print_json(desc)
     else:
-        print(packetinfo.format_packet(desc))
+        print(describe.format_packet(desc))
     for problem in problems:
         print(f"sapctl: {args.file}: {problem}", file=sys.stderr)
     return EXIT_REJECTED if problems else EXIT_OK

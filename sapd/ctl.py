@@ -170,6 +170,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_with_errors(cmd_stats))
 
-    from sapd import publish_cli
+    from sapd.announce import commands as publish_cli
 
     publish_cli.add_commands(sub, _with_errors, _client, _print_json)

@@ -18,7 +18,6 @@ from typing import Any
 from sapd import __version__
 from sapd.api import build_app
 from sapd.config import SapdConfig, load
-from sapd.directory import SqliteDirectory
 from sapd.lifecycle import (
     ACCEPTED_CHANGED,
     ACCEPTED_DELETE,
@@ -32,8 +31,9 @@ from sapd.lifecycle import (
 from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.storewriter import StoreWriter
-from sapd.transport import Interface, InterfaceFollower, MulticastReceiver
+from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.store.sqlite import SqliteDirectory
+from sapd.store.writer import StoreWriter
 
 log = logs.get("sapd")
 
@@ -92,7 +92,7 @@ class SapDaemon(service.Service):
                                           lambda: self.config.interfaces,
                                           self._interfaces_changed)
         await self.follower.start()
-        from sapd.announce import attach
+        from sapd.announce.service import attach
 
         attach(self)
         self.announcer.set_interfaces(self.follower.chosen)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sapd import sdp, wire
-from sapd.directory import SessionRecord, shared_media_types
 from sapd.scopes import ScopeTable
+from sapd.store.sqlite import SessionRecord, shared_media_types
 
 # Packet outcomes (counter labels). Drops say why.
 ACCEPTED_NEW = "new"

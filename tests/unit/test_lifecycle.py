@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from sapd import wire
-from sapd.directory import SearchQuery, SqliteDirectory
 from sapd.lifecycle import PROFILES, Engine, Limits, Writes
-from sapd.storeprocess import apply_writes
+from sapd.store.process import apply_writes
+from sapd.store.sqlite import SearchQuery, SqliteDirectory
 from tests.packets import announce, delete, sdp_text
 
 

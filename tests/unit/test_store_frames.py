@@ -5,9 +5,9 @@ from __future__ import annotations
 import marshal
 import random
 
-from sapd.directory import SessionRecord
 from sapd.lifecycle import Writes
-from sapd.storeprocess import FRAME, FrameReader, decode_writes, encode_writes, frame
+from sapd.store.process import FRAME, FrameReader, decode_writes, encode_writes, frame
+from sapd.store.sqlite import SessionRecord
 
 
 def session(n: int) -> SessionRecord:

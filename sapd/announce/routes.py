@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sapd.announce import PublishError
+from sapd.announce.service import PublishError
 from sapd.plumbing.control import Endpoint, http_error, json_error, json_response, peer
 
 OPTION_KEYS = {"scope", "sap_group", "interval", "ttl", "interfaces", "compress"}

@@ -24,8 +24,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from sapd.directory import SessionRecord, SqliteDirectory, record_values
 from sapd.lifecycle import Writes
+from sapd.store.sqlite import SessionRecord, SqliteDirectory, record_values
 
 FRAME = struct.Struct("!I")
 _RECEIVE = 1 << 20
@@ -111,7 +111,7 @@ def serve(store: SqliteDirectory, sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m sapd.storeprocess DATABASE FD``: started by the daemon only."""
+    """``python -m sapd.store.process DATABASE FD``: started by the daemon only."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, fd = argv

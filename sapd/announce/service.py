@@ -1,6 +1,6 @@
 """Local announcements: publish, update and withdraw sessions, and send them on time.
 
-The timing lives in the sans-IO :class:`~sapd.announcer.Scheduler`; this module turns
+The timing lives in the sans-IO :class:`~sapd.announce.schedule.Scheduler`; this module turns
 API calls into directory records (committed before the API answers), SAP packets
 into datagrams on the egress interfaces, and keeps the own-packet filter in step.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sapd import sdp, wire
-from sapd.announcer import Scheduler
-from sapd.directory import SearchQuery, SessionRecord
+from sapd.announce.schedule import Scheduler
 from sapd.lifecycle import record_from_session, session_id
 from sapd.plumbing import logs
 from sapd.plumbing.control import Peer
+from sapd.plumbing.multicast import Interface, MulticastSender
 from sapd.scopes import Scope
-from sapd.transport import Interface, MulticastSender
+from sapd.store.sqlite import SearchQuery, SessionRecord
 
 if TYPE_CHECKING:
     from sapd.config import SapdConfig

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sapd.directory import SCHEMA_VERSION, SchemaError, SearchQuery, SessionRecord, SqliteDirectory
+from sapd.store.sqlite import (
+    SCHEMA_VERSION,
+    SchemaError,
+    SearchQuery,
+    SessionRecord,
+    SqliteDirectory,
+)
 
 
 def record(n: int, **changes: object) -> SessionRecord:
@@ -157,7 +163,7 @@ def test_text_search_agrees_with_a_plain_substring_scan(
     """Every plan (rare trigrams, a bounded walk of a common text, the one-pass memo
     serving the count) returns what a substring scan would, page after page. The limits
     are shrunk so 600 sessions exercise the paths that 100,000 would."""
-    from sapd import directory
+    from sapd.store import sqlite as directory
     for name, value in (("TRIGRAM_PROBE", 20), ("WALK_WINDOW", 50), ("COUNT_WINDOW", 100),
                         ("MATCH_MEMO", 60)):
         monkeypatch.setattr(directory, name, value)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from sapd.plumbing import logs
 
-log = logs.get("sapd.transport")
+log = logs.get("sapd.multicast")
 
 IP_MULTICAST_ALL = 49  # not exported by Python's socket module
 IP_PKTINFO = 8

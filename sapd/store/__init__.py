@@ -1,0 +1,1 @@
+"""The directory's storage: backends behind one factory."""
