@@ -20,7 +20,7 @@ from sapd.plumbing.control import (
     json_response,
     peer,
 )
-from sapd.store.sqlite import SearchQuery
+from sapd.records import SearchQuery
 
 if TYPE_CHECKING:
     from sapd.daemon import SapDaemon

@@ -26,12 +26,12 @@ from sapd.lifecycle import (
     PROFILES,
     Engine,
     Event,
-    Writes,
 )
 from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.records import Writes
 from sapd.store.sqlite import SqliteDirectory
 from sapd.store.writer import StoreWriter
 

@@ -22,8 +22,8 @@ from sapd.lifecycle import record_from_session, session_id
 from sapd.plumbing import logs
 from sapd.plumbing.control import Peer
 from sapd.plumbing.multicast import Interface, MulticastSender
+from sapd.records import SearchQuery, SessionRecord
 from sapd.scopes import Scope
-from sapd.store.sqlite import SearchQuery, SessionRecord
 
 if TYPE_CHECKING:
     from sapd.config import SapdConfig

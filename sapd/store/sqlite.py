@@ -11,16 +11,24 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import operator
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from sapd.records import (
+    Applied,
+    Liveness,
+    SearchQuery,
+    SessionRecord,
+    Writes,
+    shared_media_types,
+)
 
 SCHEMA_VERSION = 3
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
@@ -30,74 +38,6 @@ WALK_WINDOW = 5000  # name-index rows a common text's page is first looked for i
 COUNT_WINDOW = 20000  # and its capped count
 MATCH_MEMO = 1000  # matches of a text search remembered for its count and next pages
 PLAN_TTL = 10.0  # seconds a text search plan is reused (plans only affect speed)
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    """One announcement as stored: identity, current version, where it came from.
-
-    Treated as immutable (change it with :meth:`with_changes`); not declared frozen
-    because a frozen dataclass's __init__ costs 3x, which start-up feels at 100k."""
-
-    id: str
-    source: str  # SAP originating source
-    identity: str  # o= without the version
-    version: int
-    msg_hash: int
-    origin_address: str
-    name: str
-    info: str | None
-    sdp: str
-    scope: str
-    sap_group: str
-    first_seen: float
-    last_seen: float
-    local: bool = False
-    owner_uid: int | None = None
-    auth_tag: str = ""
-    acl: dict[str, Any] = field(default_factory=dict)
-    blob: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    period: float | None = None
-    expires: float | None = None
-    stale: bool = False
-    groups: tuple[str, ...] = ()
-    media_types: tuple[str, ...] = ()
-    attributes: tuple[tuple[str, str | None], ...] = ()
-    content_crc: int = 0  # CRC-32 of the SDP text: lets memory hold records without it
-
-    def with_changes(self, **changes: Any) -> SessionRecord:
-        # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
-        # for every new or changed announcement.
-        new = SessionRecord(*record_values(self))
-        for name, value in changes.items():
-            setattr(new, name, value)
-        return new
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "name": self.name, "info": self.info, "identity": self.identity,
-            "version": self.version, "source": self.source, "msg_hash": self.msg_hash,
-            "origin_address": self.origin_address, "scope": self.scope,
-            "sap_group": self.sap_group, "groups": list(self.groups),
-            "media": list(self.media_types), "local": self.local, "stale": self.stale,
-            "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
-            "options": self.options, "authenticated": bool(self.auth_tag),
-            "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "period": self.period, "expires": self.expires,
-        }
-
-
-_MEDIA_TYPES: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def shared_media_types(kinds: tuple[str, ...]) -> tuple[str, ...]:
-    """One shared tuple per combination of media kinds ("audio", "video audio", ...)
-    rather than a tuple and strings per session: ~10 MB at 100,000 sessions. Bounded,
-    since m= kinds are whatever senders write."""
-    if len(_MEDIA_TYPES) < 256:
-        return _MEDIA_TYPES.setdefault(kinds, kinds)
-    return _MEDIA_TYPES.get(kinds, kinds)
 
 
 def _fts_phrase(text: str) -> str:
@@ -117,54 +57,15 @@ def _trigrams(needle: str) -> list[str]:
     return grams
 
 
-record_values = operator.attrgetter(*(f.name for f in fields(SessionRecord)))
-
-
 @dataclass(frozen=True, slots=True)
 class _TextPlan:
     fts: str | None  # FTS5 query for a superset of the rows holding the text
     common: bool  # every trigram is common: a page is likely near the start of the index
 
 
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    """Filters are ANDed; None means 'any'. ``text`` matches name or info, substring,
-    case-insensitive."""
-
-    text: str | None = None
-    media: str | None = None
-    group: str | None = None
-    origin: str | None = None
-    source: str | None = None
-    scope: str | None = None
-    attribute: str | None = None
-    attribute_value: str | None = None
-    local: bool | None = None
-    stale: bool | None = None
-    limit: int = 100
-    offset: int = 0
-
-
 def _memo_key(query: SearchQuery) -> SearchQuery:
     """A text search's remembered matches serve all its pages."""
     return replace(query, limit=0, offset=0)
-
-
-# (id, last_seen, expires, period, msg_hash): what a re-announcement changes
-Liveness = tuple[str, float, float | None, float | None, int]
-
-
-class DirectoryBackend(Protocol):
-    def upsert(self, records: Iterable[SessionRecord]) -> None: ...
-    def refresh(self, seen: Iterable[Liveness]) -> None: ...
-    def delete(self, ids: Iterable[str]) -> int: ...
-    def expire(self, now: float) -> list[SessionRecord]: ...
-    def get(self, session_id: str) -> SessionRecord | None: ...
-    def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]: ...
-    def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int: ...
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]: ...
-    def mark_remote_stale(self) -> int: ...
-    def close(self) -> None: ...
 
 
 _MIGRATIONS: dict[int, str] = {
@@ -326,6 +227,18 @@ class SqliteDirectory:
     # a statement per row: a 27-column row costs ~4 us that way and ~9 us through
     # executemany, whose every row is a step of its own. (When the store was a thread,
     # each step also gave up the interpreter lock and waited to get it back.)
+    def apply(self, writes: Writes) -> Applied:
+        """One batch's writes in one transaction, in the order that makes it equal to
+        applying its parts. All or nothing: an error raises, nothing is refused."""
+        with self.transaction():
+            if writes.deletes:
+                self.delete(writes.deletes)
+            if writes.upserts:
+                self.upsert(writes.upserts.values())
+            if writes.refreshes:
+                self.refresh((sid, *values) for sid, values in writes.refreshes.items())
+        return Applied()
+
     def upsert(self, records: Iterable[SessionRecord]) -> None:
         """Insert or replace sessions."""
         records = list(records)
@@ -431,7 +344,7 @@ class SqliteDirectory:
         (liveness refreshes cannot, and they arrive all the time)."""
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key='content'")
 
-    def _content_version(self) -> int:
+    def content_version(self) -> int:
         """Read before the rows it vouches for: a commit in between then only makes the
         remembered matches look older than they are."""
         return int(self._db.execute("SELECT value FROM meta WHERE key='content'")
@@ -575,7 +488,7 @@ class SqliteDirectory:
     def _text_matches(self, query: SearchQuery) -> list[int] | None:
         """The remembered matches of a text search, if the sessions have not changed."""
         hit = self._matches.get(_memo_key(query))
-        return hit[1] if hit is not None and hit[0] == self._content_version() else None
+        return hit[1] if hit is not None and hit[0] == self.content_version() else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         """A page of sessions in name order. ``light`` leaves out the SDP text and
@@ -633,7 +546,7 @@ class SqliteDirectory:
         the page and the count that follows, and again only after the sessions change."""
         rids = self._text_matches(query)
         if rids is None:
-            version = self._content_version()
+            version = self.content_version()
             rids = [rid for (rid,) in self._db.execute(
                 f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
                 f"LIMIT {MATCH_MEMO + 1}", args)]

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sapd
-from sapd.lifecycle import Writes
 from sapd.plumbing import logs
-from sapd.store.process import FrameReader, encode_writes
+from sapd.records import Writes
+from sapd.store.frames import FrameReader, encode_writes
 
 log = logs.get("sapd.store")
 

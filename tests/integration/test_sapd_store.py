@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sapd.lifecycle import Writes
 from sapd.plumbing import service
+from sapd.records import Writes
 from sapd.store.sqlite import SqliteDirectory
 from sapd.store.writer import StoreError, StoreWriter
 from tests.daemons import send_local_multicast

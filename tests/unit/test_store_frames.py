@@ -5,9 +5,8 @@ from __future__ import annotations
 import marshal
 import random
 
-from sapd.lifecycle import Writes
-from sapd.store.process import FRAME, FrameReader, decode_writes, encode_writes, frame
-from sapd.store.sqlite import SessionRecord
+from sapd.records import SessionRecord, Writes
+from sapd.store.frames import FRAME, FrameReader, decode_writes, encode_writes, frame
 
 
 def session(n: int) -> SessionRecord:
