@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sapd import ctl
+
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
@@ -32,7 +34,7 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from sapd import describe, pcap
+    from sapd import describe, pcap  # noqa: PLC0415  # start-up time, see above
 
     if args.pcap:
         results: list[dict[str, Any]] = []
@@ -72,7 +74,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sapd import sdp
+    from sapd import sdp  # noqa: PLC0415  # start-up time, see above
 
     session, errors, warnings = sdp.validate(_read_input(args.file))
     if args.json:
@@ -108,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_validate)
 
-    from sapd import ctl  # the online commands live beside the HTTP client
-
-    ctl.add_commands(sub)
+    ctl.add_commands(sub)  # the online commands live beside the HTTP client
     return parser
 
 

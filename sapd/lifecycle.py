@@ -171,13 +171,16 @@ def session_id(source: str, identity: str, auth_tag: str) -> str:
                            digest_size=8).hexdigest()
 
 
+_AUTH_TAGS = {kind.value: kind.name.lower() for kind in wire.AuthType}  # 0: "pgp", 1: "cms"
+
+
 def auth_tag_of(packet: wire.SapPacket) -> str:
     """What kind of authentication an announcement carried ('' for none). Signatures are
     not verified (no keys are configured), but announcements with and without
     authentication are never merged, which is what blocks hijacking (RFC 2974 s. 5)."""
     if packet.auth is None:
         return ""
-    return {0: "pgp", 1: "cms"}.get(packet.auth.auth_type, f"auth{packet.auth.auth_type}")
+    return _AUTH_TAGS.get(packet.auth.auth_type, f"auth{packet.auth.auth_type}")
 
 
 class Engine:
