@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import re
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +130,37 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
-            "sdp, scope, sap_group, first_seen, last_seen, local, owner_uid, acl, blob, "
-            "options, period, expires, heard_gen, groups, media_types, haystack, content_crc")
-_LIGHT_COLUMNS = _COLUMNS.replace("sdp,", "'',").replace("haystack", "''")
-
+# The sessions table's columns, in one place: each with how a record's value is stored
+# (an expression over the record ``r``, the run's ``generation``). A record field reads
+# back from the column of its name unless _LOADS says otherwise (an expression over the
+# columns, by name, and ``attrs``, ``generation``). A new column is a field of
+# SessionRecord, a line here, and its migration above; every statement, the row
+# builder and the record builder follow from this table.
+_STORED: tuple[tuple[str, str], ...] = (
+    ("id", "r.id"), ("source", "r.source"), ("identity", "r.identity"),
+    ("auth_tag", "r.auth_tag"), ("version", "r.version"), ("msg_hash", "r.msg_hash"),
+    ("origin_address", "r.origin_address"), ("name", "r.name"), ("info", "r.info"),
+    ("sdp", "r.sdp"), ("scope", "r.scope"), ("sap_group", "r.sap_group"),
+    ("first_seen", "r.first_seen"), ("last_seen", "r.last_seen"), ("local", "int(r.local)"),
+    ("owner_uid", "r.owner_uid"), ("acl", "_dumps(r.acl)"), ("blob", "_dumps(r.blob)"),
+    ("options", "_dumps(r.options)"), ("period", "r.period"), ("expires", "r.expires"),
+    ("heard_gen", "0 if r.stale else generation"),  # the run that last heard it
+    ("groups", "' '.join(r.groups)"), ("media_types", "' '.join(r.media_types)"),
+    ("haystack", "(r.name + '\\n' + (r.info or '')).lower()"),  # substring search
+    ("content_crc", "r.content_crc or zlib.crc32(r.sdp.encode())"),
+)
+_LOADS = {
+    "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",
+    "options": "_json(options)", "stale": "not local and heard_gen < generation",
+    "groups": "tuple(groups.split())",
+    "media_types": "shared_media_types(tuple(media_types.split()))",
+    "attributes": "tuple(attrs)",
+}
+_LIGHT = {"sdp": "''", "haystack": "''"}  # what a light read leaves out
+_NAMES = [name for name, _ in _STORED]
+_COLUMNS = ", ".join(_NAMES)
+_LIGHT_COLUMNS = ", ".join(_LIGHT.get(name, name) for name in _NAMES)
+_RID = len(_NAMES)  # reads select the row id after the columns
 
 _CHUNK_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # few statement shapes, all cached
 
@@ -165,6 +192,37 @@ def _json(text: str) -> dict[str, Any]:
         return {}  # the common case, without the parser
     value: dict[str, Any] = json.loads(text)
     return value
+
+
+def _compile(source: str, name: str) -> Any:
+    """A function from generated source: positional tuple and constructor calls, as fast
+    as hand-written ones (keywords cost ~25 % more, and start-up builds 100,000 records)
+    and derived from the column table, so they cannot fall out of its order."""
+    scope: dict[str, Any] = {"SessionRecord": SessionRecord, "_dumps": _dumps,
+                             "_json": _json, "zlib": zlib,
+                             "shared_media_types": shared_media_types}
+    exec(source, scope)
+    return scope[name]
+
+
+def _builders() -> tuple[Any, Any]:
+    missing = [f.name for f in fields(SessionRecord) if f.name not in _LOADS
+               and f.name not in _NAMES]
+    if missing:
+        raise TypeError(f"SessionRecord fields without a column or a load: {missing}")
+    to_row = _compile(
+        "def to_row(r, rid, generation):\n"
+        f"    return (rid, {', '.join(store for _, store in _STORED)})\n", "to_row")
+    position = {name: f"row[{i}]" for i, name in enumerate(_NAMES)}
+    loads = ", ".join(re.sub(r"\b\w+\b", lambda m: position.get(m[0], m[0]),
+                             _LOADS.get(f.name, f.name)) for f in fields(SessionRecord))
+    to_record = _compile(
+        "def to_record(row, attrs, generation):\n"
+        f"    return SessionRecord({loads})\n", "to_record")
+    return to_row, to_record
+
+
+_to_row, _to_record = _builders()
 
 
 class SchemaError(RuntimeError):
@@ -253,13 +311,7 @@ class SqliteDirectory:
                 rid = self._new_rid()
             else:
                 replaced.append((rid,))  # only a replaced session has rows to clear
-            rows.append((rid, r.id, r.source, r.identity, r.auth_tag, r.version, r.msg_hash,
-                         r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
-                         r.first_seen, r.last_seen, int(r.local), r.owner_uid,
-                         _dumps(r.acl), _dumps(r.blob), _dumps(r.options), r.period,
-                         r.expires, 0 if r.stale else generation, " ".join(r.groups),
-                         " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower(),
-                         r.content_crc or zlib.crc32(r.sdp.encode())))
+            rows.append(_to_row(r, rid, generation))
             groups += [(rid, g) for g in r.groups]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
@@ -355,17 +407,6 @@ class SqliteDirectory:
                    .fetchone()[0])
 
     # -- reads ----------------------------------------------------------------
-    def _record(self, row: tuple[Any, ...],
-                attrs: Iterable[tuple[str, str | None]]) -> SessionRecord:
-        # Positional, in SessionRecord's field order: keywords cost ~25 % more, and
-        # start-up builds 100,000 of these.
-        return SessionRecord(
-            row[0], row[1], row[2], row[4], row[5], row[6], row[7], row[8], row[9],
-            row[10], row[11], row[12], row[13], bool(row[14]), row[15], row[3],
-            _json(row[16]), _json(row[17]), _json(row[18]), row[19], row[20],
-            not row[14] and row[21] < self.generation, tuple(row[22].split()),
-            shared_media_types(tuple(row[23].split())), tuple(attrs), row[25])
-
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions WHERE id=?",
@@ -474,16 +515,17 @@ class SqliteDirectory:
                  light: bool = False) -> list[SessionRecord]:
         """Rows to records. Full rows get their attributes, read a chunk of rows at a
         time; light rows (``_LIGHT_COLUMNS``) go without, and stream from a cursor."""
+        to_record, generation = _to_record, self.generation
         if light:
-            return [self._record(row, ()) for row in rows]
+            return [to_record(row, (), generation) for row in rows]
         rows = list(rows)
         attrs: dict[int, list[tuple[str, str | None]]] = {}
-        for values, rids in _row_chunks([(row[26],) for row in rows]):
+        for values, rids in _row_chunks([(row[_RID],) for row in rows]):
             for rid, name, value in self._db.execute(
                     f"SELECT rid, name, value FROM session_attrs WHERE rid IN ({values})",
                     rids):
                 attrs.setdefault(rid, []).append((name, value))
-        return [self._record(row, attrs.get(row[26], ())) for row in rows]
+        return [to_record(row, attrs.get(row[_RID], ()), generation) for row in rows]
 
     def _text_matches(self, query: SearchQuery) -> list[int] | None:
         """The remembered matches of a text search, if the sessions have not changed."""
