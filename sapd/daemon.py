@@ -112,12 +112,14 @@ class SapDaemon(service.Service):
         await service.cancel_all(self._tasks)
         if self.follower:
             self.follower.stop()
-        self.hub.close_subscribers()
+        if self.hub is not None:  # None when start() failed before the store opened
+            self.hub.close_subscribers()
         if self.control:
             await self.control.stop()
         if self.receiver:
             self.receiver.close()
-        self.hub.close()
+        if self.hub is not None:
+            self.hub.close()
         os.close(self._state_lock)
         self.notifier.close()
 

@@ -146,7 +146,7 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("options", "_dumps(r.options)"), ("period", "r.period"), ("expires", "r.expires"),
     ("heard_gen", "0 if r.stale else generation"),  # the run that last heard it
     ("groups", "' '.join(r.groups)"), ("media_types", "' '.join(r.media_types)"),
-    ("haystack", "(r.name + '\\n' + (r.info or '')).lower()"),  # substring search
+    ("haystack", "f'{r.name}\\n{r.info or \"\"}'.lower()"),  # substring search
     ("content_crc", "r.content_crc or zlib.crc32(r.sdp.encode())"),
 )
 _LOADS = {
