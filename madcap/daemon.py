@@ -30,7 +30,7 @@ from sapd.plumbing.client import ClientError, UnixClient
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.errors import StoreUnusable
-from sapd.transport import InterfaceFollower, MulticastReceiver
+from sapd.plumbing.multicast import InterfaceFollower, MulticastReceiver, with_packet_info
 
 log = logs.get("madcapd")
 PURGE_EVERY = 60.0  # seconds between deletions of leases whose guard time is over
@@ -89,9 +89,9 @@ class MadcapDaemon(service.Service):
         groups = [s.server_address for s in self.scopes]
         families = {s.start.version for s in self.scopes} | set(bind)
         self.receiver = MulticastReceiver(self.loop, groups, port,
-                                          on_batch_end=self._after_batch,
-                                          packet_handler=self.hub.on_datagram, bind=bind,
-                                          families=families)
+                                          with_packet_info(self.hub.on_datagram),
+                                          on_batch_end=self._after_batch, pktinfo=True,
+                                          bind=bind, families=families)
         self.receiver.open()
         self.follower = InterfaceFollower(self.loop, self.receiver,
                                           lambda: self.config.interfaces)

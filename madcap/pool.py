@@ -13,24 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from madcap.wire import IPAddress, ScopeEntry, ScopeName
-
-# RFC 5771 blocks a pool may never overlap (and the SAP/SDP block, and SSM).
-FORBIDDEN_V4 = tuple(ipaddress.IPv4Network(n) for n in (
-    "224.0.0.0/24",  # local network control
-    "224.0.1.0/24",  # internetwork control
-    "224.0.2.0/23", "224.0.4.0/22", "224.0.8.0/21", "224.0.16.0/20", "224.0.32.0/19",
-    "224.0.64.0/18", "224.0.128.0/17",  # AD-HOC I (224.0.2.0-224.0.255.255)
-    "224.1.0.0/16",  # reserved
-    "224.2.0.0/16",  # SDP/SAP
-    "224.3.0.0/16", "224.4.0.0/16",  # AD-HOC II
-    "224.5.0.0/16", "224.6.0.0/15", "224.8.0.0/13", "224.16.0.0/12", "224.32.0.0/11",
-    "224.64.0.0/10", "224.128.0.0/9",  # reserved 224.5-224.255
-    "225.0.0.0/8", "226.0.0.0/7", "228.0.0.0/6",  # reserved 225-231
-    "232.0.0.0/8",  # SSM: no allocation needed
-    "233.252.0.0/14",  # AD-HOC III (incl. MCAST-TEST-NET)
-    "234.0.0.0/7", "236.0.0.0/7", "238.0.0.0/8",  # reserved 234-238
-))
-RELATIVE_BLOCK = 256  # RFC 2365: the top 256 addresses of each scope are for relative use
+from sapd.plumbing.adminscope import FORBIDDEN_V4, RELATIVE_BLOCK
 
 
 class PoolConfigError(ValueError):

@@ -6,12 +6,14 @@ Every handler is thin: parse the request, call the service, shape JSON.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from sapd import sdp
-from sapd.directory import SearchQuery
+from sapd.announce import routes as announce_routes
+from sapd.announce.service import Announcer
+from sapd.hub import Hub
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
@@ -21,11 +23,20 @@ from sapd.plumbing.control import (
     json_response,
     peer,
 )
+from sapd.records import SearchQuery
 
-if TYPE_CHECKING:
-    from sapd.daemon import SapDaemon
 
-DAEMON_KEY: web.AppKey[SapDaemon] = web.AppKey("daemon")
+class Service(Protocol):
+    """What the handlers need of the daemon: the hub for reads and events, reports."""
+
+    hub: Hub
+
+    def health(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str: ...
+
+
+DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
 
 
@@ -79,13 +90,13 @@ async def health(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
     query = query_from_request(request)
-    records = daemon.store.search(query, light=True)  # to_json shows no SDP
+    records = daemon.hub.reader.search(query, light=True)  # to_json shows no SDP
     if len(records) < query.limit and (records or query.offset == 0):
         total = query.offset + len(records)  # a short page: the total is known for free
     else:
         # Counting every match of a broad filter over 100k sessions costs tens of ms;
         # past COUNT_CAP the total is reported as a lower bound.
-        total = daemon.store.count(query, cap=COUNT_CAP)
+        total = daemon.hub.reader.count(query, cap=COUNT_CAP)
     return json_response({"sessions": [r.to_json() for r in records],
                          "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
                          "limit": query.limit, "offset": query.offset})
@@ -94,7 +105,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON_KEY]
     sid = request.match_info["id"]
-    record = daemon.store.get(sid)
+    record = daemon.hub.reader.get(sid)
     if record is None:
         return json_error(404, f"no session with id {sid!r}; see GET /v1/sessions")
     if "application/sdp" in request.headers.get("Accept", ""):
@@ -115,7 +126,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         "Content-Type": "application/x-ndjson" if jsonl else "text/event-stream",
         "Cache-Control": "no-cache"})
     await response.prepare(request)
-    queue = daemon.subscribe()
+    queue = daemon.hub.subscribe()
     try:
         if not jsonl:
             await response.write(b": sapd event stream\n\n")
@@ -135,7 +146,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        daemon.unsubscribe(queue)
+        daemon.hub.unsubscribe(queue)
     return response
 
 
@@ -151,7 +162,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def groups(request: web.Request) -> web.Response:
     """Every multicast group some listed session uses (madcapd avoids them)."""
     daemon = request.app[DAEMON_KEY]
-    return json_response({"groups": sorted(daemon.engine.groups_in_use())})
+    return json_response({"groups": sorted(daemon.hub.engine.groups_in_use())})
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -176,8 +187,8 @@ ENDPOINTS = [
 ]
 
 
-def build_app(daemon: SapDaemon) -> web.Application:
-    from sapd import publish_api
-
-    return control_app(DAEMON_KEY, daemon, ENDPOINTS + publish_api.ENDPOINTS,
-                       client_max_size=256 * 1024)
+def build_app(daemon: Service, announcer: Announcer) -> web.Application:
+    app = control_app(DAEMON_KEY, daemon, ENDPOINTS + announce_routes.ENDPOINTS,
+                      client_max_size=256 * 1024)
+    app[announce_routes.ANNOUNCER_KEY] = announcer
+    return app

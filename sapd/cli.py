@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sapd import ctl
+
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
@@ -32,7 +34,7 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from sapd import packetinfo, pcap
+    from sapd import describe, pcap  # noqa: PLC0415  # start-up time, see above
 
     if args.pcap:
         results: list[dict[str, Any]] = []
@@ -43,7 +45,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"sapctl: {args.file}: {exc}", file=sys.stderr)
             return EXIT_REJECTED
         for dgram in datagrams:
-            desc, problems = packetinfo.describe_packet(dgram.payload)
+            desc, problems = describe.describe_packet(dgram.payload)
             desc = {"frame": dgram.index, "time": dgram.timestamp,
                     "from": f"{dgram.source}:{dgram.source_port}",
                     "to": f"{dgram.destination}:{dgram.destination_port}", **desc}
@@ -54,25 +56,25 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     print(f"sapctl: frame {dgram.index}: {problem}", file=sys.stderr)
             if not args.json:
                 print(f"frame {dgram.index} {desc['from']} -> {desc['to']}")
-                print(packetinfo.format_packet(desc))
+                print(describe.format_packet(desc))
         if args.json:
             _print_json(results)
         if not datagrams:
             print(f"sapctl: {args.file}: no UDP datagrams on port {args.port}", file=sys.stderr)
             return EXIT_REJECTED
         return EXIT_REJECTED if failed else EXIT_OK
-    desc, problems = packetinfo.describe_packet(_read_input(args.file))
+    desc, problems = describe.describe_packet(_read_input(args.file))
     if args.json:
         _print_json(desc)
     else:
-        print(packetinfo.format_packet(desc))
+        print(describe.format_packet(desc))
     for problem in problems:
         print(f"sapctl: {args.file}: {problem}", file=sys.stderr)
     return EXIT_REJECTED if problems else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sapd import sdp
+    from sapd import sdp  # noqa: PLC0415  # start-up time, see above
 
     session, errors, warnings = sdp.validate(_read_input(args.file))
     if args.json:
@@ -108,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_validate)
 
-    from sapd import ctl  # the online commands live beside the HTTP client
-
-    ctl.add_commands(sub)
+    ctl.add_commands(sub)  # the online commands live beside the HTTP client
     return parser
 
 

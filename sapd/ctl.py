@@ -9,6 +9,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from sapd.announce import commands as announce_commands
 from sapd.plumbing import paths
 from sapd.plumbing.client import ClientError, UnixClient, format_table
 
@@ -170,6 +171,4 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_with_errors(cmd_stats))
 
-    from sapd import publish_cli
-
-    publish_cli.add_commands(sub, _with_errors, _client, _print_json)
+    announce_commands.add_commands(sub, _with_errors, _client, _print_json)

@@ -1,7 +1,8 @@
 """sapd: the composition root. Wires engine, store, sockets, API and systemd together.
 
-All protocol decisions live in the sans-IO engine (lifecycle) and announcer; this
-module only moves bytes, timestamps and writes between them and the outside.
+All protocol decisions live in the sans-IO engine (lifecycle) and the announce
+schedule; the hub makes changes durable, then heard. This module builds the parts,
+starts and stops them, and reports on them.
 """
 
 from __future__ import annotations
@@ -15,32 +16,31 @@ from collections import Counter
 from typing import Any
 
 from sapd import __version__
+from sapd.announce.sender import MulticastSender
+from sapd.announce.service import Announcer
 from sapd.api import build_app
 from sapd.config import SapdConfig, load
-from sapd.directory import SqliteDirectory
+from sapd.hub import Hub
 from sapd.lifecycle import (
     ACCEPTED_CHANGED,
     ACCEPTED_DELETE,
     ACCEPTED_NEW,
     ACCEPTED_REFRESH,
-    DROP_INTERNAL_ERROR,
     PROFILES,
     Engine,
-    Event,
-    Writes,
 )
 from sapd.plumbing import logs, service, systemd
+from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.storewriter import StoreWriter
-from sapd.transport import Interface, InterfaceFollower, MulticastReceiver
+from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.store import open_directory, start_writer
 
 log = logs.get("sapd")
 
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
-SUBSCRIBER_QUEUE = 10_000
 INTERFACE_RESYNC = 30.0
-FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
+CLOCK_STEP_WARNING = 2.0  # seconds the system clock may be stepped before a warning
 
 
 class SapDaemon(service.Service):
@@ -49,58 +49,50 @@ class SapDaemon(service.Service):
         self.config = config
         self.engine = Engine(profile=config.expiry_profile(),
                              limits=config.limits.to_limits(), scopes=config.scope_table())
-        self.store: SqliteDirectory = None  # type: ignore[assignment]  # reads; set in start()
-        self.writer: StoreWriter = None  # type: ignore[assignment]  # writes; set in start()
-        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.clock = SteadyClock()
+        self.hub: Hub = None  # type: ignore[assignment]  # set in start()
+        self.announcer: Announcer | None = None
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
         self.follower: InterfaceFollower | None = None
         self.notifier = systemd.Notifier()
-        self.started = time.time()
+        self.started = self.clock.monotonic()
         self.ready = False
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._pending_refresh: dict[str, tuple[float, float | None, float | None, int]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flushed_at = 0.0  # monotonic time of the last hand-over to the store
         self._tasks: list[asyncio.Task[None]] = []
         self._state_lock = -1  # descriptor holding the state directory's lock
-        self.announcer: Any = None  # the local announcer, attached by sapd.announce
+        self._clock_warned = False
 
     # -- start and stop ---------------------------------------------------------------
     async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         state = self.config.state_path
         state.mkdir(parents=True, exist_ok=True)
         self._state_lock = service.lock_state(state)
-        path = state / "directory.sqlite3"
-        self.store = SqliteDirectory(path)  # opens first: it migrates
-        stale = self.store.mark_remote_stale()
+        store = open_directory(self.config, state)  # opens first: it migrates
+        stale = store.mark_remote_stale()
         # The store process starts while the engine loads; it keeps the state lock until
         # it has committed the last batch, even if this process is killed.
-        self.writer = StoreWriter(path, self.loop, keep_fds=(self._state_lock,))
+        writer = start_writer(self.config, state, loop, keep_fds=(self._state_lock,))
+        self.hub = Hub(self.engine, store, writer, loop, self.clock)
         with service.collector_paused():
-            loaded = self.engine.load(self.store.iter_all(light=True))
+            loaded = self.engine.load(store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         groups = self.config.listen_groups()
-        self.receiver = MulticastReceiver(self.loop, groups, self.config.port,
-                                          self._on_datagram, self._after_batch)
+        self.receiver = MulticastReceiver(loop, groups, self.config.port,
+                                          self.hub.datagram_handler(), self.hub.after_batch)
         self.receiver.open()
-        self.follower = InterfaceFollower(self.loop, self.receiver,
+        self.follower = InterfaceFollower(loop, self.receiver,
                                           lambda: self.config.interfaces,
                                           self._interfaces_changed)
         await self.follower.start()
-        from sapd.announce import attach
-
-        attach(self)
+        self.announcer = Announcer(self.hub, MulticastSender(), self.config)
         self.announcer.set_interfaces(self.follower.chosen)
         await self.announcer.restore()
-        self.control = ControlServer(build_app(self), self.config.socket_path,
+        self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
                                      self.config.socket_group)
         await self.control.start()
-        self._after_batch()  # expire anything already due, arm the timer
+        self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
         interval = systemd.watchdog_interval()
         if interval:
@@ -119,112 +111,16 @@ class SapDaemon(service.Service):
         await service.cancel_all(self._tasks)
         if self.follower:
             self.follower.stop()
-        for queue in list(self._subscribers):
-            self._drop_subscriber(queue)
+        if self.hub is not None:  # None when start() failed before the store opened
+            self.hub.close_subscribers()
         if self.control:
             await self.control.stop()
         if self.receiver:
             self.receiver.close()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        self._flush(final=True)
-        self.writer.close()
-        self.store.close()
+        if self.hub is not None:
+            self.hub.close()
         os.close(self._state_lock)
         self.notifier.close()
-
-    # -- packets ---------------------------------------------------------------------
-    def _on_datagram(self, data: bytes) -> None:
-        if self.engine.receive_datagram(data, time.time()) == DROP_INTERNAL_ERROR:
-            log.error("datagram raised in the engine; counted as internal_error",
-                      error=self.engine.last_internal_error, size=len(data))
-
-    def _after_batch(self) -> None:
-        """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
-        self.engine.handle_timer(time.time())
-        if self._flush_handle is None:
-            # Drains under load are a few datagrams each; handing each over on its own
-            # cost a frame, an acknowledgement and a tiny transaction hundreds of times
-            # a second. So hand-overs are at least FLUSH_DELAY apart; on a quiet
-            # network a packet's is at once.
-            wait = self._flushed_at + FLUSH_DELAY - time.monotonic()
-            if wait <= 0:
-                self._flush_now()
-            else:
-                self._flush_handle = self.loop.call_later(wait, self._flush_now)
-        self._arm_timer()
-
-    def _flush_now(self) -> None:
-        self._flush_handle = None
-        self._flushed_at = time.monotonic()
-        self._flush()
-
-    def _flush(self, final: bool = False) -> None:
-        """Upserts and deletes go to the writer now; their events are published once
-        committed. Refreshes only move last-seen: they are batched for a second."""
-        writes = self.engine.take_writes()
-        events = []
-        while (event := self.engine.next_event()) is not None:
-            events.append(event)
-        self._pending_refresh.update(writes.refreshes)
-        writes.refreshes = {}
-        for sid in (*writes.upserts, *writes.deletes):
-            self._pending_refresh.pop(sid, None)
-        if final:
-            writes.refreshes, self._pending_refresh = self._pending_refresh, {}
-        if writes:
-            self.writer.submit(writes, lambda error: self._publish(events))
-        elif events:
-            self._publish(events)
-
-    def _flush_refreshes(self) -> None:
-        if self._pending_refresh:
-            batch = Writes(refreshes=self._pending_refresh)
-            self._pending_refresh = {}
-            self.writer.submit(batch)
-
-    def _publish(self, events: list[Event]) -> None:
-        for event in events:
-            if self.announcer is not None:
-                self.announcer.on_event(event)
-            if not self._subscribers:
-                continue
-            item = event.to_json()
-            for queue in list(self._subscribers):
-                try:
-                    queue.put_nowait(item)
-                except asyncio.QueueFull:
-                    log.warning("event subscriber fell behind; disconnecting it")
-                    self._drop_subscriber(queue)
-
-    def _arm_timer(self) -> None:
-        when = self.engine.get_timer()
-        if when is None or (self._timer_at is not None and self._timer_at <= when):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self.loop.call_later(max(0.0, when - time.time()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._after_batch()
-
-    # -- subscribers ---------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(queue)
-
-    def _drop_subscriber(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(queue)
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -244,8 +140,9 @@ class SapDaemon(service.Service):
         settler = service.MemorySettler(self._sessions_stored())
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
-            self._flush_refreshes()
-            settler.note(self._sessions_stored(), idle=not self.writer.backlog)
+            self.hub.flush_refreshes()
+            settler.note(self._sessions_stored(), idle=not self.hub.writer.backlog)
+            self._check_clock()
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
                 await self.resync_interfaces()
@@ -276,6 +173,14 @@ class SapDaemon(service.Service):
         log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
 
+    def _check_clock(self) -> None:
+        drift = self.clock.drift()
+        if abs(drift) >= CLOCK_STEP_WARNING and not self._clock_warned:
+            self._clock_warned = True
+            log.warning("system clock stepped; sessions age by elapsed time, and the times "
+                        "stored are off by the step until sapd restarts",
+                        step=round(drift, 3))
+
     def _sessions_stored(self) -> int:
         counters = self.engine.counters
         return counters.get(ACCEPTED_NEW, 0) + counters.get(ACCEPTED_CHANGED, 0)
@@ -287,9 +192,12 @@ class SapDaemon(service.Service):
         return (f"{len(self.engine)} sessions, {received} packets, "
                 f"{len(self.interfaces)} interfaces")
 
+    def uptime(self) -> float:
+        return round(self.clock.monotonic() - self.started, 3)
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.ready else "starting", "version": __version__,
-                "sessions": len(self.engine), "uptime": round(time.time() - self.started, 3)}
+                "sessions": len(self.engine), "uptime": self.uptime()}
 
     def _drops(self) -> Counter[str]:
         return Counter({k: v for k, v in self.engine.counters.items()
@@ -300,8 +208,8 @@ class SapDaemon(service.Service):
         receiver = self.receiver
         return {
             "sessions": len(self.engine),
-            "store_backlog": self.writer.backlog if self.writer else 0,
-            "store_restarts": self.writer.restarts if self.writer else 0,
+            "store_backlog": self.hub.writer.backlog if self.hub else 0,
+            "store_restarts": self.hub.writer.restarts if self.hub else 0,
             "sessions_by_scope": dict(self.engine.sessions_by_scope()),
             "packets": {k: counters[k] for k in sorted(ACCEPTED)},
             "drops": dict(sorted(self._drops().items())),
@@ -311,9 +219,9 @@ class SapDaemon(service.Service):
             "memberships": sorted(f"{g}%{i}" for g, i in receiver.joined) if receiver else [],
             "failed_joins": {f"{g}%{i}": why for (g, i), why in receiver.failed_joins.items()}
             if receiver else {},
-            "subscribers": len(self._subscribers),
+            "subscribers": self.hub.subscribers if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
-            "uptime": round(time.time() - self.started, 3),
+            "uptime": self.uptime(),
             "version": __version__,
         }
 
@@ -339,15 +247,15 @@ class SapDaemon(service.Service):
                   f"sapd_group_memberships {len(self.receiver.joined) if self.receiver else 0}",
                   "# HELP sapd_event_subscribers Connected event stream clients.",
                   "# TYPE sapd_event_subscribers gauge",
-                  f"sapd_event_subscribers {len(self._subscribers)}",
+                  f"sapd_event_subscribers {self.hub.subscribers if self.hub else 0}",
                   "# HELP sapd_store_backlog Batches handed to the store process, not yet "
                   "committed.",
                   "# TYPE sapd_store_backlog gauge",
-                  f"sapd_store_backlog {self.writer.backlog if self.writer else 0}",
+                  f"sapd_store_backlog {self.hub.writer.backlog if self.hub else 0}",
                   "# HELP sapd_store_restarts_total Store processes that ended and were "
                   "replaced.",
                   "# TYPE sapd_store_restarts_total counter",
-                  f"sapd_store_restarts_total {self.writer.restarts if self.writer else 0}"]
+                  f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
         return "\n".join(lines) + "\n"

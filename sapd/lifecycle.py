@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sapd import sdp, wire
-from sapd.directory import SessionRecord, shared_media_types
+from sapd.records import SessionRecord, Writes, shared_media_types
 from sapd.scopes import ScopeTable
 
 # Packet outcomes (counter labels). Drops say why.
@@ -98,37 +98,6 @@ class Event:
     def to_json(self) -> dict[str, Any]:
         return {"event": self.kind, "id": self.session_id, "time": self.time,
                 "session": self.record.to_json()}
-
-
-@dataclass(slots=True)
-class Writes:
-    """What the store must do; the adapter applies it in one transaction."""
-
-    upserts: dict[str, SessionRecord] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
-    refreshes: dict[str, tuple[float, float | None, float | None, int]] = field(
-        default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.upserts or self.deletes or self.refreshes)
-
-    def absorb(self, later: Writes) -> None:
-        """Fold in a later batch, as if applied after this one."""
-        for sid in later.deletes:
-            self.upserts.pop(sid, None)
-            self.refreshes.pop(sid, None)
-        self.deletes -= later.upserts.keys()
-        self.deletes |= later.deletes
-        self.upserts.update(later.upserts)
-        for sid, liveness in later.refreshes.items():
-            pending = self.upserts.get(sid)
-            if pending is None:
-                self.refreshes[sid] = liveness
-            else:  # the full record, with the later liveness
-                last_seen, expires, period, msg_hash = liveness
-                self.upserts[sid] = pending.with_changes(
-                    last_seen=last_seen, expires=expires, period=period, msg_hash=msg_hash,
-                    stale=False)
 
 
 @dataclass(slots=True)
@@ -205,13 +174,16 @@ def session_id(source: str, identity: str, auth_tag: str) -> str:
                            digest_size=8).hexdigest()
 
 
+_AUTH_TAGS = {kind.value: kind.name.lower() for kind in wire.AuthType}  # 0: "pgp", 1: "cms"
+
+
 def auth_tag_of(packet: wire.SapPacket) -> str:
     """What kind of authentication an announcement carried ('' for none). Signatures are
     not verified (no keys are configured), but announcements with and without
     authentication are never merged, which is what blocks hijacking (RFC 2974 s. 5)."""
     if packet.auth is None:
         return ""
-    return {0: "pgp", 1: "cms"}.get(packet.auth.auth_type, f"auth{packet.auth.auth_type}")
+    return _AUTH_TAGS.get(packet.auth.auth_type, f"auth{packet.auth.auth_type}")
 
 
 class Engine:

@@ -14,15 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sapd.plumbing import adminscope
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 GLOBAL_V4_GROUP = ipaddress.IPv4Address("224.2.127.254")
 SAP_V6_SUFFIX = 0x27FFE  # ff0X::2:7ffe
 
-_V6_SCOPE_NAMES = {1: "ipv6-interface-local", 2: "ipv6-link-local", 3: "ipv6-realm-local",
-                   4: "ipv6-admin-local", 5: "ipv6-site-local", 8: "ipv6-org-local",
-                   0xE: "ipv6-global"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +41,10 @@ class Scope:
                 "sap_group": str(self.sap_group), "ttl": self.ttl}
 
 
-DEFAULT_SCOPES: tuple[Scope, ...] = (
-    Scope("ipv4-link-local", ipaddress.IPv4Network("224.0.0.0/24"),
-          ipaddress.IPv4Address("224.0.0.255"), 1),
-    Scope("ipv4-local", ipaddress.IPv4Network("239.255.0.0/16"),
-          ipaddress.IPv4Address("239.255.255.255"), 255),
-    Scope("ipv4-org-local", ipaddress.IPv4Network("239.192.0.0/14"),
-          ipaddress.IPv4Address("239.195.255.255"), 255),
-    # The rest of the administratively scoped block (RFC 2365), where AES67 streams
-    # usually live (239.69.0.0/16). Its highest address is the SAP group, as RFC 2974
-    # asks, and it is where Dante and AES67 devices listen; not 224.2.127.254.
-    Scope("ipv4-admin", ipaddress.IPv4Network("239.0.0.0/8"),
-          ipaddress.IPv4Address("239.255.255.255"), 255),
-)
+DEFAULT_SCOPES: tuple[Scope, ...] = tuple(
+    Scope(a.name, a.network, a.highest, a.ttl) for a in adminscope.IPV4_ADMIN_SCOPES)
 
-GLOBAL_V4_SCOPE = Scope("ipv4-global", ipaddress.IPv4Network("224.0.0.0/4"), GLOBAL_V4_GROUP, 255)
+GLOBAL_V4_SCOPE = Scope("ipv4-global", adminscope.IPV4_MULTICAST, GLOBAL_V4_GROUP, 255)
 
 # RFC 4291 2.7: scope F is reserved and treated as global; scope 0 is reserved and has
 # no region of its own. Sessions there are announced on the global group.
@@ -86,8 +74,9 @@ def _v6_scope(address: ipaddress.IPv6Address) -> Scope:
     announced_in = _V6_GLOBAL if nibble in _V6_RESERVED else nibble
     group = ipaddress.IPv6Address((0xFF00 | announced_in) << 112 | SAP_V6_SUFFIX)
     net = ipaddress.IPv6Network(((0xFF00 | nibble) << 112, 16))
-    hop_limit = 1 if nibble <= 2 else 255
-    return Scope(_V6_SCOPE_NAMES.get(nibble, f"ipv6-scope-{nibble:x}"), net, group, hop_limit)
+    hop_limit = 1 if nibble <= adminscope.IPV6_LINK_SCOPE_MAX else 255
+    name = adminscope.IPV6_SCOPE_NAMES.get(nibble, f"ipv6-scope-{nibble:x}")
+    return Scope(name, net, group, hop_limit)
 
 
 class ScopeTable:

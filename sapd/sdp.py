@@ -189,7 +189,8 @@ class SessionDescription:
 
     def details(self) -> dict[str, Any]:
         """The full sdp-transform parse tree, for people and scripts wanting every field."""
-        import sdp_transform  # imported lazily: it is slow and only the API's detail view uses it
+        # Imported here for start-up time: it is slow and only the API's detail view uses it.
+        import sdp_transform  # noqa: PLC0415
 
         result: dict[str, Any] = sdp_transform.parse(self.raw)
         return result

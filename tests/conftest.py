@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemons import Daemon
+from tests.daemons import Daemon, stop_daemons
 from tests.netns.harness import Network
 from tests.support import need_root
 
@@ -49,9 +48,7 @@ def daemons(tmp_path: Path) -> Iterator[Any]:
         return daemon
 
     yield make
-    for daemon in started:
-        with contextlib.suppress(AssertionError):
-            daemon.stop()
+    stop_daemons(started)
 
 
 _suite_seconds: dict[str, float] = {}

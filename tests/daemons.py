@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sapd.plumbing.client import ClientError, UnixClient
 from tests.support import ROOT, script, wait_for
@@ -39,6 +39,7 @@ class Daemon:
         self.socket_activated = socket_activated
         self.unused_socket = workdir / "not-inherited.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.killed = False  # by the test, on purpose: its exit code then says nothing
 
     @property
     def command(self) -> list[str]:
@@ -54,6 +55,7 @@ class Daemon:
     def start(self, wait: bool = True, timeout: float = 10.0) -> Daemon:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        self.killed = False
         self.proc = subprocess.Popen(self.command, stdout=log, stderr=log, env=env,
                                      cwd=str(ROOT))
         log.close()
@@ -107,6 +109,7 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+        self.killed = True
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
@@ -198,3 +201,27 @@ def elapsed_until(predicate: Any, timeout: float) -> float:
     start = time.monotonic()
     wait_for(predicate, timeout, interval=0.02)
     return time.monotonic() - start
+
+
+class Stoppable(Protocol):
+    name: str
+    killed: bool
+
+    def stop(self) -> int: ...
+    def logs(self) -> str: ...
+
+
+def stop_daemons(daemons: list[Stoppable]) -> None:
+    """Stop every daemon a test started (all of them, whatever one of them does), then
+    fail if one did not stop on SIGTERM or ended with a failed exit code, unless the
+    test killed it on purpose."""
+    failures: list[str] = []
+    for daemon in daemons:
+        try:
+            code = daemon.stop()
+        except AssertionError as exc:
+            failures.append(str(exc))
+            continue
+        if code != 0 and not daemon.killed:
+            failures.append(f"{daemon.name} exited {code}:\n{daemon.logs()}")
+    assert not failures, "\n\n".join(failures)

@@ -112,7 +112,8 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     """uvloop when available (or asked for), else asyncio's default loop."""
     if choice in ("auto", "uvloop"):
         try:
-            import uvloop
+            # Imported here for start-up time: only the loop that is chosen is loaded.
+            import uvloop  # noqa: PLC0415
 
             loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
             return loop

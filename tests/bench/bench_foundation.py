@@ -13,7 +13,7 @@ from pathlib import Path
 import sdp_transform
 
 from sapd import sdp, wire
-from sapd.directory import SearchQuery, SessionRecord, SqliteDirectory
+from sapd.store.sqlite import SearchQuery, SessionRecord, SqliteDirectory
 from tests.bench.common import percentile, rate, report
 
 AES67 = (Path(__file__).parents[2] / "examples" / "aes67-dante.sdp").read_text()

@@ -24,10 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from sapd.directory import SqliteDirectory
 from sapd.lifecycle import Engine, Limits
 from sapd.plumbing import service
-from sapd.storewriter import StoreWriter
+from sapd.store.sqlite import SqliteDirectory
+from sapd.store.writer import StoreWriter
 from tests.bench.common import percentile, report
 from tests.daemons import Daemon
 from tests.packets import announce, sdp_text

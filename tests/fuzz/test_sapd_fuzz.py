@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from sapd import lifecycle, sdp, wire
-from sapd.directory import SqliteDirectory
 from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Limits, session_id
 from sapd.plumbing import service
-from sapd.storeprocess import apply_writes
+from sapd.store.sqlite import SqliteDirectory
 from tests.fuzz import budget
 from tests.fuzz.sap_datagrams import datagrams
 
@@ -53,7 +52,7 @@ def _store(store: SqliteDirectory, engine: Engine, too_big: set[str]) -> None:
         too_big.discard(sid)
     writes.refreshes = {sid: liveness for sid, liveness in writes.refreshes.items()
                         if sid not in too_big}
-    apply_writes(store, writes)
+    store.apply(writes)
 
 
 def _check_store_agrees(store: SqliteDirectory, engine: Engine, too_big: set[str]) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,6 @@ def test_revoke_through_the_socket(madcapd: Any, tmp_path: Path) -> None:
 
 
 def test_hold_renews_then_releases(madcapd: Any, tmp_path: Path) -> None:
-    import subprocess
-
     proc = subprocess.Popen([script("madcapctl"), "--server", f"127.0.0.1:{madcapd.port}",
                              "--lease-file", str(tmp_path / "l.json"), "hold", "--lease", "4"],
                             stdout=subprocess.PIPE, text=True)

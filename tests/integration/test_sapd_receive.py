@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket as socketlib
 import stat
 import threading
 import time
@@ -160,8 +162,6 @@ def test_event_stream_sees_new_and_deleted(sapd: Daemon) -> None:
 
 
 def test_sse_format_by_default(sapd: Daemon) -> None:
-    import socket as socketlib
-
     sock = socketlib.socket(socketlib.AF_UNIX)
     sock.connect(str(sapd.socket))
     sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -238,8 +238,6 @@ def test_sighup_reloads_profile(sapd_factory: Any, tmp_path: Path) -> None:
 
 
 def test_compressed_announcement_accepted(sapd: Daemon) -> None:
-    import ipaddress
-
     payload = sdp_text(name="zipped").encode()
     packet = wire.encode(wire.SapPacket(wire.content_hash(payload),
                                         ipaddress.IPv4Address("10.0.0.5"), payload),

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from sapd.directory import SqliteDirectory
-from sapd.lifecycle import Writes
 from sapd.plumbing import service
-from sapd.storewriter import StoreError, StoreWriter
+from sapd.records import Writes
+from sapd.store.sqlite import SqliteDirectory
+from sapd.store.writer import StoreError, StoreWriter
 from tests.daemons import send_local_multicast
 from tests.packets import announce, sdp_text
 from tests.support import children, wait_for
-from tests.unit.test_directory import record
+from tests.unit.test_store_sqlite import record
 
 
 def gone(pid: int) -> bool:

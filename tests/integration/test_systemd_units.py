@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from madcap.config import load as load_madcapd
+from sapd.config import load as load_sapd
 from tests.support import BIN, ROOT, need_tool, run
 
 UNITS = ROOT / "systemd"
@@ -47,9 +49,6 @@ def test_verify_prints_nothing(installed_units: Path, service: str) -> None:
 
 
 def test_example_configurations_load() -> None:
-    from madcap.config import load as load_madcapd
-    from sapd.config import load as load_sapd
-
     assert load_sapd(str(UNITS / "sapd.toml"), {}).profile == "aes67"
     assert [s.name for s in load_madcapd(str(UNITS / "madcapd.toml"), {}).scopes()] == ["local"]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from sapd import wire
-from sapd.directory import SearchQuery, SqliteDirectory
-from sapd.lifecycle import PROFILES, Engine, Limits, Writes
-from sapd.storeprocess import apply_writes
+from sapd.lifecycle import PROFILES, Engine, Limits
+from sapd.records import SearchQuery, Writes
+from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, delete, sdp_text
 
 
@@ -248,12 +248,10 @@ def test_batches_folded_together_store_what_they_store_one_by_one(tmp_path: Path
     one_by_one = SqliteDirectory(tmp_path / "a.sqlite3")
     folded = Writes()
     for batch in batches:
-        with one_by_one.transaction():
-            apply_writes(one_by_one, batch)
+        one_by_one.apply(batch)
         folded.absorb(batch)
     together = SqliteDirectory(tmp_path / "b.sqlite3")
-    with together.transaction():
-        apply_writes(together, folded)
+    together.apply(folded)
 
     def rows(store: SqliteDirectory) -> list[tuple[object, ...]]:
         return [(r.name, r.version, r.last_seen, r.period, r.expires)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from sapd.directory import SCHEMA_VERSION, SchemaError, SearchQuery, SessionRecord, SqliteDirectory
+from sapd.store import sqlite as sqlite_backend
+from sapd.store.sqlite import (
+    SCHEMA_VERSION,
+    SchemaError,
+    SearchQuery,
+    SessionRecord,
+    SqliteDirectory,
+)
 
 
 def record(n: int, **changes: object) -> SessionRecord:
@@ -123,8 +131,6 @@ def test_transaction_rolls_back_on_error(store: SqliteDirectory) -> None:
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "future.sqlite3"
     sqlite3.connect(path).execute("PRAGMA user_version=99")
     with pytest.raises(SchemaError, match="newer"):
@@ -132,8 +138,6 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "v1.sqlite3"
     old = SqliteDirectory(path)
     old.upsert([record(1), record(2)])
@@ -157,10 +161,9 @@ def test_text_search_agrees_with_a_plain_substring_scan(
     """Every plan (rare trigrams, a bounded walk of a common text, the one-pass memo
     serving the count) returns what a substring scan would, page after page. The limits
     are shrunk so 600 sessions exercise the paths that 100,000 would."""
-    from sapd import directory
     for name, value in (("TRIGRAM_PROBE", 20), ("WALK_WINDOW", 50), ("COUNT_WINDOW", 100),
                         ("MATCH_MEMO", 60)):
-        monkeypatch.setattr(directory, name, value)
+        monkeypatch.setattr(sqlite_backend, name, value)
     records = [record(n, name=f"Stream {n} room {n % 97}", info="été 3" if n == 7 else None)
                for n in range(600)]
     store.upsert(records)

@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sapd.announce import PublishError
+from sapd.announce.service import Announcer, PublishError
 from sapd.plumbing.control import Endpoint, http_error, json_error, json_response, peer
 
+ANNOUNCER_KEY: web.AppKey[Announcer] = web.AppKey("announcer")
 OPTION_KEYS = {"scope", "sap_group", "interval", "ttl", "interfaces", "compress"}
 
 
@@ -51,9 +52,7 @@ def _failure(exc: PublishError) -> web.Response:
 
 
 async def publish(request: web.Request) -> web.Response:
-    from sapd.api import DAEMON_KEY
-
-    announcer = request.app[DAEMON_KEY].announcer
+    announcer = request.app[ANNOUNCER_KEY]
     text, options = await _body(request)
     acl, blob = options.pop("acl", None), options.pop("blob", None)
     try:
@@ -66,9 +65,7 @@ async def publish(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    from sapd.api import DAEMON_KEY
-
-    announcer = request.app[DAEMON_KEY].announcer
+    announcer = request.app[ANNOUNCER_KEY]
     text, options = await _body(request)
     try:
         record = await announcer.update(request.match_info["id"], text, options, peer(request))
@@ -79,9 +76,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def withdraw(request: web.Request) -> web.Response:
-    from sapd.api import DAEMON_KEY
-
-    announcer = request.app[DAEMON_KEY].announcer
+    announcer = request.app[ANNOUNCER_KEY]
     try:
         record = await announcer.withdraw(request.match_info["id"], peer(request))
     except PublishError as exc:
@@ -90,17 +85,13 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 async def list_announcements(request: web.Request) -> web.Response:
-    from sapd.api import DAEMON_KEY
-
-    announcer = request.app[DAEMON_KEY].announcer
+    announcer = request.app[ANNOUNCER_KEY]
     return json_response({"announcements": [announcer.describe(sid)
                                                  for sid in sorted(announcer.locals)]})
 
 
 async def get_announcement(request: web.Request) -> web.Response:
-    from sapd.api import DAEMON_KEY
-
-    announcer = request.app[DAEMON_KEY].announcer
+    announcer = request.app[ANNOUNCER_KEY]
     sid = request.match_info["id"]
     if sid not in announcer.locals:
         return json_error(404, f"no local announcement {sid}; see GET /v1/announcements")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import marshal
 import random
 
-from sapd.directory import SessionRecord
-from sapd.lifecycle import Writes
-from sapd.storeprocess import FRAME, FrameReader, decode_writes, encode_writes, frame
+from sapd.records import SessionRecord, Writes
+from sapd.store.frames import FRAME, FrameReader, decode_writes, encode_writes, frame
 
 
 def session(n: int) -> SessionRecord:

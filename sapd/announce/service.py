@@ -1,6 +1,6 @@
 """Local announcements: publish, update and withdraw sessions, and send them on time.
 
-The timing lives in the sans-IO :class:`~sapd.announcer.Scheduler`; this module turns
+The timing lives in the sans-IO :class:`~sapd.announce.schedule.Scheduler`; this module turns
 API calls into directory records (committed before the API answers), SAP packets
 into datagrams on the egress interfaces, and keeps the own-packet filter in step.
 """
@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import ipaddress
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sapd import sdp, wire
-from sapd.announcer import Scheduler
-from sapd.directory import SearchQuery, SessionRecord
-from sapd.lifecycle import record_from_session, session_id
+from sapd.announce.schedule import Scheduler
+from sapd.announce.sender import Sender
+from sapd.config import SapdConfig
+from sapd.lifecycle import Engine, record_from_session, session_id
 from sapd.plumbing import logs
+from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
+from sapd.plumbing.multicast import Interface
+from sapd.records import DirectoryBackend, SearchQuery, SessionRecord
 from sapd.scopes import Scope
-from sapd.transport import Interface, MulticastSender
-
-if TYPE_CHECKING:
-    from sapd.config import SapdConfig
-    from sapd.daemon import SapDaemon
 
 log = logs.get("sapd.announce")
 DIRECTORY_SCAN = 2.0
@@ -86,15 +85,27 @@ def allowed(peer: Peer, record: SessionRecord, admin_gid: int | None) -> bool:
                                                   for g in peer.groups)
 
 
+class AnnounceHub(Protocol):
+    """What the announce service needs of sapd.hub.Hub."""
+
+    engine: Engine
+    reader: DirectoryBackend
+    loop: asyncio.AbstractEventLoop
+    clock: SteadyClock
+
+    async def commit(self) -> None: ...
+
+
 class Announcer:
-    def __init__(self, daemon: SapDaemon) -> None:
-        self.daemon = daemon
-        config = daemon.config
-        self.scheduler = Scheduler(floor=daemon.engine.profile.announce_floor,
+    def __init__(self, hub: AnnounceHub, sender: Sender, config: SapdConfig) -> None:
+        self.hub = hub
+        self.engine = hub.engine
+        self.config = config
+        self.scheduler = Scheduler(floor=self.engine.profile.announce_floor,
                                    bandwidth=config.announce.bandwidth,
-                                   group_load=daemon.engine.group_load,
+                                   group_load=self.engine.group_load,
                                    deletion_repeats=config.announce.deletion_repeats)
-        self.sender = MulticastSender()
+        self.sender = sender
         self.locals: dict[str, _Local] = {}
         self._jobs: dict[str, tuple[str, _Target]] = {}  # scheduler key -> (sid, target)
         self._retired: dict[str, _Local] = {}  # old versions sending their deletion burst
@@ -104,16 +115,9 @@ class Announcer:
         self._tasks: list[asyncio.Task[None]] = []
         self.packets_sent = 0
         self.deletions_sent = 0
-        self.first_send_at: dict[str, float] = {}
 
     # -- configuration and interfaces ------------------------------------------------------
-    @property
-    def config(self) -> SapdConfig:
-        return self.daemon.config
-
     def admin_gid(self) -> int | None:
-        import grp
-
         if not self.config.admin_group:
             return None
         try:
@@ -126,7 +130,8 @@ class Announcer:
         self._egress = [i for i in chosen if not wanted or i.name in wanted]
 
     def reconfigure(self, config: SapdConfig) -> None:
-        self.scheduler.floor = self.daemon.engine.profile.announce_floor
+        self.config = config
+        self.scheduler.floor = self.engine.profile.announce_floor
         self.scheduler.bandwidth = config.announce.bandwidth
 
     def count(self) -> int:
@@ -148,7 +153,7 @@ class Announcer:
             return "::1" if v6 else "127.0.0.1"
 
     def _targets(self, session: sdp.SessionDescription, options: dict[str, Any]) -> list[_Target]:
-        table = self.daemon.engine.scopes
+        table = self.engine.scopes
         scopes: list[Scope] = []
         if options.get("scope"):
             found = [s for s in table.scopes if s.name == options["scope"]]
@@ -209,18 +214,7 @@ class Announcer:
             interval = local.record.options.get("interval")
             self.scheduler.add(key, str(target.group), len(local.packet), now,
                                float(interval) if interval else None)
-        self.daemon.engine.mark_own(local.source, local.record.msg_hash)
-        self._arm()
-
-    def _unschedule(self, local: _Local, send_deletions: bool, now: float) -> None:
-        sid = local.record.id
-        for target in local.targets:
-            key = f"{sid}|{target.group}"
-            if send_deletions:
-                self.scheduler.delete(key, now)
-            else:
-                self.scheduler.remove(key)
-                self._jobs.pop(key, None)
+        self.engine.mark_own(local.source, local.record.msg_hash)
         self._arm()
 
     def _arm(self) -> None:
@@ -229,11 +223,12 @@ class Announcer:
             self._timer.cancel()
             self._timer = None
         if when is not None:
-            self._timer = self.daemon.loop.call_later(max(0.0, when - time.time()), self._fire)
+            self._timer = self.hub.loop.call_later(max(0.0, when - self.hub.clock.now()),
+                                                 self._fire)
 
     def _fire(self) -> None:
         self._timer = None
-        now = time.time()
+        now = self.hub.clock.now()
         for key, is_deletion in self.scheduler.due(now):
             job = self._jobs.get(key)
             if job is None:
@@ -252,7 +247,6 @@ class Announcer:
             else:
                 self.packets_sent += 1
                 local.sent += 1
-                self.first_send_at.setdefault(sid, now)
         self._arm()
 
     def _send(self, local: _Local, target: _Target, data: bytes) -> None:
@@ -287,7 +281,7 @@ class Announcer:
         if sid in self.locals:
             raise PublishError(409, f"session {session.identity!r} is already announced here as "
                                     f"{sid}; use PUT /v1/announcements/{sid} to change it")
-        if self.daemon.engine.get(sid) is not None:
+        if self.engine.get(sid) is not None:
             raise PublishError(409, f"a session with identity {session.identity!r} from "
                                     f"{source} is already listed ({sid})")
         return await self._commit(session, source, sid, options, owner, acl or {}, blob or {},
@@ -296,23 +290,18 @@ class Announcer:
     async def _commit(self, session: sdp.SessionDescription, source: str, sid: str,
                       options: dict[str, Any], owner: int | None, acl: dict[str, Any],
                       blob: dict[str, Any], kind: str) -> SessionRecord:
-        now = time.time()
+        now = self.hub.clock.now()
         payload = session.raw.encode()
         msg_hash = self._unique_hash(source, payload, sid)
-        previous = self.daemon.engine.get(sid)
+        previous = self.engine.get(sid)
         record = record_from_session(
-            session, self.daemon.engine.scopes, sid=sid, source=source, msg_hash=msg_hash,
+            session, self.engine.scopes, sid=sid, source=source, msg_hash=msg_hash,
             now=now, first_seen=previous.first_seen if previous else now, local=True,
             owner_uid=owner, acl=acl, blob=blob,
             options={k: v for k, v in options.items() if v is not None})
         local = self._build(record, session)  # raises before anything is stored
-        self.daemon.engine.put_local(record, now, len(local.packet))
-        writes = self.daemon.engine.take_writes()
-        events = []
-        while (event := self.daemon.engine.next_event()) is not None:
-            events.append(event)
-        await self.daemon.writer.commit(writes)  # durable before we answer or send
-        self.daemon._publish(events)
+        self.engine.put_local(record, now, len(local.packet))
+        await self.hub.commit()  # durable before we answer or send
         self.locals[sid] = local
         self._schedule(local, now)
         log.info("announcing", id=sid, name=record.name, kind=kind,
@@ -322,7 +311,7 @@ class Announcer:
     def _require(self, sid: str, peer: Peer) -> _Local:
         local = self.locals.get(sid)
         if local is None:
-            if self.daemon.engine.get(sid) is not None:
+            if self.engine.get(sid) is not None:
                 raise PublishError(403, f"{sid} was heard from the network, not announced here; "
                                         "remote sessions cannot be changed or withdrawn")
             raise PublishError(404, f"no local announcement {sid}; see GET /v1/announcements")
@@ -351,7 +340,7 @@ class Announcer:
         record = await self._commit(session, local.source, sid, merged, old.owner_uid,
                                     options.get("acl") or old.acl,
                                     options.get("blob") or old.blob, kind="changed")
-        self._superseded(local, self.locals[sid], time.time())
+        self._superseded(local, self.locals[sid], self.hub.clock.now())
         return record
 
     def _superseded(self, old: _Local, new: _Local, now: float) -> None:
@@ -371,7 +360,7 @@ class Announcer:
         announcement sends the same (source, hash)."""
         if not any((lo.source, lo.record.msg_hash) == (local.source, local.record.msg_hash)
                    for lo in self.locals.values()):
-            self.daemon.engine.mark_own(local.source, local.record.msg_hash, False)
+            self.engine.mark_own(local.source, local.record.msg_hash, False)
 
     def _retire(self, local: _Local, now: float, repeats: int | None = None,
                 targets: list[_Target] | None = None) -> None:
@@ -391,20 +380,12 @@ class Announcer:
 
     async def withdraw(self, sid: str, peer: Peer) -> SessionRecord:
         local = self._require(sid, peer)
-        now = time.time()
+        now = self.hub.clock.now()
         self._retire(local, now)
-        self.daemon.engine.remove_local(sid, now)
-        writes = self.daemon.engine.take_writes()
-        events = []
-        while (event := self.daemon.engine.next_event()) is not None:
-            events.append(event)
-        await self.daemon.writer.commit(writes)
-        self.daemon._publish(events)
+        self.engine.remove_local(sid, now)
+        await self.hub.commit()
         log.info("withdrawn", id=sid, name=local.record.name, by=peer.uid)
         return local.record
-
-    def on_event(self, event: Any) -> None:
-        """Directory events; nothing to do yet (hooks could go here)."""
 
     def describe(self, sid: str) -> dict[str, Any]:
         local = self.locals[sid]
@@ -424,9 +405,9 @@ class Announcer:
     async def restore(self) -> None:
         """Resume every local announcement stored by an earlier run."""
         offset = 0
-        now = time.time()
+        now = self.hub.clock.now()
         while True:
-            batch = self.daemon.store.search(SearchQuery(local=True, limit=500, offset=offset))
+            batch = self.hub.reader.search(SearchQuery(local=True, limit=500, offset=offset))
             for record in batch:
                 session, errors, _ = sdp.validate(record.sdp)
                 if session is None:
@@ -521,6 +502,3 @@ def _same_but_version(text: str, stored: str) -> bool:
                                           if ln.startswith("o=")), ""))
     return session is not None and _with_version(normalize(text), 0) == _with_version(stored, 0)
 
-
-def attach(daemon: SapDaemon) -> None:
-    daemon.announcer = Announcer(daemon)

@@ -77,13 +77,9 @@ class Scheduler:
         job.due = now
         self._push(job)
 
-    def _cycle(self, job: _Job) -> float:
-        base = job.interval if job.interval is not None else self.interval(job.group, job)
-        return base
-
     def _next_due(self, job: _Job) -> float:
         assert job.last_sent is not None
-        cycle = self._cycle(job)
+        cycle = job.interval if job.interval is not None else self.interval(job.group, job)
         return job.last_sent + cycle + job.offset_fraction * cycle
 
     def due(self, now: float) -> list[tuple[str, bool]]:
@@ -132,6 +128,3 @@ class Scheduler:
 
     def __len__(self) -> int:
         return len(self._jobs)
-
-    def keys(self) -> list[str]:
-        return list(self._jobs)

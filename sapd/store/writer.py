@@ -1,4 +1,4 @@
-"""Directory writes, handed from the event loop to the store process (sapd.storeprocess).
+"""Directory writes, handed from the event loop to the store process (sapd.store.process).
 
 The loop encodes each :class:`~sapd.lifecycle.Writes` batch and queues it; a thread moves
 frames to the store process and acknowledgements back, and calls each batch's callback
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sapd
-from sapd.lifecycle import Writes
 from sapd.plumbing import logs
-from sapd.storeprocess import FrameReader, encode_writes
+from sapd.records import Writes
+from sapd.store.frames import FrameReader, encode_writes
 
 log = logs.get("sapd.store")
 
@@ -94,7 +94,7 @@ class StoreWriter:
                                                          env.get("PYTHONPATH")]))
         with theirs:
             child = subprocess.Popen(
-                [sys.executable, "-P", "-m", "sapd.storeprocess", str(self.path),
+                [sys.executable, "-P", "-m", "sapd.store.process", str(self.path),
                  str(theirs.fileno())], pass_fds=(theirs.fileno(), *self._keep_fds), env=env)
         ours.setblocking(False)
         return _Link(child, ours)

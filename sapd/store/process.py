@@ -1,80 +1,29 @@
 """The directory's writer process: SQLite writes on a core of their own.
 
 The daemon's event loop runs the engine; this process applies the
-:class:`~sapd.lifecycle.Writes` batches it sends, each group of batches that queued up
+:class:`~sapd.records.Writes` batches it sends, each group of batches that queued up
 in one transaction, and answers every group with an acknowledgement once committed.
 A thread could not do this: Python's sqlite3 takes the interpreter lock back after
 every step and every row it binds, so the writes and the packet loop took turns on one
 core (in process, 10,000 new sessions/s with a thread, 13,000-14,000/s with this).
 
-The wire is private to the daemon and its child over a socket pair: frames of a
-4-byte length and a marshal'd body. A batch is ``(deletes, upserts, refreshes)`` of
-plain values; an acknowledgement is ``(batches, error)``. The child ignores SIGINT and
+The wire is private to the daemon and its child over a socket pair (see
+:mod:`sapd.store.frames`). The child ignores SIGINT and
 SIGTERM (a Ctrl-C or a unit stop reaches the whole process group) and leaves when the
 daemon closes its end, after applying every batch it received in full.
 """
 
 from __future__ import annotations
 
-import marshal
 import signal
 import socket
-import struct
 import sys
-from collections.abc import Iterator
-from typing import Any
 
-from sapd.directory import SessionRecord, SqliteDirectory, record_values
-from sapd.lifecycle import Writes
+from sapd.records import Writes
+from sapd.store.frames import FrameReader, decode_writes, frame
+from sapd.store.sqlite import SqliteDirectory
 
-FRAME = struct.Struct("!I")
 _RECEIVE = 1 << 20
-
-
-def frame(body: tuple[Any, ...]) -> bytes:
-    data = marshal.dumps(body)
-    return FRAME.pack(len(data)) + data
-
-
-def encode_writes(writes: Writes) -> bytes:
-    """A batch as one frame: ~4 us a new session, on the daemon's core."""
-    return frame((writes.deletes, [record_values(r) for r in writes.upserts.values()],
-                  writes.refreshes))
-
-
-def decode_writes(body: bytes) -> Writes:
-    deletes, upserts, refreshes = marshal.loads(body)
-    return Writes({values[0]: SessionRecord(*values) for values in upserts}, deletes,
-                  refreshes)
-
-
-def apply_writes(store: SqliteDirectory, writes: Writes) -> None:
-    """One batch's writes, in the order that makes it equal to applying its parts."""
-    if writes.deletes:
-        store.delete(writes.deletes)
-    if writes.upserts:
-        store.upsert(writes.upserts.values())
-    if writes.refreshes:
-        store.refresh((sid, *values) for sid, values in writes.refreshes.items())
-
-
-class FrameReader:
-    """Whole frames out of a stream socket's bytes, however they were split."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        self._buffer += data
-        start = 0
-        while len(self._buffer) - start >= FRAME.size:
-            (size,) = FRAME.unpack_from(self._buffer, start)
-            end = start + FRAME.size + size
-            if end > len(self._buffer):
-                break
-            yield bytes(self._buffer[start + FRAME.size:end])
-            start = end
-        del self._buffer[:start]
 
 
 def serve(store: SqliteDirectory, sock: socket.socket) -> None:
@@ -100,8 +49,7 @@ def serve(store: SqliteDirectory, sock: socket.socket) -> None:
             writes = Writes()
             for body in bodies:
                 writes.absorb(decode_writes(body))
-            with store.transaction():
-                apply_writes(store, writes)
+            store.apply(writes)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
         try:
@@ -111,7 +59,7 @@ def serve(store: SqliteDirectory, sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m sapd.storeprocess DATABASE FD``: started by the daemon only."""
+    """``python -m sapd.store.process DATABASE FD``: started by the daemon only."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, fd = argv

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sapd.plumbing import logs
 
-log = logs.get("sapd.transport")
+log = logs.get("sapd.multicast")
 
 IP_MULTICAST_ALL = 49  # not exported by Python's socket module
 IP_PKTINFO = 8
@@ -36,9 +38,11 @@ DRAIN_BATCH = 1024
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-DatagramHandler = Callable[[bytes], object]
-# pktinfo mode: (data, (source ip, source port), local address, destination address)
+# A datagram's bytes; with pktinfo, what socket.recvmsg returned (see packet_info).
+DatagramHandler = Callable[[Any], object]
+# (data, (source ip, source port), local address, destination address)
 PacketHandler = Callable[[bytes, tuple[str, int], str, str], object]
+Received = tuple[bytes, list[tuple[int, int, bytes]], int, Any]  # socket.recvmsg's result
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,9 @@ class Interface:
 
 
 def list_interfaces() -> list[Interface]:
-    from pyroute2 import IPRoute
+    # Imported here for start-up time: pyroute2 takes ~0.11 s to import, paid in the
+    # executor thread that first lists interfaces rather than before the daemon starts.
+    from pyroute2 import IPRoute  # noqa: PLC0415
 
     addrs: dict[int, tuple[list[str], list[str]]] = {}
     with IPRoute() as ipr:
@@ -98,8 +104,9 @@ class InterfaceWatcher:
         self._stopped.set()
 
     def _run(self) -> None:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.rtnl import (
+        # Imported here for start-up time, like list_interfaces; this runs in its thread.
+        from pyroute2 import IPRoute  # noqa: PLC0415
+        from pyroute2.netlink.rtnl import (  # noqa: PLC0415
             RTMGRP_IPV4_IFADDR,
             RTMGRP_IPV6_IFADDR,
             RTMGRP_LINK,
@@ -140,22 +147,46 @@ def _make_receiver(family: socket.AddressFamily, port: int, bind: str | None = N
     return sock
 
 
+def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
+    """A recvmsg result with IP_PKTINFO as (data, (source ip, port), local address,
+    destination address): which of our addresses and groups a datagram came in on."""
+    data, ancillary, _flags, address = received
+    v6 = len(address) == 4
+    local = destination = ""
+    for level, kind, value in ancillary:
+        if not v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            # struct in_pktinfo: ifindex, spec_dst (local), addr (destination)
+            local = socket.inet_ntop(socket.AF_INET, value[4:8])
+            destination = socket.inet_ntop(socket.AF_INET, value[8:12])
+        elif v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            destination = socket.inet_ntop(socket.AF_INET6, value[:16])
+            local = destination
+    return data, (address[0], address[1]), local, destination
+
+
+def with_packet_info(handler: PacketHandler) -> DatagramHandler:
+    """A pktinfo receiver's handler that calls ``handler`` with packet_info's fields."""
+    def on_received(received: Received) -> object:
+        return handler(*packet_info(received))
+    return on_received
+
+
 class MulticastReceiver:
     """Receives on multicast groups (on a set of interfaces) and on the port's unicast
-    address, and hands datagrams on. With ``packet_handler`` it uses IP_PKTINFO to tell
-    the handler which local address and destination each datagram arrived on, and
-    :meth:`send` answers from the same socket (MADCAP replies)."""
+    address, and hands each datagram's bytes to ``handler``. With ``pktinfo`` the handler
+    gets recvmsg's result instead, with IP_PKTINFO telling which local address and
+    destination it arrived on (see packet_info, with_packet_info), and :meth:`send`
+    answers from the same socket (MADCAP replies)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, groups: Iterable[IPAddress],
-                 port: int, handler: DatagramHandler | None = None,
-                 on_batch_end: Callable[[], None] | None = None, *,
-                 packet_handler: PacketHandler | None = None,
+                 port: int, handler: DatagramHandler,
+                 on_batch_end: Callable[[], None] | None = None, *, pktinfo: bool = False,
                  bind: dict[int, str] | None = None, families: Iterable[int] = ()) -> None:
         self._loop = loop
         self.groups = list(groups)
         self.port = port
         self._handler = handler
-        self._packet_handler = packet_handler
+        self._pktinfo = pktinfo
         self._on_batch_end = on_batch_end
         self._bind = bind or {}
         self._families = set(families)
@@ -169,15 +200,16 @@ class MulticastReceiver:
             family = socket.AF_INET if version == 4 else socket.AF_INET6
             try:
                 sock = _make_receiver(family, self.port, self._bind.get(version),
-                                      self._packet_handler is not None)
+                                      self._pktinfo)
             except OSError as exc:
                 if version == 6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     log.warning("IPv6 unavailable; listening on IPv4 only", error=str(exc))
                     continue
                 raise
             self._sockets[version] = sock
-            drain = self._drain_pktinfo if self._packet_handler else self._drain
-            self._loop.add_reader(sock.fileno(), drain, sock)
+            receive = (functools.partial(sock.recvmsg, 65535, 256) if self._pktinfo
+                       else functools.partial(sock.recv, 65535))
+            self._loop.add_reader(sock.fileno(), self._drain, receive)
 
     def close(self) -> None:
         for sock in self._sockets.values():
@@ -224,39 +256,12 @@ class MulticastReceiver:
             joined += 1
         return joined, left
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, receive: Callable[[], Any]) -> None:
+        """Everything waiting, up to DRAIN_BATCH datagrams, then the batch-end call."""
         handler = self._handler
-        assert handler is not None
-        recv = sock.recv
         try:
             for _ in range(DRAIN_BATCH):
-                handler(recv(65535))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            log.warning("receive failed", error=str(exc))
-        finally:
-            if self._on_batch_end is not None:
-                self._on_batch_end()
-
-
-    def _drain_pktinfo(self, sock: socket.socket) -> None:
-        handler = self._packet_handler
-        assert handler is not None
-        v6 = sock.family == socket.AF_INET6
-        try:
-            for _ in range(DRAIN_BATCH):
-                data, ancillary, _flags, address = sock.recvmsg(65535, 256)
-                local = destination = ""
-                for level, kind, value in ancillary:
-                    if not v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
-                        # struct in_pktinfo: ifindex, spec_dst (local), addr (destination)
-                        local = socket.inet_ntop(socket.AF_INET, value[4:8])
-                        destination = socket.inet_ntop(socket.AF_INET, value[8:12])
-                    elif v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-                        destination = socket.inet_ntop(socket.AF_INET6, value[:16])
-                        local = destination
-                handler(data, (address[0], address[1]), local, destination)
+                handler(receive())
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
@@ -329,49 +334,3 @@ class InterfaceFollower:
         self.chosen = chosen
         if self._on_change is not None:
             self._on_change(chosen)
-
-
-class MulticastSender:
-    """Sends SAP packets to a group out of one interface with a given TTL."""
-
-    def __init__(self) -> None:
-        self._sockets: dict[tuple[int, int, int, str | None], socket.socket] = {}
-
-    def _socket(self, version: int, ifindex: int, ttl: int,
-                source: str | None) -> socket.socket:
-        key = (version, ifindex, ttl, source)
-        sock = self._sockets.get(key)
-        if sock is not None:
-            return sock
-        if version == 4:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            mreqn = b"\0\0\0\0" + (ipaddress.IPv4Address(source).packed if source
-                                   else b"\0\0\0\0") + struct.pack("@i", ifindex)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            if source:
-                sock.bind((source, 0))
-        else:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
-            if source:
-                sock.bind((source, 0, 0, ifindex))
-        sock.setblocking(False)
-        self._sockets[key] = sock
-        return sock
-
-    def send(self, data: bytes, group: IPAddress, port: int, ifindex: int, ttl: int,
-             source: str | None = None) -> None:
-        sock = self._socket(group.version, ifindex, ttl, source)
-        if group.version == 4:
-            sock.sendto(data, (str(group), port))
-        else:
-            sock.sendto(data, (str(group), port, 0, ifindex))
-
-    def close(self) -> None:
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()

@@ -11,18 +11,26 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import operator
+import re
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sapd.plumbing.errors import StoreUnusable
+from sapd.records import (
+    Applied,
+    Liveness,
+    SearchQuery,
+    SessionRecord,
+    Writes,
+    shared_media_types,
+)
 
 SCHEMA_VERSION = 3
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
@@ -32,74 +40,6 @@ WALK_WINDOW = 5000  # name-index rows a common text's page is first looked for i
 COUNT_WINDOW = 20000  # and its capped count
 MATCH_MEMO = 1000  # matches of a text search remembered for its count and next pages
 PLAN_TTL = 10.0  # seconds a text search plan is reused (plans only affect speed)
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    """One announcement as stored: identity, current version, where it came from.
-
-    Treated as immutable (change it with :meth:`with_changes`); not declared frozen
-    because a frozen dataclass's __init__ costs 3x, which start-up feels at 100k."""
-
-    id: str
-    source: str  # SAP originating source
-    identity: str  # o= without the version
-    version: int
-    msg_hash: int
-    origin_address: str
-    name: str
-    info: str | None
-    sdp: str
-    scope: str
-    sap_group: str
-    first_seen: float
-    last_seen: float
-    local: bool = False
-    owner_uid: int | None = None
-    auth_tag: str = ""
-    acl: dict[str, Any] = field(default_factory=dict)
-    blob: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    period: float | None = None
-    expires: float | None = None
-    stale: bool = False
-    groups: tuple[str, ...] = ()
-    media_types: tuple[str, ...] = ()
-    attributes: tuple[tuple[str, str | None], ...] = ()
-    content_crc: int = 0  # CRC-32 of the SDP text: lets memory hold records without it
-
-    def with_changes(self, **changes: Any) -> SessionRecord:
-        # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
-        # for every new or changed announcement.
-        new = SessionRecord(*record_values(self))
-        for name, value in changes.items():
-            setattr(new, name, value)
-        return new
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "name": self.name, "info": self.info, "identity": self.identity,
-            "version": self.version, "source": self.source, "msg_hash": self.msg_hash,
-            "origin_address": self.origin_address, "scope": self.scope,
-            "sap_group": self.sap_group, "groups": list(self.groups),
-            "media": list(self.media_types), "local": self.local, "stale": self.stale,
-            "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
-            "options": self.options, "authenticated": bool(self.auth_tag),
-            "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "period": self.period, "expires": self.expires,
-        }
-
-
-_MEDIA_TYPES: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def shared_media_types(kinds: tuple[str, ...]) -> tuple[str, ...]:
-    """One shared tuple per combination of media kinds ("audio", "video audio", ...)
-    rather than a tuple and strings per session: ~10 MB at 100,000 sessions. Bounded,
-    since m= kinds are whatever senders write."""
-    if len(_MEDIA_TYPES) < 256:
-        return _MEDIA_TYPES.setdefault(kinds, kinds)
-    return _MEDIA_TYPES.get(kinds, kinds)
 
 
 def _fts_phrase(text: str) -> str:
@@ -119,54 +59,15 @@ def _trigrams(needle: str) -> list[str]:
     return grams
 
 
-record_values = operator.attrgetter(*(f.name for f in fields(SessionRecord)))
-
-
 @dataclass(frozen=True, slots=True)
 class _TextPlan:
     fts: str | None  # FTS5 query for a superset of the rows holding the text
     common: bool  # every trigram is common: a page is likely near the start of the index
 
 
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    """Filters are ANDed; None means 'any'. ``text`` matches name or info, substring,
-    case-insensitive."""
-
-    text: str | None = None
-    media: str | None = None
-    group: str | None = None
-    origin: str | None = None
-    source: str | None = None
-    scope: str | None = None
-    attribute: str | None = None
-    attribute_value: str | None = None
-    local: bool | None = None
-    stale: bool | None = None
-    limit: int = 100
-    offset: int = 0
-
-
 def _memo_key(query: SearchQuery) -> SearchQuery:
     """A text search's remembered matches serve all its pages."""
     return replace(query, limit=0, offset=0)
-
-
-# (id, last_seen, expires, period, msg_hash): what a re-announcement changes
-Liveness = tuple[str, float, float | None, float | None, int]
-
-
-class DirectoryBackend(Protocol):
-    def upsert(self, records: Iterable[SessionRecord]) -> None: ...
-    def refresh(self, seen: Iterable[Liveness]) -> None: ...
-    def delete(self, ids: Iterable[str]) -> int: ...
-    def expire(self, now: float) -> list[SessionRecord]: ...
-    def get(self, session_id: str) -> SessionRecord | None: ...
-    def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]: ...
-    def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int: ...
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]: ...
-    def mark_remote_stale(self) -> int: ...
-    def close(self) -> None: ...
 
 
 _MIGRATIONS: dict[int, str] = {
@@ -230,11 +131,37 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_COLUMNS = ("id, source, identity, auth_tag, version, msg_hash, origin_address, name, info, "
-            "sdp, scope, sap_group, first_seen, last_seen, local, owner_uid, acl, blob, "
-            "options, period, expires, heard_gen, groups, media_types, haystack, content_crc")
-_LIGHT_COLUMNS = _COLUMNS.replace("sdp,", "'',").replace("haystack", "''")
-
+# The sessions table's columns, in one place: each with how a record's value is stored
+# (an expression over the record ``r``, the run's ``generation``). A record field reads
+# back from the column of its name unless _LOADS says otherwise (an expression over the
+# columns, by name, and ``attrs``, ``generation``). A new column is a field of
+# SessionRecord, a line here, and its migration above; every statement, the row
+# builder and the record builder follow from this table.
+_STORED: tuple[tuple[str, str], ...] = (
+    ("id", "r.id"), ("source", "r.source"), ("identity", "r.identity"),
+    ("auth_tag", "r.auth_tag"), ("version", "r.version"), ("msg_hash", "r.msg_hash"),
+    ("origin_address", "r.origin_address"), ("name", "r.name"), ("info", "r.info"),
+    ("sdp", "r.sdp"), ("scope", "r.scope"), ("sap_group", "r.sap_group"),
+    ("first_seen", "r.first_seen"), ("last_seen", "r.last_seen"), ("local", "int(r.local)"),
+    ("owner_uid", "r.owner_uid"), ("acl", "_dumps(r.acl)"), ("blob", "_dumps(r.blob)"),
+    ("options", "_dumps(r.options)"), ("period", "r.period"), ("expires", "r.expires"),
+    ("heard_gen", "0 if r.stale else generation"),  # the run that last heard it
+    ("groups", "' '.join(r.groups)"), ("media_types", "' '.join(r.media_types)"),
+    ("haystack", "f'{r.name}\\n{r.info or \"\"}'.lower()"),  # substring search
+    ("content_crc", "r.content_crc or zlib.crc32(r.sdp.encode())"),
+)
+_LOADS = {
+    "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",
+    "options": "_json(options)", "stale": "not local and heard_gen < generation",
+    "groups": "tuple(groups.split())",
+    "media_types": "shared_media_types(tuple(media_types.split()))",
+    "attributes": "tuple(attrs)",
+}
+_LIGHT = {"sdp": "''", "haystack": "''"}  # what a light read leaves out
+_NAMES = [name for name, _ in _STORED]
+_COLUMNS = ", ".join(_NAMES)
+_LIGHT_COLUMNS = ", ".join(_LIGHT.get(name, name) for name in _NAMES)
+_RID = len(_NAMES)  # reads select the row id after the columns
 
 _CHUNK_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # few statement shapes, all cached
 
@@ -266,6 +193,37 @@ def _json(text: str) -> dict[str, Any]:
         return {}  # the common case, without the parser
     value: dict[str, Any] = json.loads(text)
     return value
+
+
+def _compile(source: str, name: str) -> Any:
+    """A function from generated source: positional tuple and constructor calls, as fast
+    as hand-written ones (keywords cost ~25 % more, and start-up builds 100,000 records)
+    and derived from the column table, so they cannot fall out of its order."""
+    scope: dict[str, Any] = {"SessionRecord": SessionRecord, "_dumps": _dumps,
+                             "_json": _json, "zlib": zlib,
+                             "shared_media_types": shared_media_types}
+    exec(source, scope)
+    return scope[name]
+
+
+def _builders() -> tuple[Any, Any]:
+    missing = [f.name for f in fields(SessionRecord) if f.name not in _LOADS
+               and f.name not in _NAMES]
+    if missing:
+        raise TypeError(f"SessionRecord fields without a column or a load: {missing}")
+    to_row = _compile(
+        "def to_row(r, rid, generation):\n"
+        f"    return (rid, {', '.join(store for _, store in _STORED)})\n", "to_row")
+    position = {name: f"row[{i}]" for i, name in enumerate(_NAMES)}
+    loads = ", ".join(re.sub(r"\b\w+\b", lambda m: position.get(m[0], m[0]),
+                             _LOADS.get(f.name, f.name)) for f in fields(SessionRecord))
+    to_record = _compile(
+        "def to_record(row, attrs, generation):\n"
+        f"    return SessionRecord({loads})\n", "to_record")
+    return to_row, to_record
+
+
+_to_row, _to_record = _builders()
 
 
 class SchemaError(StoreUnusable):
@@ -333,6 +291,18 @@ class SqliteDirectory:
     # a statement per row: a 27-column row costs ~4 us that way and ~9 us through
     # executemany, whose every row is a step of its own. (When the store was a thread,
     # each step also gave up the interpreter lock and waited to get it back.)
+    def apply(self, writes: Writes) -> Applied:
+        """One batch's writes in one transaction, in the order that makes it equal to
+        applying its parts. All or nothing: an error raises, nothing is refused."""
+        with self.transaction():
+            if writes.deletes:
+                self.delete(writes.deletes)
+            if writes.upserts:
+                self.upsert(writes.upserts.values())
+            if writes.refreshes:
+                self.refresh((sid, *values) for sid, values in writes.refreshes.items())
+        return Applied()
+
     def upsert(self, records: Iterable[SessionRecord]) -> None:
         """Insert or replace sessions."""
         records = list(records)
@@ -347,13 +317,7 @@ class SqliteDirectory:
                 rid = self._new_rid()
             else:
                 replaced.append((rid,))  # only a replaced session has rows to clear
-            rows.append((rid, r.id, r.source, r.identity, r.auth_tag, r.version, r.msg_hash,
-                         r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group,
-                         r.first_seen, r.last_seen, int(r.local), r.owner_uid,
-                         _dumps(r.acl), _dumps(r.blob), _dumps(r.options), r.period,
-                         r.expires, 0 if r.stale else generation, " ".join(r.groups),
-                         " ".join(r.media_types), f"{r.name}\n{r.info or ''}".lower(),
-                         r.content_crc or zlib.crc32(r.sdp.encode())))
+            rows.append(_to_row(r, rid, generation))
             groups += [(rid, g) for g in r.groups]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
@@ -438,7 +402,7 @@ class SqliteDirectory:
         (liveness refreshes cannot, and they arrive all the time)."""
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key='content'")
 
-    def _content_version(self) -> int:
+    def content_version(self) -> int:
         """Read before the rows it vouches for: a commit in between then only makes the
         remembered matches look older than they are."""
         return int(self._db.execute("SELECT value FROM meta WHERE key='content'")
@@ -449,17 +413,6 @@ class SqliteDirectory:
                    .fetchone()[0])
 
     # -- reads ----------------------------------------------------------------
-    def _record(self, row: tuple[Any, ...],
-                attrs: Iterable[tuple[str, str | None]]) -> SessionRecord:
-        # Positional, in SessionRecord's field order: keywords cost ~25 % more, and
-        # start-up builds 100,000 of these.
-        return SessionRecord(
-            row[0], row[1], row[2], row[4], row[5], row[6], row[7], row[8], row[9],
-            row[10], row[11], row[12], row[13], bool(row[14]), row[15], row[3],
-            _json(row[16]), _json(row[17]), _json(row[18]), row[19], row[20],
-            not row[14] and row[21] < self.generation, tuple(row[22].split()),
-            shared_media_types(tuple(row[23].split())), tuple(attrs), row[25])
-
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS}, rid FROM sessions WHERE id=?",
@@ -568,21 +521,22 @@ class SqliteDirectory:
                  light: bool = False) -> list[SessionRecord]:
         """Rows to records. Full rows get their attributes, read a chunk of rows at a
         time; light rows (``_LIGHT_COLUMNS``) go without, and stream from a cursor."""
+        to_record, generation = _to_record, self.generation
         if light:
-            return [self._record(row, ()) for row in rows]
+            return [to_record(row, (), generation) for row in rows]
         rows = list(rows)
         attrs: dict[int, list[tuple[str, str | None]]] = {}
-        for values, rids in _row_chunks([(row[26],) for row in rows]):
+        for values, rids in _row_chunks([(row[_RID],) for row in rows]):
             for rid, name, value in self._db.execute(
                     f"SELECT rid, name, value FROM session_attrs WHERE rid IN ({values})",
                     rids):
                 attrs.setdefault(rid, []).append((name, value))
-        return [self._record(row, attrs.get(row[26], ())) for row in rows]
+        return [to_record(row, attrs.get(row[_RID], ()), generation) for row in rows]
 
     def _text_matches(self, query: SearchQuery) -> list[int] | None:
         """The remembered matches of a text search, if the sessions have not changed."""
         hit = self._matches.get(_memo_key(query))
-        return hit[1] if hit is not None and hit[0] == self._content_version() else None
+        return hit[1] if hit is not None and hit[0] == self.content_version() else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         """A page of sessions in name order. ``light`` leaves out the SDP text and
@@ -640,7 +594,7 @@ class SqliteDirectory:
         the page and the count that follows, and again only after the sessions change."""
         rids = self._text_matches(query)
         if rids is None:
-            version = self._content_version()
+            version = self.content_version()
             rids = [rid for (rid,) in self._db.execute(
                 f"SELECT rid FROM sessions{where} ORDER BY name COLLATE NOCASE, id "
                 f"LIMIT {MATCH_MEMO + 1}", args)]

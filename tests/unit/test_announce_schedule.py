@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sapd.announcer import Scheduler
+from sapd.announce.schedule import Scheduler
 
 
 def sched(load: dict[str, tuple[int, int]] | None = None, floor: float = 30.0,

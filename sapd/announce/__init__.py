@@ -1,0 +1,1 @@
+"""Local announcements: RFC 2974 schedule, service, sender, routes, sapctl commands."""

@@ -1,0 +1,32 @@
+"""A daemon's one clock: wall time as of its start, advanced by the monotonic clock.
+
+In-process deadlines (expiry, the announce schedule, rate-limit windows) and the times
+that get stored (first/last seen, expiry) are all read from it, so a step of the system
+clock (NTP correcting a board without a battery clock, an operator's ``date -s``) neither
+expires every session at once nor fires every announcement: elapsed time is what the
+monotonic clock says. The price: until the daemon restarts, what it stores is off by
+the steps since it started. :meth:`SteadyClock.drift` tells how far, for a warning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SteadyClock:
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    offset: float = field(init=False)  # wall time at start minus monotonic time at start
+
+    def __post_init__(self) -> None:
+        self.offset = self.wall() - self.monotonic()
+
+    def now(self) -> float:
+        return self.monotonic() + self.offset
+
+    def drift(self) -> float:
+        """Seconds the system clock has been stepped since start (positive: forward)."""
+        return self.wall() - self.now()
