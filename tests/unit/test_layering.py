@@ -21,8 +21,8 @@ PACKAGES = ("sapd", "madcap")
 
 PURE = (
     "sapd.wire", "sapd.sdp", "sapd.scopes", "sapd.pcap", "sapd.records", "sapd.lifecycle",
-    "sapd.announce.schedule", "sapd.plumbing.adminscope",
-    "madcap.wire", "madcap.pool", "madcap.server",
+    "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.plumbing.errors",
+    "madcap.wire", "madcap.pool", "madcap.leases", "madcap.server",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
@@ -200,16 +200,7 @@ def test_plumbing_imports_nothing_of_the_rest_of_sapd(modules: dict[str, Module]
     assert plumbing_breaches(modules) == []
 
 
-# madcap's allocator still calls its SQLite store itself; its staged-lease rework (the
-# madcap side of the architecture issue) removes the import, and strict makes this
-# mark fail the suite the day it does, so that the mark goes too.
-_PENDING = {"madcap.server": "imports madcap.leases (sqlite3) until it hands staged "
-                             "leases to the daemon"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_PENDING[n]))
-    if n in _PENDING else n for n in PURE])
+@pytest.mark.parametrize("name", PURE)
 def test_pure_module_does_no_io_and_reads_no_clock(modules: dict[str, Module],
                                                    name: str) -> None:
     assert name in modules, f"{name} is listed as pure but does not exist"
