@@ -18,6 +18,7 @@ from madcap.server import ServerSettings
 from madcap.wire import PORT
 from sapd.plumbing import paths
 from sapd.plumbing.config import ConfigError, load_config
+from sapd.plumbing.web import WebConfig
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class MadcapdConfig:
     sapd_socket: str | None = None  # default: sapd's default control socket
     sapd_poll: float = 10.0
     scope: list[dict[str, Any]] = field(default_factory=list)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def validate(self) -> None:
+        self.web.validate()
         if self.durability not in ("full", "normal"):
             raise ConfigError("durability: must be full or normal")
         if not 0 <= self.response_cache <= 300:

@@ -11,6 +11,7 @@ from typing import Any
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
 from sapd.plumbing.config import ConfigError, load_config
+from sapd.plumbing.web import WebConfig
 from sapd.scopes import STANDARD_GROUPS, ScopeTable
 from sapd.wire import SAP_PORT
 
@@ -65,8 +66,10 @@ class SapdConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     announce: AnnounceConfig = field(default_factory=AnnounceConfig)
     scope: list[dict[str, Any]] = field(default_factory=list)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def validate(self) -> None:
+        self.web.validate()
         if self.profile not in PROFILES:
             raise ConfigError(f"profile: {self.profile!r} is not one of {sorted(PROFILES)}")
         for i, group in enumerate(self.groups):

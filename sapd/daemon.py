@@ -21,6 +21,8 @@ from sapd.announce.sender import MulticastSender
 from sapd.announce.service import Announcer
 from sapd.api import build_app
 from sapd.config import SapdConfig, load
+from sapd.conflicts import CANDIDATES, Conflict, find_conflicts
+from sapd.history import SessionHistory
 from sapd.hub import Hub
 from sapd.lifecycle import (
     ACCEPTED_CHANGED,
@@ -35,6 +37,7 @@ from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.plumbing.web import WebListener
 from sapd.store import open_directory, start_writer
 
 log = logs.get("sapd")
@@ -42,6 +45,8 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 INTERFACE_RESYNC = 30.0
 CLOCK_STEP_WARNING = 2.0  # seconds the system clock may be stepped before a warning
+CONFLICTS_FRESH = 1.0  # seconds a conflict list is reused while the directory changes
+CONFLICTS_MAX_AGE = 5.0  # and while it does not (staleness moves without a content change)
 
 
 class SapDaemon(service.Service):
@@ -55,6 +60,9 @@ class SapDaemon(service.Service):
         self.announcer: Announcer | None = None
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
+        self.web: WebListener | None = None
+        self.history = SessionHistory()
+        self._conflicts: tuple[int, float, list[Conflict]] | None = None  # version, at, list
         self.follower: InterfaceFollower | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
@@ -75,6 +83,7 @@ class SapDaemon(service.Service):
         # it has committed the last batch, even if this process is killed.
         writer = start_writer(self.config, state, loop, keep_fds=(self._state_lock,))
         self.hub = Hub(self.engine, store, writer, loop, self.clock)
+        self.hub.listeners.append(self.history)
         with service.collector_paused():
             loaded = self.engine.load(store.iter_all(light=True))
         service.settle_memory()
@@ -93,6 +102,12 @@ class SapDaemon(service.Service):
         self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
                                      self.config.socket_group)
         await self.control.start()
+        if self.config.web.listen:
+            # imported only when on: the pages cost start-up time nobody else should pay
+            from sapd.web.app import build_web_app  # noqa: PLC0415
+
+            self.web = WebListener(build_web_app(self, self.announcer), self.config.web.listen)
+            await self.web.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
         interval = systemd.watchdog_interval()
@@ -113,6 +128,8 @@ class SapDaemon(service.Service):
         if self.follower:
             self.follower.stop()
         self.hub.close_subscribers()
+        if self.web:
+            await self.web.stop()
         if self.control:
             await self.control.stop()
         if self.receiver:
@@ -183,6 +200,25 @@ class SapDaemon(service.Service):
         return counters.get(ACCEPTED_NEW, 0) + counters.get(ACCEPTED_CHANGED, 0)
 
     # -- reporting -----------------------------------------------------------------------
+    def conflicts(self) -> list[Conflict]:
+        """Live sessions of different senders on one group and port; recomputed when
+        the directory changed (at most once per CONFLICTS_FRESH) or it is old."""
+        version = self.hub.reader.content_version()
+        now = self.clock.monotonic()
+        cached = self._conflicts
+        if cached is not None and (now - cached[1] < CONFLICTS_FRESH or cached[0] == version) \
+                and now - cached[1] < CONFLICTS_MAX_AGE:
+            return cached[2]
+        found = find_conflicts(self.hub.reader.shared_group_sessions(CANDIDATES))
+        self._conflicts = (version, now, found)
+        return found
+
+    def web_base(self) -> str | None:
+        """How others reach the web listener: [web] public_url, else its own address."""
+        if self.config.web.public_url:
+            return self.config.web.public_url
+        return self.web.url if self.web is not None else None
+
     def status_line(self) -> str:
         counters = self.engine.counters
         received = sum(counters.values()) - counters["expired"]
@@ -252,7 +288,15 @@ class SapDaemon(service.Service):
                   "# HELP sapd_store_restarts_total Store processes that ended and were "
                   "replaced.",
                   "# TYPE sapd_store_restarts_total counter",
-                  f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}"]
+                  f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}",
+                  "# HELP sapd_event_resyncs_total Event subscribers that fell behind their "
+                  "queue and were sent a resync.",
+                  "# TYPE sapd_event_resyncs_total counter",
+                  f"sapd_event_resyncs_total {self.hub.events.resyncs if self.hub else 0}",
+                  "# HELP sapd_conflicts Groups and ports that live sessions of different "
+                  "senders share.",
+                  "# TYPE sapd_conflicts gauge",
+                  f"sapd_conflicts {len(self.conflicts()) if self.hub else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
         return "\n".join(lines) + "\n"
@@ -272,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {"state_dir": args.state_dir, "socket": args.socket, "interfaces": args.interface,
             "profile": args.profile, "log_format": args.log_format,
-            "log_level": args.log_level, "event_loop": args.event_loop}
+            "log_level": args.log_level, "event_loop": args.event_loop,
+            "web": {"listen": args.web} if args.web else None}
 
 
 def main(argv: list[str] | None = None) -> int:

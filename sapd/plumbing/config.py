@@ -90,7 +90,9 @@ def load_config(cls: type[V], path: str | Path | None, overrides: dict[str, Any]
     then the class's own checks."""
     data = load_toml(path)
     for key, value in overrides.items():
-        if value not in (None, [], ()):
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # a flag sets one key of a table
+        elif value not in (None, [], ()):
             data[key] = value
     config = from_dict(cls, data)
     config.validate()

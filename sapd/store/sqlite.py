@@ -410,7 +410,8 @@ class SqliteDirectory:
         filters the index covers (a match in the window is then a match in name order)."""
         if not query.text or query.group is not None or query.origin is not None or \
                 query.source is not None or query.attribute is not None or \
-                query.stale is not None:
+                query.stale is not None or query.clock is not None or \
+                query.redundant is not None:
             return False
         return self._text_plan(query.text.lower()).common
 
@@ -455,6 +456,14 @@ class SqliteDirectory:
                 correlated = attr_sql.replace("WHERE", "WHERE rid=sessions.rid AND", 1)
                 clauses.append(f"EXISTS ({correlated})")
             args += attr_args
+        if query.clock is not None:
+            clauses.append("rid IN (SELECT rid FROM session_attrs WHERE name='ts-refclk' "
+                           "AND instr(lower(value), ?) > 0)")
+            args.append(query.clock.lower())
+        if query.redundant is not None:
+            dup = ("SELECT rid FROM session_attrs WHERE name='group' "
+                   "AND upper(substr(value, 1, 4)) = 'DUP '")
+            clauses.append(f"rid {'' if query.redundant else 'NOT '}IN ({dup})")
         if query.media:
             clauses.append("instr(' ' || media_types || ' ', ?) > 0")
             args.append(f" {query.media} ")
@@ -555,6 +564,18 @@ class SqliteDirectory:
                     self._matches.clear()
                 self._matches[_memo_key(query)] = (version, rids)
         return rids
+
+    def shared_group_sessions(self, limit: int) -> list[SessionRecord]:
+        """Sessions (whole) on a multicast group that sessions of more than one source
+        use: the candidates for a conflict, at most ``limit`` of them."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS}, rid FROM sessions WHERE rid IN ("
+                "SELECT g.rid FROM session_groups g WHERE g.address IN ("
+                "SELECT g2.address FROM session_groups g2 JOIN sessions s2 ON s2.rid = g2.rid "
+                "GROUP BY g2.address HAVING count(DISTINCT s2.source) > 1)) "
+                "ORDER BY name COLLATE NOCASE, id LIMIT ?", (limit,)).fetchall()
+            return self._records(rows)
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
         """Matching sessions; with ``cap``, counting stops at cap + 1 (cheap 'more than')."""

@@ -21,7 +21,8 @@ PACKAGES = ("sapd", "madcap")
 
 PURE = (
     "sapd.wire", "sapd.sdp", "sapd.scopes", "sapd.pcap", "sapd.records", "sapd.lifecycle",
-    "sapd.announce.schedule", "sapd.plumbing.adminscope",
+    "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.streaminfo", "sapd.conflicts",
+    "sapd.history", "sapd.web.pages", "sapd.plumbing.html",
     "madcap.wire", "madcap.pool", "madcap.server",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
