@@ -92,7 +92,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _watch_exec(args: argparse.Namespace) -> int:
+    from sapd import hooks  # noqa: PLC0415  # start-up time: only watch --exec needs it
+
+    client = _client(args)
+
+    def open_stream(last: str | None) -> Any:
+        path = "/v1/events?format=jsonl"
+        if last:
+            path += "&last_event_id=" + urllib.parse.quote(last)
+        return client.stream_lines(path)
+    if args.rate <= 0 or args.timeout <= 0:
+        print("sapctl: --rate and --timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        hooks.watch_exec(open_stream, hooks.HookRunner(args.exec, args.rate, args.timeout))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    if args.exec:
+        return _watch_exec(args)
     try:
         for line in _client(args).stream_lines("/v1/events?format=jsonl"):
             if not line.strip():
@@ -101,6 +123,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 sys.stdout.write(line.decode())
             else:
                 event = json.loads(line)
+                if event["event"] == "resync":
+                    print("-------- resync: events were missed; sapctl list shows the "
+                          "directory now")
+                    continue
                 s = event["session"]
                 stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
                 print(f"{stamp} {event['event']:8} {event['id']}  {s['name']}  "
@@ -165,6 +191,14 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("watch", help="print sessions as they arrive, change and leave")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.add_argument("--exec", metavar="CMD",
+                   help="run CMD (through sh -c) for each event, one at a time: the event "
+                        "as JSON on stdin, SAPD_EVENT, SAPD_SESSION_ID, SAPD_SESSION_NAME, "
+                        "... in the environment")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="with --exec: at most this many commands a second (default 10)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="with --exec: kill a command after this many seconds (default 60)")
     p.set_defaults(func=_with_errors(cmd_watch))
 
     p = sub.add_parser("stats", help="counters and memberships")
