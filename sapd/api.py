@@ -131,17 +131,21 @@ def _session(request: web.Request) -> SessionRecord:
     return record
 
 
-def sdp_filename(record: SessionRecord) -> str:
-    """A file name from the session name: letters, digits, ``.-_`` (others become _)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name).strip("._")[:80]
+def sdp_filename(record: SessionRecord, ascii_only: bool = True) -> str:
+    """A file name from the session name: runs of anything but letters, digits and
+    ``.-_`` become one ``_``; the id when nothing is left."""
+    flags = re.ASCII if ascii_only else 0
+    stem = re.sub(r"[^\w.-]+", "_", record.name, flags=flags).strip("._")[:80]
     return f"{stem or record.id}.sdp"
 
 
 def sdp_response(record: SessionRecord) -> web.Response:
-    quoted = urllib.parse.quote(record.name[:80] + ".sdp", safe="")
-    return web.Response(text=record.sdp, content_type="application/sdp", headers={
-        "Content-Disposition": f'attachment; filename="{sdp_filename(record)}"; '
-                               f"filename*=UTF-8''{quoted}"})
+    disposition = f'attachment; filename="{sdp_filename(record)}"'
+    unicode_name = sdp_filename(record, ascii_only=False)
+    if unicode_name != sdp_filename(record):  # RFC 6266: browsers prefer filename*
+        disposition += f"; filename*=UTF-8''{urllib.parse.quote(unicode_name, safe='')}"
+    return web.Response(text=record.sdp, content_type="application/sdp",
+                        headers={"Content-Disposition": disposition})
 
 
 async def get_session(request: web.Request) -> web.StreamResponse:
@@ -233,10 +237,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "application/x-ndjson" if jsonl else "text/event-stream",
         "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    await response.prepare(request)
+    # subscribed before the headers go: a client that saw them misses nothing after
     subscription = daemon.hub.subscribe(last)
     encode = _jsonl if jsonl else _sse
     try:
+        await response.prepare(request)
         if not jsonl:
             await response.write(b": sapd event stream\nretry: 1000\n\n")
         while True:

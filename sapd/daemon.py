@@ -253,6 +253,8 @@ class SapDaemon(service.Service):
             "failed_joins": {f"{g}%{i}": why for (g, i), why in receiver.failed_joins.items()}
             if receiver else {},
             "subscribers": self.hub.subscribers if self.hub else 0,
+            "event_run": self.hub.events.run if self.hub else "",
+            "event_seq": self.hub.events.seq if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
             "uptime": self.uptime(),
             "version": __version__,

@@ -20,6 +20,7 @@ def page(title: str, body: str, *, scripts: Iterable[str] = (), refresh: int | N
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"{meta}<title>{esc(title)}</title>"
+            "<link rel=\"icon\" href=\"data:,\">"  # no favicon request to 404
             "<link rel=\"stylesheet\" href=\"/assets/base.css\">"
             f"{tags}</head><body><header><h1>{esc(title)}</h1>{nav}</header>"
             f"<main>{body}</main></body></html>")

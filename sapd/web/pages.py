@@ -244,12 +244,13 @@ def session(record: SessionRecord, info: dict[str, Any],
         parts.append("<section><h2>SDP problems</h2><ul>" +
                      "".join(f"<li>{esc(p)}</li>" for p in problems) + "</ul></section>")
     sid = esc(record.id)
+    newline = "crlf" if "\r\n" in record.sdp else "lf"
     parts.append(
         "<section><h2>SDP</h2><div class=\"actions\">"
         '<button id="copy" type="button" hidden>Copy SDP</button>'
         f'<a id="download" href="/v1/sessions/{sid}.sdp" download>Download .sdp</a>'
         '<span id="copied" class="muted" role="status"></span></div>'
-        f'<pre id="sdp">{esc(record.sdp)}</pre></section>')
+        f'<pre id="sdp" data-newline="{newline}">{esc(record.sdp)}</pre></section>')
     if record.blob:
         parts.append("<section><h2>Extension blob</h2><pre id=\"blob\">"
                      f"{esc(json.dumps(record.blob, indent=2, sort_keys=True))}</pre></section>")

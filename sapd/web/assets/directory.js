@@ -78,20 +78,18 @@
     const now = Date.now() / 1000;
     const old = new Map();
     for (const tr of Array.from(tbody.rows)) old.set(tr.dataset.id, tr);
-    let at = tbody.firstElementChild;
-    for (const s of result.sessions) {
-      let tr = old.get(s.id);
+    const wanted = result.sessions.map(function (s) {
       const fresh = buildRow(s, now);
-      if (tr && tr.dataset.sig === fresh.dataset.sig) {
-        old.delete(s.id);
-      } else {
-        if (tr) { tr.replaceWith(fresh); old.delete(s.id); }
-        tr = fresh;
-      }
-      if (tr !== at) tbody.insertBefore(tr, at);
-      at = tr.nextElementSibling;
-    }
+      const tr = old.get(s.id);
+      if (tr && tr.dataset.sig === fresh.dataset.sig) { old.delete(s.id); return tr; }
+      return fresh;  // new or changed; a changed row's old element leaves below
+    });
     for (const tr of old.values()) tr.remove();
+    let at = tbody.firstElementChild;
+    for (const tr of wanted) {
+      if (tr === at) at = at.nextElementSibling;
+      else tbody.insertBefore(tr, at);
+    }
     const total = result.total + (result.total_exact ? "" : "+");
     const n = result.sessions.length;
     if (shown) shown.textContent = n ? (result.offset + 1) + "\u2013" + (result.offset + n) +
@@ -127,6 +125,7 @@
   const source = new EventSource("/v1/events");
   source.addEventListener("open", function () {
     if (live) { live.hidden = false; live.className = "on"; live.textContent = "live"; }
+    schedule();  // whatever changed between the page's rendering and this stream
   });
   source.addEventListener("error", function () {
     if (live) { live.className = ""; live.textContent = "reconnecting\u2026"; }

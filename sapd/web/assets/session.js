@@ -8,6 +8,9 @@
   const status = document.getElementById("copied");
   function say(text) { if (status) status.textContent = text; }
   function fallbackCopy(text) {
+    // The copy event sets the exact text (a textarea's value would turn CRLF into LF).
+    function onCopy(e) { e.clipboardData.setData("text/plain", text); e.preventDefault(); }
+    document.addEventListener("copy", onCopy);
     const area = document.createElement("textarea");
     area.value = text;
     area.setAttribute("readonly", "");
@@ -18,12 +21,15 @@
     let ok = false;
     try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
     area.remove();
+    document.removeEventListener("copy", onCopy);
     return ok;
   }
   if (button && pre) {
     button.hidden = false;
     button.addEventListener("click", function () {
-      const text = pre.textContent;
+      // The HTML parser turns CRLF into LF; the SDP is copied as it was sent.
+      let text = pre.textContent;
+      if (pre.dataset.newline === "crlf") text = text.replace(/\r?\n/g, "\r\n");
       if (navigator.clipboard && window.isSecureContext) {
         navigator.clipboard.writeText(text).then(function () { say("Copied (clipboard)"); },
           function () { say(fallbackCopy(text) ? "Copied" : "Copy failed: select the text"); });
