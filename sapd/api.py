@@ -15,7 +15,7 @@ from aiohttp import web
 from sapd import sdp, streaminfo
 from sapd.announce import routes as announce_routes
 from sapd.announce.service import Announcer
-from sapd.conflicts import Conflict, conflicting_ids
+from sapd.conflicts import Conflict
 from sapd.eventlog import RESYNC, Entry
 from sapd.history import SessionHistory
 from sapd.hub import Hub
@@ -41,6 +41,7 @@ class Service(Protocol):
     def stats(self) -> dict[str, Any]: ...
     def metrics_text(self) -> str: ...
     def conflicts(self) -> list[Conflict]: ...
+    def conflicted(self) -> set[str]: ...
     def web_base(self) -> str | None: ...
 
 
@@ -112,7 +113,7 @@ def search_page(daemon: Service, query: SearchQuery) -> dict[str, Any]:
         # Counting every match of a broad filter over 100k sessions costs tens of ms;
         # past COUNT_CAP the total is reported as a lower bound.
         total = daemon.hub.reader.count(query, cap=COUNT_CAP)
-    conflicted = conflicting_ids(daemon.conflicts())
+    conflicted = daemon.conflicted()
     return {"sessions": [session_json(r, conflicted) for r in records],
             "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
             "limit": query.limit, "offset": query.offset}
@@ -153,8 +154,8 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     record = _session(request)
     if "application/sdp" in request.headers.get("Accept", ""):
         return sdp_response(record)
-    conflicted = conflicting_ids(daemon.conflicts())
-    body: dict[str, Any] = {"session": session_json(record, conflicted), "sdp": record.sdp}
+    body: dict[str, Any] = {"session": session_json(record, daemon.conflicted()),
+                            "sdp": record.sdp}
     description, _errors, _warnings = sdp.validate(record.sdp)
     if description is not None:
         body["description"] = description.to_json()

@@ -21,7 +21,8 @@ from sapd.announce.sender import MulticastSender
 from sapd.announce.service import Announcer
 from sapd.api import build_app
 from sapd.config import SapdConfig, load
-from sapd.conflicts import CANDIDATES, Conflict, find_conflicts
+from sapd.conflicts import Conflict
+from sapd.conflictscan import ConflictScanner
 from sapd.history import SessionHistory
 from sapd.hub import Hub
 from sapd.lifecycle import (
@@ -45,8 +46,6 @@ log = logs.get("sapd")
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 INTERFACE_RESYNC = 30.0
 CLOCK_STEP_WARNING = 2.0  # seconds the system clock may be stepped before a warning
-CONFLICTS_FRESH = 1.0  # seconds a conflict list is reused while the directory changes
-CONFLICTS_MAX_AGE = 5.0  # and while it does not (staleness moves without a content change)
 
 
 class SapDaemon(service.Service):
@@ -62,7 +61,7 @@ class SapDaemon(service.Service):
         self.control: ControlServer | None = None
         self.web: WebListener | None = None
         self.history = SessionHistory()
-        self._conflicts: tuple[int, float, list[Conflict]] | None = None  # version, at, list
+        self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
@@ -110,6 +109,8 @@ class SapDaemon(service.Service):
             await self.web.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
+        self.conflict_scanner = ConflictScanner(lambda: open_directory(self.config, state))
+        self._tasks.append(asyncio.create_task(self.conflict_scanner.run()))
         interval = systemd.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(service.watchdog(self.notifier, interval)))
@@ -125,6 +126,8 @@ class SapDaemon(service.Service):
         if self.announcer is not None:
             await self.announcer.shutdown()
         await service.cancel_all(self._tasks)
+        if self.conflict_scanner is not None:
+            self.conflict_scanner.close()
         if self.follower:
             self.follower.stop()
         self.hub.close_subscribers()
@@ -201,17 +204,13 @@ class SapDaemon(service.Service):
 
     # -- reporting -----------------------------------------------------------------------
     def conflicts(self) -> list[Conflict]:
-        """Live sessions of different senders on one group and port; recomputed when
-        the directory changed (at most once per CONFLICTS_FRESH) or it is old."""
-        version = self.hub.reader.content_version()
-        now = self.clock.monotonic()
-        cached = self._conflicts
-        if cached is not None and (now - cached[1] < CONFLICTS_FRESH or cached[0] == version) \
-                and now - cached[1] < CONFLICTS_MAX_AGE:
-            return cached[2]
-        found = find_conflicts(self.hub.reader.shared_group_sessions(CANDIDATES))
-        self._conflicts = (version, now, found)
-        return found
+        """Live sessions of different senders on one group and port, as last scanned
+        (at most about a second behind the directory)."""
+        return self.conflict_scanner.conflicts if self.conflict_scanner else []
+
+    def conflicted(self) -> set[str]:
+        """Ids of the sessions in those conflicts."""
+        return self.conflict_scanner.ids if self.conflict_scanner else set()
 
     def web_base(self) -> str | None:
         """How others reach the web listener: [web] public_url, else its own address."""
@@ -298,7 +297,7 @@ class SapDaemon(service.Service):
                   "# HELP sapd_conflicts Groups and ports that live sessions of different "
                   "senders share.",
                   "# TYPE sapd_conflicts gauge",
-                  f"sapd_conflicts {len(self.conflicts()) if self.hub else 0}"]
+                  f"sapd_conflicts {len(self.conflicts())}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
         return "\n".join(lines) + "\n"

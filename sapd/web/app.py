@@ -9,7 +9,6 @@ from aiohttp import web
 from sapd import api, sdp
 from sapd.announce import routes as announce_routes
 from sapd.announce.service import Announcer
-from sapd.conflicts import conflicting_ids
 from sapd.plumbing.control import error_middleware, json_response
 from sapd.plumbing.web import esc, html_response, web_app
 from sapd.web import pages
@@ -43,7 +42,7 @@ async def session_page(request: web.Request) -> web.Response:
     record = daemon.hub.reader.get(sid)
     if record is None:
         return html_response(pages.not_found(sid), status=404)
-    info = api.session_json(record, conflicting_ids(daemon.conflicts()))
+    info = api.session_json(record, daemon.conflicted())
     description, errors, warnings = sdp.validate(record.sdp)
     problems = [str(e) for e in errors] + [f"warning: {w}" for w in warnings]
     return html_response(pages.session(record, info, description, problems,
