@@ -33,8 +33,8 @@ def need_chromium() -> None:
 
 
 @contextlib.contextmanager
-def chrome(downloads: Path | None = None, width: int = 1400,
-           height: int = 900) -> Iterator[Any]:
+def chrome(downloads: Path | None = None, width: int = 1400, height: int = 900,
+           flags: tuple[str, ...] = ()) -> Iterator[Any]:
     """A fresh headless chromium (its own profile directory), quit afterwards."""
     need_chromium()
     from selenium import webdriver  # noqa: PLC0415  # see need_chromium
@@ -43,7 +43,7 @@ def chrome(downloads: Path | None = None, width: int = 1400,
     with tempfile.TemporaryDirectory(prefix="sapd-chromium-") as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
-        for flag in FLAGS:
+        for flag in (*FLAGS, *flags):
             options.add_argument(flag)
         options.add_argument(f"--window-size={width},{height}")
         options.add_argument(f"--user-data-dir={profile}")
