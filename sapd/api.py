@@ -42,7 +42,7 @@ class Service(Protocol):
     def metrics_text(self) -> str: ...
     def conflicts(self) -> list[Conflict]: ...
     def conflicted(self) -> set[str]: ...
-    def web_base(self) -> str | None: ...
+    def web_urls(self) -> tuple[str | None, str | None]: ...
 
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
@@ -204,11 +204,15 @@ async def playlist(request: web.Request) -> web.Response:
     """The current filter's sessions (same parameters as GET /v1/sessions) as M3U."""
     daemon = request.app[DAEMON_KEY]
     query = query_from_request(request)
-    base = daemon.web_base()
-    if base is None and request.transport is not None and \
-            request.transport.get_extra_info("sockname") and \
-            isinstance(request.transport.get_extra_info("sockname"), tuple):
-        base = f"{request.scheme}://{request.host}"  # asked over TCP: its own origin
+    public, listener = daemon.web_urls()
+    if public is not None:
+        base: str | None = public
+    elif peer(request).pid == -1:  # asked over TCP: the origin it was asked at
+        forwarded = request.headers.get("X-Forwarded-Proto", "")  # behind a TLS proxy
+        scheme = forwarded if forwarded in ("http", "https") else request.scheme
+        base = f"{scheme}://{request.host}"
+    else:  # on the Unix socket: the listener, if there is one
+        base = listener
     records = daemon.hub.reader.search(query)
     text = "#EXTM3U\n" + "".join(playlist_entry(r, base) for r in records)
     return web.Response(text=text, content_type="audio/x-mpegurl", charset="utf-8",

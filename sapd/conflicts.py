@@ -43,10 +43,16 @@ def destinations(description: sdp.SessionDescription) -> set[tuple[str, int]]:
 
 def find_conflicts(records: Iterable[SessionRecord]) -> list[Conflict]:
     """Conflicts among live (not stale) sessions, ordered by group and port."""
+    live = [r for r in records if not r.stale]
+    sources: dict[str, set[str]] = {}
+    for record in live:
+        for group in record.groups:
+            sources.setdefault(group, set()).add(record.source)
+    shared = {g for g, found in sources.items() if len(found) > 1}
     users: dict[tuple[str, int], list[SessionRecord]] = {}
-    for record in records:
-        if record.stale:
-            continue
+    for record in live:
+        if shared.isdisjoint(record.groups):
+            continue  # its SDP need not be parsed: no other sender is on its groups
         description, _errors, _warnings = sdp.validate(record.sdp)
         if description is None:
             continue

@@ -44,8 +44,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (
         ("text", args.text), ("media", args.media), ("group", args.group),
         ("origin", args.origin), ("source", args.source), ("scope", args.scope),
-        ("attribute", args.attribute), ("value", args.value),
+        ("attribute", args.attribute), ("value", args.value), ("clock", args.clock),
         ("limit", args.limit), ("offset", args.offset)) if v is not None}
+    if args.redundant:
+        params["redundant"] = "1"
     if args.local:
         params["local"] = "true"
     if args.remote:
@@ -175,6 +177,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("list", help="list sessions in the directory")
     for name in ("text", "media", "group", "origin", "source", "scope", "attribute", "value"):
         p.add_argument(f"--{name}", help=f"filter by {name}")
+    p.add_argument("--clock", help="a=ts-refclk containing this (a PTP grandmaster id)")
+    p.add_argument("--redundant", action="store_true",
+                   help="only sessions with ST 2022-7 legs (a=group:DUP)")
     p.add_argument("--local", action="store_true", help="only sessions announced here")
     p.add_argument("--remote", action="store_true", help="only sessions heard from others")
     p.add_argument("--stale", action="store_true", help="only sessions not heard since restart")

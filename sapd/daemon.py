@@ -212,11 +212,9 @@ class SapDaemon(service.Service):
         """Ids of the sessions in those conflicts."""
         return self.conflict_scanner.ids if self.conflict_scanner else set()
 
-    def web_base(self) -> str | None:
-        """How others reach the web listener: [web] public_url, else its own address."""
-        if self.config.web.public_url:
-            return self.config.web.public_url
-        return self.web.url if self.web is not None else None
+    def web_urls(self) -> tuple[str | None, str | None]:
+        """How others reach the web listener ([web] public_url), and its own address."""
+        return self.config.web.public_url, self.web.url if self.web is not None else None
 
     def status_line(self) -> str:
         counters = self.engine.counters

@@ -28,7 +28,8 @@ async def directory(request: web.Request) -> web.Response:
     clone = request.clone(rel_url=request.rel_url.with_query(params))
     query = api.query_from_request(clone)  # the same checks, the same 400s
     result = api.search_page(daemon, query)
-    scopes = sorted(daemon.hub.engine.sessions_by_scope())
+    # the configured scopes, not those in use: counting them walks every session
+    scopes = sorted({s.name for s in daemon.hub.engine.scopes.scopes} | {""})
     text = pages.directory(result, params, scopes, _now(request))
     if unknown:  # a page is forgiving where the API is strict: say so, go on
         text = text.replace("<main>", "<main><p class=\"muted\">Ignored: "
