@@ -221,15 +221,14 @@ async def playlist(request: web.Request) -> web.Response:
 
 def _sse(entry: Entry | str) -> bytes:
     if isinstance(entry, Entry):
-        data = json_bytes({**entry.item, "event_id": entry.event_id})
-        return f"id: {entry.event_id}\nevent: {entry.item['event']}\ndata: ".encode() + \
-            data + b"\n\n"
+        return f"id: {entry.event_id}\nevent: {entry.kind}\ndata: ".encode() + \
+            entry.data + b"\n\n"
     return b'event: resync\ndata: {"event":"resync"}\n\n'
 
 
 def _jsonl(entry: Entry | str) -> bytes:
     if isinstance(entry, Entry):
-        return json_bytes({**entry.item, "event_id": entry.event_id}) + b"\n"
+        return entry.data + b"\n"
     return json_bytes({"event": RESYNC}) + b"\n"
 
 

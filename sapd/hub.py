@@ -173,7 +173,7 @@ class Hub:
         for event in events:
             for listener in self.listeners:
                 listener(event)
-            self.events.publish(event.to_json)
+            self.events.publish(event.kind, event.to_json)
 
     def subscribe(self, last_event_id: str | None = None) -> Subscription:
         return self.events.subscribe(last_event_id)

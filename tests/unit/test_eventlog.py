@@ -4,13 +4,14 @@ slow subscriber that gets a resync where it used to be disconnected without a wo
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from sapd.eventlog import RESYNC, Entry, EventLog, Subscription
 
 
-def item(n: int) -> Any:
-    return lambda: {"event": "new", "id": f"s{n}"}
+def publish(log: EventLog, n: int) -> Entry:
+    return log.publish("new", lambda: {"event": "new", "id": f"s{n}"})
 
 
 def drain(subscription: Subscription) -> list[Entry | str]:
@@ -25,21 +26,22 @@ def drain(subscription: Subscription) -> list[Entry | str]:
 
 
 def ids(entries: list[Entry | str]) -> list[str]:
-    return [e.item["id"] if isinstance(e, Entry) else e for e in entries]
+    return [json.loads(e.data)["id"] if isinstance(e, Entry) else e for e in entries]
 
 
 def test_every_event_has_an_id_of_this_run_in_order() -> None:
     log = EventLog(run="r1")
     sub = log.subscribe()
-    first, second = log.publish(item(1)), log.publish(item(2))
+    first, second = publish(log, 1), publish(log, 2)
     assert (first.event_id, second.event_id) == ("r1-1", "r1-2")
+    assert json.loads(second.data) == {"event": "new", "id": "s2", "event_id": "r1-2"}
     assert ids(drain(sub)) == ["s1", "s2"]
 
 
 def test_last_event_id_within_history_replays_what_followed() -> None:
     log = EventLog(history=10, run="r1")
     for n in range(1, 6):
-        log.publish(item(n))
+        publish(log, n)
     assert ids(drain(log.subscribe("r1-3"))) == ["s4", "s5"]
     assert ids(drain(log.subscribe("r1-5"))) == []
 
@@ -47,7 +49,7 @@ def test_last_event_id_within_history_replays_what_followed() -> None:
 def test_last_event_id_older_than_history_or_of_another_run_starts_with_resync() -> None:
     log = EventLog(history=3, run="r2")
     for n in range(1, 11):
-        log.publish(item(n))
+        publish(log, n)
     assert ids(drain(log.subscribe("r2-2"))) == [RESYNC]
     assert ids(drain(log.subscribe("r1-9"))) == [RESYNC]  # a previous run's id
     assert ids(drain(log.subscribe("garbage"))) == [RESYNC]
@@ -58,7 +60,7 @@ def test_slow_subscriber_gets_resync_instead_of_silent_disconnect() -> None:
     log = EventLog(queue=5, run="r1")
     slow = log.subscribe()
     for n in range(1, 9):
-        log.publish(item(n))
+        publish(log, n)
     got = drain(slow)
     assert ids(got) == [RESYNC, "s7", "s8"]  # told it missed some, then carries on
     assert log.subscribers == 1 and log.resyncs == 1
@@ -71,9 +73,9 @@ def test_events_are_serialised_once_and_only_when_read() -> None:
         made.append(1)
         return {"event": "new", "id": "x"}
     log = EventLog(run="r1")
-    entry = log.publish(make)
+    entry = log.publish("new", make)
     assert made == []
-    assert entry.item is entry.item and made == [1]
+    assert entry.data is entry.data and made == [1]
 
 
 def test_close_ends_every_subscription() -> None:
