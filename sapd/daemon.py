@@ -180,7 +180,8 @@ class SapDaemon(service.Service):
         self.engine.profile = new.expiry_profile()
         self.engine.limits = new.limits.to_limits()
         self.engine.scopes = new.scope_table()
-        needs_restart = [k for k in ("groups", "port", "socket", "state_dir", "socket_group")
+        needs_restart = [k for k in ("groups", "port", "socket", "state_dir", "socket_group",
+                                     "web")
                          if getattr(new, k) != getattr(self.config, k)]
         self.config = new
         logs.setup(new.log_format, new.log_level)
