@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +27,11 @@ async def directory(request: web.Request) -> web.Response:
     params = {k: v for k, v in request.query.items() if v != "" and k in PAGE_PARAMS}
     unknown = sorted(set(request.query) - set(PAGE_PARAMS))
     clone = request.clone(rel_url=request.rel_url.with_query(params))
-    query = api.query_from_request(clone)  # the same checks, the same 400s
+    try:
+        query = api.query_from_request(clone)  # the same checks as the API
+    except web.HTTPBadRequest as exc:
+        message = json.loads(exc.text or "{}").get("error", {}).get("message", exc.reason)
+        return html_response(pages.bad_request(message), status=400)
     result = api.search_page(daemon, query)
     # the configured scopes, not those in use: counting them walks every session
     scopes = sorted({s.name for s in daemon.hub.engine.scopes.scopes} | {""})

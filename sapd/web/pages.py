@@ -274,3 +274,8 @@ def not_found(sid: str) -> str:
                 '(it may have left: see its <a href="/v1/sessions/'
                 f'{esc(urllib.parse.quote(sid, safe=""))}/history">history</a>).</p>'
                 '<p><a href="/">All sessions</a></p>', nav=NAV)
+
+
+def bad_request(message: str) -> str:
+    return page("sapd — cannot search that",
+                f"<p>{esc(message)}</p><p><a href=\"/\">All sessions</a></p>", nav=NAV)

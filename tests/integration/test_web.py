@@ -197,3 +197,21 @@ def test_bad_web_listen_is_a_configuration_error(sapd_factory: Any) -> None:
     daemon = sapd_factory(config='[web]\nlisten = "localhost"\n', name="bad")
     with pytest.raises(AssertionError, match=r"web\.listen"):
         daemon.start(timeout=5)
+
+
+def test_page_without_script_pages_through_the_directory(web: Web) -> None:
+    for n in range(30):
+        send_local_multicast(announce(sdp_text(session=100 + n, name=f"row {n:02d}")),
+                             "239.255.255.255")
+    wait_for(lambda: len(web.daemon.sessions()) == 30, 5, what="30 sessions")
+    status, _h, body = web.get("/?limit=25")
+    first = body.decode()
+    assert status == 200 and first.count('<tr id="s-') == 25 and "1\u201325 of 30" in first
+    assert 'rel="next" href="/?limit=25&amp;offset=25"' in first
+    status, _h, body = web.get("/?limit=25&offset=25")
+    second = body.decode()
+    assert second.count('<tr id="s-') == 5 and "row 29" in second and "row 00" not in second
+    assert 'rel="prev"' in second and 'rel="next"' not in second
+    status, headers, body = web.get("/?limit=lots")
+    assert status == 400 and headers["Content-Type"].startswith("text/html")
+    assert "limit=&#x27;lots&#x27;" in body.decode()  # the API's check, said on a page
