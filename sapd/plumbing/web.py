@@ -88,22 +88,20 @@ def html_response(text: str, status: int = 200) -> web.Response:
 
 @web.middleware
 async def guard_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Read-only, and the same headers on every answer (errors included)."""
+    """Read-only: GET and HEAD reach the handlers, nothing else does."""
     if request.method not in READ_ONLY_METHODS:
-        response: web.StreamResponse = web.json_response(
+        return web.json_response(
             {"error": {"status": 405, "message": f"{request.method} is not served over "
                        "TCP: this listener is read-only; use the Unix control socket"}},
             status=405, headers={"Allow": "GET, HEAD"})
-    else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer as its headers go out: pages, errors and streams alike."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if isinstance(response, web.HTTPException):
-        raise response
-    return response
 
 
 def asset_handler(packages: list[str]) -> Any:
@@ -127,6 +125,7 @@ def web_app(packages: list[str], *middlewares: Any) -> web.Application:
     """An app with the guard (then ``middlewares``), and /assets/ from ``packages``
     (plumbing's own last)."""
     app = web.Application(middlewares=[guard_middleware, *middlewares])
+    app.on_response_prepare.append(security_headers)
     app.router.add_get("/assets/{name}", asset_handler([*packages, "sapd.plumbing"]))
     return app
 

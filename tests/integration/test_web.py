@@ -61,8 +61,8 @@ def test_listener_is_read_only_and_sends_strict_headers(web: Web) -> None:
         status, headers, body = web.get("/v1/announcements", method=method)
         assert status == 405 and "read-only" in json.loads(body)["error"]["message"]
         assert headers["Allow"] == "GET, HEAD"
-    for path in ("/", "/v1/sessions", "/no/such/page", "/assets/directory.js"):
-        status, headers, _body = web.get(path)
+    for path in ("/", "/v1/sessions", "/no/such/page", "/assets/directory.js", "/v1/events"):
+        status, headers, _body = web.get(path, method="HEAD")
         csp = headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
         assert "Set-Cookie" not in headers and headers["X-Content-Type-Options"] == "nosniff"
