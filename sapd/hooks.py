@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sapd.plumbing.client import ClientError
+
 RECONNECT_DELAY = 1.0
 
 
@@ -98,7 +100,8 @@ def follow(open_stream: Callable[[str | None], Iterator[bytes]],
                 event = json.loads(line)
                 last = event.get("event_id", last)
                 events.put(event)
-        except (OSError, ValueError) as exc:
+            log("sapctl: event stream ended (sapd stopped?); reconnecting")
+        except (ClientError, OSError, ValueError) as exc:  # sapd away, or a broken line
             log(f"sapctl: event stream: {exc}; reconnecting")
         stop.wait(RECONNECT_DELAY)
     events.put(None)

@@ -82,3 +82,24 @@ def test_hook_rate_limit_spaces_the_commands(sapd: Daemon, tmp_path: Path) -> No
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_hook_hears_resync_after_sapd_restarts(sapd: Daemon, tmp_path: Path) -> None:
+    """The stream broke: sapctl reconnects with its last event id, which the new run
+    cannot resume, so the hook is told to resync, then hears what follows."""
+    proc, out, errors = start_watch(sapd, tmp_path, sleep=0, rate=100)
+    try:
+        send_local_multicast(announce(sdp_text(session=400, name="before")),
+                             "239.255.255.255")
+        wait_for(lambda: len(seen(out)) == 1, 5, what="first hook run")
+        sapd.stop()
+        sapd.start()
+        wait_for(lambda: [r[1] for r in seen(out)] == ["new", "resync"], 10,
+                 what="resync after the restart")
+        send_local_multicast(announce(sdp_text(session=401, name="after")), "239.255.255.255")
+        wait_for(lambda: len(seen(out)) == 3, 5, what="the next event")
+        assert seen(out)[2][1:3] == ["new", "after"]
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    assert "reconnecting" in errors.read_text()
