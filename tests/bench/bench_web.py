@@ -2,8 +2,8 @@
 
 - the first page's server time (GET / over TCP on loopback, keep-alive), p50 and p99,
   and a search page's; GET /v1/sessions beside them;
-- the browser's time to a rendered table (headless Chromium: first contentful paint and
-  DOMContentLoaded of /, over ten loads);
+- the browser's time to a rendered table (headless Chromium, from the navigation's start
+  to the first frame after the table is parsed, and DOMContentLoaded; ten loads);
 - 1,000 events/s for 30 s with the page open: its longest main-thread task (Long Tasks
   API), how many went over 200 ms, its JS heap and DOM size at the start and the end.
 
@@ -28,6 +28,10 @@ from tests.support import free_tcp_port
 SESSIONS = 100_000
 EVENT_RATE = 1_000
 EVENT_SECONDS = 30
+RENDERED = """
+document.addEventListener("DOMContentLoaded", () => requestAnimationFrame(() =>
+  setTimeout(() => { window.__rendered = performance.now(); })));
+"""
 OBSERVE = """
 window.__long = []; window.__events = 0;
 new PerformanceObserver(list => list.getEntries().forEach(e => window.__long.push(e.duration)))
@@ -63,10 +67,11 @@ def server_times(port: int, path: str, count: int = 300) -> list[float]:
 
 
 def page_stats(driver: object) -> dict[str, float]:
+    """Times from the navigation's start: the table parsed (DOMContentLoaded; it is in
+    the HTML), and the first frame after it (rAF then a task: after its paint)."""
     return driver.execute_script(  # type: ignore[attr-defined, no-any-return]
         "const n = performance.getEntriesByType('navigation')[0];"
-        "const p = performance.getEntriesByName('first-contentful-paint')[0];"
-        "return {fcp: p ? p.startTime : -1, dcl: n.domContentLoadedEventEnd,"
+        "return {rendered: window.__rendered || -1, dcl: n.domContentLoadedEventEnd,"
         " rows: document.querySelectorAll('#sessions tbody tr').length};")
 
 
@@ -94,16 +99,21 @@ def main() -> None:
                 report(f"{label}, p99", percentile(times, 99), "ms",
                        "<= 50 ms" if path == "/" else "")
             with chrome(flags=("--enable-precise-memory-info",)) as driver:
-                fcps, dcls = [], []
+                script_id = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                                   {"source": RENDERED})["identifier"]
+                rendered, dcls = [], []
                 for _ in range(10):
                     driver.get(f"http://127.0.0.1:{web}/")
+                    time.sleep(0.2)
                     stats = page_stats(driver)
-                    assert stats["rows"] == 100, stats
-                    fcps.append(stats["fcp"])
+                    assert stats["rows"] == 100 and stats["rendered"] > 0, stats
+                    rendered.append(stats["rendered"])
                     dcls.append(stats["dcl"])
-                report("browser: first contentful paint of / (table), p50",
-                       percentile(fcps, 50), "ms")
-                report("browser: first contentful paint of /, worst of 10", max(fcps), "ms",
+                driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                                       {"identifier": script_id})
+                report("browser: table rendered (first frame after it), p50",
+                       percentile(rendered, 50), "ms")
+                report("browser: table rendered, worst of 10 loads", max(rendered), "ms",
                        "<= 500 ms")
                 report("browser: DOMContentLoaded of /, worst of 10", max(dcls), "ms")
                 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
@@ -129,7 +139,7 @@ def main() -> None:
                 heap_end, nodes_end = driver.execute_script(heap)
                 report(f"events the page received ({count:,} sent at {EVENT_RATE:,}/s)",
                        events, "events")
-                report("longest main-thread task during the events",
+                report("longest main-thread task during the events (0: none >= 50 ms)",
                        max(longest, default=0.0), "ms", "<= 200 ms")
                 report("main-thread tasks over 200 ms", sum(t > 200 for t in longest),
                        "tasks", "0")
