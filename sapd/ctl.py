@@ -83,11 +83,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     s = result["session"]
     for key in ("id", "name", "info", "identity", "version", "source", "origin_address",
-                "scope", "sap_group", "groups", "media", "owner_uid", "period", "expires"):
+                "scope", "sap_group", "groups", "media", "codecs", "redundant", "conflict",
+                "owner_uid", "period", "expires"):
         value = s.get(key)
         if isinstance(value, list):
             value = ", ".join(value)
         print(f"{key + ':':16} {value if value is not None else '-'}")
+    clock = s.get("clock")
+    if clock:
+        print(f"{'clock:':16} {clock.get('grandmaster') or clock['value']}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
     print()
     sys.stdout.write(result["sdp"].replace("\r\n", "\n"))

@@ -14,7 +14,7 @@ import pytest
 
 from tests.daemons import Daemon, send_local_multicast, wait_session
 from tests.packets import announce, delete, sdp_text
-from tests.support import free_tcp_port, wait_for
+from tests.support import free_tcp_port, run, script, wait_for
 
 PTP = "a=ts-refclk:ptp=IEEE1588-2008:39-A7-94-FF-FE-07-CB-D0:0\r\na=mediaclk:direct=0\r\n"
 DUP = "a=group:DUP p s\r\n"
@@ -215,3 +215,18 @@ def test_page_without_script_pages_through_the_directory(web: Web) -> None:
     status, headers, body = web.get("/?limit=lots")
     assert status == 400 and headers["Content-Type"].startswith("text/html")
     assert "limit=&#x27;lots&#x27;" in body.decode()  # the API's check, said on a page
+
+
+def test_sapctl_filters_and_shows_clock_and_redundancy(web: Web) -> None:
+    heard(web, "redundant pair", session=30, extra=PTP + DUP)
+    heard(web, "single", session=31)
+    sock = str(web.daemon.socket)
+    listed = json.loads(run(script("sapctl"), "--socket", sock, "list", "--redundant",
+                            "--json", check=True).stdout)
+    assert [s["name"] for s in listed["sessions"]] == ["redundant pair"]
+    listed = json.loads(run(script("sapctl"), "--socket", sock, "list", "--clock",
+                            "39-a7-94-ff-fe-07-cb-d0", "--json", check=True).stdout)
+    (session,) = listed["sessions"]
+    shown = run(script("sapctl"), "--socket", sock, "show", session["id"], check=True).stdout
+    assert "clock:           39-A7-94-FF-FE-07-CB-D0" in shown
+    assert "redundant:       True" in shown and "codecs:          L24/48000/2" in shown
