@@ -220,3 +220,23 @@ def test_madcapd_page_shows_a_lease_made_with_madcapctl(tmp_path: Path, browser:
         assert scope[4] == "1"  # leased
     finally:
         assert madcapd.stop() == 0
+
+
+def test_page_is_useful_with_scripts_off(web_sapd: Daemon) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415  # see chrome.need_chromium
+
+    hear("Studio A mic", 11)
+    hear("Foyer", 12)
+    wait_for(lambda: len(web_sapd.sessions()) == 2, 5, what="2 sessions")
+    with chrome(flags=("--blink-settings=scriptEnabled=false",)) as driver:
+        driver.get(web_sapd.url + "/")  # type: ignore[attr-defined]
+        assert sorted(rows(driver).values()) == ["Foyer", "Studio A mic"]
+        assert not driver.find_element(By.ID, "live").is_displayed()  # nothing pretends
+        driver.find_element(By.NAME, "text").send_keys("studio")
+        driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        wait_for(lambda: list(rows(driver).values()) == ["Studio A mic"], 5, what="filter")
+        driver.find_element(By.LINK_TEXT, "Studio A mic").click()
+        wait_for(lambda: "/sessions/" in driver.current_url, 5, what="session page")
+        assert "s=Studio A mic" in driver.find_element(By.ID, "sdp").text
+        assert not driver.find_element(By.ID, "copy").is_displayed()  # needs the script
+        assert driver.find_element(By.ID, "download").is_displayed()
