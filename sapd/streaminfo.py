@@ -45,10 +45,19 @@ def codec_name(rtpmap: str) -> str:
 
 
 def summary(attributes: Attributes) -> dict[str, Any]:
-    """The list's view of a session: codecs, clock, and whether it is redundant."""
-    pairs = list(attributes)
-    codecs = list(dict.fromkeys(codec_name(v) for n, v in pairs if n == "rtpmap" and v))
-    clock = next((parse_refclk(v) for n, v in pairs if n == "ts-refclk" and v), None)
-    legs = redundancy(pairs)
-    return {"codecs": codecs, "clock": clock, "redundant": legs is not None,
+    """The list's view of a session: codecs, clock, and whether it is redundant. One
+    pass over the pairs: a list page makes a hundred of these."""
+    codecs: dict[str, None] = {}
+    clock: dict[str, Any] | None = None
+    legs: dict[str, Any] | None = None
+    for name, value in attributes:
+        if not value:
+            continue
+        if name == "rtpmap":
+            codecs[codec_name(value)] = None
+        elif name == "ts-refclk" and clock is None:
+            clock = parse_refclk(value)
+        elif name == "group" and legs is None and value[:4].upper() == "DUP ":
+            legs = {"semantics": "DUP", "mids": value[4:].split()}
+    return {"codecs": list(codecs), "clock": clock, "redundant": legs is not None,
             "redundancy": legs}
