@@ -396,6 +396,9 @@ def _bounds(rule: Rule) -> str:
 
 
 # -- tables both daemons have ----------------------------------------------------------
+LogFormat = typing.Literal["auto", "json", "console"]
+LogLevel = typing.Literal["debug", "info", "warning", "error"]
+DAY = 86_400.0  # seconds
 StoreBackend = typing.Literal["sqlite", "postgresql"]
 AVAILABLE_BACKENDS = ("sqlite",)  # a backend's room adds its name here when it lands
 
