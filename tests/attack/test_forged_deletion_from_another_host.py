@@ -16,7 +16,8 @@ VICTIM = "127.0.0.2"
 ATTACKER = "127.0.0.3"
 
 
-@pytest.mark.xfail(strict=True, reason="deletion rights follow the header source, not the IP source")
+@pytest.mark.xfail(strict=True, reason="deletion rights follow the header source, not the "
+                                       "IP source")
 def test_deletion_forged_by_another_host_is_not_obeyed(sapd: Daemon) -> None:
     send_from(VICTIM, announce(sdp_text(name="victim", origin=VICTIM), source=VICTIM))
     wait_session(sapd, lambda s: s["name"] == "victim")

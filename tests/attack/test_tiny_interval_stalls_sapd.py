@@ -43,7 +43,7 @@ def test_tiny_interval_is_refused_or_clamped_and_sapd_keeps_answering(sapd: Daem
 
 @pytest.mark.xfail(strict=True, reason="NaN and Infinity intervals pass the <= 0 check")
 def test_nan_interval_is_refused(sapd: Daemon) -> None:
-    body = '{"sdp": %s, "interval": NaN}' % json.dumps(sdp_text(name="nan"))
+    body = '{"sdp": ' + json.dumps(sdp_text(name="nan")) + ', "interval": NaN}'
     with pytest.raises(ClientError) as refused:
         sapd.client.request("POST", "/v1/announcements", body=body.encode(),
                             headers={"Content-Type": "application/json"})
