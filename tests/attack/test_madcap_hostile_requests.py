@@ -13,7 +13,8 @@ from madcap import wire
 from madcap.wire import AddressRange, ErrorCode, Message, MsgType, Opt
 from tests.unit.test_madcap_server import CLIENT, SCOPE_ID, SERVER, T0, lid, make, send
 
-LOCAL = {"name": "local", "range": "239.255.0.0/16"}  # the default scope: 65,280 addresses
+# the default scope: 65,280 addresses
+LOCAL: dict[str, object] = {"name": "local", "range": "239.255.0.0/16"}
 
 
 @pytest.mark.xfail(strict=True, reason="every Address Range is expanded into a list before the "
