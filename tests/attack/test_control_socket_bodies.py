@@ -1,9 +1,10 @@
 """Hostile bodies on sapd's control socket. Anyone in the socket's group may POST.
 
 - An integer above 2^64 anywhere in a stored announcement (the free-form "blob", or
-  "interval") is stored, and from then on every GET /v1/sessions and /v1/announcements
-  answers 500 (orjson encodes 64-bit integers only): one request hides every stream from
-  every user, and it is on disk, so it survives a restart.
+  "interval"), or a blob nested deeper than 254 levels, is stored, and from then on
+  every GET /v1/sessions and /v1/announcements answers 500 (orjson encodes 64-bit
+  integers and 255 levels only): one request hides every stream from every user, and
+  it is on disk, so it survives a restart.
 - JSON nested deeper than Python's recursion limit is a plain-text 500, not a 400.
 - An SDP with a 21-digit version (RFC 8866: 1*DIGIT) is a plain-text 500 that leaves a
   phantom: 409 "already listed" on retry, yet no announcement and no session listed.
@@ -19,6 +20,13 @@ import pytest
 from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
 from tests.packets import sdp_text
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def _post(daemon: Daemon, body: bytes) -> tuple[int, Any]:
@@ -40,10 +48,11 @@ def _listing_works(daemon: Daemon) -> list[str]:
     return failures
 
 
-@pytest.mark.xfail(strict=True, reason="orjson cannot encode a stored integer above 2**64")
-@pytest.mark.parametrize("extra", [{"blob": {"n": 10**30}}, {"interval": 10**26}],
-                         ids=["blob", "interval"])
-def test_a_huge_integer_in_one_announcement_does_not_break_every_listing(
+@pytest.mark.xfail(strict=True, reason="orjson cannot encode an int above 2**64 or 255 levels")
+@pytest.mark.parametrize("extra", [{"blob": {"n": 10**30}}, {"interval": 10**26},
+                                   {"blob": {"n": _nested(300)}}],
+                         ids=["blob-huge-int", "interval-huge-int", "blob-300-deep"])
+def test_one_unencodable_announcement_does_not_break_every_listing(
         sapd: Daemon, extra: dict[str, Any]) -> None:
     status, _ = _post(sapd, json.dumps({"sdp": sdp_text(name="big"), **extra}).encode())
     assert not _listing_works(sapd), f"POST gave {status}; {_listing_works(sapd)}"
