@@ -21,7 +21,8 @@ PACKAGES = ("sapd", "madcap")
 
 PURE = (
     "sapd.wire", "sapd.sdp", "sapd.scopes", "sapd.pcap", "sapd.records", "sapd.lifecycle",
-    "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.plumbing.errors",
+    "sapd.signing", "sapd.trust", "sapd.announce.schedule", "sapd.plumbing.adminscope",
+    "sapd.plumbing.errors",
     "madcap.wire", "madcap.pool", "madcap.leases", "madcap.server",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
