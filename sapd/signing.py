@@ -255,7 +255,7 @@ class Anchors:
                         return Status.CERTIFICATE_EXPIRED
                     return Status.VALID
             parent = next((c for c in [*carried, *self.known]
-                           if c is not chain and _issued_by(chain, c) and _is_ca(c)), None)
+                           if c is not chain and _issued_by(chain, c) and is_ca(c)), None)
             if parent is None:
                 return Status.UNTRUSTED_CERTIFICATE
             chain = parent
@@ -270,7 +270,7 @@ def _subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
         return None
 
 
-def _is_ca(certificate: x509.Certificate) -> bool:
+def is_ca(certificate: x509.Certificate) -> bool:
     try:
         return bool(certificate.extensions.get_extension_for_class(
             x509.BasicConstraints).value.ca)
