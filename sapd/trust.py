@@ -141,9 +141,9 @@ class TrustPolicy:
         a deletion)."""
         kind = auth_kind(packet)
         if mode == "off":
-            return Decision(None, kind, NOT_CHECKED if kind else signing.Status.UNSIGNED)
+            return Decision(None, kind, NOT_CHECKED if kind else signing.Status.UNSIGNED.value)
         verdict = signing.verify(datagram, packet, self.anchors, now)
-        status: str = verdict.status
+        status = verdict.status.value  # plain text: records are marshalled to the store
         signer = verdict.signer
         if verdict.valid and signer is not None:
             when = verdict.signing_time
@@ -153,7 +153,7 @@ class TrustPolicy:
                 status = NO_SIGNING_TIME
             elif abs(now - when) > self.window:
                 status = SIGNING_TIME_OUTSIDE_WINDOW
-        valid = status == signing.Status.VALID and signer is not None
+        valid = status == signing.Status.VALID.value and signer is not None
         if mode == "observe":
             return Decision(None, kind, status, signer.subject if valid and signer else "",
                             signer.key_id if valid and signer else "")
@@ -167,7 +167,7 @@ class TrustPolicy:
         if self._replayed(signer.key_id, source, identity, version, verdict.signing_time,
                           packet.deletion, now):
             return Decision(REPLAYED, kind, REPLAYED)
-        return Decision(None, kind, signing.Status.VALID, signer.subject, signer.key_id)
+        return Decision(None, kind, signing.Status.VALID.value, signer.subject, signer.key_id)
 
     @staticmethod
     def _apart(kind: str, stored: SessionRecord | None, status: str,

@@ -9,6 +9,8 @@ import pytest
 
 from sapd import signing, wire
 from sapd.lifecycle import Engine
+from sapd.store import frames
+from sapd.store.frames import decode_writes, encode_writes
 from sapd.trust import ModeRule, SignerRule, TrustPolicy
 from tests import certs
 from tests.packets import announce, delete, sdp_text
@@ -250,3 +252,14 @@ def test_mode_per_scope_and_range(studio: certs.Credentials) -> None:
     assert e.receive_datagram(announce(sdp_text(group="239.69.1.1")), NOW) == "unsigned"
     assert e.receive_datagram(announce(sdp_text(group="224.2.200.1")), NOW) == "new"
     assert only(e)["verification"] == "unsigned"
+
+
+def test_verified_record_crosses_to_the_store_process(studio: certs.Credentials) -> None:
+    """The writer marshals records: a verdict must be plain text, not a str enum."""
+    e = engine("prefer", studio)
+    e.receive_datagram(signed(studio, announce(sdp_text())), NOW)
+    e.receive_datagram(announce(sdp_text(session=2)), NOW)
+    writes = e.take_writes()
+    body = encode_writes(writes)[frames.FRAME.size:]
+    shown = {r.verification for r in decode_writes(body).upserts.values()}
+    assert shown == {"valid", "unsigned"}
