@@ -68,6 +68,9 @@ def test_openssl_verifies_what_sapd_signs_and_tshark_dissects_it(
         shown = run(script("sapctl"), "--socket", str(receiver.socket), "show", heard["id"],
                     "--json", check=True).stdout
         assert '"signed_by": "CN=studio-a"' in shown and '"verified": true' in shown
+        human = run(script("sapctl"), "--socket", str(receiver.socket), "show", heard["id"],
+                    check=True).stdout
+        assert "verified, signed by CN=studio-a" in human
         sender.client.request("DELETE", f"/v1/announcements/{made['id']}")
         wait_for(lambda: not receiver.sessions(), 10, what="signed deletion honoured")
         time.sleep(1.0)
