@@ -130,3 +130,38 @@ def test_sapd_accepts_what_openssl_signs_and_drops_the_unsigned(
     assert "valid, signer CN=studio-a" in decoded.stdout
     refused = run(script("sapctl"), "decode", "--trust", str(files["ca"]), str(plain_file))
     assert refused.returncode == 1 and "signature: unsigned" in refused.stderr
+
+
+def test_prefer_ignores_a_forged_deletion_and_a_replay_from_the_wire(
+        net: Network, daemons: Any, tmp_path: Path) -> None:
+    files = credentials(tmp_path)
+    a, b = net.host("a"), net.host("b")
+    ia, _ = net.link(a, b, 54)
+    receiver: Daemon = daemons("sapd", b, config=receiver_config(files, "prefer")).start()
+    key = signing.SigningKey(files["key"].read_bytes(), files["cert"].read_bytes())
+    v1 = EXAMPLE.replace("\n", "\r\n")
+    v2 = v1.replace("3917001234 1", "3917001234 2").replace("1 kHz", "2 kHz")
+    now = time.time()
+
+    def send(name: str, datagram: bytes) -> None:
+        path = tmp_path / name
+        path.write_bytes(datagram)
+        netns_send(a.name, "239.255.255.255", [path], ia)
+
+    first = key.sign(announce(v1, source=a.address()), now)
+    send("v1.sap", first)
+    (heard,) = wait_session(receiver, lambda s: s["verified"], timeout=10)
+    deletion = announce("o=lab 3917001234 1 IN IP4 10.200.0.1\r\n", source=a.address(),
+                        deletion=True)
+    send("forged-deletion.sap", deletion)  # unsigned, from the announcer's own address
+    wait_for(lambda: receiver.stats()["drops"].get("unknown_deletion", 0) >= 1, 5,
+             what="the forged deletion counted")
+    assert [s["id"] for s in receiver.sessions()] == [heard["id"]]
+    send("v2.sap", key.sign(announce(v2, source=a.address()), now + 1))
+    wait_session(receiver, lambda s: s["name"] == "Lab tone 2 kHz", timeout=10)
+    send("replay.sap", first)  # the captured version 1, signature and all
+    wait_for(lambda: sum(receiver.stats()["drops"].get(k, 0)
+                         for k in ("replayed", "old_version")) >= 1, 5,
+             what="the replay counted")
+    (now_listed,) = receiver.sessions()
+    assert now_listed["name"] == "Lab tone 2 kHz" and now_listed["verified"] is True
