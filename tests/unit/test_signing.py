@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sapd import signing, wire
 from sapd.lifecycle import Engine
@@ -263,3 +265,26 @@ def test_verified_record_crosses_to_the_store_process(studio: certs.Credentials)
     body = encode_writes(writes)[frames.FRAME.size:]
     shown = {r.verification for r in decode_writes(body).upserts.values()}
     assert shown == {"valid", "unsigned"}
+
+
+_FUZZ_KEY = certs.make("fuzz")
+_FUZZ_PACKET = signing.SigningKey(_FUZZ_KEY.key_pem, _FUZZ_KEY.cert_pem).sign(
+    announce(sdp_text()), NOW)
+_FUZZ_AUTH = wire.decode(_FUZZ_PACKET).auth
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1,
+                max_size=6), st.integers(0, 400))
+def test_a_damaged_signature_gets_a_status_never_an_exception(
+        flips: list[tuple[int, int]], cut: int) -> None:
+    assert _FUZZ_AUTH is not None
+    signature = bytearray(_FUZZ_AUTH.signature)
+    for where, value in flips:
+        signature[where % len(signature)] = value
+    damaged = announce(sdp_text(), auth=wire.AuthData(1, False, wire.AuthType.CMS,
+                                                      bytes(signature[:len(signature) - cut
+                                                                      % 40])))
+    verdict = signing.verify(damaged, wire.decode(damaged),
+                             signing.Anchors([_FUZZ_KEY.certificate]), NOW)
+    assert isinstance(verdict.status, signing.Status)
