@@ -257,6 +257,14 @@ class Announcer:
                 local.sent += 1
         self._arm()
 
+    def _signed_here(self) -> dict[str, Any]:
+        """What a local record shows: signed here (by us, so nobody verified it)."""
+        if self.signing_key is None:
+            return {}
+        identity = self.signing_key.identity
+        return {"verification": "signed_here", "signed_by": identity.subject,
+                "signer_key": identity.key_id}
+
     def _signed(self, data: bytes) -> bytes | None:
         """Signed afresh at every send, so its signingTime stays inside receivers'
         window however long the session runs (RFC 2974 8.2: after compression)."""
@@ -321,7 +329,8 @@ class Announcer:
             session, self.engine.scopes, sid=sid, source=source, msg_hash=msg_hash,
             now=now, first_seen=previous.first_seen if previous else now, local=True,
             owner_uid=owner, acl=acl, blob=blob,
-            options={k: v for k, v in options.items() if v is not None})
+            options={k: v for k, v in options.items() if v is not None},
+            **self._signed_here())
         local = self._build(record, session)  # raises before anything is stored
         self.engine.put_local(record, now, len(local.packet))
         await self.hub.commit()  # durable before we answer or send

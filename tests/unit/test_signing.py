@@ -288,3 +288,16 @@ def test_a_damaged_signature_gets_a_status_never_an_exception(
     verdict = signing.verify(damaged, wire.decode(damaged),
                              signing.Anchors([_FUZZ_KEY.certificate]), NOW)
     assert isinstance(verdict.status, signing.Status)
+
+
+def test_signer_certificate_carried_in_the_packet_reaches_the_ca() -> None:
+    ca = certs.make("Example CA", ca=True)
+    leaf = certs.make("studio-c", issuer=ca)
+    key = signing.SigningKey(leaf.key_pem, leaf.cert_pem, include_certificate=True)
+    datagram = key.sign(announce(sdp_text()), NOW)
+    packet = wire.decode(datagram)
+    assert len(packet.auth_raw) <= signing.MAX_AUTH_BYTES
+    verdict = signing.verify(datagram, packet, signing.Anchors(authorities=[ca.certificate]),
+                             NOW)
+    assert verdict.valid and verdict.signer is not None
+    assert verdict.signer.subject == "CN=studio-c"
