@@ -65,6 +65,8 @@ def test_openssl_verifies_what_sapd_signs_and_tshark_dissects_it(
                                 timeout=10)
         assert heard["verified"] is True and heard["signed_by"] == "CN=studio-a"
         assert heard["verification"] == "valid"
+        (own,) = sender.sessions()
+        assert own["verification"] == "signed_here" and own["signed_by"] == "CN=studio-a"
         shown = run(script("sapctl"), "--socket", str(receiver.socket), "show", heard["id"],
                     "--json", check=True).stdout
         assert '"signed_by": "CN=studio-a"' in shown and '"verified": true' in shown
