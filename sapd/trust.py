@@ -160,23 +160,22 @@ class TrustPolicy:
         if not valid:
             if mode == "require" or status == SIGNING_TIME_OUTSIDE_WINDOW:
                 return Decision(status, kind, status)  # a stale signature is a replay
-            return self._apart(kind, stored, status)
+            return self._apart(kind, status)
         assert signer is not None and verdict.signing_time is not None
         if stored is not None and stored.signer_key and stored.signer_key != signer.key_id:
-            return self._apart(kind, stored, OTHER_SIGNER, signer.subject)
+            return self._apart(kind, OTHER_SIGNER, signer.subject)
         if self._replayed(signer.key_id, source, identity, version, verdict.signing_time,
                           packet.deletion, now):
             return Decision(REPLAYED, kind, REPLAYED)
         return Decision(None, kind, signing.Status.VALID.value, signer.subject, signer.key_id)
 
     @staticmethod
-    def _apart(kind: str, stored: SessionRecord | None, status: str,
-               signed_by: str = "") -> Decision:
-        """Not verified as the stored session's signer: its own entry when a verified
-        session holds the slot, else the slot itself (nothing verified to protect)."""
-        if stored is not None and stored.signer_key:
-            return Decision(None, kind + UNVERIFIED_SLOT, status, signed_by)
-        return Decision(None, kind, status, signed_by)
+    def _apart(kind: str, status: str, signed_by: str = "") -> Decision:
+        """Not verified as the session's signer: a signed packet goes to an entry of its
+        own, so that the signed entry only ever holds verified packets (a forgery heard
+        first, at o= version 999, must not make the real signer's version 1 old); an
+        unsigned one to the unsigned entry it always had (RFC 2974 section 5)."""
+        return Decision(None, kind + UNVERIFIED_SLOT if kind else kind, status, signed_by)
 
     def _replayed(self, key: str, source: str, identity: str, version: int,
                   signing_time: float, deletion: bool, now: float) -> bool:

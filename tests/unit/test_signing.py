@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sapd import signing, wire
-from sapd.lifecycle import Engine
+from sapd.lifecycle import Engine, Limits
 from sapd.store import frames
 from sapd.store.frames import decode_writes, encode_writes
 from sapd.trust import ModeRule, SignerRule, TrustPolicy
@@ -301,3 +301,28 @@ def test_signer_certificate_carried_in_the_packet_reaches_the_ca() -> None:
                              NOW)
     assert verdict.valid and verdict.signer is not None
     assert verdict.signer.subject == "CN=studio-c"
+
+
+def test_forged_high_version_first_does_not_lock_out_the_real_signer(
+        studio: certs.Credentials, intruder: certs.Credentials) -> None:
+    """A badly signed packet heard first must not hold the slot of signed sessions: its
+    o= version 999 would make the real signer's version 1 an 'old_version'."""
+    e = engine("prefer", studio)
+    assert e.receive_datagram(signed(intruder, announce(sdp_text(version=999, name="Fake"))),
+                              NOW) == "new"
+    assert e.receive_datagram(signed(studio, announce(sdp_text(version=1, name="Real"))),
+                              NOW + 1) == "new"
+    shown = {r.name: r.to_json() for r in e.records()}
+    assert shown["Real"]["verified"] is True and shown["Fake"]["verified"] is False
+
+
+def test_signed_deletions_are_rate_limited_like_announcements(
+        studio: certs.Credentials) -> None:
+    """Each checked deletion costs a verification: a flood of them must not."""
+    e = Engine(trust=TrustPolicy(signing.Anchors([studio.certificate]), default="prefer"),
+               limits=Limits(source_rate=1.0, source_burst=2.0))
+    e.receive_datagram(signed(studio, announce(sdp_text())), NOW)
+    forged = announce("o=- 1 1 IN IP4 10.0.0.1\r\n", deletion=True,
+                      auth=wire.AuthData(1, False, wire.AuthType.CMS, b"\x30\x00"))
+    outcomes = [e.receive_datagram(forged, NOW) for _ in range(5)]
+    assert outcomes.count("rate_limited") >= 3 and len(e) == 1
