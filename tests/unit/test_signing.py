@@ -326,3 +326,20 @@ def test_signed_deletions_are_rate_limited_like_announcements(
                       auth=wire.AuthData(1, False, wire.AuthType.CMS, b"\x30\x00"))
     outcomes = [e.receive_datagram(forged, NOW) for _ in range(5)]
     assert outcomes.count("rate_limited") >= 3 and len(e) == 1
+
+
+def test_fuzzed_datagrams_through_an_engine_that_checks_signatures(
+        studio: certs.Credentials) -> None:
+    from tests.fuzz.sap_datagrams import datagrams  # noqa: PLC0415
+
+    e = engine("require", studio)
+    key = key_of(studio)
+    inputs = 0
+    for index, data in enumerate(datagrams(3000, seed=19)):
+        if index % 3 == 0 and len(data) >= 8 and not data[1] and data[0] >> 5 == 1:
+            data = key.sign(data, NOW)  # some really signed, of every shape
+        e.receive_datagram(data, NOW + index * 0.01)
+        inputs += 1
+    assert e.counters.get("internal_error", 0) == 0, e.last_internal_error
+    assert sum(v for k, v in e.counters.items() if k != "expired") == inputs
+    assert e.counters["unsigned"] > 0 and e.counters["new"] > 0
