@@ -335,7 +335,8 @@ def test_fuzzed_datagrams_through_an_engine_that_checks_signatures(
     e = engine("require", studio)
     key = key_of(studio)
     inputs = 0
-    for index, data in enumerate(datagrams(3000, seed=19)):
+    for index, fuzzed in enumerate(datagrams(3000, seed=19)):
+        data = fuzzed
         if index % 3 == 0 and len(data) >= 8 and not data[1] and data[0] >> 5 == 1:
             data = key.sign(data, NOW)  # some really signed, of every shape
         e.receive_datagram(data, NOW + index * 0.01)
