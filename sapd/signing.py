@@ -121,9 +121,10 @@ class SigningKey:
         except ValueError as exc:
             raise SigningError(f"not a PEM certificate ({exc})") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-            raise SigningError(f"a {type(key).__name__.removeprefix('_')} cannot sign SAP "
-                               "announcements: use ECDSA P-256 (or Ed25519); RSA signatures "
-                               "do not fit the 1,020-byte authentication field with room")
+            kind = type(key).__name__.removesuffix("PrivateKey") or "this"
+            raise SigningError(f"a {kind} key cannot sign SAP announcements here: use "
+                               "ECDSA P-256 (or Ed25519); RSA signatures take most of the "
+                               "1,020-byte authentication field")
         if isinstance(key, ec.EllipticCurvePrivateKey) and \
                 key.curve.name not in ("secp256r1", "secp384r1"):
             raise SigningError(f"curve {key.curve.name} is not supported: use P-256")
