@@ -14,7 +14,10 @@ from sapd import signing
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
 from sapd.plumbing.config import (
+    DAY,
     ConfigError,
+    LogFormat,
+    LogLevel,
     StoreConfig,
     WebConfig,
     host_group,
@@ -32,10 +35,7 @@ from sapd.scopes import IPAddress, ScopeTable
 from sapd.trust import ModeRule, SignerRule, TrustPolicy
 from sapd.wire import SAP_PORT
 
-LogFormat = Literal["auto", "json", "console"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
-DAY = 86_400.0
 
 
 def _profile(name: str) -> None:
