@@ -8,7 +8,9 @@ store. No sockets, no clock, no SQLite in here.
 Identity (RFC 2974 section 5, and what receivers got wrong): a session is its ``o=``
 fields without the version, as announced by one originating source with one kind of
 authentication. A higher version from that source replaces it; the same identity
-from another source is a different announcement listed beside it. A packet whose
+from another source is a different announcement listed beside it. Under a trust policy
+(sapd.trust, asked in ``Engine._authorize`` only) a signed entry takes only packets
+verified as its signer's; any other signed packet goes to an entry of its own. A packet whose
 (source, hash) is already known only refreshes last-seen, without parsing SDP.
 """
 
