@@ -70,6 +70,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _signature(s: dict[str, Any]) -> str:
+    """verified by whom, or why not (the verdict is what sapd's trust policy saw)."""
+    if s.get("verified"):
+        return f"verified, signed by {s.get('signed_by')}"
+    return str(s.get("verification") or ("not_checked" if s.get("authenticated")
+                                         else "unsigned"))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     client = _client(args)
     path = f"/v1/sessions/{urllib.parse.quote(args.id)}"
@@ -93,6 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if clock:
         print(f"{'clock:':16} {clock.get('grandmaster') or clock['value']}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
+    print(f"{'signature:':16} {_signature(s)}")
     print()
     sys.stdout.write(result["sdp"].replace("\r\n", "\n"))
     return EXIT_OK

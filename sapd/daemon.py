@@ -52,7 +52,8 @@ class SapDaemon(service.Service):
         super().__init__()
         self.config = config
         self.engine = Engine(profile=config.expiry_profile(),
-                             limits=config.limits.to_limits(), scopes=config.scope_table())
+                             limits=config.limits.to_limits(), scopes=config.scope_table(),
+                             trust=config.trust.trust_policy())
         self.clock = SteadyClock()
         self.hub: Hub = None  # type: ignore[assignment]  # set in start()
         self.announcer: Announcer | None = None
@@ -181,6 +182,8 @@ class SapDaemon(service.Service):
         self.engine.profile = new.expiry_profile()
         self.engine.limits = new.limits.to_limits()
         self.engine.scopes = new.scope_table()
+        if new.trust != self.config.trust:  # keeps the replay memory when unchanged
+            self.engine.trust = new.trust.trust_policy()
         needs_restart = [k for k in ("port", "socket", "state_dir", "socket_group", "web",
                                      "store")
                          if getattr(new, k) != getattr(self.config, k)]

@@ -32,7 +32,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -129,6 +129,12 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     INSERT INTO meta VALUES ('content', 0);
     """,
+    # Signature checks (sapd.trust): what was verified, and by whom.
+    4: """
+    ALTER TABLE sessions ADD COLUMN verification TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN signed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN signer_key TEXT NOT NULL DEFAULT '';
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -149,6 +155,8 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("groups", "' '.join(r.groups)"), ("media_types", "' '.join(r.media_types)"),
     ("haystack", "f'{r.name}\\n{r.info or \"\"}'.lower()"),  # substring search
     ("content_crc", "r.content_crc or zlib.crc32(r.sdp.encode())"),
+    ("verification", "r.verification"), ("signed_by", "r.signed_by"),
+    ("signer_key", "r.signer_key"),
 )
 _LOADS = {
     "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",

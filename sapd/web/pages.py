@@ -78,6 +78,8 @@ def row(session: dict[str, Any], now: float) -> str:
     flags = '<span class="badge conflict">conflict</span>' if session.get("conflict") else ""
     if session.get("redundant"):
         flags += '<span class="badge">2022-7</span>'
+    if session.get("verified"):  # the signer was checked (sapd.trust), not just present
+        flags += '<span class="badge">signed</span>'
     sid = esc(session["id"])
     return (f'<tr id="s-{sid}" data-id="{sid}">'
             f'<td><a href="/sessions/{sid}">{esc(session["name"])}</a>{flags}</td>'
@@ -209,6 +211,20 @@ def redundancy_text(description: sdp.SessionDescription) -> str:
                      for mid in legs["mids"])
 
 
+def signature_text(record: SessionRecord) -> str:
+    """What the trust policy found (sapd.trust), never more than it checked."""
+    if record.verification == "valid":
+        return f"verified, signed by {record.signed_by}"
+    if record.verification == "signed_here":
+        return f"signed here by {record.signed_by}"
+    if record.verification in ("", "not_checked"):
+        return "signed, not checked (no [trust] policy for it)" if record.auth_tag \
+            else "unsigned"
+    if record.verification == "unsigned":
+        return "unsigned"
+    return f"not verified ({record.verification})"
+
+
 def session(record: SessionRecord, info: dict[str, Any],
             description: sdp.SessionDescription | None, problems: list[str],
             history: list[Step], now: float) -> str:
@@ -228,7 +244,7 @@ def session(record: SessionRecord, info: dict[str, Any],
         ("Measured period", f"{record.period:.1f} s" if record.period else "not yet measured"),
         ("Expires", when(record.expires)),
         ("PTP clock", (clock.get("grandmaster") or clock["value"]) if clock else "-"),
-        ("Authenticated", "yes (not verified)" if record.auth_tag else "no"),
+        ("Signature", signature_text(record)),
     ]
     if record.local:
         fields += [("Owner uid", record.owner_uid),

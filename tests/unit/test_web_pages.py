@@ -67,3 +67,31 @@ def test_sdp_file_name_keeps_only_safe_characters() -> None:
     assert sdp_filename(record.with_changes(name="../../etc/passwd")) == "etc_passwd.sdp"
     assert sdp_filename(record.with_changes(name="///")) == "abc.sdp"  # the id
     assert sdp_filename(record.with_changes(name="Bühne 1"), ascii_only=False) == "Bühne_1.sdp"
+
+
+def test_session_page_says_who_signed_and_whether_it_was_verified() -> None:
+    """It said 'yes (not verified)' for every signed session, verified or not."""
+    base = evil_record()
+
+    def signature_row(record: SessionRecord) -> str:
+        html = pages.session(record, info(record), sdp.parse(record.sdp), [], [], now=20.0)
+        assert_clean(html)
+        start = html.index("<dt>Signature</dt><dd>")
+        return html[start:html.index("</dd>", start)]
+
+    verified = base.with_changes(auth_tag="cms", verification="valid", signed_by=EVIL,
+                                 signer_key="ab" * 32)
+    assert "verified, signed by &quot;&gt;&lt;script&gt;" in signature_row(verified)
+    forged = base.with_changes(auth_tag="cms~unverified", verification="unknown_signer")
+    assert "not verified (unknown_signer)" in signature_row(forged)
+    unchecked = base.with_changes(auth_tag="cms")
+    assert "not checked" in signature_row(unchecked)
+    assert "unsigned" in signature_row(base)
+
+
+def test_directory_row_marks_only_verified_sessions_signed() -> None:
+    base = evil_record()
+    verified = base.with_changes(auth_tag="cms", verification="valid", signed_by="CN=a")
+    assert '<span class="badge">signed</span>' in pages.row(info(verified), 20.0)
+    claimed = base.with_changes(auth_tag="cms", verification="bad_signature")
+    assert '<span class="badge">signed</span>' not in pages.row(info(claimed), 20.0)

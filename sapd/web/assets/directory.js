@@ -60,6 +60,7 @@
     name.appendChild(a);
     if (s.conflict) badge(name, "conflict", "conflict");
     if (s.redundant) badge(name, "2022-7");
+    if (s.verified) badge(name, "signed");
     tr.appendChild(name);
     cell(tr, (s.groups || []).join(", ") || "-", "mono");
     cell(tr, mediaText(s));
