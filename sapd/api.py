@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sapd import sdp
 from sapd.announce import routes as announce_routes
+from sapd.announce.request import MAX_BODY_BYTES
 from sapd.announce.service import Announcer
 from sapd.hub import Hub
 from sapd.plumbing.control import (
@@ -38,6 +39,7 @@ class Service(Protocol):
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
+MAX_LIMIT = 1_000  # a page of sessions, as the README documents; more is a 400, not a clamp
 
 
 
@@ -78,7 +80,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
         origin=q.get("origin"), source=q.get("source"), scope=q.get("scope"),
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
-        limit=_int(q.get("limit"), "limit", 100, 1, 10_000),
+        limit=_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
         offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
 
 
@@ -189,6 +191,6 @@ ENDPOINTS = [
 
 def build_app(daemon: Service, announcer: Announcer) -> web.Application:
     app = control_app(DAEMON_KEY, daemon, ENDPOINTS + announce_routes.ENDPOINTS,
-                      client_max_size=256 * 1024)
+                      client_max_size=MAX_BODY_BYTES)
     app[announce_routes.ANNOUNCER_KEY] = announcer
     return app

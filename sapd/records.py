@@ -62,7 +62,10 @@ class SessionRecord:
             "sap_group": self.sap_group, "groups": list(self.groups),
             "media": list(self.media_types), "local": self.local, "stale": self.stale,
             "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
-            "options": self.options, "authenticated": bool(self.auth_tag),
+            "options": self.options,
+            # What the SAP header carried; sapd holds no keys, so nothing is verified.
+            "auth": {"present": bool(self.auth_tag), "type": self.auth_tag or None,
+                     "verified": False},
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "period": self.period, "expires": self.expires,
         }
