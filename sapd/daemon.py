@@ -90,7 +90,8 @@ class SapDaemon(service.Service):
         self.announcer.set_interfaces(self.follower.chosen)
         await self.announcer.restore()
         self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
-                                     self.config.socket_group)
+                                     self.config.socket_group,
+                                     self.config.socket_connections_per_uid)
         await self.control.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
@@ -170,6 +171,8 @@ class SapDaemon(service.Service):
         await self.resync_interfaces()
         if self.announcer is not None:
             self.announcer.reconfigure(new)
+        if self.control is not None:
+            self.control.gate.per_uid = new.socket_connections_per_uid
         log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
 
@@ -221,6 +224,7 @@ class SapDaemon(service.Service):
             if receiver else {},
             "subscribers": self.hub.subscribers if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
+            "control": self.control.gate.stats() if self.control else {},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -258,6 +262,8 @@ class SapDaemon(service.Service):
                   f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
+        if self.control is not None:
+            lines += self.control.gate.metrics_lines("sapd")
         return "\n".join(lines) + "\n"
 
 
