@@ -456,9 +456,12 @@ class Announcer:
                 except PublishError as exc:
                     log.warning("cannot resume", id=record.id, error=str(exc))
                     continue
+                real_group = str(local.targets[0].group)
+                if record.sap_group != real_group:  # stored by a sapd that named the scope's
+                    record = local.record = record.with_changes(sap_group=real_group)
                 self.locals[record.id] = local
                 self._schedule(local, now)
-                if record is not stored:  # bounded now: store what is in force
+                if record is not stored:  # bounded or corrected now: store what is in force
                     self.engine.put_local(record, now, len(local.packet))
                     rewritten += 1
                 if record.options.get("file"):

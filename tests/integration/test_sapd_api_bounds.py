@@ -149,7 +149,8 @@ def test_valid_bounds_are_accepted(sapd_factory: Any) -> None:
     assert announcement["acl"] == {"uids": [65534], "gids": []}
 
 
-def stored_local(state: Path, options: dict[str, Any], acl: Any = None) -> None:
+def stored_local(state: Path, options: dict[str, Any], acl: Any = None,
+                 sap_group: str | None = None) -> None:
     """A local announcement as an older sapd stored it, bad values and all."""
     state.mkdir(parents=True, exist_ok=True)
     session, errors, _ = validate(EXAMPLE.replace("\n", "\r\n"))
@@ -158,6 +159,8 @@ def stored_local(state: Path, options: dict[str, Any], acl: Any = None) -> None:
                                  source="127.0.0.1", msg_hash=0x1234, now=time.time(),
                                  first_seen=time.time(), local=True, owner_uid=1000,
                                  acl=acl or {}, options=options)
+    if sap_group is not None:
+        record = record.with_changes(sap_group=sap_group)
     store = SqliteDirectory(state / SQLITE_FILE)
     store.upsert([record])
     store.close()
@@ -177,5 +180,18 @@ def test_a_stored_interval_of_1e_minus_9_is_clamped_at_start_not_hung(
     time.sleep(1.5)
     assert announcement["packets_sent"] <= 3
     assert daemon.get("/v1/announcements/00112233445566aa")["packets_sent"] <= 3
+    session = daemon.get("/v1/sessions/00112233445566aa")["session"]
+    assert session["options"]["interval"] == 1.0 and session["acl"] == {}  # written back
     fixed = [e for e in daemon.log_events() if e.get("event") == "stored option out of bounds"]
     assert {e["option"] for e in fixed} == {"interval", "ttl", "acl"}, daemon.logs()
+
+
+def test_a_stored_sap_group_that_is_not_the_real_target_is_corrected_at_start(
+        sapd_factory: Any) -> None:
+    daemon = sapd_factory(name="group")
+    stored_local(daemon.state, {"sap_group": "224.2.127.254"}, sap_group="239.255.255.255")
+    daemon.start()
+    (announcement,) = daemon.get("/v1/announcements")["announcements"]
+    assert announcement["targets"][0]["sap_group"] == "224.2.127.254"
+    session = daemon.get("/v1/sessions/00112233445566aa")["session"]
+    assert session["sap_group"] == "224.2.127.254"
