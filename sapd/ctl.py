@@ -128,6 +128,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():
         print(f"  join failed {key}: {why}")
+    control = result.get("control") or {}
+    if control:
+        refused = "  ".join(f"{k}={v}" for k, v in control["refused"].items()) or "none"
+        print(f"control:  {control['connections']} connections (at most "
+              f"{control['max_per_uid']} per uid)   refused: {refused}")
     return EXIT_OK
 
 

@@ -13,10 +13,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.daemons import Daemon
-from tests.support import need_root, need_tool, script, wait_for
+from tests.support import free_udp_port, need_root, need_tool, script, wait_for
 
 HOLDER = r"""
 import json, resource, socket, sys, time
@@ -61,7 +60,7 @@ class SmallNofile(Daemon):
         return ["prlimit", "--nofile=1024:1024", "--", *super().command]
 
 
-def as_user(user: str, *args: str, **kwargs: Any) -> list[str]:
+def as_user(user: str, *args: str) -> list[str]:
     return ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *args]
 
 
@@ -106,6 +105,9 @@ def test_one_uid_holding_1100_connections_does_not_lock_out_other_uids(
         assert control["refused"] == {"per_uid": refused}
         assert control["max_per_uid"] == 64
         assert metric(daemon, 'sapd_control_refused_total{reason="per_uid"}') == refused
+        shown = subprocess.run([script("sapctl"), "--socket", str(daemon.socket), "stats"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert f"refused: per_uid={refused}" in shown.stdout, shown.stdout
         lines = [e for e in daemon.log_events()
                  if e.get("event") == "control connection refused"]
         assert lines and lines[0]["uid"] == 65534  # logged, but not 1,036 times
@@ -120,6 +122,41 @@ def test_one_uid_holding_1100_connections_does_not_lock_out_other_uids(
         holder = None
         wait_for(lambda: daemon.stats()["control"]["connections"] <= 1, 5,
                  what="held connections released")
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait(10)
+        daemon.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_madcapd_caps_connections_per_uid_as_configured(tmp_path: Path) -> None:
+    need_root()
+    need_tool("setpriv")
+    runtime = Path(tempfile.mkdtemp(prefix="madcapd-conn-", dir="/tmp"))
+    runtime.chmod(0o755)
+    config = tmp_path / "madcapd.toml"
+    config.write_text('socket_group = "nogroup"\nsocket_connections_per_uid = 3\n')
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{free_udp_port()}",
+                                                "--config", str(config), "--sapd-socket",
+                                                str(tmp_path / "none.sock")])
+    daemon.socket = runtime / "madcapd.sock"
+    holder: subprocess.Popen[str] | None = None
+    try:
+        daemon.start()
+        holder = subprocess.Popen(as_user("nobody", sys.executable, "-c", HOLDER,
+                                          str(daemon.socket), "10"),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None
+        held = json.loads(holder.stdout.readline())
+        other = subprocess.run(as_user("daemon", script("madcapctl"), "--socket",
+                                       str(daemon.socket), "leases", "--json"),
+                               capture_output=True, text=True, timeout=30, check=False,
+                               env={**os.environ, "HOME": "/tmp"})
+        assert other.returncode == 0, other.stderr
+        assert held == {"connected": 10, "failed": 0, "refused": 7}
+        assert daemon.stats()["control"]["refused"] == {"per_uid": 7}
+        assert metric(daemon, 'madcap_control_refused_total{reason="per_uid"}') == 7
     finally:
         if holder is not None:
             holder.kill()
