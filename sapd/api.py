@@ -12,7 +12,7 @@ from aiohttp import web
 
 from sapd import sdp
 from sapd.announce import routes as announce_routes
-from sapd.announce.request import MAX_BODY_BYTES
+from sapd.announce.request import max_body_bytes
 from sapd.announce.service import Announcer
 from sapd.hub import Hub
 from sapd.plumbing.control import (
@@ -191,6 +191,7 @@ ENDPOINTS = [
 
 def build_app(daemon: Service, announcer: Announcer) -> web.Application:
     app = control_app(DAEMON_KEY, daemon, ENDPOINTS + announce_routes.ENDPOINTS,
-                      client_max_size=MAX_BODY_BYTES)
+                      client_max_size=max_body_bytes(
+                          announcer.config.limits.max_sdp_bytes))
     app[announce_routes.ANNOUNCER_KEY] = announcer
     return app

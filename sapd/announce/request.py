@@ -28,7 +28,13 @@ MAX_ID = 2**32 - 2  # uid_t/gid_t; 2^32-1 is (uid_t)-1, "no one"
 MAX_BLOB_BYTES = 8 * 1024  # the blob as JSON: application metadata, not a payload
 MAX_BLOB_DEPTH = 16
 MAX_INTERFACES = 64
-MAX_BODY_BYTES = 64 * 1024  # the whole request; the SDP itself is capped by max_sdp_bytes
+
+
+def max_body_bytes(max_sdp_bytes: int) -> int:
+    """The cap on a whole request body: room for the largest SDP receivers accept, JSON
+    escaped (CRLF doubles, \\uXXXX is six bytes a character), and the blob; anything
+    larger is a 413 before it is read."""
+    return max(64 * 1024, 6 * max_sdp_bytes + 4 * MAX_BLOB_BYTES)
 
 
 class RequestError(ValueError):

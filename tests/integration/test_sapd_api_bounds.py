@@ -128,6 +128,7 @@ def test_a_body_over_the_cap_is_a_json_413(sapd: Daemon) -> None:
     answer = raw_post(sapd, json.dumps({"sdp": "x" * 300_000}).encode())
     assert isinstance(answer, ClientError) and answer.status == 413
     assert isinstance(answer.body, dict) and answer.body["error"]["status"] == 413
+    assert str(6 * 16 * 1024 + 4 * 8 * 1024) in answer.body["error"]["message"]  # the cap
     still_answers(sapd)
 
 
