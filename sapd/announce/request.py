@@ -59,8 +59,7 @@ class Acl:
 
 
 @dataclass(frozen=True)
-class AnnounceRequest:
-    sdp: str = setting(check=text(1, 1 << 20))  # max_sdp_bytes is checked by the caller
+class AnnounceOptions:
     scope: str | None = setting(None, check=text(1, 64))
     sap_group: str | None = setting(None, check=multicast_address)
     interval: float | None = setting(None, min=MIN_INTERVAL, max=MAX_INTERVAL)
@@ -73,12 +72,19 @@ class AnnounceRequest:
         if self.interfaces is not None and len(self.interfaces) > MAX_INTERFACES:
             raise ConfigError("interfaces", f"more than {MAX_INTERFACES} interfaces")
 
-    def options(self) -> dict[str, Any]:
+    def given(self) -> dict[str, Any]:
         """The announce options as stored in the record (only those given)."""
         return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
 
     def acl_dict(self) -> dict[str, Any] | None:
         return None if self.acl is None else asdict(self.acl)
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    sdp: str
+    options: AnnounceOptions
+    blob: dict[str, Any] | None  # None: not given
 
 
 OPTION_KEYS = ("scope", "sap_group", "interval", "ttl", "interfaces", "compress")
@@ -96,8 +102,8 @@ class _NonFinite:
         return self.literal
 
 
-def parse_body(raw: bytes, max_sdp_bytes: int) -> tuple[AnnounceRequest, dict[str, Any] | None]:
-    """The request and its blob (None when not given), or a RequestError."""
+def parse_body(raw: bytes, max_sdp_bytes: int) -> AnnounceRequest:
+    """The request, or a RequestError naming the field."""
     try:
         data = json.loads(raw, parse_constant=_NonFinite)
     except RecursionError:
@@ -117,16 +123,17 @@ def parse_body(raw: bytes, max_sdp_bytes: int) -> tuple[AnnounceRequest, dict[st
         if isinstance(value, _NonFinite):
             raise RequestError(key, f"{value.literal} is not a number JSON allows")
     blob = given.pop("blob", None)
-    if "sdp" not in given:
+    sdp = given.pop("sdp", None)  # longer than any configuration string: checked here
+    if not isinstance(sdp, str) or not sdp:
         raise RequestError("sdp", "required: the session description text")
+    check_sdp_size(sdp, max_sdp_bytes)
     try:
-        request = from_dict(AnnounceRequest, given)
+        options = from_dict(AnnounceOptions, given)
     except ConfigError as exc:
         raise RequestError(exc.key, exc.reason) from None
-    check_sdp_size(request.sdp, max_sdp_bytes)
     if blob is not None:
         check_blob(blob)
-    return request, blob
+    return AnnounceRequest(sdp, options, blob)
 
 
 def check_sdp_size(sdp: str, max_sdp_bytes: int) -> None:

@@ -29,8 +29,9 @@ async def _body(request: web.Request, announcer: Announcer) -> Body:
     max_sdp = announcer.config.limits.max_sdp_bytes
     try:
         if request.content_type == "application/json":
-            parsed, blob = parse_body(raw, max_sdp)
-            return Body(parsed.sdp, parsed.options(), parsed.acl_dict(), blob)
+            parsed = parse_body(raw, max_sdp)
+            return Body(parsed.sdp, parsed.options.given(), parsed.options.acl_dict(),
+                        parsed.blob)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

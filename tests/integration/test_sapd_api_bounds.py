@@ -141,8 +141,10 @@ def test_limit_above_the_documented_maximum_is_refused(sapd: Daemon) -> None:
 
 def test_valid_bounds_are_accepted(sapd_factory: Any) -> None:
     sapd = sapd_factory(name="valid").start()
+    long_sdp = EXAMPLE + "".join(f"a=x-note:{i:04d} {'n' * 80}\n" for i in range(90))
+    assert 8_000 < len(long_sdp) < 16 * 1024  # longer than any configuration string
     made = sapd.client.send_json("POST", "/v1/announcements", {
-        "sdp": EXAMPLE, "interval": 1, "ttl": 1, "interfaces": ["lo"], "compress": True,
+        "sdp": long_sdp, "interval": 1, "ttl": 1, "interfaces": ["lo"], "compress": True,
         "sap_group": "239.255.255.255", "acl": {"uids": [65534], "gids": []},
         "blob": {"room": "A", "n": [1, 2.5, None]}, "scope": None})
     announcement = sapd.get(f"/v1/announcements/{made['id']}")
