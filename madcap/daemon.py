@@ -99,7 +99,8 @@ class MadcapDaemon(service.Service):
                                           lambda: self.config.interfaces)
         await self.follower.start()
         self.control = ControlServer(build_app(self), self.config.socket_path,
-                                     self.config.socket_group)
+                                     self.config.socket_group,
+                                     self.config.socket_connections_per_uid)
         await self.control.start()
         if self.config.web.listen:
             from madcap.web import build_web_app  # noqa: PLC0415  # only when it is on
@@ -198,6 +199,8 @@ class MadcapDaemon(service.Service):
                          if getattr(new, k) != getattr(self.config, k)]
         self.server.settings = new.settings()
         self.config = new
+        if self.control is not None:
+            self.control.gate.per_uid = new.socket_connections_per_uid
         logs.setup(new.log_format, new.log_level)
         if self.follower:
             await self.follower.resync()
@@ -250,6 +253,7 @@ class MadcapDaemon(service.Service):
                 "store": {"backend": self.store.backend if self.store else None,
                           "problem": self.hub.health if self.hub else None,
                           "failures": dict(self.hub.failures) if self.hub else {}},
+                "control": self.control.gate.stats() if self.control else {},
                 "uptime": round(now - self.started, 3), "version": __version__}
 
     def metrics_text(self) -> str:
@@ -280,6 +284,8 @@ class MadcapDaemon(service.Service):
         lines += ["# HELP madcap_sapd_connected 1 when the session directory answers.",
                   "# TYPE madcap_sapd_connected gauge",
                   f"madcap_sapd_connected {int(self.sapd_status.startswith('connected'))}"]
+        if self.control is not None:
+            lines += self.control.gate.metrics_lines("madcap")
         return "\n".join(lines) + "\n"
 
 

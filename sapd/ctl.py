@@ -74,8 +74,8 @@ def _signature(s: dict[str, Any]) -> str:
     """verified by whom, or why not (the verdict is what sapd's trust policy saw)."""
     if s.get("verified"):
         return f"verified, signed by {s.get('signed_by')}"
-    return str(s.get("verification") or ("not_checked" if s.get("authenticated")
-                                         else "unsigned"))
+    present = (s.get("auth") or {}).get("present")
+    return str(s.get("verification") or ("not_checked" if present else "unsigned"))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -169,6 +169,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():
         print(f"  join failed {key}: {why}")
+    control = result.get("control") or {}
+    if control:
+        refused = "  ".join(f"{k}={v}" for k, v in control["refused"].items()) or "none"
+        print(f"control:  {control['connections']} connections (at most "
+              f"{control['max_per_uid']} per uid)   refused: {refused}")
     return EXIT_OK
 
 

@@ -99,7 +99,8 @@ class SapDaemon(service.Service):
         self.announcer.set_interfaces(self.follower.chosen)
         await self.announcer.restore()
         self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
-                                     self.config.socket_group)
+                                     self.config.socket_group,
+                                     self.config.socket_connections_per_uid)
         await self.control.start()
         if self.config.web.listen:
             # imported only when on: the pages cost start-up time nobody else should pay
@@ -194,6 +195,8 @@ class SapDaemon(service.Service):
         await self.resync_interfaces()
         if self.announcer is not None:
             self.announcer.reconfigure(new)
+        if self.control is not None:
+            self.control.gate.per_uid = new.socket_connections_per_uid
         log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
 
@@ -260,6 +263,7 @@ class SapDaemon(service.Service):
             "event_run": self.hub.events.run if self.hub else "",
             "event_seq": self.hub.events.seq if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
+            "control": self.control.gate.stats() if self.control else {},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -305,6 +309,8 @@ class SapDaemon(service.Service):
                   f"sapd_conflicts {len(self.conflicts())}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
+        if self.control is not None:
+            lines += self.control.gate.metrics_lines("sapd")
         return "\n".join(lines) + "\n"
 
 

@@ -67,7 +67,11 @@ class SessionRecord:
             "sap_group": self.sap_group, "groups": list(self.groups),
             "media": list(self.media_types), "local": self.local, "stale": self.stale,
             "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
-            "options": self.options, "authenticated": bool(self.auth_tag),
+            "options": self.options,
+            # What the SAP header carried, and whether a trust policy verified it
+            # (sapd/trust.py; without one nothing is verified).
+            "auth": {"present": bool(self.auth_tag), "type": self.auth_tag or None,
+                     "verified": self.verification == "valid"},
             "verified": self.verification == "valid", "signed_by": self.signed_by or None,
             "signer_key": self.signer_key or None,
             "verification": self.verification or ("not_checked" if self.auth_tag
