@@ -111,6 +111,14 @@ class Hub:
     def refused_batches(self) -> int:
         return sum(n for reason, n in self.failures.items() if reason != UNDONE)
 
+    def failure_counts(self) -> dict[str, int]:
+        """Refusals by reason, records undone, and store processes replaced (their
+        batches were sent again), for /v1/stats and /metrics."""
+        counts = dict(self.failures)
+        if self.writer.restarts:
+            counts["store_process"] = self.writer.restarts
+        return dict(sorted(counts.items()))
+
     @property
     def pending(self) -> int:
         """Batches taken from the engine and not yet committed."""
