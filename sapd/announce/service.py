@@ -25,7 +25,7 @@ from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
 from sapd.plumbing.multicast import Interface
-from sapd.records import DirectoryBackend, SearchQuery, SessionRecord
+from sapd.records import DirectoryBackend, SearchQuery, SessionRecord, StoreFailure
 from sapd.scopes import Scope
 
 log = logs.get("sapd.announce")
@@ -301,12 +301,23 @@ class Announcer:
             options={k: v for k, v in options.items() if v is not None})
         local = self._build(record, session)  # raises before anything is stored
         self.engine.put_local(record, now, len(local.packet))
-        await self.hub.commit()  # durable before we answer or send
+        await self._durable()  # before we answer or send
         self.locals[sid] = local
         self._schedule(local, now)
         log.info("announcing", id=sid, name=record.name, kind=kind,
                  groups=[str(t.group) for t in local.targets], owner=owner)
         return record
+
+    async def _durable(self) -> None:
+        """Commit through the hub. A record the store cannot hold has been undone there
+        (memory holds what the store holds): the caller hears why, as a 422."""
+        try:
+            await self.hub.commit()
+        except StoreFailure as exc:
+            if exc.transient:
+                raise
+            raise PublishError(422, f"{exc} ({exc.reason}); nothing was stored or "
+                                    "announced") from None
 
     def _require(self, sid: str, peer: Peer) -> _Local:
         local = self.locals.get(sid)
@@ -383,7 +394,7 @@ class Announcer:
         now = self.hub.clock.now()
         self._retire(local, now)
         self.engine.remove_local(sid, now)
-        await self.hub.commit()
+        await self._durable()
         log.info("withdrawn", id=sid, name=local.record.name, by=peer.uid)
         return local.record
 
