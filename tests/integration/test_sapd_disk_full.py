@@ -14,7 +14,7 @@ import pytest
 
 from tests.daemons import Daemon, send_local_multicast
 from tests.packets import announce, sdp_text
-from tests.support import need_root, wait_for
+from tests.support import need_root, run, script, wait_for
 
 SESSIONS = 2_000
 CONFIG = "[limits]\nsource_rate = 100000\nsource_burst = 100000\n"
@@ -80,6 +80,8 @@ def test_sessions_heard_while_the_disk_was_full_were_lost_for_good(small_state: 
         assert 'sapd_store_failures_total{reason="disk_full"}' in metrics
         assert "sapd_store_degraded 1" in metrics
         assert listed(daemon) < SESSIONS  # not on disk yet: held, not listed
+        shown = run(script("sapctl"), "--socket", str(daemon.socket), "stats").stdout
+        assert "degraded: the store refuses writes (disk_full)" in shown, shown
         print(f"while full: {listed(daemon)} of {SESSIONS} listed, health {health}")
         filler.unlink()
         started = time.monotonic()
@@ -94,3 +96,18 @@ def test_sessions_heard_while_the_disk_was_full_were_lost_for_good(small_state: 
         assert daemon.get("/v1/health")["status"] == "ok"
     finally:
         daemon.stop()
+
+
+def test_sapd_stops_promptly_while_the_disk_is_full(small_state: Path) -> None:
+    """Held writes must not hold up a stop: what the store still refuses is logged as
+    lost (a restart lists what is on disk)."""
+    daemon = Daemon("sapd", small_state, ["--interface", "lo"]).start()
+    fill(daemon.state)
+    send_local_multicast(announce(sdp_text(name="held")))
+    wait_for(lambda: daemon.get("/v1/health")["status"] == "degraded", 10,
+             what="health degraded")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 5
+    assert any(e.get("event") == "the store refused the last writes; lost"
+               for e in daemon.log_events())
