@@ -62,14 +62,21 @@ def _sids(writes: Writes) -> list[str]:
     return list(dict.fromkeys((*writes.deletes, *writes.upserts, *writes.refreshes)))
 
 
-def _part(batch: _Batch, sids: list[str]) -> _Batch:
-    """The part of a batch that writes ``sids``, with their events."""
-    keep = set(sids)
+def _halves(batch: _Batch) -> tuple[_Batch, _Batch]:
+    """A batch split in two by session, each half with its sessions' events (an event
+    of no session written goes with the first)."""
+    sids = _sids(batch.writes)
+    second = set(sids[len(sids) // 2:])
     writes = batch.writes
-    part = Writes({s: r for s, r in writes.upserts.items() if s in keep},
-                  writes.deletes & keep,
-                  {s: v for s, v in writes.refreshes.items() if s in keep})
-    return _Batch(part, [e for e in batch.events if e.session_id in keep], piece=True)
+    parts = []
+    for keep in (lambda sid: sid not in second), second.__contains__:
+        part = Writes({s: r for s, r in writes.upserts.items() if keep(s)},
+                      {s for s in writes.deletes if keep(s)},
+                      {s: v for s, v in writes.refreshes.items() if keep(s)})
+        parts.append(_Batch(part, [e for e in batch.events if keep(e.session_id)],
+                            piece=True))
+    parts[1].waiters = batch.waiters  # answered once the last half has landed
+    return parts[0], parts[1]
 
 
 def _without(batch: _Batch, sid: str) -> None:
@@ -262,10 +269,7 @@ class Hub:
         sids = _sids(batch.writes)
         self._queue.popleft()
         if len(sids) > 1:  # bisect: the halves go first, in order
-            half = len(sids) // 2
-            first, second = _part(batch, sids[:half]), _part(batch, sids[half:])
-            second.waiters = batch.waiters
-            self._queue.extendleft((second, first))
+            self._queue.extendleft(reversed(_halves(batch)))
         else:
             self._undo(sids, batch, error)
         self._send()
