@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,6 +151,12 @@ def test_close_hands_over_pending_refreshes_and_closes_the_writer(rig: Rig) -> N
 
 
 # -- a real SQLite directory behind the hub, with failures injected at the backend ----------
+def heard(data: bytes, source: str = "10.0.0.1") -> Any:
+    """What the receiver hands the hub's datagram handler for ``data`` sent from
+    ``source`` (the one place to change when the handler takes recvmsg's result)."""
+    return data
+
+
 @dataclass
 class FaultyBackend:
     """The one fake: the store backend's apply, failing as told before it writes."""
@@ -212,7 +219,7 @@ class StoreRig:
     def receive(self, *names: str, first: int = 1, version: int = 1) -> None:
         on_datagram = self.hub.datagram_handler()
         for n, name in enumerate(names, start=first):
-            on_datagram(announce(sdp_text(session=n, version=version, name=name)))
+            on_datagram(heard(announce(sdp_text(session=n, version=version, name=name))))
         self.hub.after_batch()
 
     def settle(self, until: Callable[[], bool] | None = None) -> None:
@@ -296,7 +303,7 @@ def test_sessions_heard_while_the_disk_was_full_were_lost_for_good(
     store_rig.settle(lambda: store_rig.hub.failures["disk_full"] >= 3)
     store_rig.receive("D", first=4)
     on_datagram = store_rig.hub.datagram_handler()
-    on_datagram(delete(session=1))
+    on_datagram(heard(delete(session=1)))
     store_rig.hub.after_batch()
     store_rig.settle(lambda: store_rig.hub.failures["disk_full"] >= 6)
     assert store_rig.hub.degraded == "disk_full"

@@ -23,7 +23,7 @@ from sapd.plumbing.clock import SteadyClock
 from sapd.records import SessionRecord, StoreFailure
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, delete, sdp_text
-from tests.unit.test_hub import FakeTime, FaultyBackend, InProcessWriter
+from tests.unit.test_hub import FakeTime, FaultyBackend, InProcessWriter, heard
 
 SESSIONS = st.integers(1, 5)
 VERSIONS = st.integers(1, 4)
@@ -73,8 +73,8 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
                 await asyncio.sleep(0.001)
         self.loop.run_until_complete(wait())
 
-    def _receive(self, data: bytes) -> None:
-        self.hub.datagram_handler()(data)
+    def _receive(self, data: bytes, source: str) -> None:
+        self.hub.datagram_handler()(heard(data, source))
         self.hub.after_batch()
         self._settle()
 
@@ -84,7 +84,7 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
     def announce(self, session: int, version: int, source: str, name: str) -> None:
         label = f"{name} {session}.{version}"
         self._receive(announce(sdp_text(session=session, version=version, name=label),
-                               source=source))
+                               source=source), source)
 
     @precondition(lambda self: not self.backend.disk_full)  # else it waits, see test_hub
     @rule(session=SESSIONS, version=VERSIONS, name=st.sampled_from(["mine", "bad mine"]))
@@ -104,7 +104,7 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
 
     @rule(session=SESSIONS, version=VERSIONS, source=SOURCES)
     def delete(self, session: int, version: int, source: str) -> None:
-        self._receive(delete(session=session, version=version, source=source))
+        self._receive(delete(session=session, version=version, source=source), source)
 
     @rule(seconds=st.sampled_from([1.0, 30.0, 600.0, 4 * 3600.0]))
     def time_passes(self, seconds: float) -> None:
