@@ -179,8 +179,7 @@ class SapDaemon(service.Service):
         if abs(drift) >= CLOCK_STEP_WARNING and not self._clock_warned:
             self._clock_warned = True
             log.warning("system clock stepped; sessions age by elapsed time, and the times "
-                        "stored are off by the step until sapd restarts",
-                        step=round(drift, 3))
+                        "stored and shown follow the wall clock", step=round(drift, 3))
 
     def _sessions_stored(self) -> int:
         counters = self.engine.counters

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Event
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
-from sapd.records import DirectoryBackend, StoreFailure, Writes
+from sapd.records import DirectoryBackend, SessionRecord, StoreFailure, Writes
 
 log = logs.get("sapd.hub")
 
@@ -42,6 +42,8 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+CLOCK_STEP = 1.0  # seconds the wall clock must move against elapsed time to be a step
+CLOCK_STEPS_KEPT = 64  # steps remembered, to date times before the latest ones
 RETRY_PAUSES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # by refusals in a row of one batch
 UNDONE = "undone"  # records the store could not take, forgotten by the engine
 
@@ -113,6 +115,12 @@ class Hub:
         self._queue: deque[_Batch] = deque()
         self._in_flight = False
         self._retry: asyncio.TimerHandle | None = None
+        # The engine runs on the steady clock, so a step of the wall clock moves no
+        # deadline; what it hands out to be stored or heard is dated in wall time here:
+        # (steady time from which, wall minus steady) for each step seen.
+        self._steps: list[tuple[float, float]] = []
+        self._drift = clock.drift()
+        self._drift_checked = clock.now()
 
     @property
     def refused_batches(self) -> int:
@@ -188,6 +196,9 @@ class Hub:
         events = []
         while (event := self.engine.next_event()) is not None:
             events.append(event)
+        self._note_clock()
+        if self._steps:
+            self._to_wall_time(writes, events)
         self._pending_refresh.update(writes.refreshes)
         writes.refreshes = {}
         for sid in (*writes.upserts, *writes.deletes):
@@ -195,6 +206,59 @@ class Hub:
         if final:
             writes.refreshes, self._pending_refresh = self._pending_refresh, {}
         return writes, events
+
+    # -- wall time for what is stored and heard -------------------------------------------
+    def _note_clock(self) -> None:
+        now = self.clock.now()
+        drift = self.clock.wall() - now
+        if abs(drift - self._drift) >= CLOCK_STEP:
+            # Dated from the last look: what the engine made since is dated after the step.
+            self._steps.append((self._drift_checked, drift))
+            del self._steps[:-CLOCK_STEPS_KEPT]
+            log.info("clock step noted: times stored and heard from now are dated in "
+                     "wall time", step=round(drift - self._drift, 3))
+            self._drift = drift
+        self._drift_checked = now
+
+    def _offset_at(self, steady: float) -> float:
+        """Wall time minus steady time as it stood at ``steady``."""
+        offset = 0.0
+        for since, drift in self._steps:
+            if steady <= since:  # made before the look that found the step
+                break
+            offset = drift
+        return offset
+
+    def _record_in_wall_time(self, record: SessionRecord) -> SessionRecord:
+        seen = self._offset_at(record.last_seen)
+        return record.with_changes(
+            first_seen=record.first_seen + self._offset_at(record.first_seen),
+            last_seen=record.last_seen + seen,
+            expires=None if record.expires is None else record.expires + seen)
+
+    def _in_steady_time(self, record: SessionRecord | None) -> SessionRecord | None:
+        """A stored record back on the engine's clock (its deadline then holds)."""
+        if record is None or not self._steps:
+            return record
+        offset = self._drift
+        return record.with_changes(
+            first_seen=record.first_seen - offset, last_seen=record.last_seen - offset,
+            expires=None if record.expires is None else record.expires - offset)
+
+    def _to_wall_time(self, writes: Writes, events: list[Event]) -> None:
+        """Only after a clock step: the engine's steady times, as wall times."""
+        upserts = writes.upserts
+        for sid, record in upserts.items():
+            upserts[sid] = self._record_in_wall_time(record)
+        refreshes = writes.refreshes
+        for sid, (last_seen, expires, period, msg_hash) in refreshes.items():
+            offset = self._offset_at(last_seen)
+            refreshes[sid] = (last_seen + offset,
+                              None if expires is None else expires + offset, period, msg_hash)
+        for n, event in enumerate(events):
+            events[n] = Event(event.kind, event.session_id,
+                              event.time + self._offset_at(event.time),
+                              self._record_in_wall_time(event.record))
 
     def _enqueue(self, writes: Writes, events: list[Event]) -> _Batch | None:
         """Queue a batch behind the others (joining the last one while it waits); events
@@ -309,7 +373,7 @@ class Hub:
                 for future, watched in other.waiters:
                     if sid in watched and not future.done():
                         future.set_exception(refusal)
-            self.engine.revert(sid, self.reader.get(sid))
+            self.engine.revert(sid, self._in_steady_time(self.reader.get(sid)))
             log.error("the store cannot take this session; forgotten until announced again",
                       id=sid, reason=reason, error=str(error))
         for future, _ in batch.waiters:  # what they wrote has landed or been undone

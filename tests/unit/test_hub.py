@@ -118,6 +118,34 @@ def test_forward_clock_step_expired_every_session(rig: Rig) -> None:
     assert len(rig.hub.engine) == 0
 
 
+def test_stored_times_stayed_off_by_a_clock_step_until_restart(rig: Rig) -> None:
+    """Deadlines follow elapsed time (above), but what is stored and shown across hosts
+    (first and last seen, expiry, event times) must follow the wall clock: they used to
+    stay off by every step until sapd restarted."""
+    receive(rig, "A")
+    before = next(iter(rig.writer.answer().upserts.values()))
+    assert before.last_seen == rig.time.wall_now
+    rig.time.wall_now += 7200.0  # NTP steps the clock two hours forward
+    rig.time.monotonic_now += 5.0
+    receive(rig, "A", "B")  # A heard again (a refresh), B new
+    (new,) = rig.writer.answer().upserts.values()
+    assert new.first_seen == new.last_seen == rig.time.wall_now
+    assert new.expires is not None and new.expires > rig.time.wall_now
+    rig.hub.flush_refreshes()
+    ((sid, (last_seen, expires, _, _)),) = rig.writer.answer().refreshes.items()
+    assert sid == before.id and last_seen == rig.time.wall_now
+    assert expires is not None and expires > rig.time.wall_now
+    rig.time.monotonic_now += 1.0
+    on_datagram = rig.hub.datagram_handler()
+    on_datagram(heard(announce(sdp_text(session=1, version=2, name="A2"))))
+    rig.hub.after_batch()
+    (changed,) = rig.writer.answer().upserts.values()
+    assert changed.first_seen == before.first_seen  # seen first before the step
+    assert changed.last_seen == rig.time.wall_now
+    assert rig.heard[-1] == "changed A2"
+    assert len(rig.hub.engine) == 2  # and nothing expired
+
+
 def test_local_commit_keeps_the_refresh_bookkeeping(rig: Rig) -> None:
     """A refresh batched for later must not follow (and undo) an upsert of the same
     session that a local commit wrote at once; the announce service used to skip this."""

@@ -1,5 +1,5 @@
 """Engine, hub and a real SQLite directory agree after any sequence of announcements,
-changes, deletions, expiry, store failures and restarts (issue 13, stateful property
+changes, deletions, expiry, clock steps, store failures and restarts (issue 13, stateful property
 tests). The only fake is at the store backend's boundary: a batch refused for a full
 disk, or for a record it cannot hold (a name starting "bad"). After every step that
 settles, the sessions in the engine, in the directory and in the events heard (replayed
@@ -73,7 +73,14 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
                 await asyncio.sleep(0.001)
         self.loop.run_until_complete(wait())
 
+    def _tick(self) -> None:
+        """A real clock moves between any two events (the hub dates values made at the
+        instant of a clock step's detection as made before it)."""
+        self.time.monotonic_now += 0.001
+        self.time.wall_now += 0.001
+
     def _receive(self, data: bytes, source: str) -> None:
+        self._tick()
         self.hub.datagram_handler()(heard(data, source))
         self.hub.after_batch()
         self._settle()
@@ -92,10 +99,12 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
         """The announce service's path: put_local, then an awaited commit, which raises
         for a record the store cannot take (and nothing of it is kept)."""
         label = f"{name} {session}.{version}"
+        self._tick()
+        now = self.hub.clock.now()  # the engine's clock, as the announce service's
         record = SessionRecord(f"local{session}", "10.0.0.9", f"- {session} IN IP4 10.0.0.9",
                                version, session, "10.0.0.9", label, None, "v=0\r\n", "",
-                               "", self.time.wall_now, self.time.wall_now, local=True)
-        self.hub.engine.put_local(record, self.hub.clock.now())
+                               "", now, now, local=True)
+        self.hub.engine.put_local(record, now)
         commit = self.loop.create_task(self.hub.commit())
         self._settle()
         self.loop.run_until_complete(asyncio.wait([commit], timeout=1))
@@ -113,6 +122,17 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
         self.hub.after_batch()
         self.hub.flush_refreshes()
         self._settle()
+
+    @rule(step=st.sampled_from([-7200.0, 3600.0]))
+    def clock_steps(self, step: float) -> None:
+        """The wall clock moves, elapsed time does not: nothing expires for it, and what
+        is stored from now on follows the wall clock."""
+        self._tick()
+        self.time.wall_now += step
+        sessions = len(self.hub.engine)
+        self.hub.after_batch()
+        self._settle()
+        assert len(self.hub.engine) == sessions
 
     @rule()
     def disk_fills(self) -> None:
