@@ -267,7 +267,8 @@ class Hub:
             self._publish(events)
             return None
         last = self._queue[-1] if self._queue else None
-        if last is not None and not last.piece and not (self._in_flight and len(self._queue) == 1):
+        with_the_writer = self._in_flight and last is self._queue[0]
+        if last is not None and not last.piece and not with_the_writer:
             last.writes.absorb(writes)
             last.events += events
             return last

@@ -154,6 +154,8 @@ class EngineAndDirectoryAgree(RuleBasedStateMachine):
         engine.load(self.backend.directory.iter_all(light=True))
         self.hub = self._hub(engine)
         self.heard = self._story_on_disk()
+        self.hub.after_batch()  # as the daemon starts: expire what is already due
+        self._settle()
 
     # -- what must hold -----------------------------------------------------------------
     def _story_on_disk(self) -> Story:
