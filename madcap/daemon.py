@@ -65,6 +65,7 @@ class MadcapDaemon(service.Service):
         state.mkdir(parents=True, exist_ok=True)
         # one madcapd per state directory: a second one would lease what we hold
         self._state_lock = service.lock_state(state)
+        service.private_state(state)
         try:
             store = open_lease_store(self.config.store.backend, state,
                                      self.config.durability)

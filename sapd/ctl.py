@@ -163,8 +163,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("drops:    " + ("  ".join(f"{k}={v}" for k, v in result["drops"].items()) or "none"))
     print(f"expired:  {result['expired']}   profile: {result['profile']}   "
           f"uptime: {result['uptime']:.0f}s")
+    store = result.get("store", {})
+    failures = "  ".join(f"{k}={v}" for k, v in store.get("failures", {}).items())
     print(f"store:    backlog {result['store_backlog']}   "
-          f"restarts {result.get('store_restarts', 0)}")
+          f"restarts {result.get('store_restarts', 0)}   failures: {failures or 'none'}")
+    if store.get("problem"):
+        print(f"  degraded: the store refuses writes ({store['problem']}); "
+              f"{store.get('pending', 0)} batches held until it takes them")
     print(f"interfaces: {', '.join(result['interfaces']) or 'none'}   "
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():

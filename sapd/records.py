@@ -162,6 +162,20 @@ class Applied:
     refused: frozenset[str] = frozenset()
 
 
+class StoreFailure(RuntimeError):
+    """A batch the store did not commit, and what kind of failure it was.
+
+    ``transient`` failures (disk full, I/O error, a lock held) are about the store, not
+    the batch: the same batch lands once they pass. The others are about a value in it
+    (a constraint, a number or text the backend cannot hold): only some record fails,
+    and the batch without it lands. ``reason`` names it for counters and health."""
+
+    def __init__(self, message: str, reason: str = "unknown", transient: bool = True) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.transient = transient
+
+
 class DirectoryBackend(Protocol):
     """What the hub and the API need of a directory store. A new backend is one module
     under sapd/store/ that passes tests/contract/test_directory_backend.py."""

@@ -26,7 +26,7 @@ from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
 from sapd.plumbing.multicast import Interface
-from sapd.records import DirectoryBackend, SearchQuery, SessionRecord
+from sapd.records import DirectoryBackend, SearchQuery, SessionRecord, StoreFailure
 from sapd.scopes import Scope
 
 log = logs.get("sapd.announce")
@@ -353,12 +353,23 @@ class Announcer:
         # the scope's), not the one its scope would have chosen.
         record = local.record = record.with_changes(sap_group=str(local.targets[0].group))
         self.engine.put_local(record, now, len(local.packet))
-        await self.hub.commit()  # durable before we answer or send
+        await self._durable()  # before we answer or send
         self.locals[sid] = local
         self._schedule(local, now)
         log.info("announcing", id=sid, name=record.name, kind=kind,
                  groups=[str(t.group) for t in local.targets], owner=owner)
         return record
+
+    async def _durable(self) -> None:
+        """Commit through the hub. A record the store cannot hold has been undone there
+        (memory holds what the store holds): the caller hears why, as a 422."""
+        try:
+            await self.hub.commit()
+        except StoreFailure as exc:
+            if exc.transient:
+                raise
+            raise PublishError(422, f"{exc} ({exc.reason}); nothing was stored or "
+                                    "announced") from None
 
     def _require(self, sid: str, peer: Peer) -> _Local:
         local = self.locals.get(sid)
@@ -443,7 +454,7 @@ class Announcer:
         now = self.hub.clock.now()
         self._retire(local, now)
         self.engine.remove_local(sid, now)
-        await self.hub.commit()
+        await self._durable()
         log.info("withdrawn", id=sid, name=local.record.name, by=peer.uid)
         return local.record
 
