@@ -85,6 +85,16 @@ class Daemon:
         result: list[dict[str, Any]] = self.get("/v1/sessions" + query)["sessions"]
         return result
 
+    def all_sessions(self, query: str = "") -> list[dict[str, Any]]:
+        """Every listed session, a page of 1,000 (the API's largest) at a time."""
+        found: list[dict[str, Any]] = []
+        joiner = "&" if query else "?"
+        while True:
+            page = self.sessions(f"{query}{joiner}limit=1000&offset={len(found)}")
+            found += page
+            if len(page) < 1000:
+                return found
+
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get("/v1/stats")
         return result

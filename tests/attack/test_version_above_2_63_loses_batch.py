@@ -36,7 +36,6 @@ def test_a_version_above_2_63_costs_no_other_session(sapd: Daemon) -> None:
         f"listed {names}; engine holds {sapd.stats()['sessions']}"
 
 
-@pytest.mark.xfail(strict=True, reason="health stays ok while the directory refuses writes")
 def test_health_is_degraded_while_the_directory_refuses_a_batch(sapd: Daemon) -> None:
     send_local_multicast(announce(sdp_text(session=2, version=NTP_VERSION, name="ntp")))
     wait_for(lambda: sapd.stats()["packets"]["new"] == 1, 5, what="counted")

@@ -54,7 +54,7 @@ def small_state(tmp_path: Path) -> Iterator[Path]:
 
 
 def listed(daemon: Daemon) -> int:
-    return len(daemon.sessions("?limit=10000"))
+    return len(daemon.all_sessions())
 
 
 def test_sessions_heard_while_the_disk_was_full_were_lost_for_good(small_state: Path) -> None:
