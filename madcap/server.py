@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ class _Offer:
     start: float
     end: float
     held_until: float
+    host: str = ""  # the client host it was made to (the datagram's source address)
 
 
 @dataclass(slots=True)
@@ -114,6 +115,12 @@ class MadcapServer:
         # released or revoked since are skipped when they come up. Scanning 300,000
         # leases every second stalled the loop ~15 ms.
         self._ends: list[tuple[float, bytes]] = []
+        # Per (scope, client host): addresses taken on its behalf (leases until their hold
+        # ends, and offers) and outstanding offers. The host is the datagram's source
+        # address: the Client ID and the lease id are written by the client.
+        self._charged: dict[tuple[str, bytes], tuple[tuple[str, str], int]] = {}
+        self._usage: Counter[tuple[str, str]] = Counter()
+        self._offers_of: Counter[tuple[str, str]] = Counter()
         self._adopt(store.load(now))
 
     # -- state ---------------------------------------------------------------------------
@@ -128,13 +135,35 @@ class MadcapServer:
                 self._ends.append((lease.end, lease.lease_id))
             else:
                 self.held[lease.lease_id] = lease
+            self._charge(("lease", lease.lease_id), (lease.scope, client_host(lease.client)),
+                         len(lease.addresses))
             for address in lease.addresses:
                 pool.take(address_value(address), lease.start - guard,
                           lease.hold_until, lease.lease_id)
         heapq.heapify(self._ends)
 
+    def _charge(self, key: tuple[str, bytes], owner: tuple[str, str], count: int) -> None:
+        """Count ``count`` addresses to ``owner`` under ``key`` (("lease", id) or
+        ("offer", id)), replacing what was counted under it before."""
+        self._uncharge(key)
+        if count:
+            self._charged[key] = (owner, count)
+            self._usage[owner] += count
+
+    def _uncharge(self, key: tuple[str, bytes]) -> None:
+        charged = self._charged.pop(key, None)
+        if charged is not None:
+            owner, count = charged
+            left = self._usage[owner] - count
+            if left > 0:
+                self._usage[owner] = left
+            else:
+                del self._usage[owner]
+
     def _stage(self, lease: Lease) -> None:
         """Record a lease change; durable at the next commit()."""
+        self._charge(("lease", lease.lease_id), (lease.scope, client_host(lease.client)),
+                     len(lease.addresses))
         self._pending[lease.lease_id] = lease
         if lease.state == ACTIVE:
             self.leases[lease.lease_id] = lease
@@ -167,10 +196,7 @@ class MadcapServer:
             lease = self.leases.get(lease_id)
             if lease is None or lease.end != end:
                 continue  # renewed, released or revoked since
-            done = lease.with_changes(state=EXPIRED)
-            self._stage(done)
-            expired.append(done)
-            self.scope_counters[lease.scope]["expired"] += 1
+            expired.append(self._end(lease))
         for lid in [k for k, o in self._offers.items() if o.held_until <= now]:
             self._drop_offer(lid)
         # The cache is in arrival order (handle() re-inserts at the end), so the stale
@@ -186,10 +212,28 @@ class MadcapServer:
             del self._cache[key]
         for lid in [k for k, le in self.held.items() if le.hold_until <= now]:
             ended = self.held.pop(lid)
+            self._uncharge(("lease", lid))
             pool = self.pools[ended.scope]
             for address in ended.addresses:  # the guard time is over: free for all
                 pool.give_back(address_value(address), lid)
         return expired
+
+    def _end(self, lease: Lease) -> Lease:
+        """Stage the expiry of a lease whose end has passed."""
+        done = lease.with_changes(state=EXPIRED)
+        self._stage(done)
+        self.scope_counters[lease.scope]["expired"] += 1
+        return done
+
+    def _current(self, lease_id: bytes, now: float) -> Lease | None:
+        """The active lease with this id, if its end is still ahead. One whose end has
+        passed since the last sweep is expired here: it must not be answered as live
+        (its remaining time would be negative)."""
+        lease = self.leases.get(lease_id)
+        if lease is not None and lease.end <= now:
+            self._end(lease)
+            return None
+        return lease
 
     def revoke(self, lease_id: bytes, now: float) -> Lease | None:
         """Operator action: end a lease now (its addresses stay held for the guard time)."""
@@ -214,11 +258,9 @@ class MadcapServer:
         if msg.msgtype in _SERVER_TYPES:
             self.counters["ignored_server_messages"] += 1
             return None
-        if msg.msgtype not in _COUNTER_OF:
-            self.counters["unknown_type"] += 1
-            return None
         if msg.lease_id is None:
             self.counters["invalid"] += 1  # a NAK must echo the LID: nothing to answer
+            self.counters["invalid_no_lease_id"] += 1
             return None
         key = (msg.xid, msg.msgtype, msg.lease_id, client)
         cached = self._cache.get(key)
@@ -254,7 +296,13 @@ class MadcapServer:
 
     def _dispatch(self, msg: Message, client: str, server_id: IPAddress, now: float,
                   multicast: bool) -> Message | None:
-        self.counters[_COUNTER_OF[msg.msgtype]] += 1
+        counter = _COUNTER_OF.get(msg.msgtype)
+        if counter is None:
+            # RFC 2730 s. 2.2: an unrecognized type is an Invalid Request, NAKed (s. 2.6);
+            # a NAK is type 6, which servers ignore, so this cannot start a NAK loop.
+            self.counters["unknown_type"] += 1
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
+        self.counters[counter] += 1
         if msg.features is not None:
             missing = tuple(f for f in msg.features.required if f not in SUPPORTED_FEATURES)
             if missing:
@@ -271,6 +319,9 @@ class MadcapServer:
                              server_time=int(now))
         if msg.msgtype == MsgType.GETINFO:
             return self._getinfo(msg, server_id, now)
+        if msg.scope is None and msg.msgtype in (MsgType.DISCOVER, MsgType.REQUEST):
+            # s. 2.2.2 and 2.2.4: Multicast Scope MUST be included; s. 2.1.5: Invalid Request
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.SCOPE)
         if msg.msgtype == MsgType.DISCOVER:
             return self._discover(msg, server_id, now, client)
         if msg.msgtype == MsgType.REQUEST:
@@ -318,8 +369,14 @@ class MadcapServer:
             duration = float(scope.lease_default)
         elif msg.lease_time == INFINITE:
             duration = float(scope.lease_max)
+        elif msg.lease_time < scope.lease_min:
+            # RFC 2730 s. 2.2.4: a server may shorten a lease, never lengthen it, so one
+            # below our minimum cannot be given: error 0 (s. 3.17.1) naming Lease Time.
+            self.counters["lease_below_minimum"] += 1
+            self.scope_counters[scope.name]["lease_below_minimum"] += 1
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.LEASE_TIME)
         else:
-            duration = float(max(1, min(msg.lease_time, scope.lease_max)))
+            duration = float(min(msg.lease_time, scope.lease_max))
         if scope.lifetime_end is not None:
             duration = min(duration, scope.lifetime_end - start)
         if duration <= 0:
@@ -353,13 +410,19 @@ class MadcapServer:
             self._avoid_source, self._avoid_cache = groups, out
         return self._avoid_cache
 
-    def _allocate(self, msg: Message, scope: ScopeConfig, now: float
+    def _allocate(self, msg: Message, scope: ScopeConfig, now: float, client: str
                   ) -> tuple[list[int], float, float]:
         terms = self._terms(msg, scope, now)
+        owner = (scope.name, client_host(client))
+        room = scope.max_addresses_per_client - self._usage[owner]
+        if terms.minimum > room:
+            self.counters["client_address_quota"] += 1
+            self.scope_counters[scope.name]["client_address_quota"] += 1
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.NUM_ADDRESSES)
         pool = self.pools[scope.name]
         guard = self.settings.guard
-        wanted = [int(a) for r in (msg.address_ranges or ()) for a in r.addresses()]
-        chosen = pool.find(terms.desired, terms.start - guard, terms.end + guard,
+        wanted = wanted_values(msg.address_ranges, pool) if msg.address_ranges else ()
+        chosen = pool.find(min(terms.desired, room), terms.start - guard, terms.end + guard,
                            self._avoid(), wanted)
         if len(chosen) < terms.minimum:
             self.scope_counters[scope.name]["exhausted"] += 1
@@ -372,12 +435,30 @@ class MadcapServer:
             return None
         return scope
 
-    def _drop_offer(self, lease_id: bytes) -> None:
+    def _pop_offer(self, lease_id: bytes) -> _Offer | None:
         offer = self._offers.pop(lease_id, None)
+        if offer is not None:
+            self._uncharge(("offer", lease_id))
+            owner = (offer.scope.name, offer.host)
+            self._offers_of[owner] -= 1
+            if self._offers_of[owner] <= 0:
+                del self._offers_of[owner]
+        return offer
+
+    def _drop_offer(self, lease_id: bytes) -> None:
+        offer = self._pop_offer(lease_id)
         if offer is not None:
             pool = self.pools[offer.scope.name]
             for value in offer.addresses:
                 pool.give_back(value, lease_id)
+
+    def _wrong_family(self, msg: Message, lease: Lease) -> bool:
+        """RFC 2730 s. 2.1.3: the header's family is that of every address in the
+        message; a message naming a lease of the other family is invalid in its
+        context (s. 2.5), and an answer in its family could not carry the lease."""
+        scope = self.pools[lease.scope].scope
+        return msg.family != (wire.FAMILY_IPV4 if scope.start.version == 4
+                              else wire.FAMILY_IPV6)
 
     def _discover(self, msg: Message, server_id: IPAddress, now: float,
                   client: str) -> Message | None:
@@ -386,12 +467,19 @@ class MadcapServer:
         if scope is None:
             self.counters["discovers_ignored"] += 1
             return None  # servers ignore DISCOVERs they cannot satisfy
-        existing = self.leases.get(msg.lease_id)
+        existing = self._current(msg.lease_id, now)
         if existing is not None:
+            if self._wrong_family(msg, existing):
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.OFFER, msg, server_id, existing, now)
         self._drop_offer(msg.lease_id)
+        owner = (scope.name, client_host(client))
+        if self._offers_of[owner] >= scope.max_offers_per_client:
+            self.counters["client_offer_quota"] += 1
+            self.scope_counters[scope.name]["client_offer_quota"] += 1
+            return None  # silence, as for any DISCOVER we will not satisfy
         try:
-            addresses, start, end = self._allocate(msg, scope, now)
+            addresses, start, end = self._allocate(msg, scope, now, client)
         except _Refused:
             return None  # a DISCOVER that cannot be satisfied gets silence
         held = now + self.settings.offer_hold
@@ -399,7 +487,10 @@ class MadcapServer:
         for value in addresses:
             pool.take(value, start - self.settings.guard, max(end, held) + self.settings.guard,
                       msg.lease_id)
-        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held)
+        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held,
+                                            owner[1])
+        self._offers_of[owner] += 1
+        self._charge(("offer", msg.lease_id), owner, len(addresses))
         self.scope_counters[scope.name]["offers"] += 1
         return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
 
@@ -410,8 +501,10 @@ class MadcapServer:
             self._drop_offer(msg.lease_id)  # the client chose another server
             self.counters["requests_for_others"] += 1
             return None
-        existing = self.leases.get(msg.lease_id)
+        existing = self._current(msg.lease_id, now)
         if existing is not None:  # a new transaction for a lease it already holds
+            if self._wrong_family(msg, existing):
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.ACK, msg, server_id, existing, now)
         scope = self._scope_of(msg, now)
         if scope is None:
@@ -419,11 +512,11 @@ class MadcapServer:
         offer = self._offers.get(msg.lease_id)
         if offer is not None and offer.scope is scope:
             addresses, start, end = offer.addresses, offer.start, offer.end
-            self._offers.pop(msg.lease_id)
+            self._pop_offer(msg.lease_id)
         else:
             self._drop_offer(msg.lease_id)
             try:
-                addresses, start, end = self._allocate(msg, scope, now)
+                addresses, start, end = self._allocate(msg, scope, now, client)
             except _Refused as refused:
                 return self._nak(msg, server_id, refused.code, refused.option)
         lease = Lease(lease_id=msg.lease_id, scope=scope.name,
@@ -437,10 +530,12 @@ class MadcapServer:
 
     def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = self.leases.get(msg.lease_id)
+        lease = self._current(msg.lease_id, now)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
-        scope = next(s for s in self.scopes if s.name == lease.scope)
+        if self._wrong_family(msg, lease):
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
+        scope = self.pools[lease.scope].scope
         if not scope.usable(now):
             return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
         try:
@@ -464,9 +559,11 @@ class MadcapServer:
 
     def _release(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = self.leases.get(msg.lease_id)
+        lease = self._current(msg.lease_id, now)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
+        if self._wrong_family(msg, lease):
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
         done = lease.with_changes(state=RELEASED, end=min(lease.end, now),
                                   hold_until=now + self.settings.guard, xid=msg.xid)
         self._retake(self.pools[lease.scope], done)
@@ -488,7 +585,8 @@ class MadcapServer:
         return Message(
             msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
             server_id=server_id, scope=scope.start,
-            lease_time=round(end - max(start, now)),  # remaining, for renewals too
+            # remaining, for renewals too; never negative (u32)
+            lease_time=min(INFINITE, max(0, round(end - max(start, now)))),
             start_time=int(start) if future else None,
             current_time=int(now) if future or msg.current_time is not None else None,
             address_ranges=coalesce(addresses, scope.start.version),
@@ -509,6 +607,22 @@ class MadcapServer:
                         "free": max(0, scope.pool_size() - held),
                         "counters": dict(self.scope_counters[scope.name])})
         return out
+
+
+def client_host(client: str) -> str:
+    """The host of a "HOST:PORT" client address: what quotas are keyed by (a client can
+    change its port, its Client ID and its lease ids at will, not its address)."""
+    return client.rpartition(":")[0] or client
+
+
+def wanted_values(ranges: Iterable[AddressRange], pool: Pool) -> Iterator[int]:
+    """The addresses a client names, as integers, only those inside the pool, lazily:
+    236 ranges of 65,535 addresses cost what the search looks at, not 15 million
+    objects (nor an error for a range running past the end of the address space)."""
+    low, high = int(pool.scope.pool_start), int(pool.scope.pool_end)
+    for r in ranges:
+        first = int(r.start)
+        yield from range(max(first, low), min(first + r.count - 1, high) + 1)
 
 
 def coalesce(values: Iterable[int], version: int) -> tuple[AddressRange, ...]:
