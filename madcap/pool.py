@@ -87,6 +87,9 @@ class ScopeConfig:
                           for n in self.names],
                 "lease": {"default": self.lease_default, "min": self.lease_min,
                           "max": self.lease_max},
+                "max_addresses_per_lease": self.max_addresses_per_lease,
+                "max_addresses_per_client": self.max_addresses_per_client,
+                "max_offers_per_client": self.max_offers_per_client,
                 "exclusions": [f"{a}-{b}" for a, b in self.exclusions],
                 "lifetime_end": self.lifetime_end, "enabled": self.enabled}
 
@@ -174,10 +177,12 @@ def scope_from_config(entry: dict[str, Any], index: int) -> ScopeConfig:
         max_offers_per_client=int(entry.get("max_offers_per_client", 16)))
     if not 1 <= scope.ttl <= 255:
         raise PoolConfigError(f"{where}.ttl: {scope.ttl} is not within 1..255")
-    for key in ("max_addresses_per_lease", "max_addresses_per_client",
-                "max_offers_per_client"):
-        if not 1 <= getattr(scope, key) <= 0xFFFF:
-            raise PoolConfigError(f"{where}.{key}: {getattr(scope, key)} is not within 1..65535")
+    if not 1 <= scope.max_addresses_per_lease <= 0xFFFF:
+        raise PoolConfigError(f"{where}.max_addresses_per_lease: "
+                              f"{scope.max_addresses_per_lease} is not within 1..65535")
+    for key in ("max_addresses_per_client", "max_offers_per_client"):
+        if getattr(scope, key) < 1:
+            raise PoolConfigError(f"{where}.{key}: {getattr(scope, key)} is less than 1")
     if not 1 <= scope.lease_min <= scope.lease_default <= scope.lease_max:
         raise PoolConfigError(f"{where}: need 1 <= lease_min <= lease_default <= lease_max")
     return scope

@@ -472,6 +472,9 @@ class MadcapServer:
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.OFFER, msg, server_id, existing, now)
+        if msg.lease_id in self.held:
+            self.counters["lease_id_in_guard"] += 1
+            return None  # see _request: an id still held names no new lease
         self._drop_offer(msg.lease_id)
         owner = (scope.name, client_host(client))
         if self._offers_of[owner] >= scope.max_offers_per_client:
@@ -506,6 +509,12 @@ class MadcapServer:
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.ACK, msg, server_id, existing, now)
+        if msg.lease_id in self.held:
+            # RFC 2730 s. 2.4: a lease id is unique per lease. One whose lease has ended
+            # but is still held for its guard time cannot start another: that would
+            # replace the ended lease (here and in the store) and lose its guard time.
+            self.counters["lease_id_in_guard"] += 1
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.LEASE_ID)
         scope = self._scope_of(msg, now)
         if scope is None:
             return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)

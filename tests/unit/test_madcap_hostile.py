@@ -203,21 +203,44 @@ def test_lease_of_1_second_was_granted_below_lease_min(tmp_path: Path) -> None:
 def test_request_for_a_lease_in_the_second_before_expiry_raised_struct_error(
         tmp_path: Path) -> None:
     # RFC 2730 s. 3.2: Lease Time is unsigned. A lease whose end has passed but that the
-    # once-a-second sweep has not expired yet has ended (s. 2.2.4): a new REQUEST with its
-    # lease id is a new allocation, a RENEW gets error 3 (s. 2.4).
+    # once-a-second sweep has not expired yet has ended: a RENEW gets error 3 (s. 2.4),
+    # a REQUEST repeating its id error 1 (the id is still in its guard time, see below).
     s = make(tmp_path)
     ack = send(s, request(1, lease_time=60))
     assert ack is not None and ack.lease_time == 60
     again = send(s, request(1, xid=77), T0 + 60.9)
-    assert again is not None and again.msgtype == MsgType.ACK
-    assert again.lease_time is not None and again.lease_time > 0
+    assert again is not None and again.error is not None
+    assert (again.error.code, again.error.option) == (ErrorCode.INVALID_REQUEST, Opt.LEASE_ID)
     send(s, request(2, lease_time=60))
     renew = send(s, Message(msgtype=MsgType.RENEW, xid=78, lease_id=lid(2)), T0 + 60.9)
     assert renew is not None and renew.error is not None
     assert renew.error.code == ErrorCode.LEASE_ID_NOT_RECOGNIZED
-    offer = send(s, Message(msgtype=MsgType.DISCOVER, xid=79, lease_id=lid(1),
-                            scope=SCOPE_ID), T0 + 2 * 600.0)
-    assert offer is not None and offer.lease_time is not None and offer.lease_time > 0
+    assert send(s, Message(msgtype=MsgType.DISCOVER, xid=79, lease_id=lid(2),
+                           scope=SCOPE_ID), T0 + 60.9) is None
+    fresh = send(s, request(3), T0 + 61)
+    assert fresh is not None and fresh.lease_time is not None and fresh.lease_time > 0
+
+
+def test_request_reusing_a_released_lease_id_dropped_its_guard_hold(tmp_path: Path) -> None:
+    # Found by the stateful test: a REQUEST with the id of a lease released a moment ago
+    # replaced the released lease (memory and store row), so after a restart its address
+    # lost its guard time (RFC 2730 s. 2.12) and went to another client for times the
+    # first one had been granted. RFC 2730 s. 2.4: a lease id MUST be unique per lease;
+    # one still held for its guard time is Invalid Request (error 1) naming option 3.
+    s = make(tmp_path, guard=120.0)
+    first = send(s, request(1))
+    assert addresses(first) == ["239.255.0.1"]
+    assert send(s, Message(msgtype=MsgType.RELEASE, xid=2, lease_id=lid(1)), T0 + 9) is not None
+    reuse = send(s, request(1, xid=3), T0 + 9)
+    assert reuse is not None and reuse.error is not None
+    assert (reuse.error.code, reuse.error.option) == (ErrorCode.INVALID_REQUEST, Opt.LEASE_ID)
+    restarted = MadcapServer(s.scopes, s.store, T0 + 7, s.settings)
+    other = send(restarted, request(2), T0 + 7)
+    assert addresses(other) != ["239.255.0.1"]
+    # after the guard time (and the sweep that ends it) the id may start a new lease
+    restarted.expire(T0 + 9 + 121)
+    later = send(restarted, request(1, xid=4), T0 + 9 + 121)
+    assert later is not None and later.msgtype == MsgType.ACK
 
 
 def test_renew_with_ipv6_family_for_ipv4_lease_got_a_malformed_reply(tmp_path: Path) -> None:
