@@ -259,6 +259,17 @@ class Pool:
                     del self.occupied[block]
         self.freed += 1
 
+    def retake(self, value: int, start: float, until: float, owner: bytes) -> None:
+        """Replace ``owner``'s windows on an address by one (give_back, then take)."""
+        held = self.windows.get(value)
+        if held is None:
+            self.take(value, start, until, owner)
+        else:
+            kept = [w for w in held if w[2] != owner]
+            kept.append((start, until, owner))
+            self.windows[value] = kept
+        self.freed += 1
+
     def busy(self, value: int, start: float, until: float, owner: bytes | None = None) -> bool:
         return any(w_start < until and start < w_until and w_owner != owner
                    for w_start, w_until, w_owner in self.windows.get(value, ()))
@@ -293,6 +304,13 @@ class Pool:
             if freed == self.freed and avoided is avoid and 0 <= start - when < DRY_MEMO:
                 return []
         low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        size = high - low + 1
+        if count == 1 and not wanted:  # the usual request: is the cursor's address free?
+            value = low + self.cursor % size
+            if value not in self.windows and value not in avoid and \
+                    not (self.scope.exclusions and self.scope.excluded(value)):
+                self.cursor = (value - low + 1) % size
+                return [value]
         chosen: list[int] = []
         picked: set[int] = set()
 
@@ -308,7 +326,6 @@ class Pool:
                 break
             if free(value):
                 pick(value)
-        size = high - low + 1
         if len(chosen) < count:
             stop, scanned = self._scan(low + self.cursor % size, count, chosen, free, pick,
                                        PROBE_BUDGET + count, skip_full=True)
@@ -336,14 +353,15 @@ class Pool:
         scanned = 0
         while len(chosen) < count and scanned < size and budget > 0:
             budget -= 1
-            block = value >> BLOCK_BITS
-            if skip_full and self.full(block):  # on to the next block's first address
-                step = min(((block + 1) << BLOCK_BITS) - value, high - value + 1)
+            if free(value):
+                pick(value)
+            elif skip_full and self.full(value >> BLOCK_BITS):
+                # on to the next block's first address
+                step = min((((value >> BLOCK_BITS) + 1) << BLOCK_BITS) - value,
+                           high - value + 1)
                 scanned += step
                 value = value + step if value + step <= high else low
                 continue
-            if free(value):
-                pick(value)
             scanned += 1
             value = value + 1 if value < high else low
         return value, scanned

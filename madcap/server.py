@@ -118,9 +118,9 @@ class MadcapServer:
         # Per (scope, client host): addresses taken on its behalf (leases until their hold
         # ends, and offers) and outstanding offers. The host is the datagram's source
         # address: the Client ID and the lease id are written by the client.
-        self._charged: dict[tuple[str, bytes], tuple[tuple[str, str], int]] = {}
-        self._usage: Counter[tuple[str, str]] = Counter()
-        self._offers_of: Counter[tuple[str, str]] = Counter()
+        self._charged: dict[bytes, tuple[tuple[str, str], int]] = {}
+        self._usage: dict[tuple[str, str], int] = {}  # plain dicts: Counter's misses cost
+        self._offers_of: dict[tuple[str, str], int] = {}
         self._adopt(store.load(now))
 
     # -- state ---------------------------------------------------------------------------
@@ -135,22 +135,23 @@ class MadcapServer:
                 self._ends.append((lease.end, lease.lease_id))
             else:
                 self.held[lease.lease_id] = lease
-            self._charge(("lease", lease.lease_id), (lease.scope, client_host(lease.client)),
+            self._charge(lease.lease_id, (lease.scope, client_host(lease.client)),
                          len(lease.addresses))
             for address in lease.addresses:
                 pool.take(address_value(address), lease.start - guard,
                           lease.hold_until, lease.lease_id)
         heapq.heapify(self._ends)
 
-    def _charge(self, key: tuple[str, bytes], owner: tuple[str, str], count: int) -> None:
-        """Count ``count`` addresses to ``owner`` under ``key`` (("lease", id) or
-        ("offer", id)), replacing what was counted under it before."""
-        self._uncharge(key)
+    def _charge(self, key: bytes, owner: tuple[str, str], count: int) -> None:
+        """Count ``count`` addresses to ``owner`` under a lease id (of a lease or of an
+        offer: an id never names both), replacing what was counted under it before."""
+        if key in self._charged:
+            self._uncharge(key)
         if count:
             self._charged[key] = (owner, count)
-            self._usage[owner] += count
+            self._usage[owner] = self._usage.get(owner, 0) + count
 
-    def _uncharge(self, key: tuple[str, bytes]) -> None:
+    def _uncharge(self, key: bytes) -> None:
         charged = self._charged.pop(key, None)
         if charged is not None:
             owner, count = charged
@@ -162,8 +163,12 @@ class MadcapServer:
 
     def _stage(self, lease: Lease) -> None:
         """Record a lease change; durable at the next commit()."""
-        self._charge(("lease", lease.lease_id), (lease.scope, client_host(lease.client)),
-                     len(lease.addresses))
+        charged = self._charged.get(lease.lease_id)
+        # A renewal, release or expiry, or the lease its offer became: the addresses
+        # stay counted where they are (to the host the offer was made to).
+        if charged is None or charged[1] != len(lease.addresses):
+            self._charge(lease.lease_id, (lease.scope, client_host(lease.client)),
+                         len(lease.addresses))
         self._pending[lease.lease_id] = lease
         if lease.state == ACTIVE:
             self.leases[lease.lease_id] = lease
@@ -183,9 +188,8 @@ class MadcapServer:
 
     def _retake(self, pool: Pool, lease: Lease, values: Iterable[int] | None = None) -> None:
         for value in values if values is not None else map(address_value, lease.addresses):
-            pool.give_back(value, lease.lease_id)
-            pool.take(value, lease.start - self.settings.guard, lease.hold_until,
-                      lease.lease_id)
+            pool.retake(value, lease.start - self.settings.guard, lease.hold_until,
+                        lease.lease_id)
 
     def expire(self, now: float) -> list[Lease]:
         """Expire leases whose end has passed, drop stale offers and cache entries."""
@@ -212,7 +216,7 @@ class MadcapServer:
             del self._cache[key]
         for lid in [k for k, le in self.held.items() if le.hold_until <= now]:
             ended = self.held.pop(lid)
-            self._uncharge(("lease", lid))
+            self._uncharge(lid)
             pool = self.pools[ended.scope]
             for address in ended.addresses:  # the guard time is over: free for all
                 pool.give_back(address_value(address), lid)
@@ -410,11 +414,10 @@ class MadcapServer:
             self._avoid_source, self._avoid_cache = groups, out
         return self._avoid_cache
 
-    def _allocate(self, msg: Message, scope: ScopeConfig, now: float, client: str
+    def _allocate(self, msg: Message, scope: ScopeConfig, now: float, owner: tuple[str, str]
                   ) -> tuple[list[int], float, float]:
         terms = self._terms(msg, scope, now)
-        owner = (scope.name, client_host(client))
-        room = scope.max_addresses_per_client - self._usage[owner]
+        room = scope.max_addresses_per_client - self._usage.get(owner, 0)
         if terms.minimum > room:
             self.counters["client_address_quota"] += 1
             self.scope_counters[scope.name]["client_address_quota"] += 1
@@ -435,17 +438,24 @@ class MadcapServer:
             return None
         return scope
 
-    def _pop_offer(self, lease_id: bytes) -> _Offer | None:
+    def _pop_offer(self, lease_id: bytes, uncharge: bool = True) -> _Offer | None:
+        """Forget an offer; its addresses stay counted to its client when it becomes
+        a lease (``uncharge=False``: the lease's charge replaces it)."""
         offer = self._offers.pop(lease_id, None)
         if offer is not None:
-            self._uncharge(("offer", lease_id))
+            if uncharge:
+                self._uncharge(lease_id)
             owner = (offer.scope.name, offer.host)
-            self._offers_of[owner] -= 1
-            if self._offers_of[owner] <= 0:
-                del self._offers_of[owner]
+            left = self._offers_of.get(owner, 0) - 1
+            if left > 0:
+                self._offers_of[owner] = left
+            else:
+                self._offers_of.pop(owner, None)
         return offer
 
     def _drop_offer(self, lease_id: bytes) -> None:
+        if lease_id not in self._offers:
+            return  # the common case: no offer to drop
         offer = self._pop_offer(lease_id)
         if offer is not None:
             pool = self.pools[offer.scope.name]
@@ -467,7 +477,7 @@ class MadcapServer:
         if scope is None:
             self.counters["discovers_ignored"] += 1
             return None  # servers ignore DISCOVERs they cannot satisfy
-        existing = self._current(msg.lease_id, now)
+        existing = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
         if existing is not None:
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
@@ -477,12 +487,12 @@ class MadcapServer:
             return None  # see _request: an id still held names no new lease
         self._drop_offer(msg.lease_id)
         owner = (scope.name, client_host(client))
-        if self._offers_of[owner] >= scope.max_offers_per_client:
+        if self._offers_of.get(owner, 0) >= scope.max_offers_per_client:
             self.counters["client_offer_quota"] += 1
             self.scope_counters[scope.name]["client_offer_quota"] += 1
             return None  # silence, as for any DISCOVER we will not satisfy
         try:
-            addresses, start, end = self._allocate(msg, scope, now, client)
+            addresses, start, end = self._allocate(msg, scope, now, owner)
         except _Refused:
             return None  # a DISCOVER that cannot be satisfied gets silence
         held = now + self.settings.offer_hold
@@ -492,8 +502,8 @@ class MadcapServer:
                       msg.lease_id)
         self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held,
                                             owner[1])
-        self._offers_of[owner] += 1
-        self._charge(("offer", msg.lease_id), owner, len(addresses))
+        self._offers_of[owner] = self._offers_of.get(owner, 0) + 1
+        self._charge(msg.lease_id, owner, len(addresses))
         self.scope_counters[scope.name]["offers"] += 1
         return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
 
@@ -504,7 +514,7 @@ class MadcapServer:
             self._drop_offer(msg.lease_id)  # the client chose another server
             self.counters["requests_for_others"] += 1
             return None
-        existing = self._current(msg.lease_id, now)
+        existing = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
         if existing is not None:  # a new transaction for a lease it already holds
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
@@ -521,11 +531,12 @@ class MadcapServer:
         offer = self._offers.get(msg.lease_id)
         if offer is not None and offer.scope is scope:
             addresses, start, end = offer.addresses, offer.start, offer.end
-            self._pop_offer(msg.lease_id)
+            self._pop_offer(msg.lease_id, uncharge=False)
         else:
             self._drop_offer(msg.lease_id)
             try:
-                addresses, start, end = self._allocate(msg, scope, now, client)
+                addresses, start, end = self._allocate(msg, scope, now,
+                                                       (scope.name, client_host(client)))
             except _Refused as refused:
                 return self._nak(msg, server_id, refused.code, refused.option)
         lease = Lease(lease_id=msg.lease_id, scope=scope.name,
@@ -539,7 +550,7 @@ class MadcapServer:
 
     def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = self._current(msg.lease_id, now)
+        lease = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if self._wrong_family(msg, lease):
@@ -568,7 +579,7 @@ class MadcapServer:
 
     def _release(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = self._current(msg.lease_id, now)
+        lease = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if self._wrong_family(msg, lease):
@@ -594,8 +605,7 @@ class MadcapServer:
         return Message(
             msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
             server_id=server_id, scope=scope.start,
-            # remaining, for renewals too; never negative (u32)
-            lease_time=min(INFINITE, max(0, round(end - max(start, now)))),
+            lease_time=_remaining(end, start, now),
             start_time=int(start) if future else None,
             current_time=int(now) if future or msg.current_time is not None else None,
             address_ranges=coalesce(addresses, scope.start.version),
@@ -616,6 +626,12 @@ class MadcapServer:
                         "free": max(0, scope.pool_size() - held),
                         "counters": dict(self.scope_counters[scope.name])})
         return out
+
+
+def _remaining(end: float, start: float, now: float) -> int:
+    """Option 1's value in a reply: the lease time left, for renewals too (a u32)."""
+    remaining = round(end - (start if start > now else now))
+    return remaining if 0 <= remaining <= INFINITE else max(0, min(INFINITE, remaining))
 
 
 def client_host(client: str) -> str:
