@@ -99,6 +99,8 @@ class MadcapServer:
         self.settings = settings or ServerSettings()
         self.scopes = list(scopes)
         self._by_id = {s.start: s for s in self.scopes}
+        self._family_of = {s.name: wire.FAMILY_IPV4 if s.start.version == 4
+                           else wire.FAMILY_IPV6 for s in self.scopes}
         self.pools = {s.name: Pool(s) for s in self.scopes}
         self.store = store
         self.groups_in_use = groups_in_use or (lambda: ())
@@ -229,15 +231,11 @@ class MadcapServer:
         self.scope_counters[lease.scope]["expired"] += 1
         return done
 
-    def _current(self, lease_id: bytes, now: float) -> Lease | None:
-        """The active lease with this id, if its end is still ahead. One whose end has
-        passed since the last sweep is expired here: it must not be answered as live
-        (its remaining time would be negative)."""
-        lease = self.leases.get(lease_id)
-        if lease is not None and lease.end <= now:
-            self._end(lease)
-            return None
-        return lease
+    def _ended(self, lease: Lease) -> Lease | None:
+        """A lease found whose end passed since the last sweep: expire it here, and
+        answer as if it were gone (its remaining time would be negative)."""
+        self._end(lease)
+        return None
 
     def revoke(self, lease_id: bytes, now: float) -> Lease | None:
         """Operator action: end a lease now (its addresses stay held for the guard time)."""
@@ -323,9 +321,6 @@ class MadcapServer:
                              server_time=int(now))
         if msg.msgtype == MsgType.GETINFO:
             return self._getinfo(msg, server_id, now)
-        if msg.scope is None and msg.msgtype in (MsgType.DISCOVER, MsgType.REQUEST):
-            # s. 2.2.2 and 2.2.4: Multicast Scope MUST be included; s. 2.1.5: Invalid Request
-            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.SCOPE)
         if msg.msgtype == MsgType.DISCOVER:
             return self._discover(msg, server_id, now, client)
         if msg.msgtype == MsgType.REQUEST:
@@ -466,18 +461,20 @@ class MadcapServer:
         """RFC 2730 s. 2.1.3: the header's family is that of every address in the
         message; a message naming a lease of the other family is invalid in its
         context (s. 2.5), and an answer in its family could not carry the lease."""
-        scope = self.pools[lease.scope].scope
-        return msg.family != (wire.FAMILY_IPV4 if scope.start.version == 4
-                              else wire.FAMILY_IPV6)
+        return msg.family != self._family_of[lease.scope]
 
     def _discover(self, msg: Message, server_id: IPAddress, now: float,
                   client: str) -> Message | None:
         assert msg.lease_id is not None
         scope = self._scope_of(msg, now)
         if scope is None:
+            if msg.scope is None:  # s. 2.2.2: MUST be included; s. 2.1.5: Invalid Request
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.SCOPE)
             self.counters["discovers_ignored"] += 1
             return None  # servers ignore DISCOVERs they cannot satisfy
-        existing = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
+        existing = self.leases.get(msg.lease_id)
+        if existing is not None and existing.end <= now:
+            existing = self._ended(existing)
         if existing is not None:
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
@@ -514,7 +511,9 @@ class MadcapServer:
             self._drop_offer(msg.lease_id)  # the client chose another server
             self.counters["requests_for_others"] += 1
             return None
-        existing = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
+        existing = self.leases.get(msg.lease_id)
+        if existing is not None and existing.end <= now:
+            existing = self._ended(existing)
         if existing is not None:  # a new transaction for a lease it already holds
             if self._wrong_family(msg, existing):
                 return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
@@ -527,7 +526,11 @@ class MadcapServer:
             return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.LEASE_ID)
         scope = self._scope_of(msg, now)
         if scope is None:
-            return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
+            # s. 2.2.4: Multicast Scope MUST be included (s. 2.1.5: else Invalid Request);
+            # one we do not serve is a valid request we cannot complete
+            code = ErrorCode.INVALID_REQUEST if msg.scope is None else \
+                ErrorCode.COULD_NOT_COMPLETE
+            return self._nak(msg, server_id, code, Opt.SCOPE)
         offer = self._offers.get(msg.lease_id)
         if offer is not None and offer.scope is scope:
             addresses, start, end = offer.addresses, offer.start, offer.end
@@ -550,7 +553,9 @@ class MadcapServer:
 
     def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
+        lease = self.leases.get(msg.lease_id)
+        if lease is not None and lease.end <= now:
+            lease = self._ended(lease)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if self._wrong_family(msg, lease):
@@ -579,7 +584,9 @@ class MadcapServer:
 
     def _release(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
-        lease = (self._current(msg.lease_id, now) if msg.lease_id in self.leases else None)
+        lease = self.leases.get(msg.lease_id)
+        if lease is not None and lease.end <= now:
+            lease = self._ended(lease)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if self._wrong_family(msg, lease):
@@ -602,10 +609,11 @@ class MadcapServer:
     def _reply(self, msgtype: int, msg: Message, server_id: IPAddress, scope: ScopeConfig,
                addresses: list[int], start: float, end: float, now: float) -> Message:
         future = start > now + 1
+        remaining = round(end - (start if start > now else now))  # for renewals too
         return Message(
             msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
             server_id=server_id, scope=scope.start,
-            lease_time=_remaining(end, start, now),
+            lease_time=remaining if 0 <= remaining <= INFINITE else _u32(remaining),
             start_time=int(start) if future else None,
             current_time=int(now) if future or msg.current_time is not None else None,
             address_ranges=coalesce(addresses, scope.start.version),
@@ -628,10 +636,9 @@ class MadcapServer:
         return out
 
 
-def _remaining(end: float, start: float, now: float) -> int:
-    """Option 1's value in a reply: the lease time left, for renewals too (a u32)."""
-    remaining = round(end - (start if start > now else now))
-    return remaining if 0 <= remaining <= INFINITE else max(0, min(INFINITE, remaining))
+def _u32(value: int) -> int:
+    """A time option's value, clipped: a reply must always encode."""
+    return max(0, min(INFINITE, value))
 
 
 def client_host(client: str) -> str:
