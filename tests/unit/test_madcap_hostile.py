@@ -305,3 +305,36 @@ def test_quota_defaults(tmp_path: Path) -> None:
     s = MadcapServer([scope_from_config(WIDE, 0)], store, T0, ServerSettings())
     assert s.scopes[0].max_addresses_per_client == 1024
     assert s.scopes[0].max_offers_per_client == 16
+
+
+def getinfo(n: int) -> bytes:
+    return wire.encode(Message(msgtype=MsgType.GETINFO, xid=n, lease_id=lid(n),
+                               option_request=(Opt.SCOPE_LIST,)))
+
+
+def test_clock_step_back_stopped_the_response_cache_sweep(tmp_path: Path) -> None:
+    # Found by the soak: the sweep stops at the first entry not yet stale, so after the
+    # clock stepped back every entry behind the ones stamped "in the future" stayed, and
+    # the cache grew with every message (113,778 entries after 300,000 inputs).
+    s = make(tmp_path)
+    for n in range(100):
+        s.handle(getinfo(n), "10.0.0.9:4000", SERVER, T0 + n * 0.1)
+    now = T0 + 10 - 600  # NTP steps the clock back ten minutes
+    for n in range(100, 1100):
+        now += 0.1
+        s.handle(getinfo(n), "10.0.0.9:4000", SERVER, now)
+        s.expire(now)
+    assert len(s._cache) <= 601  # what the last 60 s brought (RFC 2730 s. 2.1.4)
+
+
+def test_response_cache_is_capped(tmp_path: Path) -> None:
+    # RFC 2730 s. 2.1.4 lets the cache interval shrink "according to resource
+    # constraints": a flood of distinct requests must not grow memory without bound.
+    s = make(tmp_path, response_cache_entries=50)
+    for n in range(200):
+        s.handle(getinfo(n), "10.0.0.9:4000", SERVER, T0 + n * 0.01)
+    assert len(s._cache) == 50
+    assert s.counters["response_cache_evictions"] == 150
+    # the newest are still answered from the cache
+    s.handle(getinfo(199), "10.0.0.9:4000", SERVER, T0 + 2.5)
+    assert s.counters["retransmissions"] == 1
