@@ -9,6 +9,7 @@ from madcap.hub import LeaseHub
 from madcap.leases import Lease, LeaseStore
 from madcap.pool import ScopeConfig
 from madcap.server import MadcapServer, ServerSettings
+from madcap.store.sqlite import SqliteLeaseStore
 from madcap.wire import IPAddress
 
 
@@ -41,3 +42,13 @@ class Harness(MadcapServer):
 
     def commit(self) -> None:
         self.hub.flush()
+
+
+def crashed(server: Harness, now: float, durability: str = "full") -> Harness:
+    """madcapd killed and started again at ``now``: a new server over a new store on the
+    same file. What was not committed (staged changes, offers, the reply cache) died
+    with the process; what the store took is all the new server knows."""
+    store = server.store
+    assert isinstance(store, SqliteLeaseStore), "a crash reopens the store's file"
+    store.close()
+    return Harness(server.scopes, SqliteLeaseStore(store.path, durability), now, server.settings)
