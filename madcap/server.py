@@ -218,6 +218,9 @@ class MadcapServer:
                 for address in current.addresses:
                     pool.give_back(address_value(address), lid)
                 self._uncount(before, current)
+            # the host is charged for what it holds: the lease before (re-charged by
+            # _adopt below) or, for a refused new lease, nothing (its offer is gone too)
+            self._uncharge(lid)
             if before is not None:
                 restore.append(before)
             self.counters["refused"] += 1
