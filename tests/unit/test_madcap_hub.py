@@ -4,16 +4,15 @@ refused or failed commit means. A real SQLite store; the failing one wraps it.""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from pathlib import Path
 
 from madcap import wire
 from madcap.hub import LeaseHub
-from madcap.leases import ACTIVE, CommitResult, Lease, LeaseStoreError
+from madcap.leases import ACTIVE, Lease
 from madcap.pool import scope_from_config
 from madcap.server import MadcapServer, ServerSettings
-from madcap.store.sqlite import SqliteLeaseStore
 from madcap.wire import Message, MsgType
+from tests.madcap_harness import FailingStore
 
 T0 = 1_800_000_000.0
 SERVER = ipaddress.IPv4Address("10.0.0.1")
@@ -21,17 +20,6 @@ CLIENT = "10.0.0.9:40000"
 SCOPE = scope_from_config({"name": "small", "range": "239.255.0.0/16",
                            "pool": "239.255.0.1-239.255.0.4", "lease_default": 600}, 0)
 SCOPE_ID = ipaddress.IPv4Address("239.255.0.0")
-
-
-class FailingStore(SqliteLeaseStore):
-    """A real store whose commits fail, as on a full disk, while ``full`` is set."""
-
-    full = False
-
-    def commit(self, leases: Sequence[Lease]) -> CommitResult:
-        if self.full:
-            raise LeaseStoreError("disk_full", "database or disk is full")
-        return super().commit(leases)
 
 
 def setup(tmp_path: Path) -> tuple[MadcapServer, FailingStore, LeaseHub[str]]:
