@@ -11,6 +11,9 @@ lease change out. It never touches a store: the caller (madcap/hub.py) commits.
 Decisions on the RFC's open points (see README "MADCAP decisions"):
 - the response cache is keyed on (xid, type, lease id, client address) and also
   replays NAKs; garbled messages and server-originated types are dropped, never NAKed;
+  an unknown type is NAKed Invalid Request (option 0xFFFF), one without a lease id dropped;
+- quotas are per scope and client host (the source address, not the port, Client ID or
+  lease id): addresses leased, offered or in their guard time, and offers outstanding;
 - an omitted Lease Time means the scope's default; 0xFFFFFFFF means the scope maximum;
 - a released or expired address stays taken for the guard time (EXTRA-ALLOCATION-TIME);
 - duplicate options are Invalid Request (the codec rejects them; counted as invalid);
