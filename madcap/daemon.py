@@ -269,6 +269,11 @@ class MadcapDaemon(service.Service):
         for kind in ("requests_denied", "invalid_requests", "clock_skews", "bad_lease_ids",
                      "unsupported_features"):
             lines.append(f'madcap_errors_total{{error="{kind}"}} {counters[kind]}')
+        lines += ["# HELP madcap_refusals_total Requests refused or dropped by policy, by reason.",
+                  "# TYPE madcap_refusals_total counter"]
+        for kind in ("client_address_quota", "client_offer_quota", "lease_below_minimum",
+                     "lease_id_in_guard", "unknown_type"):
+            lines.append(f'madcap_refusals_total{{reason="{kind}"}} {counters[kind]}')
         lines += ["# HELP madcap_addresses Addresses per scope, by state.",
                   "# TYPE madcap_addresses gauge"]
         for scope in self.server.scope_status(time.time()):

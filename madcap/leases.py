@@ -92,45 +92,68 @@ class CachedReply:
     stamp: float
 
 
+# Cached replies kept at most (~250 bytes each): beyond it the oldest go first, which
+# shortens the interval under a flood of distinct requests, as RFC 2730 s. 2.1.4 allows.
+REPLY_CACHE_ENTRIES = 200_000
+
+
 class ReplyCache(Protocol):
     """RFC 2730's response cache: a retransmitted request gets the same reply. Keys are
-    (xid, message type, lease id, client). Entries come in time order."""
+    (xid, message type, lease id, client). Entries come in time order; at most ``limit``
+    are kept."""
+
+    limit: int
 
     def get(self, key: tuple[int, int, bytes, str]) -> CachedReply | None: ...
     def put(self, key: tuple[int, int, bytes, str], reply: bytes | None,
-            stamp: float) -> None: ...
+            stamp: float) -> bool:
+        """Store a reply; True when the oldest entry was evicted to make room."""
+        ...
+
     def discard(self, key: tuple[int, int, bytes, str]) -> None: ...
-    def expire(self, cutoff: float) -> None: ...
+    def expire(self, cutoff: float, now: float) -> None:
+        """Drop the entries stamped before ``cutoff``, and those stamped after ``now``
+        (from before the clock stepped back: their age is unknown)."""
+        ...
 
 
 class MemoryReplyCache:
     """The cache in this process (one server per store: SQLite)."""
 
-    __slots__ = ("entries", "get")
+    __slots__ = ("entries", "get", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = REPLY_CACHE_ENTRIES) -> None:
         self.entries: dict[tuple[int, int, bytes, str], CachedReply] = {}
+        self.limit = limit
         # the dict's own get: one call per datagram, no frame of ours
         self.get: Callable[[tuple[int, int, bytes, str]], CachedReply | None] = \
             self.entries.get
 
     def put(self, key: tuple[int, int, bytes, str], reply: bytes | None,
-            stamp: float) -> None:
+            stamp: float) -> bool:
         entries = self.entries
+        evicted = False
         if key in entries:
             del entries[key]  # re-inserted at the end: the dict stays in time order
+        elif len(entries) >= self.limit:
+            del entries[next(iter(entries))]  # the oldest
+            evicted = True
         entries[key] = CachedReply(reply, stamp)
+        return evicted
 
     def discard(self, key: tuple[int, int, bytes, str]) -> None:
         self.entries.pop(key, None)
 
-    def expire(self, cutoff: float) -> None:
+    def expire(self, cutoff: float, now: float) -> None:
         # The stale entries are at the front: stop at the first fresh one rather than
         # visit every entry, which at 8,000 exchanges/s is a million entries a second.
+        # An entry stamped after now is from before the clock stepped back: the order
+        # no longer tells its age, so it goes too (else the sweep would stop at it for
+        # as long as the step, and everything behind it would stay).
         entries = self.entries
         stale = []
         for key, cached in entries.items():
-            if cached.stamp >= cutoff:
+            if cutoff <= cached.stamp <= now:
                 break
             stale.append(key)
         for key in stale:

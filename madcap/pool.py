@@ -8,7 +8,7 @@ address is free for a request when none of its windows overlaps the requested on
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ class ScopeConfig:
     lifetime_end: float | None = None  # the scope stops leasing after this (Windows "expiry")
     enabled: bool = True
     max_addresses_per_lease: int = 256
+    # Per client host (the datagram's source address) in this scope: addresses taken on
+    # its behalf (leased, offered, or in their guard time) and outstanding offers.
+    max_addresses_per_client: int = 1024
+    max_offers_per_client: int = 16
 
     @property
     def server_address(self) -> IPAddress:
@@ -63,6 +67,9 @@ class ScopeConfig:
                           for n in self.names],
                 "lease": {"default": self.lease_default, "min": self.lease_min,
                           "max": self.lease_max},
+                "max_addresses_per_lease": self.max_addresses_per_lease,
+                "max_addresses_per_client": self.max_addresses_per_client,
+                "max_offers_per_client": self.max_offers_per_client,
                 "exclusions": [f"{a}-{b}" for a, b in self.exclusions],
                 "lifetime_end": self.lifetime_end, "enabled": self.enabled}
 
@@ -145,9 +152,17 @@ def scope_from_config(entry: dict[str, Any], index: int) -> ScopeConfig:
         exclusions=exclusions,
         lifetime_end=float(entry["lifetime_end"]) if "lifetime_end" in entry else None,
         enabled=bool(entry.get("enabled", True)),
-        max_addresses_per_lease=int(entry.get("max_addresses_per_lease", 256)))
+        max_addresses_per_lease=int(entry.get("max_addresses_per_lease", 256)),
+        max_addresses_per_client=int(entry.get("max_addresses_per_client", 1024)),
+        max_offers_per_client=int(entry.get("max_offers_per_client", 16)))
     if not 1 <= scope.ttl <= 255:
         raise PoolConfigError(f"{where}.ttl: {scope.ttl} is not within 1..255")
+    if not 1 <= scope.max_addresses_per_lease <= 0xFFFF:
+        raise PoolConfigError(f"{where}.max_addresses_per_lease: "
+                              f"{scope.max_addresses_per_lease} is not within 1..65535")
+    for key in ("max_addresses_per_client", "max_offers_per_client"):
+        if getattr(scope, key) < 1:
+            raise PoolConfigError(f"{where}.{key}: {getattr(scope, key)} is less than 1")
     if not 1 <= scope.lease_min <= scope.lease_default <= scope.lease_max:
         raise PoolConfigError(f"{where}: need 1 <= lease_min <= lease_default <= lease_max")
     return scope
@@ -174,6 +189,11 @@ DEFAULT_SCOPE = scope_from_config({
 
 
 DRY_MEMO = 1.0  # seconds a "pool exhausted" answer is reused without a new scan
+BLOCK_BITS = 8  # the pool is indexed in blocks of 256 addresses
+# Addresses one search may look at (a skipped full block counts as one): a request costs
+# what it can be granted, not what it asks for or how full the pool is.
+PROBE_BUDGET = 4096
+DEEP_BUDGET = 1024  # taken addresses one search may check for a free time window
 
 
 @dataclass(slots=True)
@@ -183,56 +203,145 @@ class Pool:
     scope: ScopeConfig
     windows: dict[int, list[tuple[float, float, bytes]]] = field(default_factory=dict)
     cursor: int = 0
+    deep_cursor: int = 0  # where the search among taken addresses goes on
     freed: int = 0  # counts every event that may have made an address free
     # A scan that found nothing: (freed, the avoid set, its start). Until something is
     # freed, the avoid set changes or DRY_MEMO seconds pass, the next request is refused
     # at once: a full pool must not cost a scan of every address per request.
     dry: tuple[int, object, float] | None = None
+    # block number -> how many of its addresses have windows; a block where every usable
+    # address has one is skipped whole by the next-fit scan.
+    occupied: dict[int, int] = field(default_factory=dict)
+    _capacity: dict[int, int] = field(default_factory=dict)
 
     def take(self, value: int, start: float, until: float, owner: bytes) -> None:
-        self.windows.setdefault(value, []).append((start, until, owner))
+        held = self.windows.get(value)
+        if held is None:
+            self.windows[value] = [(start, until, owner)]
+            block = value >> BLOCK_BITS
+            self.occupied[block] = self.occupied.get(block, 0) + 1
+        else:
+            held.append((start, until, owner))
 
     def give_back(self, value: int, owner: bytes) -> None:
-        kept = [w for w in self.windows.get(value, []) if w[2] != owner]
-        if kept:
-            self.windows[value] = kept
+        held = self.windows.get(value)
+        if held is not None:
+            kept = [w for w in held if w[2] != owner]
+            if kept:
+                self.windows[value] = kept
+            else:
+                del self.windows[value]
+                block = value >> BLOCK_BITS
+                left = self.occupied[block] - 1
+                if left:
+                    self.occupied[block] = left
+                else:
+                    del self.occupied[block]
+        self.freed += 1
+
+    def retake(self, value: int, start: float, until: float, owner: bytes) -> None:
+        """Replace ``owner``'s windows on an address by one (give_back, then take)."""
+        held = self.windows.get(value)
+        if held is None:
+            self.take(value, start, until, owner)
         else:
-            self.windows.pop(value, None)
+            kept = [w for w in held if w[2] != owner]
+            kept.append((start, until, owner))
+            self.windows[value] = kept
         self.freed += 1
 
     def busy(self, value: int, start: float, until: float, owner: bytes | None = None) -> bool:
         return any(w_start < until and start < w_until and w_owner != owner
                    for w_start, w_until, w_owner in self.windows.get(value, ()))
 
+    def capacity(self, block: int) -> int:
+        """Addresses of the block that the pool may lease (inside it, not excluded)."""
+        known = self._capacity.get(block)
+        if known is None:
+            first = max(block << BLOCK_BITS, int(self.scope.pool_start))
+            last = min(((block + 1) << BLOCK_BITS) - 1, int(self.scope.pool_end))
+            known = max(0, last - first + 1)
+            for a, b in self.scope.exclusions:
+                known -= max(0, min(last, int(b)) - max(first, int(a)) + 1)
+            self._capacity[block] = known
+        return known
+
+    def full(self, block: int) -> bool:
+        return self.occupied.get(block, 0) >= self.capacity(block)
+
     def find(self, count: int, start: float, until: float, avoid: set[int],
              wanted: Iterable[int] = ()) -> list[int]:
         """Up to ``count`` free addresses for [start, until): the wanted ones first
         (when free), then next-fit from a rotating cursor so that a just-freed address
-        is not the next one handed out."""
+        is not the next one handed out. Each step looks at a bounded number of
+        addresses: the wanted ones up to PROBE_BUDGET; the next-fit scan skips blocks in
+        which every address is taken at some time (PROBE_BUDGET + count steps); if that
+        finds too few, a second scan looks into taken addresses for a free time window
+        (DEEP_BUDGET steps from its own rotating cursor, so small pools are searched
+        whole and large ones a slice per request)."""
         if not wanted and self.dry is not None:
             freed, avoided, when = self.dry
             if freed == self.freed and avoided is avoid and 0 <= start - when < DRY_MEMO:
                 return []
         low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        size = high - low + 1
+        if count == 1 and not wanted:  # the usual request: is the cursor's address free?
+            value = low + self.cursor % size
+            if value not in self.windows and value not in avoid and \
+                    not (self.scope.exclusions and self.scope.excluded(value)):
+                self.cursor = (value - low + 1) % size
+                return [value]
         chosen: list[int] = []
+        picked: set[int] = set()
 
         def free(value: int) -> bool:
-            return (low <= value <= high and value not in avoid and value not in chosen
+            return (low <= value <= high and value not in avoid and value not in picked
                     and not self.scope.excluded(value) and not self.busy(value, start, until))
-        for value in wanted:
-            if len(chosen) < count and free(value):
-                chosen.append(value)
-        size = high - low + 1
-        offset = self.cursor % size
-        for i in range(size):
-            if len(chosen) >= count:
+
+        def pick(value: int) -> None:
+            chosen.append(value)
+            picked.add(value)
+        for probes, value in enumerate(wanted):
+            if len(chosen) >= count or probes >= PROBE_BUDGET:
                 break
-            value = low + (offset + i) % size
             if free(value):
-                chosen.append(value)
-        if chosen:
-            self.cursor = (chosen[-1] - low + 1) % size
-        else:
-            self.dry = (self.freed, avoid, start)
+                pick(value)
+        if len(chosen) < count:
+            stop, scanned = self._scan(low + self.cursor % size, count, chosen, free, pick,
+                                       PROBE_BUDGET + count, skip_full=True)
+            if chosen:
+                self.cursor = (chosen[-1] - low + 1) % size
+            elif scanned < size:
+                self.cursor = stop - low  # the budget ran out: the next search goes on here
+            whole = scanned >= size
+            if len(chosen) < count:
+                stop, scanned = self._scan(low + self.deep_cursor % size, count, chosen,
+                                           free, pick, DEEP_BUDGET, skip_full=False)
+                self.deep_cursor = stop - low
+                whole = scanned >= size
+            if not chosen and whole:
+                self.dry = (self.freed, avoid, start)
         return chosen
 
+    def _scan(self, value: int, count: int, chosen: list[int], free: Callable[[int], bool],
+              pick: Callable[[int], None], budget: int, skip_full: bool) -> tuple[int, int]:
+        """Next-fit from ``value`` until ``count`` are chosen, the pool has been gone
+        round once or ``budget`` steps are spent; returns where it stopped and how many
+        addresses it went past."""
+        low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        size = high - low + 1
+        scanned = 0
+        while len(chosen) < count and scanned < size and budget > 0:
+            budget -= 1
+            if free(value):
+                pick(value)
+            elif skip_full and self.full(value >> BLOCK_BITS):
+                # on to the next block's first address
+                step = min((((value >> BLOCK_BITS) + 1) << BLOCK_BITS) - value,
+                           high - value + 1)
+                scanned += step
+                value = value + step if value + step <= high else low
+                continue
+            scanned += 1
+            value = value + 1 if value < high else low
+        return value, scanned

@@ -11,6 +11,9 @@ lease change out. It never touches a store: the caller (madcap/hub.py) commits.
 Decisions on the RFC's open points (see README "MADCAP decisions"):
 - the response cache is keyed on (xid, type, lease id, client address) and also
   replays NAKs; garbled messages and server-originated types are dropped, never NAKed;
+  an unknown type is NAKed Invalid Request (option 0xFFFF), one without a lease id dropped;
+- quotas are per scope and client host (the source address, not the port, Client ID or
+  lease id): addresses leased, offered or in their guard time, and offers outstanding;
 - an omitted Lease Time means the scope's default; 0xFFFFFFFF means the scope maximum;
 - a released or expired address stays taken for the guard time (EXTRA-ALLOCATION-TIME);
 - duplicate options are Invalid Request (the codec rejects them; counted as invalid);
@@ -23,7 +26,7 @@ import heapq
 import ipaddress
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ from madcap.leases import (
     ACTIVE,
     EXPIRED,
     RELEASED,
+    REPLY_CACHE_ENTRIES,
     REVOKED,
     Lease,
     LeaseQuery,
@@ -40,6 +44,7 @@ from madcap.leases import (
 )
 from madcap.pool import Pool, ScopeConfig
 from madcap.wire import (
+    AddressRange,
     ErrorCode,
     ErrorInfo,
     Features,
@@ -68,6 +73,7 @@ _COUNTED_AS = {RELEASED: "released", EXPIRED: "expired", ACTIVE: "renewed"}
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     response_cache: float = 60.0  # RESPONSE-CACHE-INTERVAL (RFC: 0-300, 60 recommended)
+    response_cache_entries: int = REPLY_CACHE_ENTRIES  # the cache's limit
     offer_hold: float = 60.0  # OFFER-HOLD
     clock_skew: float = 1800.0  # CLOCK-SKEW-ALLOWANCE
     guard: float = 3600.0  # EXTRA-ALLOCATION-TIME, both sides of every lease
@@ -82,6 +88,7 @@ class _Offer:
     start: float
     end: float
     held_until: float
+    host: str = ""  # the client host it was made to (the datagram's source address)
 
 
 # One datagram's outcome, (reply, lease id, staged): the reply to send once ``staged``
@@ -113,6 +120,8 @@ class MadcapServer:
         self.settings = settings or ServerSettings()
         self.scopes = list(scopes)
         self._by_id = {s.start: s for s in self.scopes}
+        self._family_of = {s.name: wire.FAMILY_IPV4 if s.start.version == 4
+                           else wire.FAMILY_IPV6 for s in self.scopes}
         self.pools = {s.name: Pool(s) for s in self.scopes}
         self.counters: Counter[str] = Counter()
         self.scope_counters: dict[str, Counter[str]] = {s.name: Counter() for s in self.scopes}
@@ -120,6 +129,7 @@ class MadcapServer:
         self.held: dict[bytes, Lease] = {}  # ended, addresses still held for the guard time
         self._offers: dict[bytes, _Offer] = {}
         self._cache: ReplyCache = cache if cache is not None else MemoryReplyCache()
+        self._cache.limit = self.settings.response_cache_entries
         # staged since the last settle(): each lease as it was before, for an undo, and
         # the cache keys of the replies that announced a change
         self._undo: dict[bytes, Lease | None] = {}
@@ -130,6 +140,12 @@ class MadcapServer:
         # released or revoked since are skipped when they come up. Scanning 300,000
         # leases every second stalled the loop ~15 ms.
         self._ends: list[tuple[float, bytes]] = []
+        # Per (scope, client host): addresses taken on its behalf (leases until their hold
+        # ends, and offers) and outstanding offers. The host is the datagram's source
+        # address: the Client ID and the lease id are written by the client.
+        self._charged: dict[bytes, tuple[tuple[str, str], int]] = {}
+        self._usage: dict[tuple[str, str], int] = {}  # plain dicts: Counter's misses cost
+        self._offers_of: dict[tuple[str, str], int] = {}
         self._adopt(leases)
 
     # -- state ---------------------------------------------------------------------------
@@ -144,10 +160,31 @@ class MadcapServer:
                 self._ends.append((lease.end, lease.lease_id))
             else:
                 self.held[lease.lease_id] = lease
+            self._charge(lease.lease_id, (lease.scope, client_host(lease.client)),
+                         len(lease.addresses))
             for address in lease.addresses:
                 pool.take(address_value(address), lease.start - guard,
                           lease.hold_until, lease.lease_id)
         heapq.heapify(self._ends)
+
+    def _charge(self, key: bytes, owner: tuple[str, str], count: int) -> None:
+        """Count ``count`` addresses to ``owner`` under a lease id (of a lease or of an
+        offer: an id never names both), replacing what was counted under it before."""
+        if key in self._charged:
+            self._uncharge(key)
+        if count:
+            self._charged[key] = (owner, count)
+            self._usage[owner] = self._usage.get(owner, 0) + count
+
+    def _uncharge(self, key: bytes) -> None:
+        charged = self._charged.pop(key, None)
+        if charged is not None:
+            owner, count = charged
+            left = self._usage[owner] - count
+            if left > 0:
+                self._usage[owner] = left
+            else:
+                del self._usage[owner]
 
     def _stage(self, lease: Lease) -> None:
         """Record a lease change: the caller commits it, then settle()s."""
@@ -155,6 +192,11 @@ class MadcapServer:
         if lid not in self._undo:
             self._undo[lid] = self.leases.get(lid) or self.held.get(lid)
         self._staged = lease
+        charged = self._charged.get(lid)
+        # A renewal, release or expiry, or the lease its offer became: the addresses
+        # stay counted where they are (to the host the offer was made to).
+        if charged is None or charged[1] != len(lease.addresses):
+            self._charge(lid, (lease.scope, client_host(lease.client)), len(lease.addresses))
         if lease.state == ACTIVE:
             self.leases[lease.lease_id] = lease
             self.held.pop(lease.lease_id, None)
@@ -179,6 +221,9 @@ class MadcapServer:
                 for address in current.addresses:
                     pool.give_back(address_value(address), lid)
                 self._uncount(before, current)
+            # the host is charged for what it holds: the lease before (re-charged by
+            # _adopt below) or, for a refused new lease, nothing (its offer is gone too)
+            self._uncharge(lid)
             if before is not None:
                 restore.append(before)
             self.counters["refused"] += 1
@@ -220,9 +265,8 @@ class MadcapServer:
 
     def _retake(self, pool: Pool, lease: Lease, values: Iterable[int] | None = None) -> None:
         for value in values if values is not None else map(address_value, lease.addresses):
-            pool.give_back(value, lease.lease_id)
-            pool.take(value, lease.start - self.settings.guard, lease.hold_until,
-                      lease.lease_id)
+            pool.retake(value, lease.start - self.settings.guard, lease.hold_until,
+                        lease.lease_id)
 
     def expire(self, now: float) -> list[Lease]:
         """Expire leases whose end has passed, drop stale offers and cache entries."""
@@ -233,19 +277,30 @@ class MadcapServer:
             lease = self.leases.get(lease_id)
             if lease is None or lease.end != end:
                 continue  # renewed, released or revoked since
-            done = lease.with_changes(state=EXPIRED)
-            self._stage(done)
-            expired.append(done)
-            self.scope_counters[lease.scope]["expired"] += 1
+            expired.append(self._end(lease))
         for lid in [k for k, o in self._offers.items() if o.held_until <= now]:
             self._drop_offer(lid)
-        self._cache.expire(now - self.settings.response_cache)
+        self._cache.expire(now - self.settings.response_cache, now)
         for lid in [k for k, le in self.held.items() if le.hold_until <= now]:
             ended = self.held.pop(lid)
+            self._uncharge(lid)
             pool = self.pools[ended.scope]
             for address in ended.addresses:  # the guard time is over: free for all
                 pool.give_back(address_value(address), lid)
         return expired
+
+    def _end(self, lease: Lease) -> Lease:
+        """Stage the expiry of a lease whose end has passed."""
+        done = lease.with_changes(state=EXPIRED)
+        self._stage(done)
+        self.scope_counters[lease.scope]["expired"] += 1
+        return done
+
+    def _ended(self, lease: Lease) -> Lease | None:
+        """A lease found whose end passed since the last sweep: expire it here, and
+        answer as if it were gone (its remaining time would be negative)."""
+        self._end(lease)
+        return None
 
     def revoke(self, lease_id: bytes, now: float) -> Lease | None:
         """Operator action: end a lease now (its addresses stay held for the guard time)."""
@@ -272,12 +327,10 @@ class MadcapServer:
         if msg.msgtype in _SERVER_TYPES:
             self.counters["ignored_server_messages"] += 1
             return NOTHING
-        if msg.msgtype not in _COUNTER_OF:
-            self.counters["unknown_type"] += 1
-            return NOTHING
         lease_id = msg.lease_id
         if lease_id is None:
             self.counters["invalid"] += 1  # a NAK must echo the LID: nothing to answer
+            self.counters["invalid_no_lease_id"] += 1
             return NOTHING
         key = (msg.xid, msg.msgtype, lease_id, client)
         cached = self._cache.get(key)
@@ -288,7 +341,8 @@ class MadcapServer:
         self._staged = None
         reply = self._dispatch(msg, client, server_id, now, multicast)
         out = wire.encode(reply) if reply is not None else None
-        self._cache.put(key, out, now)
+        if self._cache.put(key, out, now):
+            self.counters["response_cache_evictions"] += 1
         staged = self._staged
         if staged is not None:
             self._staged = None
@@ -313,7 +367,13 @@ class MadcapServer:
 
     def _dispatch(self, msg: Message, client: str, server_id: IPAddress, now: float,
                   multicast: bool) -> Message | None:
-        self.counters[_COUNTER_OF[msg.msgtype]] += 1
+        counter = _COUNTER_OF.get(msg.msgtype)
+        if counter is None:
+            # RFC 2730 s. 2.2: an unrecognized type is an Invalid Request, NAKed (s. 2.6);
+            # a NAK is type 6, which servers ignore, so this cannot start a NAK loop.
+            self.counters["unknown_type"] += 1
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
+        self.counters[counter] += 1
         if msg.features is not None:
             missing = tuple(f for f in msg.features.required if f not in SUPPORTED_FEATURES)
             if missing:
@@ -377,8 +437,14 @@ class MadcapServer:
             duration = float(scope.lease_default)
         elif msg.lease_time == INFINITE:
             duration = float(scope.lease_max)
+        elif msg.lease_time < scope.lease_min:
+            # RFC 2730 s. 2.2.4: a server may shorten a lease, never lengthen it, so one
+            # below our minimum cannot be given: error 0 (s. 3.17.1) naming Lease Time.
+            self.counters["lease_below_minimum"] += 1
+            self.scope_counters[scope.name]["lease_below_minimum"] += 1
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.LEASE_TIME)
         else:
-            duration = float(max(1, min(msg.lease_time, scope.lease_max)))
+            duration = float(min(msg.lease_time, scope.lease_max))
         if scope.lifetime_end is not None:
             duration = min(duration, scope.lifetime_end - start)
         if duration <= 0:
@@ -398,13 +464,18 @@ class MadcapServer:
             raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.NUM_ADDRESSES)
         return _Terms(start, start + duration, minimum, desired)
 
-    def _allocate(self, msg: Message, scope: ScopeConfig, now: float
+    def _allocate(self, msg: Message, scope: ScopeConfig, now: float, owner: tuple[str, str]
                   ) -> tuple[list[int], float, float]:
         terms = self._terms(msg, scope, now)
+        room = scope.max_addresses_per_client - self._usage.get(owner, 0)
+        if terms.minimum > room:
+            self.counters["client_address_quota"] += 1
+            self.scope_counters[scope.name]["client_address_quota"] += 1
+            raise _Refused(ErrorCode.COULD_NOT_COMPLETE, Opt.NUM_ADDRESSES)
         pool = self.pools[scope.name]
         guard = self.settings.guard
-        wanted = [int(a) for r in (msg.address_ranges or ()) for a in r.addresses()]
-        chosen = pool.find(terms.desired, terms.start - guard, terms.end + guard,
+        wanted = wanted_values(msg.address_ranges, pool) if msg.address_ranges else ()
+        chosen = pool.find(min(terms.desired, room), terms.start - guard, terms.end + guard,
                            self._avoided, wanted)
         if len(chosen) < terms.minimum:
             self.scope_counters[scope.name]["exhausted"] += 1
@@ -417,26 +488,63 @@ class MadcapServer:
             return None
         return scope
 
-    def _drop_offer(self, lease_id: bytes) -> None:
+    def _pop_offer(self, lease_id: bytes, uncharge: bool = True) -> _Offer | None:
+        """Forget an offer; its addresses stay counted to its client when it becomes
+        a lease (``uncharge=False``: the lease's charge replaces it)."""
         offer = self._offers.pop(lease_id, None)
+        if offer is not None:
+            if uncharge:
+                self._uncharge(lease_id)
+            owner = (offer.scope.name, offer.host)
+            left = self._offers_of.get(owner, 0) - 1
+            if left > 0:
+                self._offers_of[owner] = left
+            else:
+                self._offers_of.pop(owner, None)
+        return offer
+
+    def _drop_offer(self, lease_id: bytes) -> None:
+        if lease_id not in self._offers:
+            return  # the common case: no offer to drop
+        offer = self._pop_offer(lease_id)
         if offer is not None:
             pool = self.pools[offer.scope.name]
             for value in offer.addresses:
                 pool.give_back(value, lease_id)
+
+    def _wrong_family(self, msg: Message, lease: Lease) -> bool:
+        """RFC 2730 s. 2.1.3: the header's family is that of every address in the
+        message; a message naming a lease of the other family is invalid in its
+        context (s. 2.5), and an answer in its family could not carry the lease."""
+        return msg.family != self._family_of[lease.scope]
 
     def _discover(self, msg: Message, server_id: IPAddress, now: float,
                   client: str) -> Message | None:
         assert msg.lease_id is not None
         scope = self._scope_of(msg, now)
         if scope is None:
+            if msg.scope is None:  # s. 2.2.2: MUST be included; s. 2.1.5: Invalid Request
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.SCOPE)
             self.counters["discovers_ignored"] += 1
             return None  # servers ignore DISCOVERs they cannot satisfy
         existing = self.leases.get(msg.lease_id)
+        if existing is not None and existing.end <= now:
+            existing = self._ended(existing)
         if existing is not None:
+            if self._wrong_family(msg, existing):
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.OFFER, msg, server_id, existing, now)
+        if msg.lease_id in self.held:
+            self.counters["lease_id_in_guard"] += 1
+            return None  # see _request: an id still held names no new lease
         self._drop_offer(msg.lease_id)
+        owner = (scope.name, client_host(client))
+        if self._offers_of.get(owner, 0) >= scope.max_offers_per_client:
+            self.counters["client_offer_quota"] += 1
+            self.scope_counters[scope.name]["client_offer_quota"] += 1
+            return None  # silence, as for any DISCOVER we will not satisfy
         try:
-            addresses, start, end = self._allocate(msg, scope, now)
+            addresses, start, end = self._allocate(msg, scope, now, owner)
         except _Refused:
             return None  # a DISCOVER that cannot be satisfied gets silence
         held = now + self.settings.offer_hold
@@ -444,7 +552,10 @@ class MadcapServer:
         for value in addresses:
             pool.take(value, start - self.settings.guard, max(end, held) + self.settings.guard,
                       msg.lease_id)
-        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held)
+        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held,
+                                            owner[1])
+        self._offers_of[owner] = self._offers_of.get(owner, 0) + 1
+        self._charge(msg.lease_id, owner, len(addresses))
         self.scope_counters[scope.name]["offers"] += 1
         return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
 
@@ -456,19 +567,34 @@ class MadcapServer:
             self.counters["requests_for_others"] += 1
             return None
         existing = self.leases.get(msg.lease_id)
+        if existing is not None and existing.end <= now:
+            existing = self._ended(existing)
         if existing is not None:  # a new transaction for a lease it already holds
+            if self._wrong_family(msg, existing):
+                return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
             return self._lease_reply(MsgType.ACK, msg, server_id, existing, now)
+        if msg.lease_id in self.held:
+            # RFC 2730 s. 2.4: a lease id is unique per lease. One whose lease has ended
+            # but is still held for its guard time cannot start another: that would
+            # replace the ended lease (here and in the store) and lose its guard time.
+            self.counters["lease_id_in_guard"] += 1
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, Opt.LEASE_ID)
         scope = self._scope_of(msg, now)
         if scope is None:
-            return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
+            # s. 2.2.4: Multicast Scope MUST be included (s. 2.1.5: else Invalid Request);
+            # one we do not serve is a valid request we cannot complete
+            code = ErrorCode.INVALID_REQUEST if msg.scope is None else \
+                ErrorCode.COULD_NOT_COMPLETE
+            return self._nak(msg, server_id, code, Opt.SCOPE)
         offer = self._offers.get(msg.lease_id)
         if offer is not None and offer.scope is scope:
             addresses, start, end = offer.addresses, offer.start, offer.end
-            self._offers.pop(msg.lease_id)
+            self._pop_offer(msg.lease_id, uncharge=False)
         else:
             self._drop_offer(msg.lease_id)
             try:
-                addresses, start, end = self._allocate(msg, scope, now)
+                addresses, start, end = self._allocate(msg, scope, now,
+                                                       (scope.name, client_host(client)))
             except _Refused as refused:
                 return self._nak(msg, server_id, refused.code, refused.option)
         lease = Lease(lease_id=msg.lease_id, scope=scope.name,
@@ -483,9 +609,13 @@ class MadcapServer:
     def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
         lease = self.leases.get(msg.lease_id)
+        if lease is not None and lease.end <= now:
+            lease = self._ended(lease)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
-        scope = next(s for s in self.scopes if s.name == lease.scope)
+        if self._wrong_family(msg, lease):
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
+        scope = self.pools[lease.scope].scope
         if not scope.usable(now):
             return self._nak(msg, server_id, ErrorCode.COULD_NOT_COMPLETE, Opt.SCOPE)
         try:
@@ -510,8 +640,12 @@ class MadcapServer:
     def _release(self, msg: Message, server_id: IPAddress, now: float) -> Message:
         assert msg.lease_id is not None
         lease = self.leases.get(msg.lease_id)
+        if lease is not None and lease.end <= now:
+            lease = self._ended(lease)
         if lease is None:
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
+        if self._wrong_family(msg, lease):
+            return self._nak(msg, server_id, ErrorCode.INVALID_REQUEST, NO_OPTION)
         done = lease.with_changes(state=RELEASED, end=min(lease.end, now),
                                   hold_until=now + self.settings.guard, xid=msg.xid)
         self._retake(self.pools[lease.scope], done)
@@ -530,10 +664,11 @@ class MadcapServer:
     def _reply(self, msgtype: int, msg: Message, server_id: IPAddress, scope: ScopeConfig,
                addresses: list[int], start: float, end: float, now: float) -> Message:
         future = start > now + 1
+        remaining = round(end - (start if start > now else now))  # for renewals too
         return Message(
             msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
             server_id=server_id, scope=scope.start,
-            lease_time=round(end - max(start, now)),  # remaining, for renewals too
+            lease_time=remaining if 0 <= remaining <= INFINITE else _u32(remaining),
             start_time=int(start) if future else None,
             current_time=int(now) if future or msg.current_time is not None else None,
             address_ranges=coalesce(addresses, scope.start.version),
@@ -554,6 +689,27 @@ class MadcapServer:
                         "free": max(0, scope.pool_size() - held),
                         "counters": dict(self.scope_counters[scope.name])})
         return out
+
+
+def _u32(value: int) -> int:
+    """A time option's value, clipped: a reply must always encode."""
+    return max(0, min(INFINITE, value))
+
+
+def client_host(client: str) -> str:
+    """The host of a "HOST:PORT" client address: what quotas are keyed by (a client can
+    change its port, its Client ID and its lease ids at will, not its address)."""
+    return client.rpartition(":")[0] or client
+
+
+def wanted_values(ranges: Iterable[AddressRange], pool: Pool) -> Iterator[int]:
+    """The addresses a client names, as integers, only those inside the pool, lazily:
+    236 ranges of 65,535 addresses cost what the search looks at, not 15 million
+    objects (nor an error for a range running past the end of the address space)."""
+    low, high = int(pool.scope.pool_start), int(pool.scope.pool_end)
+    for r in ranges:
+        first = int(r.start)
+        yield from range(max(first, low), min(first + r.count - 1, high) + 1)
 
 
 def address_value(text: str) -> int:

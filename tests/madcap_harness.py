@@ -3,13 +3,25 @@ no sockets, no event loop. Unit tests drive it as madcapd does, one batch at a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from madcap.hub import LeaseHub
-from madcap.leases import Lease, LeaseStore
+from madcap.leases import CommitResult, Lease, LeaseStore, LeaseStoreError
 from madcap.pool import ScopeConfig
 from madcap.server import MadcapServer, ServerSettings
+from madcap.store.sqlite import SqliteLeaseStore
 from madcap.wire import IPAddress
+
+
+class FailingStore(SqliteLeaseStore):
+    """A real store whose commits fail, as on a full disk, while ``full`` is set."""
+
+    full = False
+
+    def commit(self, leases: Sequence[Lease]) -> CommitResult:
+        if self.full:
+            raise LeaseStoreError("disk_full", "database or disk is full")
+        return super().commit(leases)
 
 
 class Harness(MadcapServer):
@@ -41,3 +53,13 @@ class Harness(MadcapServer):
 
     def commit(self) -> None:
         self.hub.flush()
+
+
+def crashed(server: Harness, now: float, durability: str = "full") -> Harness:
+    """madcapd killed and started again at ``now``: a new server over a new store on the
+    same file. What was not committed (staged changes, offers, the reply cache) died
+    with the process; what the store took is all the new server knows."""
+    store = server.store
+    assert isinstance(store, SqliteLeaseStore), "a crash reopens the store's file"
+    store.close()
+    return Harness(server.scopes, type(store)(store.path, durability), now, server.settings)

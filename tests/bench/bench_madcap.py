@@ -169,7 +169,8 @@ def bench_madcapd(net: Network, tmp: Path, durability: str, subnet: int
     config = tmp / f"madcapd-{durability}.toml"
     # a /10: room for every lease of the whole sweep (about 360,000)
     config.write_text(f'durability = "{durability}"\n[[scope]]\nname = "org"\n'
-                      'range = "239.128.0.0/10"\nlease_default = 3600\n')
+                      'range = "239.128.0.0/10"\nlease_default = 3600\n'
+                      'max_addresses_per_client = 1000000\n')  # the load is one host
     daemon = Daemon("madcapd", tmp / f"madcapd-{durability}",
                     ["--config", str(config), "--interface", s0, "--log-level", "warning"],
                     netns=srv.name)

@@ -123,11 +123,34 @@ def test_clock_and_reply_cache(opener: Opener) -> None:
     cache.put(key, b"reply", T0)
     cached = cache.get(key)
     assert cached is not None and cached.reply == b"reply" and cached.stamp == T0
-    cache.expire(T0 + 1)
+    cache.expire(T0 + 1, T0 + 61)
     assert cache.get(key) is None
     cache.put(key, None, T0)
     cache.discard(key)
     assert cache.get(key) is None
+
+
+def test_reply_cache_sweep_after_the_clock_stepped_back(opener: Opener) -> None:
+    # Entries stamped after now are from before a step back: their age is unknown, so
+    # they go, and the sweep does not stop at them and keep everything behind them.
+    cache = opener().reply_cache()
+    keys = [(n, 3, b"\0" * 17, "10.0.0.9:40000") for n in range(4)]
+    cache.put(keys[0], b"old", T0 - 120)
+    cache.put(keys[1], b"ahead", T0 + 600)
+    cache.put(keys[2], b"stale", T0 - 90)
+    cache.put(keys[3], b"fresh", T0)
+    cache.expire(T0 - 60, T0)
+    assert [cache.get(k) is not None for k in keys] == [False, False, False, True]
+
+
+def test_reply_cache_keeps_at_most_its_limit(opener: Opener) -> None:
+    cache = opener().reply_cache()
+    cache.limit = 3
+    keys = [(n, 3, b"\0" * 17, "10.0.0.9:40000") for n in range(5)]
+    evicted = [cache.put(key, bytes([n]), T0 + n) for n, key in enumerate(keys)]
+    assert evicted == [False, False, False, True, True]
+    assert [cache.get(k) is not None for k in keys] == [False, False, True, True, True]
+    assert cache.put(keys[4], b"again", T0 + 9) is False  # a replaced entry evicts nothing
 
 
 def test_empty_commit_is_accepted(opener: Opener) -> None:

@@ -24,6 +24,7 @@ name = "studio"
 range = "239.255.0.0/16"
 pool = "239.255.10.1-239.255.10.4"
 lease_default = 600
+lease_min = 1
 names = [{language = "en", name = "Studio A"}, {language = "de", name = "Studio A (de)"}]
 """
 
@@ -142,3 +143,38 @@ def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
     result = run(script("madcapd"), "--config", str(bad))
     assert result.returncode == 2 and "scope[0].pool" in result.stderr
     assert "RFC 5771" in result.stderr
+
+
+def test_one_host_took_the_whole_pool_whatever_its_ports_and_lease_ids(tmp_path: Path) -> None:
+    """Issue 13 item 12 over real sockets: the quota follows the datagram's source
+    address (127.0.0.2 on new ports and lease ids each time), not anything it writes."""
+    port = free_udp_port()
+    config = tmp_path / "madcapd.toml"
+    config.write_text(SCOPE + "max_addresses_per_client = 2\n")
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{port}",
+                                                 "--config", str(config),
+                                                 "--sapd-socket", str(tmp_path / "none.sock")])
+    daemon.start()
+
+    def request_from(host: str) -> Message:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, 0))
+            sock.settimeout(3)
+            sock.sendto(wire.encode(Message(
+                msgtype=MsgType.REQUEST, xid=int.from_bytes(os.urandom(4), "big"),
+                lease_id=b"\0" + os.urandom(16),
+                scope=wire.ipaddress.IPv4Address("239.255.0.0"))), ("127.0.0.1", port))
+            return wire.decode(sock.recv(2048))
+    try:
+        answers = [request_from("127.0.0.2").msgtype for _ in range(3)]
+        assert answers == [MsgType.ACK, MsgType.ACK, MsgType.NAK]
+        assert request_from("127.0.0.3").msgtype == MsgType.ACK
+        stats = daemon.get("/v1/stats")
+        assert stats["counters"]["client_address_quota"] == 1
+        (scope,) = stats["scopes"]
+        assert scope["counters"]["client_address_quota"] == 1
+        assert scope["max_addresses_per_client"] == 2
+        metrics = daemon.client.request("GET", "/metrics").body.decode()
+        assert 'madcap_refusals_total{reason="client_address_quota"} 1' in metrics
+    finally:
+        daemon.stop()

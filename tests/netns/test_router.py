@@ -76,7 +76,11 @@ def test_madcapd_on_the_router_serves_both_links(net: Network, daemons: Any,
 def test_madcapd_on_the_router_survives_twenty_kills(net: Network, daemons: Any,
                                                      tmp_path: Path) -> None:
     router = routed(net)
-    madcapd = daemons("madcapd", router.host, "--sapd-socket", str(tmp_path / "none.sock"))
+    config = tmp_path / "madcapd.toml"  # the default scope, without the per-client cap:
+    config.write_text('[[scope]]\nname = "local"\nrange = "239.255.0.0/16"\nttl = 16\n'
+                      'max_addresses_per_client = 1000000\n')  # two hosts make all the load
+    madcapd = daemons("madcapd", router.host, "--sapd-socket", str(tmp_path / "none.sock"),
+                      "--config", str(config))
     clients = [(router.host.address(router.router_left), net.hosts["a"].name),
                (router.host.address(router.router_right), net.hosts["b"].name)]
     acked = kill_under_load(madcapd, clients, 2535, tmp_path, rounds=20, seed=20)

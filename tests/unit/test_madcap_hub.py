@@ -4,16 +4,15 @@ refused or failed commit means. A real SQLite store; the failing one wraps it.""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from pathlib import Path
 
 from madcap import wire
 from madcap.hub import LeaseHub
-from madcap.leases import ACTIVE, CommitResult, Lease, LeaseStoreError
+from madcap.leases import ACTIVE, Lease
 from madcap.pool import scope_from_config
 from madcap.server import MadcapServer, ServerSettings
-from madcap.store.sqlite import SqliteLeaseStore
 from madcap.wire import Message, MsgType
+from tests.madcap_harness import FailingStore
 
 T0 = 1_800_000_000.0
 SERVER = ipaddress.IPv4Address("10.0.0.1")
@@ -21,17 +20,6 @@ CLIENT = "10.0.0.9:40000"
 SCOPE = scope_from_config({"name": "small", "range": "239.255.0.0/16",
                            "pool": "239.255.0.1-239.255.0.4", "lease_default": 600}, 0)
 SCOPE_ID = ipaddress.IPv4Address("239.255.0.0")
-
-
-class FailingStore(SqliteLeaseStore):
-    """A real store whose commits fail, as on a full disk, while ``full`` is set."""
-
-    full = False
-
-    def commit(self, leases: Sequence[Lease]) -> CommitResult:
-        if self.full:
-            raise LeaseStoreError("disk_full", "database or disk is full")
-        return super().commit(leases)
 
 
 def setup(tmp_path: Path) -> tuple[MadcapServer, FailingStore, LeaseHub[str]]:
@@ -126,3 +114,70 @@ def test_a_failed_commit_sends_the_replies_that_need_nothing_stored(tmp_path: Pa
     sent = hub.flush()
     assert [to for _, to in sent] == ["b"]  # the GETINFO's answer; the REQUEST's is held
     assert server.counters["acks"] == 1 and server.counters["replies_dropped"] == 1
+
+
+def quota_setup(tmp_path: Path) -> tuple[MadcapServer, FailingStore, LeaseHub[str]]:
+    """A scope in which one host may hold two addresses."""
+    store = FailingStore(tmp_path / "leases.sqlite3")
+    scope = scope_from_config({"name": "small", "range": "239.255.0.0/16",
+                               "pool": "239.255.0.1-239.255.0.8", "lease_default": 600,
+                               "max_addresses_per_client": 2}, 0)
+    server = MadcapServer([scope], store.load(T0), T0, ServerSettings(guard=10.0),
+                          cache=store.reply_cache())
+    return server, store, LeaseHub(server, store)
+
+
+def test_addresses_of_leases_the_store_refused_stayed_charged_to_the_host(
+        tmp_path: Path) -> None:
+    # A failed commit undoes the leases, so their addresses must not count against the
+    # host's quota: else two refusals lock the host out although it holds nothing.
+    server, store, hub = quota_setup(tmp_path)
+    store.full = True
+    assert exchange(hub, request(1)) is None
+    assert exchange(hub, request(2, xid=2)) is None
+    store.full = False
+    assert addresses(exchange(hub, request(3, xid=3), T0 + 1))
+    assert addresses(exchange(hub, request(4, xid=4), T0 + 1))
+    nak = exchange(hub, request(5, xid=5), T0 + 1)  # now it holds two: the quota holds
+    assert nak is not None and nak.msgtype == MsgType.NAK
+    assert server.counters["client_address_quota"] == 1
+
+
+def test_an_offer_that_became_a_refused_lease_stayed_charged_to_the_host(
+        tmp_path: Path) -> None:
+    _, store, hub = quota_setup(tmp_path)
+    offer = exchange(hub, Message(msgtype=MsgType.DISCOVER, xid=1, lease_id=lid(1),
+                                  scope=SCOPE_ID, num_addresses=(2, 2)))
+    assert offer is not None and offer.msgtype == MsgType.OFFER
+    store.full = True
+    assert exchange(hub, Message(msgtype=MsgType.REQUEST, xid=2, lease_id=lid(1),
+                                 scope=SCOPE_ID, server_id=SERVER)) is None
+    store.full = False
+    # the offer went with the refused lease: the host holds nothing and may take two
+    again = exchange(hub, Message(msgtype=MsgType.REQUEST, xid=3, lease_id=lid(2),
+                                  scope=SCOPE_ID, num_addresses=(2, 2)), T0 + 1)
+    assert len(addresses(again)) == 2
+
+
+def test_a_refused_renewal_keeps_the_lease_charged_to_the_host(tmp_path: Path) -> None:
+    # the undo restores the lease as it was, and with it its charge (not zero, not twice)
+    _, store, hub = quota_setup(tmp_path)
+    assert addresses(exchange(hub, request(1)))
+    store.full = True
+    assert exchange(hub, Message(msgtype=MsgType.RENEW, xid=2, lease_id=lid(1),
+                                 lease_time=900), T0 + 1) is None
+    store.full = False
+    assert addresses(exchange(hub, request(2, xid=3), T0 + 2))
+    nak = exchange(hub, request(3, xid=4), T0 + 2)
+    assert nak is not None and nak.msgtype == MsgType.NAK
+
+
+def test_a_lease_refused_for_another_servers_lease_is_not_charged_twice(
+        tmp_path: Path) -> None:
+    _, store, hub = quota_setup(tmp_path)
+    other = Lease(lid(99), "small", ("239.255.0.1",), T0, T0 + 600, ACTIVE, "10.0.0.8:1",
+                  T0, T0 + 610)
+    store.commit([other])  # another server on the same database, for another host
+    assert exchange(hub, request(1)) is None
+    assert addresses(exchange(hub, request(1), T0 + 1)) == ["239.255.0.2"]
+    assert addresses(exchange(hub, request(2, xid=2), T0 + 1))

@@ -42,7 +42,7 @@ def test_exhaustion_is_rechecked_after_the_memo_lapses_or_the_avoid_set_changes(
     assert pool.find(1, 1.0, 50.0, avoid) == []
     pool.checks = 0
     assert pool.find(1, 1.0 + DRY_MEMO, 50.0, avoid) == []
-    assert pool.checks == 4, "the memo outlived DRY_MEMO"
+    assert pool.checks >= 4, "the memo outlived DRY_MEMO"  # every address looked at again
     pool.checks = 0
     assert pool.find(1, 1.0 + DRY_MEMO, 50.0, set()) == []  # another avoid set
-    assert pool.checks == 4, "a new avoid set did not trigger a scan"
+    assert pool.checks >= 4, "a new avoid set did not trigger a scan"
