@@ -13,12 +13,14 @@ import os
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from sapd import __version__
 from sapd.announce.sender import MulticastSender
 from sapd.announce.service import Announcer
 from sapd.api import build_app
+from sapd.bridges.ldap import LdapPublisher, default_site
 from sapd.config import SapdConfig, load
 from sapd.hub import Hub
 from sapd.lifecycle import (
@@ -55,6 +57,7 @@ class SapDaemon(service.Service):
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
         self.follower: InterfaceFollower | None = None
+        self.ldap: LdapPublisher | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -78,6 +81,7 @@ class SapDaemon(service.Service):
             loaded = self.engine.load(store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
+        self._start_ldap(state)
         groups = self.config.listen_groups()
         self.receiver = MulticastReceiver(loop, groups, self.config.port,
                                           self.hub.datagram_handler(), self.hub.after_batch)
@@ -119,8 +123,20 @@ class SapDaemon(service.Service):
             self.receiver.close()
         if self.hub is not None:
             self.hub.close()
+        if self.ldap is not None:  # its entries stay (and age out by TTL, if dynamic)
+            self.ldap.close()
         os.close(self._state_lock)
         self.notifier.close()
+
+    def _start_ldap(self, state: Path) -> None:
+        """LDAP publication: a listener of committed events with its own store reader."""
+        if not self.config.ldap.enabled:
+            return
+        config = self.config
+        self.ldap = LdapPublisher(config.ldap, default_site(getattr(config, "site", None)),
+                                  lambda: open_directory(config, state))
+        self.hub.listeners.append(self.ldap.on_event)
+        self.ldap.start()
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -196,8 +212,12 @@ class SapDaemon(service.Service):
         return round(self.clock.monotonic() - self.started, 3)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ready else "starting", "version": __version__,
-                "sessions": len(self.engine), "uptime": self.uptime()}
+        status = "ok" if self.ready else "starting"
+        ldap_state = self.ldap.state if self.ldap is not None else "off"
+        if status == "ok" and ldap_state == "down":
+            status = "degraded"
+        return {"status": status, "version": __version__, "sessions": len(self.engine),
+                "uptime": self.uptime(), "ldap": ldap_state}
 
     def _drops(self) -> Counter[str]:
         return Counter({k: v for k, v in self.engine.counters.items()
@@ -221,6 +241,7 @@ class SapDaemon(service.Service):
             if receiver else {},
             "subscribers": self.hub.subscribers if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
+            "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -258,6 +279,8 @@ class SapDaemon(service.Service):
                   f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
+        if self.ldap is not None:
+            lines += self.ldap.metrics_lines()
         return "\n".join(lines) + "\n"
 
 

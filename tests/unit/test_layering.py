@@ -23,10 +23,11 @@ PURE = (
     "sapd.wire", "sapd.sdp", "sapd.scopes", "sapd.pcap", "sapd.records", "sapd.lifecycle",
     "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.plumbing.errors",
     "madcap.wire", "madcap.pool", "madcap.leases", "madcap.server",
+    "sapd.bridges.ldap_entries",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
-PURE_PACKAGES = ("sapd", "madcap", "sapd.announce", "sapd.plumbing")
+PURE_PACKAGES = ("sapd", "madcap", "sapd.announce", "sapd.plumbing", "sapd.bridges")
 IMPURE_IMPORTS = ("asyncio", "sqlite3", "threading", "selectors", "aiohttp")
 CLOCKS = {("time", "time"), ("time", "time_ns"), ("time", "monotonic"),
           ("time", "monotonic_ns"), ("time", "perf_counter"), ("time", "perf_counter_ns"),

@@ -1,0 +1,143 @@
+"""What a session looks like in LDAP: its DN and attributes, per profile. Pure.
+
+Two profiles (``[ldap] profile``): "sapd", entries of our classes sapdSession +
+sapdSessionInfo (schema/sapd.schema), and "mstapi", entries of Active Directory's
+msTAPI-RtConference (schema/mstapi.schema) that carry sapdSessionInfo as well, so the
+same searches work on both. Every entry names the sapd that publishes it (sapdSite) and
+a digest of what was published (sapdRevision): resynchronisation compares digests
+rather than rewriting every entry, and touches only its own site's entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sapd import sdp
+from sapd.records import SessionRecord
+
+Attributes = dict[str, list[bytes]]
+
+SESSION_CLASS = {"sapd": "sapdSession", "mstapi": "msTAPI-RtConference"}
+RDN_ATTRIBUTE = {"sapd": "sapdSessionId", "mstapi": "msTAPI-uid"}
+INFO_CLASS = "sapdSessionInfo"  # on every entry we publish, whichever the profile
+DYNAMIC_CLASS = "dynamicObject"  # RFC 2589, when the server has it
+SITE = "sapdSite"
+REVISION = "sapdRevision"
+SESSION_ID = "sapdSessionId"
+MSTAPI_PROTOCOL = b"SDP"
+
+# Every attribute an entry of ours may carry, per profile: a change replaces each of
+# them, so one that a new version lacks (an i= removed) is deleted, not left behind.
+_COMMON = (
+    "cn", "sapdName", "sapdInfo", "sapdUri", "sapdGroup", "sapdMedia", "sapdCodec",
+    "sapdOrigin", "sapdVersion", "sapdSource", "sapdHeardVia", "sapdScope", "sapdSapGroup",
+    "sapdStartTime", "sapdStopTime", "sapdFirstSeen", "sapdSdp", "sapdBlob", "sapdOwnerUid",
+    "sapdSite", "sapdRevision", "labeledURI")
+PUBLISHED = {"sapd": _COMMON,
+             "mstapi": (*_COMMON, "sapdSessionId", "msTAPI-ProtocolId",
+                        "msTAPI-ConferenceBlob")}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    dn: str
+    attributes: Attributes  # objectClass included
+    revision: str
+
+
+def escape_rdn_value(value: str) -> str:
+    """RFC 4514 section 2.4: the characters a DN value must escape."""
+    out = []
+    for i, char in enumerate(value):
+        if char in ',+"\\<>;=' or (char == "#" and i == 0) or \
+                (char == " " and i in (0, len(value) - 1)):
+            out.append("\\" + char)
+        elif ord(char) < 0x20:
+            out.append(f"\\{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def entry_dn(session_id: str, base: str, profile: str) -> str:
+    return f"{RDN_ATTRIBUTE[profile]}={escape_rdn_value(session_id)},{base}"
+
+
+def generalized_time(seconds: float) -> bytes:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y%m%d%H%M%SZ").encode()
+
+
+def _codecs(session: sdp.SessionDescription) -> list[str]:
+    seen: dict[str, None] = {}
+    for media in session.media:
+        for codec in media.codecs:
+            name = f"{codec.encoding}/{codec.clock_rate}"
+            seen[name + (f"/{codec.parameters}" if codec.parameters else "")] = None
+    return list(seen)
+
+
+def _times(session: sdp.SessionDescription) -> tuple[datetime | None, datetime | None]:
+    starts = [t.start for t in session.times if t.start is not None]
+    bounded = all(t.start is not None for t in session.times)
+    return (min(starts) if starts and bounded else None), session.stop_time
+
+
+def build_entry(record: SessionRecord, base: str, profile: str, site: str,
+                dynamic: bool) -> Entry:
+    """The entry for one session as stored (its SDP included)."""
+    values: dict[str, list[str] | list[bytes]] = {
+        "sapdSessionId": [record.id], "sapdName": [record.name], "cn": [record.name],
+        "sapdOrigin": [record.identity], "sapdVersion": [str(record.version)],
+        "sapdSource": [record.source], "sapdHeardVia": ["local" if record.local else "sap"],
+        "sapdGroup": list(record.groups), "sapdMedia": list(record.media_types),
+        "sapdFirstSeen": [generalized_time(record.first_seen)],
+        "sapdSdp": [record.sdp.encode()], "sapdSite": [site],
+    }
+    if record.info:
+        values["sapdInfo"] = [record.info]
+    if record.scope:
+        values["sapdScope"] = [record.scope]
+    if record.sap_group:
+        values["sapdSapGroup"] = [record.sap_group]
+    if record.blob:
+        values["sapdBlob"] = [json.dumps(record.blob, sort_keys=True).encode()]
+    if record.owner_uid is not None:
+        values["sapdOwnerUid"] = [str(record.owner_uid)]
+    session, _, _ = sdp.validate(record.sdp) if record.sdp else (None, [], [])
+    if session is not None:
+        if session.uri:
+            values["sapdUri"] = [session.uri]
+            values["labeledURI"] = [session.uri]
+        codecs = _codecs(session)
+        if codecs:
+            values["sapdCodec"] = codecs
+        start, stop = _times(session)
+        if start is not None:
+            values["sapdStartTime"] = [generalized_time(start.timestamp())]
+        if stop is not None:
+            values["sapdStopTime"] = [generalized_time(stop.timestamp())]
+    if profile == "mstapi":
+        values["msTAPI-uid"] = [record.id]
+        values["msTAPI-ProtocolId"] = [MSTAPI_PROTOCOL]
+        values["msTAPI-ConferenceBlob"] = [record.sdp.encode()]
+    attributes: Attributes = {
+        name: [v if isinstance(v, bytes) else v.encode() for v in vs]
+        for name, vs in values.items() if vs}
+    revision = digest(attributes)
+    attributes[REVISION] = [revision.encode()]
+    classes = [SESSION_CLASS[profile], INFO_CLASS] + ([DYNAMIC_CLASS] if dynamic else [])
+    attributes["objectClass"] = [c.encode() for c in classes]
+    return Entry(entry_dn(record.id, base, profile), attributes, revision)
+
+
+def digest(attributes: Attributes) -> str:
+    """A stable digest of the attribute values (not of the object classes, which the
+    server's dds support decides)."""
+    h = hashlib.sha256()
+    for name in sorted(attributes):
+        for value in attributes[name]:
+            h.update(name.encode() + b"\0" + value + b"\0")
+    return h.hexdigest()[:32]
