@@ -179,6 +179,12 @@ class LdapPublisher:
                     self._work(reader)
                 except ldap.LDAPError as exc:
                     self._down(exc)
+                except Exception as exc:  # our bug: say so, start afresh, never die
+                    self.errors["internal_error"] += 1
+                    self.last_error = f"internal_error: {exc!r}"
+                    log.exception("LDAP publication failed; reconnecting to resynchronise")
+                    self._disconnect()
+                    self._stop.wait(retry)
         finally:
             self._disconnect()
             reader.close()
@@ -204,12 +210,30 @@ class LdapPublisher:
             conn.simple_bind_s(self.config.bind_dn, password)
         else:
             conn.simple_bind_s()
-        root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedExtension"])
-        extensions = root[0][1].get("supportedExtension", []) if root else []
-        self.dynamic = REFRESH_OID.encode() in extensions
+        self.dynamic = self._probe_dynamic()
         self.state = "up"
         self.last_error = None
         log.info("LDAP connected", url=self.url, base=self.base, dynamic=self.dynamic)
+
+    def _probe_dynamic(self) -> bool:
+        """Does the server keep dynamic entries (RFC 2589)? OpenLDAP's dds does not list
+        its refresh operation in the root DSE, so ask: a refresh of the (static) base is
+        refused as "only applies to dynamic objects" by a server that has it, and as an
+        unavailable extension by one that has not."""
+        root = self._conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)",
+                                   ["supportedExtension"])
+        if root and REFRESH_OID.encode() in root[0][1].get("supportedExtension", []):
+            return True
+        try:
+            self._conn.extop_s(RefreshRequest(entryName=self.base, requestTtl=1),
+                               extop_resp_class=RefreshResponse)
+        except (ldap.OBJECT_CLASS_VIOLATION, ldap.NO_SUCH_OBJECT):
+            return True
+        except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
+            raise
+        except ldap.LDAPError:
+            return False
+        return True  # the base itself is dynamic: refreshed to 1 s, the server's minimum
 
     def _down(self, exc: ldap.LDAPError) -> None:
         reason = _reason(exc)
@@ -369,7 +393,7 @@ class LdapPublisher:
                 added: list[_Op]) -> None:
         try:
             if op.kind == "refresh":
-                self._conn.extop_result(msgid, extop_resp_class=RefreshResponse)
+                self._conn.extop_result(msgid)
             else:
                 self._conn.result3(msgid)
         except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):

@@ -1,0 +1,148 @@
+"""LDAP publication against a real slapd (tests/ldap_server.py): sessions heard over
+multicast become entries that plain ldapsearch finds; they follow the session; sapd
+resynchronises after slapd restarts; a dead sapd's entries age out by TTL (dds)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemons import Daemon, send_local_multicast, wait_session
+from tests.ldap_server import BASE, ROOT_DN, Slapd
+from tests.packets import announce, delete, sdp_text
+from tests.support import wait_for
+
+TTL = 10  # seconds: the least [ldap] ttl allows; dds checks every second
+
+
+def video_sdp(session: int, name: str) -> str:
+    return (f"v=0\r\no=- {session} 1 IN IP4 10.0.0.1\r\ns={name}\r\nc=IN IP4 239.255.9.9/32"
+            "\r\nt=0 0\r\nm=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n")
+
+
+@pytest.fixture
+def slapd(tmp_path: Path) -> Iterator[Slapd]:
+    server = Slapd(tmp_path / "slapd").start()
+    server.create_base()
+    yield server
+    server.stop()
+
+
+def ldap_config(slapd: Slapd, profile: str = "sapd") -> str:
+    return (f'[ldap]\nurl = "{slapd.url}"\nbase = "{BASE}"\nbind_dn = "{ROOT_DN}"\n'
+            f'password_file = "{slapd.password_file}"\nprofile = "{profile}"\nttl = {TTL}\n')
+
+
+def ldap_stats(daemon: Daemon) -> dict[str, Any]:
+    result: dict[str, Any] = daemon.stats()["ldap"]
+    return result
+
+
+def test_heard_sessions_are_found_by_media_and_name_and_follow_the_session(
+        slapd: Slapd, sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd)).start()
+    send_local_multicast(announce(sdp_text(session=1, name="Studio A")), "239.255.255.255")
+    send_local_multicast(announce(video_sdp(2, "Camera 2")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 2, 10, what="two entries in slapd")
+    audio = "(&(objectClass=sapdSession)(media=audio))"
+    assert slapd.values(audio, "sapdName") == ["Studio A"]
+    assert slapd.values(audio, "sapdCodec") == ["L24/48000/2"]
+    assert slapd.values("(&(objectClass=sapdSession)(sapdMedia=video))", "cn") == ["Camera 2"]
+    assert slapd.values("(sapdName=studio*)", "sapdGroup") == ["239.255.1.1"]
+    assert slapd.values("(name=Camera 2)", "sapdCodec") == ["H264/90000"]  # sapdName SUP name
+    (entry,) = slapd.search("(sapdName=Studio A)").stdout.split("\n\n")[:1]
+    assert "sapdOrigin: - 1 IN IP4 10.0.0.1" in entry and "sapdVersion: 1" in entry
+    assert "sapdSdp:: " in entry  # the SDP itself, base64 (CRLF in it)
+    assert "objectClass: dynamicObject" in entry
+    assert "entryTtl" in slapd.search("(sapdName=Studio A)", "entryTtl").stdout
+
+    send_local_multicast(announce(sdp_text(session=1, version=2, name="Studio A2")),
+                         "239.255.255.255")
+    wait_for(lambda: slapd.values("(sapdOrigin=- 1 IN IP4 10.0.0.1)", "sapdName")
+             == ["Studio A2"], 10, what="the changed entry")
+    assert slapd.values("(sapdOrigin=- 1 IN IP4 10.0.0.1)", "sapdVersion") == ["2"]
+    assert slapd.count() == 2  # changed in place, not beside
+
+    send_local_multicast(delete(session=1, version=2), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 1, 10, what="the deleted session's entry removed")
+    assert slapd.values("(objectClass=sapdSession)", "cn") == ["Camera 2"]
+    stats = ldap_stats(daemon)
+    assert stats["state"] == "up" and stats["dynamic"] and stats["entries"] == 1
+    assert stats["operations"]["add"] == 2 and stats["operations"]["delete"] == 1
+    health = daemon.get("/v1/health")
+    assert health["ldap"] == "up" and health["status"] == "ok"
+    metrics = daemon.client.request("GET", "/metrics").body.decode()
+    assert "sapd_ldap_up 1" in metrics and "sapd_ldap_entries 1" in metrics
+
+
+def test_slapd_killed_and_restarted_sapd_resynchronises(slapd: Slapd,
+                                                        sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd)).start()
+    for i in range(1, 4):
+        send_local_multicast(announce(sdp_text(session=i, name=f"s{i}")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 3, 10, what="three entries")
+    slapd.kill()
+    # while slapd is away: one session deleted, one new, one changed
+    send_local_multicast(delete(session=1), "239.255.255.255")
+    send_local_multicast(announce(sdp_text(session=4, name="s4")), "239.255.255.255")
+    send_local_multicast(announce(sdp_text(session=2, version=2, name="s2 v2")),
+                         "239.255.255.255")
+    wait_session(daemon, lambda s: s["name"] == "s4")
+    wait_session(daemon, lambda s: s["name"] == "s2 v2")
+    wait_for(lambda: daemon.sessions() and len(daemon.sessions()) == 3, 5,
+             what="three sessions in sapd")
+    wait_for(lambda: ldap_stats(daemon)["state"] == "down", 10, what="sapd sees slapd down")
+    health = daemon.get("/v1/health")
+    assert health["ldap"] == "down" and health["status"] == "degraded"
+    slapd.start()
+    wait_for(lambda: ldap_stats(daemon)["resyncs"].get("reconnected") == 1, 40,
+             what="a resynchronisation after the restart")
+    assert sorted(slapd.values("(objectClass=sapdSession)", "cn")) == ["s2 v2", "s3", "s4"]
+    assert slapd.count() == 3  # no duplicates, no leftovers
+    stats = ldap_stats(daemon)
+    assert stats["last_resync"]["removed"] == 1 and stats["last_resync"]["added"] == 1
+    assert stats["last_resync"]["changed"] == 1 and stats["last_resync"]["kept"] == 1
+    assert stats["errors"].get("server_down", 0) >= 1 and stats["state"] == "up"
+    assert any(e.get("event") == "LDAP resynchronised" and e.get("reason") == "reconnected"
+               for e in daemon.log_events())
+    metrics = daemon.client.request("GET", "/metrics").body.decode()
+    assert 'sapd_ldap_resyncs_total{reason="reconnected"} 1' in metrics
+
+
+def test_sapd_killed_its_entries_expire_by_ttl(slapd: Slapd, sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd)).start()
+    send_local_multicast(announce(sdp_text(session=1, name="orphan")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 1, 10, what="the entry")
+    time.sleep(TTL / 2)  # refreshed while sapd lives: still there past the first third
+    assert slapd.count() == 1
+    daemon.kill()
+    killed = time.monotonic()
+    wait_for(lambda: slapd.count() == 0, TTL + 5, interval=0.5, what="expiry by TTL")
+    assert time.monotonic() - killed >= TTL / 3  # aged out, not removed by anyone
+
+
+def test_restarted_sapd_removes_leftovers_without_duplicates(slapd: Slapd,
+                                                             sapd_factory: Any) -> None:
+    config = ldap_config(slapd)
+    daemon = sapd_factory(config=config).start()
+    for i in range(1, 3):
+        send_local_multicast(announce(sdp_text(session=i, name=f"k{i}")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 2, 10, what="two entries")
+    daemon.stop()
+    again = sapd_factory(config=config).start()
+    wait_for(lambda: ldap_stats(again)["resyncs"].get("started") == 1, 10, what="resync")
+    assert slapd.count() == 2 and ldap_stats(again)["last_resync"]["kept"] == 2
+
+
+def test_mstapi_profile_entries_carry_the_sdp_blob(slapd: Slapd, sapd_factory: Any) -> None:
+    sapd_factory(config=ldap_config(slapd, profile="mstapi")).start()
+    send_local_multicast(announce(sdp_text(session=7, name="Rendezvous")), "239.255.255.255")
+    found = "(&(objectClass=msTAPI-RtConference)(msTAPI-ProtocolId=SDP))"
+    wait_for(lambda: slapd.count(found) == 1, 10, what="an msTAPI-RtConference entry")
+    entry = slapd.search(found, "msTAPI-uid", "msTAPI-ConferenceBlob", "sapdMedia").stdout
+    assert entry.startswith("dn: msTAPI-uid=") and "msTAPI-ConferenceBlob:: " in entry
+    assert "sapdMedia: audio" in entry
