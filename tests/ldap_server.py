@@ -21,6 +21,8 @@ SUFFIX = "dc=sapd,dc=test"
 BASE = f"ou=sessions,{SUFFIX}"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PASSWORD = "test-secret"
+SERVICE_DN = f"cn=sapd,{SUFFIX}"  # what sapd binds as: not the rootdn, so limits apply
+SERVICE_PASSWORD = "sapd-secret"
 
 
 def free_tcp_port() -> int:
@@ -43,7 +45,7 @@ class Slapd:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "db").mkdir(exist_ok=True)
         self.password_file = workdir / "password"
-        self.password_file.write_text(ROOT_PASSWORD + "\n")
+        self.password_file.write_text(SERVICE_PASSWORD + "\n")
         self.conf = workdir / "slapd.conf"
         overlay = ("overlay dds\ndds-interval 1s\ndds-min-ttl 1\ndds-default-ttl 600\n"
                    if dds else "")
@@ -58,7 +60,15 @@ class Slapd:
             f'suffix "{SUFFIX}"\nrootdn "{ROOT_DN}"\nrootpw {ROOT_PASSWORD}\n'
             f"directory {workdir}/db\n"
             "index objectClass eq\nindex sapdMedia,sapdSite,sapdSessionId eq\n"
-            "index sapdName eq,sub\n" + overlay)
+            "index sapdName eq,sub\n"
+            # a server's usual size limit, which sapd's listing must page through
+            f'limits dn.exact="{SERVICE_DN}" size.soft=500 size.hard=500 '
+            "size.prtotal=unlimited\n"
+            "limits anonymous size.soft=500 size.hard=500 size.prtotal=unlimited\n"
+            "access to attrs=userPassword by anonymous auth by * none\n"
+            f'access to attrs=entryTtl by dn.exact="{SERVICE_DN}" manage by * read\n'
+            f'access to dn.subtree="{BASE}" by dn.exact="{SERVICE_DN}" write by * read\n'
+            "access to * by * read\n" + overlay)
 
     def start(self) -> Slapd:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
@@ -78,10 +88,16 @@ class Slapd:
     def create_base(self) -> None:
         ldif = (f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n"
                 f"dc: sapd\no: sapd test\n\ndn: {BASE}\nobjectClass: organizationalUnit\n"
-                "ou: sessions\n")
+                f"ou: sessions\n\ndn: {SERVICE_DN}\nobjectClass: person\ncn: sapd\n"
+                f"sn: sapd\nuserPassword: {SERVICE_PASSWORD}\n")
         result = run("ldapadd", "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD,
                      input=ldif.encode())
         assert result.returncode == 0, result.stderr
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -103,7 +119,8 @@ class Slapd:
     def search(self, filterstr: str, *attrs: str, base: str = BASE, scope: str = "one",
                check: bool = True) -> subprocess.CompletedProcess[str]:
         """``ldapsearch -x`` as a user would type it (anonymous, LDIF out)."""
-        result = run(self.ldapsearch, "-x", "-LLL", "-o", "ldif-wrap=no", "-H", self.url,
+        result = run(self.ldapsearch, "-x", "-LLL", "-o", "ldif-wrap=no", "-E", "pr=1000/noprompt",
+                     "-H", self.url,
                      "-b", base, "-s", scope, filterstr, *attrs)
         if check and result.returncode not in (0, 32):  # 32: no such object
             raise AssertionError(f"ldapsearch {filterstr} exited {result.returncode}: "

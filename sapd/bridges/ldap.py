@@ -358,19 +358,37 @@ class LdapPublisher:
 
     # -- operations, pipelined ------------------------------------------------------------
     def _apply(self, ops: list[_Op]) -> None:
-        """Run the operations WINDOW at a time; settle failures one by one after."""
+        """Run the operations WINDOW at a time; settle failures one by one after. A new
+        dynamic entry has the server's default TTL: its refresh to ours is started as
+        soon as its add is answered (not before: the server may run a connection's
+        operations in any order), and keeps the window full."""
         failed: list[tuple[_Op, ldap.LDAPError]] = []
         added: list[_Op] = []
         pending: deque[tuple[_Op, int]] = deque()
-        for op in ops:
+        todo = iter(ops)
+        while True:
+            if added and self.dynamic:
+                done = added.pop()
+                op = _Op("refresh", done.session_id, done.dn)
+            else:
+                added.clear()
+                next_op = next(todo, None)
+                if next_op is None:
+                    break
+                op = next_op
             pending.append((op, self._start(op)))
             if len(pending) >= WINDOW:
                 self._finish(*pending.popleft(), failed, added)
         while pending:
             self._finish(*pending.popleft(), failed, added)
+            if added and self.dynamic:
+                done = added.pop()
+                refresh = _Op("refresh", done.session_id, done.dn)
+                pending.append((refresh, self._start(refresh)))
+        added.clear()
         for op, exc in failed:
             self._settle(op, exc, added)
-        if self.dynamic and added:  # a new dynamic entry has the server's default TTL
+        if self.dynamic and added:  # added while settling (a modify of a vanished entry)
             self._apply([_Op("refresh", op.session_id, op.dn) for op in added])
 
     def _start(self, op: _Op) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.daemons import Daemon, send_local_multicast, wait_session
-from tests.ldap_server import BASE, ROOT_DN, Slapd
+from tests.ldap_server import BASE, SERVICE_DN, Slapd
 from tests.packets import announce, delete, sdp_text
 from tests.support import wait_for
 
@@ -33,7 +33,7 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
 
 
 def ldap_config(slapd: Slapd, profile: str = "sapd") -> str:
-    return (f'[ldap]\nurl = "{slapd.url}"\nbase = "{BASE}"\nbind_dn = "{ROOT_DN}"\n'
+    return (f'[ldap]\nurl = "{slapd.url}"\nbase = "{BASE}"\nbind_dn = "{SERVICE_DN}"\n'
             f'password_file = "{slapd.password_file}"\nprofile = "{profile}"\nttl = {TTL}\n')
 
 
