@@ -181,6 +181,8 @@ class SapDaemon(service.Service):
                          if getattr(new, k) != getattr(self.config, k)]
         if new.listen_groups() != self.config.listen_groups():  # a [[scope]] changes it too
             needs_restart.insert(0, "groups")
+        if new.ldap != self.config.ldap:
+            needs_restart.append("ldap")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()

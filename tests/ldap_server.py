@@ -32,7 +32,7 @@ def free_tcp_port() -> int:
 
 
 class Slapd:
-    def __init__(self, workdir: Path, dds: bool = True) -> None:
+    def __init__(self, workdir: Path, dds: bool = True, tls: bool = False) -> None:
         if not os.path.exists(SLAPD):
             missing("needs slapd (apt-get install slapd)")
         self.ldapsearch = need_tool("ldapsearch")
@@ -40,6 +40,9 @@ class Slapd:
         self.dds = dds
         self.port = free_tcp_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.tls_port = free_tcp_port() if tls else None
+        self.ldaps_url = f"ldaps://127.0.0.1:{self.tls_port}" if tls else None
+        self.ca_file = workdir / "ca.pem"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "slapd.log"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -47,11 +50,13 @@ class Slapd:
         self.password_file = workdir / "password"
         self.password_file.write_text(SERVICE_PASSWORD + "\n")
         self.conf = workdir / "slapd.conf"
+        tls_lines = self._make_certificates() if tls else ""
         overlay = ("overlay dds\ndds-interval 1s\ndds-min-ttl 1\ndds-default-ttl 600\n"
                    if dds else "")
         self.conf.write_text(
             "include /etc/ldap/schema/core.schema\n"
             f"include {schema_path('sapd')}\ninclude {schema_path('mstapi')}\n"
+            + tls_lines +
             "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
             + ("moduleload dds\n" if dds else "") +
             f"pidfile {workdir}/slapd.pid\n"
@@ -70,10 +75,27 @@ class Slapd:
             f'access to dn.subtree="{BASE}" by dn.exact="{SERVICE_DN}" write by * read\n'
             "access to * by * read\n" + overlay)
 
+    def _make_certificates(self) -> str:
+        """A CA and a server certificate for 127.0.0.1 it signed (openssl, P-256)."""
+        w = self.workdir
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run("openssl", "req", "-x509", *ec, "-keyout", str(w / "ca.key"), "-out",
+            str(self.ca_file), "-days", "2", "-subj", "/CN=sapd test CA", check=True)
+        run("openssl", "req", *ec, "-keyout", str(w / "server.key"), "-out",
+            str(w / "server.csr"), "-subj", "/CN=127.0.0.1", check=True)
+        (w / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("openssl", "x509", "-req", "-in", str(w / "server.csr"), "-CA", str(self.ca_file),
+            "-CAkey", str(w / "ca.key"), "-CAcreateserial", "-out", str(w / "server.pem"),
+            "-days", "2", "-extfile", str(w / "san.ext"), check=True)
+        return (f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {w / 'server.pem'}\n"
+                f"TLSCertificateKeyFile {w / 'server.key'}\n")
+
     def start(self) -> Slapd:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
-        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", f"{self.url}/",
-                                      "-d", "0"], stdout=log, stderr=log)
+        urls = f"{self.url}/" + (f" {self.ldaps_url}/" if self.ldaps_url else "")
+        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", urls, "-d", "0"],
+                                     stdout=log, stderr=log)
         log.close()
         wait_for(self._answers, 10, what="slapd answering")
         return self

@@ -460,8 +460,10 @@ class LdapPublisher:
         self.errors[reason] += 1
         self.last_error = f"{op.kind} {op.dn}: {reason}: {_text(exc)}"
         self.published.pop(op.session_id, None)
-        log.warning("LDAP refused an operation", op=op.kind, dn=op.dn, reason=reason,
-                    error=_text(exc))
+        count = self.errors[reason]
+        if count <= 10 or count & (count - 1) == 0:  # a bad base refuses every entry
+            log.warning("LDAP refused an operation", op=op.kind, dn=op.dn, reason=reason,
+                        error=_text(exc), times=count)
 
     def _start_sync_modify(self, op: _Op) -> None:
         assert op.entry is not None

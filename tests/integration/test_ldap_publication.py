@@ -146,3 +146,36 @@ def test_mstapi_profile_entries_carry_the_sdp_blob(slapd: Slapd, sapd_factory: A
     entry = slapd.search(found, "msTAPI-uid", "msTAPI-ConferenceBlob", "sapdMedia").stdout
     assert entry.startswith("dn: msTAPI-uid=") and "msTAPI-ConferenceBlob:: " in entry
     assert "sapdMedia: audio" in entry
+
+
+@pytest.fixture
+def tls_slapd(tmp_path: Path) -> Iterator[Slapd]:
+    server = Slapd(tmp_path / "slapd", tls=True).start()
+    server.create_base()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("how", ["ldaps", "starttls"])
+def test_tls_with_the_configured_ca(tls_slapd: Slapd, sapd_factory: Any, how: str) -> None:
+    url = tls_slapd.ldaps_url if how == "ldaps" else tls_slapd.url
+    config = ldap_config(tls_slapd).replace(f'url = "{tls_slapd.url}"', f'url = "{url}"')
+    config += f'tls = {{ starttls = {str(how == "starttls").lower()}, ' \
+              f'ca_file = "{tls_slapd.ca_file}" }}\n'
+    sapd_factory(config=config).start()
+    send_local_multicast(announce(sdp_text(session=3, name="secure")), "239.255.255.255")
+    wait_for(lambda: tls_slapd.count() == 1, 10, what="an entry over TLS")
+
+
+def test_a_server_the_ca_does_not_vouch_for_is_refused(tls_slapd: Slapd, sapd_factory: Any,
+                                                      tmp_path: Path) -> None:
+    other_ca = Slapd(tmp_path / "other", tls=True).ca_file  # a CA that signed nothing here
+    config = ldap_config(tls_slapd).replace(f'url = "{tls_slapd.url}"',
+                                            f'url = "{tls_slapd.ldaps_url}"')
+    config += f'tls = {{ ca_file = "{other_ca}" }}\n'
+    daemon = sapd_factory(config=config).start(wait=False)
+    wait_for(lambda: daemon.proc is not None and daemon.socket.exists(), 10, what="socket")
+    wait_for(lambda: ldap_stats(daemon)["state"] == "down", 10, what="TLS refused")
+    assert ldap_stats(daemon)["errors"].get("server_down", 0) >= 1, ldap_stats(daemon)
+    assert daemon.get("/v1/health")["status"] == "degraded"
+    assert tls_slapd.count() == 0
