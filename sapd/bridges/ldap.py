@@ -99,6 +99,7 @@ class LdapPublisher:
         self.overflows = 0
         self._connected_once = False
         self._next_refresh = 0.0
+        self.refresh_ttl = config.ttl  # what the server grants, if less than asked
 
     # -- the hub's side (event loop thread): never blocks -------------------------------
     def on_event(self, event: Event) -> None:
@@ -323,7 +324,7 @@ class LdapPublisher:
         self.last_resync = {"added": done["add"], "changed": done["modify"],
                             "removed": len(leftovers), "kept": len(wanted) - done["add"]
                             - done["modify"], "seconds": round(time.monotonic() - started, 3)}
-        self._next_refresh = time.monotonic() + self.config.ttl / 3
+        self._next_refresh = time.monotonic() + self.refresh_ttl / 3
         log.info("LDAP resynchronised", reason=reason, **self.last_resync)
 
     def _list_ours(self) -> dict[str, tuple[str, str]]:
@@ -352,7 +353,7 @@ class LdapPublisher:
             page.cookie = cookie
 
     def _refresh_all(self) -> None:
-        self._next_refresh = time.monotonic() + self.config.ttl / 3
+        self._next_refresh = time.monotonic() + self.refresh_ttl / 3
         self._apply([_Op("refresh", sid, entry_dn(sid, self.base, self.profile))
                      for sid in list(self.published)])
 
@@ -411,7 +412,9 @@ class LdapPublisher:
                 added: list[_Op]) -> None:
         try:
             if op.kind == "refresh":
-                self._conn.extop_result(msgid)
+                name, value = self._conn.extop_result(msgid)
+                if value:
+                    self._granted(RefreshResponse(name, value).responseTtl)
             else:
                 self._conn.result3(msgid)
         except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
@@ -420,6 +423,14 @@ class LdapPublisher:
             failed.append((op, exc))
             return
         self._done(op, added)
+
+    def _granted(self, ttl: int) -> None:
+        """The server may grant less than we asked (slapo-dds' dds-max-ttl): refresh
+        every third of what it grants, or the entries would lapse between rounds."""
+        if 0 < ttl < self.refresh_ttl:
+            self.refresh_ttl = float(ttl)
+            log.warning("the LDAP server grants a shorter TTL than [ldap] ttl; "
+                        "refreshing to match", granted=ttl, ttl=self.config.ttl)
 
     def _done(self, op: _Op, added: list[_Op]) -> None:
         self.operations[op.kind] += 1

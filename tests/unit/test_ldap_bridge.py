@@ -118,3 +118,14 @@ def test_ldap_is_off_by_default_and_an_ldapi_url_is_accepted(tmp_path: Path) -> 
     config = load(write(tmp_path, '[ldap]\nurl = "ldapi://%2Frun%2Fslapd%2Fldapi"\n'
                         'base = "ou=sessions,dc=example,dc=org"\n'), {})
     assert config.ldap.enabled and config.ldap.profile == "sapd"
+
+
+def test_a_server_granting_less_ttl_than_asked_is_refreshed_at_its_pace() -> None:
+    # slapo-dds grants at least a day, but RFC 2589 lets a server grant less (AD's
+    # settings do): refreshing at a third of what was asked would let entries lapse.
+    config = LdapConfig(url="ldap://127.0.0.1", base="ou=s", ttl=300.0)
+    publisher = LdapPublisher(config, "h", open_reader=lambda: None)  # type: ignore[arg-type,return-value]
+    publisher._granted(600)
+    assert publisher.refresh_ttl == 300.0
+    publisher._granted(60)
+    assert publisher.refresh_ttl == 60.0
