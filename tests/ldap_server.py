@@ -9,6 +9,7 @@ nothing of the system's slapd. Needs ``slapd`` and ``ldap-utils`` (CI fails with
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -120,6 +121,13 @@ class Slapd:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def pause(self) -> None:
+        """SIGSTOP: a server that accepts but never answers (a stalled disk, a hung box)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         assert self.proc is not None

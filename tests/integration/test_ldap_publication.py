@@ -179,3 +179,27 @@ def test_a_server_the_ca_does_not_vouch_for_is_refused(tls_slapd: Slapd, sapd_fa
     assert ldap_stats(daemon)["errors"].get("server_down", 0) >= 1, ldap_stats(daemon)
     assert daemon.get("/v1/health")["status"] == "degraded"
     assert tls_slapd.count() == 0
+
+
+def test_a_stalled_server_never_holds_the_receive_path(slapd: Slapd,
+                                                       sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd) + "queue = 10\n").start()
+    send_local_multicast(announce(sdp_text(session=100, name="before")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 1, 10, what="the first entry")
+    slapd.pause()
+    try:
+        for i in range(40):
+            send_local_multicast(announce(sdp_text(session=i, name=f"burst {i}")),
+                                 "239.255.255.255")
+        # sapd hears and lists everything while its LDAP worker waits on the server
+        wait_for(lambda: len(daemon.sessions("?limit=1000")) == 41, 10,
+                 what="every session listed")
+        wait_for(lambda: ldap_stats(daemon)["overflows"] == 1, 5, what="the overflow")
+        assert ldap_stats(daemon)["queue"] <= 10
+    finally:
+        slapd.resume()
+    wait_for(lambda: ldap_stats(daemon)["resyncs"].get("overflow") == 1, 20,
+             what="a resynchronisation instead of the dropped changes")
+    wait_for(lambda: slapd.count() == 41, 20, what="every entry")
+    assert any(e.get("event") == "LDAP publication fell behind; resynchronising instead"
+               for e in daemon.log_events())
