@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,7 @@ SITE = "sapdSite"
 REVISION = "sapdRevision"
 SESSION_ID = "sapdSessionId"
 MSTAPI_PROTOCOL = b"SDP"
+NO_NAME = "-"  # RFC 8866's suggestion for a session without a name
 
 # Every attribute an entry of ours may carry, per profile: a change replaces each of
 # them, so one that a new version lacks (an i= removed) is deleted, not left behind.
@@ -70,6 +72,12 @@ def generalized_time(seconds: float) -> bytes:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y%m%d%H%M%SZ").encode()
 
 
+def _ia5(values: Iterable[str]) -> list[str]:
+    """Values an IA5 String attribute can hold (ASCII); whatever else a sender wrote
+    in m= or rtpmap stays in the SDP, not in a value that would make the add fail."""
+    return [v for v in values if v.isascii() and v.strip()]
+
+
 def _codecs(session: sdp.SessionDescription) -> list[str]:
     seen: dict[str, None] = {}
     for media in session.media:
@@ -88,20 +96,23 @@ def _times(session: sdp.SessionDescription) -> tuple[datetime | None, datetime |
 def build_entry(record: SessionRecord, base: str, profile: str, site: str,
                 dynamic: bool) -> Entry:
     """The entry for one session as stored (its SDP included)."""
+    # s= may be a lone space (RFC 8866 allows it), which a Directory String cannot hold
+    name = record.name if record.name.strip() else NO_NAME
     values: dict[str, list[str] | list[bytes]] = {
-        "sapdSessionId": [record.id], "sapdName": [record.name], "cn": [record.name],
+        "sapdSessionId": [record.id], "sapdName": [name], "cn": [name],
         "sapdOrigin": [record.identity], "sapdVersion": [str(record.version)],
-        "sapdSource": [record.source], "sapdHeardVia": ["local" if record.local else "sap"],
-        "sapdGroup": list(record.groups), "sapdMedia": list(record.media_types),
+        "sapdSource": _ia5([record.source]),
+        "sapdHeardVia": ["local" if record.local else "sap"],
+        "sapdGroup": _ia5(record.groups), "sapdMedia": _ia5(record.media_types),
         "sapdFirstSeen": [generalized_time(record.first_seen)],
         "sapdSdp": [record.sdp.encode()], "sapdSite": [site],
     }
-    if record.info:
+    if record.info and record.info.strip():
         values["sapdInfo"] = [record.info]
+    if record.sap_group:
+        values["sapdSapGroup"] = _ia5([record.sap_group])
     if record.scope:
         values["sapdScope"] = [record.scope]
-    if record.sap_group:
-        values["sapdSapGroup"] = [record.sap_group]
     if record.blob:
         values["sapdBlob"] = [json.dumps(record.blob, sort_keys=True).encode()]
     if record.owner_uid is not None:
@@ -111,7 +122,7 @@ def build_entry(record: SessionRecord, base: str, profile: str, site: str,
         if session.uri:
             values["sapdUri"] = [session.uri]
             values["labeledURI"] = [session.uri]
-        codecs = _codecs(session)
+        codecs = _ia5(_codecs(session))
         if codecs:
             values["sapdCodec"] = codecs
         start, stop = _times(session)

@@ -129,3 +129,12 @@ def test_a_server_granting_less_ttl_than_asked_is_refreshed_at_its_pace() -> Non
     assert publisher.refresh_ttl == 300.0
     publisher._granted(60)
     assert publisher.refresh_ttl == 60.0
+
+
+def test_values_ldap_syntaxes_refuse_are_left_out_not_sent() -> None:
+    # a lone-space s= (RFC 8866 allows it) cannot be a Directory String; a non-ASCII
+    # codec name cannot be an IA5 String: either would make the server refuse the entry
+    sdp = sdp_text(name=" ").replace("L24/48000/2", "L\u00e924/48000")
+    entry = build_entry(record(name=" ", info=" ", sdp=sdp), "ou=s", "sapd", "h", False)
+    assert entry.attributes["sapdName"] == [b"-"] and "sapdInfo" not in entry.attributes
+    assert "sapdCodec" not in entry.attributes
