@@ -203,3 +203,13 @@ def test_a_stalled_server_never_holds_the_receive_path(slapd: Slapd,
     wait_for(lambda: slapd.count() == 41, 20, what="every entry")
     assert any(e.get("event") == "LDAP publication fell behind; resynchronising instead"
                for e in daemon.log_events())
+
+
+def test_an_expired_session_is_removed(slapd: Slapd, sapd_factory: Any) -> None:
+    config = "expiry_floor = 1.0\ndefault_period = 0.1\n" + ldap_config(slapd)
+    daemon = sapd_factory(config=config).start()
+    send_local_multicast(announce(sdp_text(session=9, name="brief")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 1, 10, what="the entry")
+    wait_for(lambda: daemon.stats()["expired"] == 1, 10, what="the session's expiry")
+    wait_for(lambda: slapd.count() == 0, 10, what="the expired session's entry removed")
+    assert ldap_stats(daemon)["operations"]["delete"] == 1
