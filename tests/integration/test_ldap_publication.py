@@ -4,6 +4,7 @@ resynchronises after slapd restarts; a dead sapd's entries age out by TTL (dds).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 from tests.daemons import Daemon, send_local_multicast, wait_session
 from tests.ldap_server import BASE, SERVICE_DN, Slapd
 from tests.packets import announce, delete, sdp_text
-from tests.support import wait_for
+from tests.support import ROOT, wait_for
 
+EXAMPLE = ROOT / "examples" / "lab-tone.sdp"
 TTL = 10  # seconds: the least [ldap] ttl allows; dds checks every second
 
 
@@ -213,3 +215,14 @@ def test_an_expired_session_is_removed(slapd: Slapd, sapd_factory: Any) -> None:
     wait_for(lambda: daemon.stats()["expired"] == 1, 10, what="the session's expiry")
     wait_for(lambda: slapd.count() == 0, 10, what="the expired session's entry removed")
     assert ldap_stats(daemon)["operations"]["delete"] == 1
+
+
+def test_a_local_announcement_is_published_with_its_owner_and_withdrawn(
+        slapd: Slapd, sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd)).start()
+    made = daemon.client.send_json("POST", "/v1/announcements", {"sdp": EXAMPLE.read_text()})
+    wait_for(lambda: slapd.count("(sapdHeardVia=local)") == 1, 10, what="the local entry")
+    assert slapd.values("(sapdHeardVia=local)", "sapdOwnerUid") == [str(os.getuid())]
+    assert slapd.values("(sapdHeardVia=local)", "sapdName") == ["Lab tone 1 kHz"]
+    daemon.client.request("DELETE", f"/v1/announcements/{made['id']}")
+    wait_for(lambda: slapd.count() == 0, 10, what="the withdrawn entry removed")
