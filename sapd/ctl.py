@@ -128,6 +128,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():
         print(f"  join failed {key}: {why}")
+    ldap = result.get("ldap", {"state": "off"})
+    if ldap["state"] != "off":
+        resyncs = "  ".join(f"{k}={v}" for k, v in ldap["resyncs"].items()) or "none"
+        print(f"ldap:     {ldap['state']}   entries {ldap['entries']}   queue {ldap['queue']}"
+              f"   resyncs {resyncs}" + (f"   last error: {ldap['last_error']}"
+                                         if ldap.get("last_error") else ""))
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.daemons import Daemon, send_local_multicast, wait_session
 from tests.ldap_server import BASE, SERVICE_DN, Slapd
 from tests.packets import announce, delete, sdp_text
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, run, script, wait_for
 
 EXAMPLE = ROOT / "examples" / "lab-tone.sdp"
 TTL = 10  # seconds: the least [ldap] ttl allows; dds checks every second
@@ -79,6 +79,8 @@ def test_heard_sessions_are_found_by_media_and_name_and_follow_the_session(
     assert health["ldap"] == "up" and health["status"] == "ok"
     metrics = daemon.client.request("GET", "/metrics").body.decode()
     assert "sapd_ldap_up 1" in metrics and "sapd_ldap_entries 1" in metrics
+    shown = run(script("sapctl"), "--socket", str(daemon.socket), "stats", check=True).stdout
+    assert "ldap:     up   entries 1" in shown and "started=1" in shown
 
 
 def test_slapd_killed_and_restarted_sapd_resynchronises(slapd: Slapd,
