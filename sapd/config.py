@@ -5,6 +5,7 @@ configuration, systemd/sapd.toml."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,9 @@ class LdapConfig:
                 if getattr(self, key) is not None:
                     raise ConfigError(key, "needs url (LDAP publication is off without it)")
             return
+        if importlib.util.find_spec("ldap") is None:
+            raise ConfigError("url", "LDAP publication needs python-ldap: pip install "
+                              "'sapd[ldap]' (or Debian's python3-ldap)")
         if self.base is None:
             raise ConfigError("base", "required with url (where the entries go)")
         if (self.bind_dn is None) != (self.password_file is None):

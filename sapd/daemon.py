@@ -14,13 +14,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sapd import __version__
 from sapd.announce.sender import MulticastSender
 from sapd.announce.service import Announcer
 from sapd.api import build_app
-from sapd.bridges.ldap import LdapPublisher, default_site
 from sapd.config import SapdConfig, load
 from sapd.hub import Hub
 from sapd.lifecycle import (
@@ -37,6 +36,9 @@ from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
 from sapd.store import open_directory, start_writer
+
+if TYPE_CHECKING:
+    from sapd.bridges.ldap import LdapPublisher
 
 log = logs.get("sapd")
 
@@ -132,6 +134,9 @@ class SapDaemon(service.Service):
         """LDAP publication: a listener of committed events with its own store reader."""
         if not self.config.ldap.enabled:
             return
+        # imported here: python-ldap is optional (sapd[ldap]); the config checked it is there
+        from sapd.bridges.ldap import LdapPublisher, default_site  # noqa: PLC0415
+
         config = self.config
         self.ldap = LdapPublisher(config.ldap, default_site(getattr(config, "site", None)),
                                   lambda: open_directory(config, state))

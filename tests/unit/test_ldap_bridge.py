@@ -138,3 +138,15 @@ def test_values_ldap_syntaxes_refuse_are_left_out_not_sent() -> None:
     entry = build_entry(record(name=" ", info=" ", sdp=sdp), "ou=s", "sapd", "h", False)
     assert entry.attributes["sapdName"] == [b"-"] and "sapdInfo" not in entry.attributes
     assert "sapdCodec" not in entry.attributes
+
+
+def test_without_python_ldap_the_ldap_table_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util  # noqa: PLC0415
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ldap" else real(name, *a))
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, '[ldap]\nurl = "ldap://h"\nbase = "ou=s"\n'), {})
+    assert caught.value.key == "ldap.url" and "sapd[ldap]" in caught.value.reason
