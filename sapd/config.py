@@ -198,6 +198,9 @@ class SapdConfig:
     store: StoreConfig = setting(factory=StoreConfig)
     web: WebConfig = setting(factory=WebConfig)
     ldap: LdapConfig = setting(factory=LdapConfig)
+    # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
+    # name. Several sapd publishing under one base need different names.
+    site: str | None = setting(None, check=text(1, 256))
 
     def validate(self) -> None:
         joined: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}

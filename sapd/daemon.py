@@ -138,7 +138,7 @@ class SapDaemon(service.Service):
         from sapd.bridges.ldap import LdapPublisher, default_site  # noqa: PLC0415
 
         config = self.config
-        self.ldap = LdapPublisher(config.ldap, default_site(getattr(config, "site", None)),
+        self.ldap = LdapPublisher(config.ldap, default_site(config.site),
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ldap
+import ldap.dn
 import ldap.filter
 from ldap.controls import SimplePagedResultsControl
 from ldap.extop.dds import RefreshRequest, RefreshResponse
@@ -45,7 +46,6 @@ from sapd.bridges.ldap_entries import (
     SITE,
     Entry,
     build_entry,
-    entry_dn,
 )
 from sapd.config import LdapConfig
 from sapd.lifecycle import Event
@@ -90,7 +90,8 @@ class LdapPublisher:
         self._conn: Any = None
         self.state: State = "connecting"
         self.dynamic = False  # the server has RFC 2589 dynamic entries
-        self.published: dict[str, str] = {}  # session id -> revision, as the server has it
+        # session id -> (dn, revision), as the server has it
+        self.published: dict[str, tuple[str, str]] = {}
         self.operations: Counter[str] = Counter()  # add, modify, delete, refresh
         self.errors: Counter[str] = Counter()  # by reason
         self.resyncs: Counter[str] = Counter()  # by reason
@@ -277,13 +278,13 @@ class LdapPublisher:
         ops: list[_Op] = []
         for sid in ids:
             record = reader.get(sid)
+            known = self.published.get(sid)
             if record is None:
-                if sid in self.published:
-                    ops.append(_Op("delete", sid, entry_dn(sid, self.base, self.profile)))
+                if known is not None:
+                    ops.append(_Op("delete", sid, known[0]))
                 continue
             entry = build_entry(record, self.base, self.profile, self.site, self.dynamic)
-            known = self.published.get(sid)
-            if known == entry.revision:
+            if known is not None and known[1] == entry.revision:
                 continue
             ops.append(_Op("add" if known is None else "modify", sid, entry.dn, entry))
         self._apply(ops)
@@ -306,15 +307,15 @@ class LdapPublisher:
             have = existing.get(record.id)
             if have is None:
                 ops.append(_Op("add", record.id, entry.dn, entry))
-            elif have[1] != entry.revision or have[0].lower() != entry.dn.lower():
-                if have[0].lower() != entry.dn.lower():  # another profile's DN: move it
+            elif have[1] != entry.revision or not _same_dn(have[0], entry.dn):
+                if not _same_dn(have[0], entry.dn):  # another profile's DN: move it
                     ops.append(_Op("delete", record.id, have[0]))
                     ops.append(_Op("add", record.id, entry.dn, entry))
                 else:
                     ops.append(_Op("modify", record.id, entry.dn, entry))
             elif self.dynamic:
                 ops.append(_Op("refresh", record.id, entry.dn))
-        self.published = {sid: rev for sid, (_, rev) in existing.items() if sid in wanted}
+        self.published = {sid: have for sid, have in existing.items() if sid in wanted}
         leftovers = [_Op("delete", sid, dn) for sid, (dn, _) in existing.items()
                      if sid not in wanted]
         before = self.operations.copy()
@@ -354,8 +355,7 @@ class LdapPublisher:
 
     def _refresh_all(self) -> None:
         self._next_refresh = time.monotonic() + self.refresh_ttl / 3
-        self._apply([_Op("refresh", sid, entry_dn(sid, self.base, self.profile))
-                     for sid in list(self.published)])
+        self._apply([_Op("refresh", sid, dn) for sid, (dn, _) in list(self.published.items())])
 
     # -- operations, pipelined ------------------------------------------------------------
     def _apply(self, ops: list[_Op]) -> None:
@@ -437,7 +437,7 @@ class LdapPublisher:
         if op.kind == "delete":
             self.published.pop(op.session_id, None)
         elif op.entry is not None:
-            self.published[op.session_id] = op.entry.revision
+            self.published[op.session_id] = (op.dn, op.entry.revision)
             if op.kind == "add":
                 added.append(op)
 
@@ -487,6 +487,18 @@ class LdapPublisher:
             self._queue.put_nowait(session_id)
         except queue.Full:
             self._resync_wanted.set()
+
+
+def _same_dn(a: str, b: str) -> bool:
+    """DNs compared as the server does (for our attributes: case-insensitively, RDN
+    parts in any order), not as strings."""
+    def key(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+        return tuple(tuple(sorted((t.lower(), v.lower()) for t, v, _ in rdn))
+                     for rdn in ldap.dn.str2dn(dn))
+    try:
+        return key(a) == key(b)
+    except ldap.DECODING_ERROR:
+        return a.lower() == b.lower()
 
 
 def _reason(exc: ldap.LDAPError) -> str:

@@ -22,7 +22,6 @@ from sapd.records import SessionRecord
 Attributes = dict[str, list[bytes]]
 
 SESSION_CLASS = {"sapd": "sapdSession", "mstapi": "msTAPI-RtConference"}
-RDN_ATTRIBUTE = {"sapd": "sapdSessionId", "mstapi": "msTAPI-uid"}
 INFO_CLASS = "sapdSessionInfo"  # on every entry we publish, whichever the profile
 DYNAMIC_CLASS = "dynamicObject"  # RFC 2589, when the server has it
 SITE = "sapdSite"
@@ -64,8 +63,18 @@ def escape_rdn_value(value: str) -> str:
     return "".join(out)
 
 
-def entry_dn(session_id: str, base: str, profile: str) -> str:
-    return f"{RDN_ATTRIBUTE[profile]}={escape_rdn_value(session_id)},{base}"
+def entry_dn(session_id: str, base: str, profile: str, site: str) -> str:
+    """One entry per session and publishing sapd, so that several sapd can share a base:
+    the site is part of the RDN (multi-valued in our schema; AD has no multi-valued
+    RDNs, so msTAPI-uid is ``id@site``)."""
+    if profile == "mstapi":
+        return f"msTAPI-uid={escape_rdn_value(mstapi_uid(session_id, site))},{base}"
+    return (f"sapdSessionId={escape_rdn_value(session_id)}"
+            f"+sapdSite={escape_rdn_value(site)},{base}")
+
+
+def mstapi_uid(session_id: str, site: str) -> str:
+    return f"{session_id}@{site}"
 
 
 def generalized_time(seconds: float) -> bytes:
@@ -131,7 +140,7 @@ def build_entry(record: SessionRecord, base: str, profile: str, site: str,
         if stop is not None:
             values["sapdStopTime"] = [generalized_time(stop.timestamp())]
     if profile == "mstapi":
-        values["msTAPI-uid"] = [record.id]
+        values["msTAPI-uid"] = [mstapi_uid(record.id, site)]
         values["msTAPI-ProtocolId"] = [MSTAPI_PROTOCOL]
         values["msTAPI-ConferenceBlob"] = [record.sdp.encode()]
     attributes: Attributes = {
@@ -141,7 +150,7 @@ def build_entry(record: SessionRecord, base: str, profile: str, site: str,
     attributes[REVISION] = [revision.encode()]
     classes = [SESSION_CLASS[profile], INFO_CLASS] + ([DYNAMIC_CLASS] if dynamic else [])
     attributes["objectClass"] = [c.encode() for c in classes]
-    return Entry(entry_dn(record.id, base, profile), attributes, revision)
+    return Entry(entry_dn(record.id, base, profile, site), attributes, revision)
 
 
 def digest(attributes: Attributes) -> str:

@@ -228,3 +228,19 @@ def test_a_local_announcement_is_published_with_its_owner_and_withdrawn(
     assert slapd.values("(sapdHeardVia=local)", "sapdName") == ["Lab tone 1 kHz"]
     daemon.client.request("DELETE", f"/v1/announcements/{made['id']}")
     wait_for(lambda: slapd.count() == 0, 10, what="the withdrawn entry removed")
+
+
+def test_two_sites_share_a_base_without_touching_each_other(slapd: Slapd,
+                                                            sapd_factory: Any) -> None:
+    a = sapd_factory(config='site = "east"\n' + ldap_config(slapd), name="a").start()
+    b = sapd_factory(config='site = "west"\n' + ldap_config(slapd), name="b").start()
+    send_local_multicast(announce(sdp_text(session=1, name="shared")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 2, 10, what="one entry per site")
+    assert slapd.values("(sapdName=shared)", "sapdSite") == ["east", "west"]
+    b.stop()
+    # west again, with an empty directory: its own leftover goes, east's entry stays
+    again = sapd_factory(config='site = "west"\n' + ldap_config(slapd), name="c").start()
+    wait_for(lambda: ldap_stats(again)["resyncs"].get("started") == 1, 10, what="resync")
+    assert ldap_stats(again)["last_resync"]["removed"] == 1
+    assert slapd.values("(sapdName=shared)", "sapdSite") == ["east"]
+    assert ldap_stats(a)["entries"] == 1

@@ -48,7 +48,7 @@ def test_schema_oids_are_ours_and_unique_and_cover_what_entries_carry() -> None:
 
 def test_entry_carries_the_session_and_nothing_absent() -> None:
     entry = build_entry(record(), "ou=s,dc=x", "sapd", "site-1", dynamic=True)
-    assert entry.dn == "sapdSessionId=abc123,ou=s,dc=x"
+    assert entry.dn == "sapdSessionId=abc123+sapdSite=site-1,ou=s,dc=x"
     attrs = entry.attributes
     assert attrs["objectClass"] == [b"sapdSession", b"sapdSessionInfo", b"dynamicObject"]
     assert attrs["sapdMedia"] == [b"audio"] and attrs["sapdCodec"] == [b"L24/48000/2"]
@@ -67,7 +67,8 @@ def test_revision_follows_content_not_object_classes() -> None:
 
 def test_mstapi_profile_is_an_rtconference_with_the_sdp_blob() -> None:
     entry = build_entry(record(), "ou=s", "mstapi", "h", dynamic=False)
-    assert entry.dn == "msTAPI-uid=abc123,ou=s"
+    assert entry.dn == "msTAPI-uid=abc123@h,ou=s"
+    assert entry.attributes["msTAPI-uid"] == [b"abc123@h"]
     assert entry.attributes["objectClass"] == [b"msTAPI-RtConference", b"sapdSessionInfo"]
     assert entry.attributes["msTAPI-ProtocolId"] == [b"SDP"]
     assert entry.attributes["msTAPI-ConferenceBlob"] == [record().sdp.encode()]
