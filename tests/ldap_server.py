@@ -98,7 +98,11 @@ class Slapd:
         self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", urls, "-d", "0"],
                                      stdout=log, stderr=log)
         log.close()
-        wait_for(self._answers, 10, what="slapd answering")
+        try:
+            wait_for(self._answers, 10, what="slapd answering")
+        except BaseException:
+            self.stop()  # the fixture never reaches its teardown: leave no slapd behind
+            raise
         return self
 
     def _answers(self) -> bool:
