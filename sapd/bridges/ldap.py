@@ -59,6 +59,7 @@ PAGE = 1000  # entries per page when listing ours (a server's size limit is ofte
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds between connection attempts, doubling
 NETWORK_TIMEOUT = 5.0
 OPERATION_TIMEOUT = 30.0
+KEEPALIVE = 5.0  # seconds idle before the worker asks the server whether it is there
 REFRESH_OID = RefreshRequest.requestName
 _STOP = ""  # a session id is never empty
 
@@ -101,6 +102,7 @@ class LdapPublisher:
         self._connected_once = False
         self._next_refresh = 0.0
         self.refresh_ttl = config.ttl  # what the server grants, if less than asked
+        self._last_contact = 0.0  # monotonic time of the last answer from the server
 
     # -- the hub's side (event loop thread): never blocks -------------------------------
     def on_event(self, event: Event) -> None:
@@ -176,16 +178,22 @@ class LdapPublisher:
                         self._down(exc)
                         self._stop.wait(retry)
                         retry = min(retry * 2, RETRY_MAX)
+                    except OSError as exc:  # the password file went away or unreadable
+                        self._failed("password_file", f"{self.config.password_file}: "
+                                     f"{exc.strerror or exc}")
+                        self._stop.wait(retry)
+                        retry = min(retry * 2, RETRY_MAX)
+                    except Exception as exc:  # our bug: say so, retry, never die
+                        self._failed("internal_error", repr(exc), exc_info=True)
+                        self._stop.wait(retry)
+                        retry = min(retry * 2, RETRY_MAX)
                     continue
                 try:
                     self._work(reader)
                 except ldap.LDAPError as exc:
                     self._down(exc)
                 except Exception as exc:  # our bug: say so, start afresh, never die
-                    self.errors["internal_error"] += 1
-                    self.last_error = f"internal_error: {exc!r}"
-                    log.exception("LDAP publication failed; reconnecting to resynchronise")
-                    self._disconnect()
+                    self._failed("internal_error", repr(exc), exc_info=True)
                     self._stop.wait(retry)
         finally:
             self._disconnect()
@@ -219,23 +227,24 @@ class LdapPublisher:
 
     def _probe_dynamic(self) -> bool:
         """Does the server keep dynamic entries (RFC 2589)? OpenLDAP's dds does not list
-        its refresh operation in the root DSE, so ask: a refresh of the (static) base is
-        refused as "only applies to dynamic objects" by a server that has it, and as an
-        unavailable extension by one that has not."""
+        its refresh operation in the root DSE, so ask: a refresh of an entry that does not
+        exist is answered "no such object" by a server that has it, and "unavailable
+        critical extension" (or "protocol error") by one that has not."""
         root = self._conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)",
                                    ["supportedExtension"])
         if root and REFRESH_OID.encode() in root[0][1].get("supportedExtension", []):
             return True
+        probe = f"{SESSION_ID}=sapd-dds-probe,{self.base}"  # never an entry of ours
         try:
-            self._conn.extop_s(RefreshRequest(entryName=self.base, requestTtl=1),
+            self._conn.extop_s(RefreshRequest(entryName=probe, requestTtl=int(self.config.ttl)),
                                extop_resp_class=RefreshResponse)
-        except (ldap.OBJECT_CLASS_VIOLATION, ldap.NO_SUCH_OBJECT):
-            return True
+        except (ldap.NO_SUCH_OBJECT, ldap.OBJECT_CLASS_VIOLATION, ldap.INSUFFICIENT_ACCESS):
+            return True  # the operation exists; refresh errors, if any, are counted later
         except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
             raise
         except ldap.LDAPError:
             return False
-        return True  # the base itself is dynamic: refreshed to 1 s, the server's minimum
+        return True
 
     def _down(self, exc: ldap.LDAPError) -> None:
         reason = _reason(exc)
@@ -246,6 +255,16 @@ class LdapPublisher:
         (log.warning if was_up or self.errors[reason] == 1 else log.debug)(
             "LDAP server unavailable; resynchronising once it is back",
             url=self.url, reason=reason, error=_text(exc))
+        self._disconnect()
+
+    def _failed(self, reason: str, text: str, exc_info: bool = False) -> None:
+        """A failure that is not the server's answer: counted, shown, and a fresh start
+        (connect, resynchronise) after the retry wait."""
+        self.errors[reason] += 1
+        self.state = "down"
+        self.last_error = f"{reason}: {text}"
+        log.error("LDAP publication failed; reconnecting to resynchronise",
+                  reason=reason, error=text, exc_info=exc_info)
         self._disconnect()
 
     def _disconnect(self) -> None:
@@ -271,8 +290,14 @@ class LdapPublisher:
             self._resync(reader, "overflow")
         elif ids:
             self._publish(reader, ids)
+            self._last_contact = time.monotonic()
         if self.dynamic and time.monotonic() >= self._next_refresh:
             self._refresh_all()
+        elif not ids and time.monotonic() - self._last_contact >= KEEPALIVE:
+            # idle: a server that went away (or restarted) shows now, not at the next
+            # change, so health tells the truth and the resync starts
+            self._conn.whoami_s()
+            self._last_contact = time.monotonic()
 
     def _publish(self, reader: DirectoryBackend, ids: Iterable[str]) -> None:
         ops: list[_Op] = []

@@ -244,3 +244,36 @@ def test_two_sites_share_a_base_without_touching_each_other(slapd: Slapd,
     assert ldap_stats(again)["last_resync"]["removed"] == 1
     assert slapd.values("(sapdName=shared)", "sapdSite") == ["east"]
     assert ldap_stats(a)["entries"] == 1
+
+
+def test_a_server_without_dynamic_entries_gets_static_ones(tmp_path: Path,
+                                                           sapd_factory: Any) -> None:
+    server = Slapd(tmp_path / "slapd", dds=False).start()
+    try:
+        server.create_base()
+        daemon = sapd_factory(config=ldap_config(server)).start()
+        send_local_multicast(announce(sdp_text(session=6, name="static")), "239.255.255.255")
+        wait_for(lambda: server.count() == 1, 10, what="the entry")
+        assert "dynamicObject" not in server.search("(sapdName=static)", "objectClass").stdout
+        stats = ldap_stats(daemon)
+        assert not stats["dynamic"] and "refresh" not in stats["operations"]
+        assert not stats["errors"]
+    finally:
+        server.stop()
+
+
+def test_a_password_file_gone_at_reconnect_is_counted_and_recovered_from(
+        slapd: Slapd, sapd_factory: Any) -> None:
+    daemon = sapd_factory(config=ldap_config(slapd)).start()
+    wait_for(lambda: ldap_stats(daemon)["state"] == "up", 10, what="connected")
+    password = slapd.password_file.read_text()
+    slapd.password_file.unlink()
+    slapd.kill()
+    slapd.start()  # sapd reconnects, and cannot read its password now
+    wait_for(lambda: ldap_stats(daemon)["errors"].get("password_file"), 20,
+             what="the password file error counted")
+    assert "No such file" in ldap_stats(daemon)["last_error"]
+    slapd.password_file.write_text(password)
+    send_local_multicast(announce(sdp_text(session=8, name="after")), "239.255.255.255")
+    wait_for(lambda: slapd.count() == 1, 60, what="published once the file is back")
+    assert ldap_stats(daemon)["state"] == "up"
