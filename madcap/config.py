@@ -21,7 +21,10 @@ from madcap.server import ServerSettings
 from madcap.wire import PORT
 from sapd.plumbing import paths
 from sapd.plumbing.config import (
+    DAY,
     ConfigError,
+    LogFormat,
+    LogLevel,
     StoreConfig,
     WebConfig,
     host_group,
@@ -34,10 +37,7 @@ from sapd.plumbing.config import (
     text,
 )
 
-LogFormat = Literal["auto", "json", "console"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 Durability = Literal["full", "normal"]
-DAY = 86_400.0
 LEASE_MAX = 0xFFFF_FFFF  # seconds: the width of MADCAP's Lease Time option (RFC 2730 2.5.4)
 YEAR_9999 = 253_402_300_799.0  # the last second a timestamp can be written as a date
 

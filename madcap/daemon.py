@@ -31,6 +31,7 @@ from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.errors import StoreUnusable
 from sapd.plumbing.multicast import InterfaceFollower, MulticastReceiver, with_packet_info
+from sapd.plumbing.web import WebListener
 
 log = logs.get("madcapd")
 PURGE_EVERY = 60.0  # seconds between deletions of leases whose guard time is over
@@ -49,6 +50,7 @@ class MadcapDaemon(service.Service):
         self.receiver: MulticastReceiver | None = None
         self.follower: InterfaceFollower | None = None
         self.control: ControlServer | None = None
+        self.web: WebListener | None = None
         self.notifier = systemd.Notifier()
         self.started = time.time()
         self.ready = False
@@ -99,6 +101,11 @@ class MadcapDaemon(service.Service):
         self.control = ControlServer(build_app(self), self.config.socket_path,
                                      self.config.socket_group)
         await self.control.start()
+        if self.config.web.listen:
+            from madcap.web import build_web_app  # noqa: PLC0415  # only when it is on
+
+            self.web = WebListener(build_web_app(self), self.config.web.listen)
+            await self.web.start()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._poll_sapd()))
         interval = systemd.watchdog_interval()
@@ -115,6 +122,8 @@ class MadcapDaemon(service.Service):
         await service.cancel_all(self._tasks)
         if self.follower:
             self.follower.stop()
+        if self.web:
+            await self.web.stop()
         if self.control:
             await self.control.stop()
         if self.receiver:
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {"state_dir": args.state_dir, "socket": args.socket, "listen": args.listen,
                  "interfaces": args.interface, "sapd_socket": args.sapd_socket,
-                 "log_format": args.log_format, "log_level": args.log_level}
+                 "log_format": args.log_format, "log_level": args.log_level,
+                 "web": {"listen": args.web} if args.web else None}
     return service.main("madcapd", args.config, overrides, load, MadcapDaemon)
 
 

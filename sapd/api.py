@@ -6,13 +6,18 @@ Every handler is thin: parse the request, call the service, shape JSON.
 from __future__ import annotations
 
 import asyncio
+import re
+import urllib.parse
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from sapd import sdp
+from sapd import sdp, streaminfo
 from sapd.announce import routes as announce_routes
 from sapd.announce.service import Announcer
+from sapd.conflicts import Conflict
+from sapd.eventlog import RESYNC, Entry
+from sapd.history import SessionHistory
 from sapd.hub import Hub
 from sapd.plumbing.control import (
     Endpoint,
@@ -23,22 +28,26 @@ from sapd.plumbing.control import (
     json_response,
     peer,
 )
-from sapd.records import SearchQuery
+from sapd.records import SearchQuery, SessionRecord
 
 
 class Service(Protocol):
     """What the handlers need of the daemon: the hub for reads and events, reports."""
 
     hub: Hub
+    history: SessionHistory
 
     def health(self) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
     def metrics_text(self) -> str: ...
+    def conflicts(self) -> list[Conflict]: ...
+    def conflicted(self) -> set[str]: ...
+    def web_urls(self) -> tuple[str | None, str | None]: ...
 
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
-
+KEEP_ALIVE = 15.0  # seconds between keep-alives on an idle event stream
 
 
 def _flag(value: str | None, name: str) -> bool | None:
@@ -68,7 +77,7 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
 def query_from_request(request: web.Request) -> SearchQuery:
     q = request.query
     known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
-             "local", "stale", "limit", "offset"}
+             "local", "stale", "clock", "redundant", "limit", "offset"}
     unknown = sorted(set(q) - known)
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
@@ -78,6 +87,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
         origin=q.get("origin"), source=q.get("source"), scope=q.get("scope"),
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
+        clock=q.get("clock") or None, redundant=_flag(q.get("redundant"), "redundant"),
         limit=_int(q.get("limit"), "limit", 100, 1, 10_000),
         offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
 
@@ -87,30 +97,65 @@ async def health(request: web.Request) -> web.Response:
     return json_response(daemon.health())
 
 
-async def list_sessions(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON_KEY]
-    query = query_from_request(request)
-    records = daemon.hub.reader.search(query, light=True)  # to_json shows no SDP
+def session_json(record: SessionRecord, conflicted: set[str]) -> dict[str, Any]:
+    """The API's session: the record, what its attributes say (codecs, clock,
+    redundancy), and whether it conflicts with another sender's session."""
+    return {**record.to_json(), **streaminfo.summary(record.attributes),
+            "conflict": record.id in conflicted}
+
+
+def search_page(daemon: Service, query: SearchQuery) -> dict[str, Any]:
+    """One page of a search, as GET /v1/sessions answers it (the web page too)."""
+    records = daemon.hub.reader.search(query)  # whole records: their attributes show
     if len(records) < query.limit and (records or query.offset == 0):
         total = query.offset + len(records)  # a short page: the total is known for free
     else:
         # Counting every match of a broad filter over 100k sessions costs tens of ms;
         # past COUNT_CAP the total is reported as a lower bound.
         total = daemon.hub.reader.count(query, cap=COUNT_CAP)
-    return json_response({"sessions": [r.to_json() for r in records],
-                         "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
-                         "limit": query.limit, "offset": query.offset})
+    conflicted = daemon.conflicted()
+    return {"sessions": [session_json(r, conflicted) for r in records],
+            "total": min(total, COUNT_CAP), "total_exact": total <= COUNT_CAP,
+            "limit": query.limit, "offset": query.offset}
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    return json_response(search_page(daemon, query_from_request(request)))
+
+
+def _session(request: web.Request) -> SessionRecord:
+    sid = request.match_info["id"]
+    record = request.app[DAEMON_KEY].hub.reader.get(sid)
+    if record is None:
+        raise http_error(404, f"no session with id {sid!r}; see GET /v1/sessions")
+    return record
+
+
+def sdp_filename(record: SessionRecord, ascii_only: bool = True) -> str:
+    """A file name from the session name: runs of anything but letters, digits and
+    ``.-_`` become one ``_``; the id when nothing is left."""
+    flags = re.ASCII if ascii_only else 0
+    stem = re.sub(r"[^\w.-]+", "_", record.name, flags=flags).strip("._")[:80]
+    return f"{stem or record.id}.sdp"
+
+
+def sdp_response(record: SessionRecord) -> web.Response:
+    disposition = f'attachment; filename="{sdp_filename(record)}"'
+    unicode_name = sdp_filename(record, ascii_only=False)
+    if unicode_name != sdp_filename(record):  # RFC 6266: browsers prefer filename*
+        disposition += f"; filename*=UTF-8''{urllib.parse.quote(unicode_name, safe='')}"
+    return web.Response(text=record.sdp, content_type="application/sdp",
+                        headers={"Content-Disposition": disposition})
 
 
 async def get_session(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON_KEY]
-    sid = request.match_info["id"]
-    record = daemon.hub.reader.get(sid)
-    if record is None:
-        return json_error(404, f"no session with id {sid!r}; see GET /v1/sessions")
+    record = _session(request)
     if "application/sdp" in request.headers.get("Accept", ""):
-        return web.Response(text=record.sdp, content_type="application/sdp")
-    body: dict[str, Any] = {"session": record.to_json(), "sdp": record.sdp}
+        return sdp_response(record)
+    body: dict[str, Any] = {"session": session_json(record, daemon.conflicted()),
+                            "sdp": record.sdp}
     description, _errors, _warnings = sdp.validate(record.sdp)
     if description is not None:
         body["description"] = description.to_json()
@@ -119,34 +164,103 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     return json_response(body)
 
 
+async def get_session_sdp(request: web.Request) -> web.Response:
+    return sdp_response(_session(request))
+
+
+async def session_history(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    sid = request.match_info["id"]
+    record = daemon.hub.reader.get(sid)
+    steps = [step.to_json() for step in daemon.history.of(sid)]
+    if record is None and not steps:
+        return json_error(404, f"no session with id {sid!r} and no history of one")
+    return json_response({"id": sid, "history": steps,
+                          "first_seen": record.first_seen if record else None,
+                          "present": record is not None})
+
+
+async def conflicts(request: web.Request) -> web.Response:
+    found = request.app[DAEMON_KEY].conflicts()
+    return json_response({"conflicts": [c.to_json() for c in found]})
+
+
+def playlist_entry(record: SessionRecord, base: str | None) -> str:
+    """An M3U entry: the SDP's URL where there is a web listener (VLC and ffplay read
+    it), else the first media's rtp:// address."""
+    title = " ".join(record.name.split())  # one line, whatever the name holds
+    if base is not None:
+        target = f"{base.rstrip('/')}/v1/sessions/{record.id}.sdp"
+    else:
+        description, _errors, _warnings = sdp.validate(record.sdp)
+        media = description.media[0] if description and description.media else None
+        group = record.groups[0] if record.groups else record.origin_address
+        host = f"[{group}]" if ":" in group else group
+        target = f"rtp://@{host}:{media.port if media else 5004}"
+    return f"#EXTINF:-1,{title}\n{target}\n"
+
+
+async def playlist(request: web.Request) -> web.Response:
+    """The current filter's sessions (same parameters as GET /v1/sessions) as M3U."""
+    daemon = request.app[DAEMON_KEY]
+    query = query_from_request(request)
+    public, listener = daemon.web_urls()
+    if public is not None:
+        base: str | None = public
+    elif peer(request).pid == -1:  # asked over TCP: the origin it was asked at
+        forwarded = request.headers.get("X-Forwarded-Proto", "")  # behind a TLS proxy
+        scheme = forwarded if forwarded in ("http", "https") else request.scheme
+        base = f"{scheme}://{request.host}"
+    else:  # on the Unix socket: the listener, if there is one
+        base = listener
+    records = daemon.hub.reader.search(query)
+    text = "#EXTM3U\n" + "".join(playlist_entry(r, base) for r in records)
+    return web.Response(text=text, content_type="audio/x-mpegurl", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="sapd.m3u"'})
+
+
+def _sse(entry: Entry | str) -> bytes:
+    if isinstance(entry, Entry):
+        return f"id: {entry.event_id}\nevent: {entry.kind}\ndata: ".encode() + \
+            entry.data + b"\n\n"
+    return b'event: resync\ndata: {"event":"resync"}\n\n'
+
+
+def _jsonl(entry: Entry | str) -> bytes:
+    if isinstance(entry, Entry):
+        return entry.data + b"\n"
+    return json_bytes({"event": RESYNC}) + b"\n"
+
+
 async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events with ids; Last-Event-ID (header, or ?last_event_id= where a
+    client cannot set headers) resumes within the history, else starts with resync."""
     daemon = request.app[DAEMON_KEY]
     jsonl = request.query.get("format") == "jsonl"
+    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     response = web.StreamResponse(headers={
         "Content-Type": "application/x-ndjson" if jsonl else "text/event-stream",
-        "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    queue = daemon.hub.subscribe()
+        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # subscribed before the headers go: a client that saw them misses nothing after
+    subscription = daemon.hub.subscribe(last)
+    encode = _jsonl if jsonl else _sse
     try:
+        await response.prepare(request)
         if not jsonl:
-            await response.write(b": sapd event stream\n\n")
+            await response.write(b": sapd event stream\nretry: 1000\n\n")
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=15.0)
+                entry = await subscription.next(timeout=KEEP_ALIVE)
             except TimeoutError:
                 await response.write(b"\n" if jsonl else b": keep-alive\n\n")
                 continue
-            if item is None:  # the daemon dropped a subscriber that fell behind
+            if entry is None:  # the daemon is stopping
                 break
-            data = json_bytes(item)
-            if jsonl:
-                await response.write(data + b"\n")
-            else:
-                await response.write(f"event: {item['event']}\ndata: ".encode() + data + b"\n\n")
+            await response.write(encode(entry))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        daemon.hub.unsubscribe(queue)
+        daemon.hub.unsubscribe(subscription)
     return response
 
 
@@ -174,12 +288,22 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/health", health, "liveness and readiness"),
     Endpoint("GET", "/v1/sessions", list_sessions,
              "list sessions; filters: text media group origin source scope attribute value "
-             "local stale; limit offset"),
+             "local stale clock redundant; limit offset"),
+    Endpoint("GET", "/v1/playlist.m3u", playlist,
+             "the sessions of a filter (same parameters) as an M3U playlist"),
+    # before /v1/sessions/{id}, which would match the .sdp name too
+    Endpoint("GET", "/v1/sessions/{id}.sdp", get_session_sdp,
+             "one session's SDP as a file (application/sdp)"),
     Endpoint("GET", "/v1/sessions/{id}", get_session,
              "one session as JSON (Accept: application/sdp for raw SDP; ?detail=full adds "
              "the sdp-transform parse)"),
+    Endpoint("GET", "/v1/sessions/{id}/history", session_history,
+             "when a session appeared, changed and why it left (recent, bounded)"),
+    Endpoint("GET", "/v1/conflicts", conflicts,
+             "live sessions of different senders on the same group and port"),
     Endpoint("GET", "/v1/events", events,
-             "stream of new/changed/deleted/expired (SSE; ?format=jsonl)"),
+             "stream of new/changed/deleted/expired with ids; Last-Event-ID resumes, "
+             "resync when too far behind (SSE; ?format=jsonl)"),
     Endpoint("GET", "/v1/stats", stats, "counters, sessions by scope, group memberships"),
     Endpoint("GET", "/v1/whoami", whoami, "the peer credentials sapd sees for you"),
     Endpoint("GET", "/v1/groups", groups, "every multicast group a listed session uses"),

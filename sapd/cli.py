@@ -34,7 +34,21 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from sapd import describe, pcap  # noqa: PLC0415  # start-up time, see above
+    from sapd import describe, pcap, signing  # noqa: PLC0415  # start-up time, see above
+
+    anchors = None
+    if args.trust:
+        found = []
+        for path in args.trust:
+            try:
+                found += signing.load_certificates(Path(path).read_bytes())
+            except signing.SigningError as exc:
+                print(f"sapctl: {path}: {exc}", file=sys.stderr)
+                return EXIT_REJECTED
+        # a CA certificate vouches for others; any other certificate is pinned
+        cas = [c for c in found if signing.is_ca(c)]
+        anchors = signing.Anchors(pinned=[c for c in found if not signing.is_ca(c)],
+                                  authorities=cas, known=found)
 
     if args.pcap:
         results: list[dict[str, Any]] = []
@@ -45,7 +59,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"sapctl: {args.file}: {exc}", file=sys.stderr)
             return EXIT_REJECTED
         for dgram in datagrams:
-            desc, problems = describe.describe_packet(dgram.payload)
+            desc, problems = describe.describe_packet(dgram.payload, anchors)
             desc = {"frame": dgram.index, "time": dgram.timestamp,
                     "from": f"{dgram.source}:{dgram.source_port}",
                     "to": f"{dgram.destination}:{dgram.destination_port}", **desc}
@@ -63,7 +77,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"sapctl: {args.file}: no UDP datagrams on port {args.port}", file=sys.stderr)
             return EXIT_REJECTED
         return EXIT_REJECTED if failed else EXIT_OK
-    desc, problems = describe.describe_packet(_read_input(args.file))
+    desc, problems = describe.describe_packet(_read_input(args.file), anchors)
     if args.json:
         _print_json(desc)
     else:
@@ -102,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcap", action="store_true", help="FILE is a pcap/pcapng capture")
     p.add_argument("--port", type=int, default=9875,
                    help="with --pcap, UDP port to pick (default 9875)")
+    p.add_argument("--trust", action="append", metavar="PEM",
+                   help="verify signatures against these certificates (signers, or CAs "
+                   "with the signers'); a signature that fails is a rejection (exit 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_decode)
 

@@ -11,10 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sapd import signing
 from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
 from sapd.plumbing.config import (
+    DAY,
     ConfigError,
+    LogFormat,
+    LogLevel,
     StoreConfig,
     WebConfig,
     host_group,
@@ -31,12 +35,10 @@ from sapd.plumbing.config import (
     unicast_address,
 )
 from sapd.scopes import IPAddress, ScopeTable
+from sapd.trust import ModeRule, SignerRule, TrustPolicy
 from sapd.wire import SAP_PORT
 
-LogFormat = Literal["auto", "json", "console"]
-LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
-DAY = 86_400.0
 
 
 def _profile(name: str) -> None:
@@ -76,6 +78,142 @@ class AnnounceConfig:
     withdraw_on_stop: bool = False
     # Deletions sent per withdrawal (lost packets); 0 sends none, over 10 is a flood.
     deletion_repeats: int = setting(3, min=0, max=10)
+
+
+def _network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an address or network ({exc})") from None
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        readable_file(path)
+        return Path(path).read_bytes()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _certificates(key: str, path: str) -> list[Any]:
+    try:
+        found = signing.load_certificates(_read(key, path))
+    except signing.SigningError as exc:
+        raise ConfigError(key, f"{path}: {exc}") from None
+    if not found:
+        raise ConfigError(key, f"{path} holds no certificate")
+    return found
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    """``[signing]``: the key local announcements (and their deletions) are signed with."""
+
+    key: str | None = setting(None, check=text(1, 4096))
+    certificate: str | None = setting(None, check=text(1, 4096))
+    include_certificate: bool = False
+
+    def validate(self) -> None:
+        if (self.key is None) != (self.certificate is None):
+            raise ConfigError("key" if self.key is None else "certificate",
+                              "key and certificate go together")
+        self.signing_key()
+
+    def signing_key(self) -> signing.SigningKey | None:
+        if self.key is None or self.certificate is None:
+            return None
+        key_pem = _read("key", self.key)
+        cert_pem = _read("certificate", self.certificate)
+        try:
+            return signing.SigningKey(key_pem, cert_pem,
+                                      include_certificate=self.include_certificate)
+        except signing.SigningError as exc:
+            raise ConfigError("key", str(exc)) from None
+
+
+TrustMode = Literal["off", "observe", "prefer", "require"]
+
+
+@dataclass(frozen=True)
+class TrustRule:
+    """One ``[[trust.policy]]``: the mode for a scope (by name) or a c= range."""
+
+    mode: TrustMode = setting()
+    scope: str | None = setting(None, check=text(1, 64))
+    range: str | None = setting(None, check=multicast_network)
+
+    def validate(self) -> None:
+        if (self.scope is None) == (self.range is None):
+            raise ConfigError("scope", "give either scope or range")
+
+
+@dataclass(frozen=True)
+class TrustSigner:
+    """One ``[[trust.signer]]``: a signer (a pinned certificate, or the subject of one a
+    CA vouches for) and the o= origins and c= ranges it may announce."""
+
+    certificate: str | None = setting(None, check=text(1, 4096))
+    subject: str | None = setting(None, check=text(1, 1024))
+    origins: list[str] = setting(factory=list, check=_network)
+    ranges: list[str] = setting(factory=list, check=multicast_network)
+
+    def validate(self) -> None:
+        if (self.certificate is None) == (self.subject is None):
+            raise ConfigError("certificate", "give either certificate or subject")
+        if self.certificate is not None:
+            _certificates("certificate", self.certificate)
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """``[trust]``: how received signatures count (sapd.trust)."""
+
+    default: TrustMode = "off"
+    # pinned signer certificates (PEM files), trusted as they are
+    pinned: list[str] = setting(factory=list, check=text(1, 4096))
+    ca_bundle: str | None = setting(None, check=text(1, 4096))
+    certificates: list[str] = setting(factory=list, check=text(1, 4096))
+    # seconds a signingTime may differ from our clock: 10 s (tight NTP) to a day
+    signing_time_window: float = setting(600.0, min=10.0, max=DAY)
+    policy: list[TrustRule] = setting(factory=list)
+    signer: list[TrustSigner] = setting(factory=list)
+
+    def validate(self) -> None:
+        self.trust_policy()
+
+    def trust_policy(self) -> TrustPolicy | None:
+        """The policy, or None when every mode is off (nothing is checked then)."""
+        pinned = [c for i, p in enumerate(self.pinned)
+                  for c in _certificates(f"pinned[{i}]", p)]
+        for i, entry in enumerate(self.signer):
+            if entry.certificate is not None:
+                pinned += _certificates(f"signer[{i}].certificate", entry.certificate)
+        authorities = _certificates("ca_bundle", self.ca_bundle) if self.ca_bundle else []
+        known = [c for i, p in enumerate(self.certificates)
+                 for c in _certificates(f"certificates[{i}]", p)]
+        signers = []
+        for i, entry in enumerate(self.signer):
+            origins = tuple(ipaddress.ip_network(o) for o in entry.origins)
+            ranges = tuple(ipaddress.ip_network(r) for r in entry.ranges)
+            if entry.certificate is not None:
+                signers += [SignerRule(key_id=signing.key_id(cert), origins=origins,
+                                       ranges=ranges)
+                            for cert in _certificates(f"signer[{i}].certificate",
+                                                      entry.certificate)]
+            else:
+                signers.append(SignerRule(subject=entry.subject, origins=origins,
+                                          ranges=ranges))
+        rules = [ModeRule(r.mode, scope=r.scope,
+                          network=ipaddress.ip_network(r.range) if r.range else None)
+                 for r in self.policy]
+        policy = TrustPolicy(signing.Anchors(pinned, authorities, known), default=self.default,
+                             rules=rules, signers=signers, window=self.signing_time_window)
+        if not policy.active:
+            return None
+        if not pinned and not authorities:
+            raise ConfigError("pinned", "a mode other than off needs trust anchors: pinned "
+                              "certificates, [[trust.signer]] certificates or a ca_bundle")
+        return policy
 
 
 @dataclass(frozen=True)
@@ -197,6 +335,8 @@ class SapdConfig:
     scope: list[ScopeEntry] = setting(factory=list)
     store: StoreConfig = setting(factory=StoreConfig)
     web: WebConfig = setting(factory=WebConfig)
+    signing: SigningConfig = setting(factory=SigningConfig)
+    trust: TrustConfig = setting(factory=TrustConfig)
     ldap: LdapConfig = setting(factory=LdapConfig)
     # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
     # name. Several sapd publishing under one base need different names.

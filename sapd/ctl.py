@@ -44,8 +44,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (
         ("text", args.text), ("media", args.media), ("group", args.group),
         ("origin", args.origin), ("source", args.source), ("scope", args.scope),
-        ("attribute", args.attribute), ("value", args.value),
+        ("attribute", args.attribute), ("value", args.value), ("clock", args.clock),
         ("limit", args.limit), ("offset", args.offset)) if v is not None}
+    if args.redundant:
+        params["redundant"] = "1"
     if args.local:
         params["local"] = "true"
     if args.remote:
@@ -68,6 +70,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _signature(s: dict[str, Any]) -> str:
+    """verified by whom, or why not (the verdict is what sapd's trust policy saw)."""
+    if s.get("verified"):
+        return f"verified, signed by {s.get('signed_by')}"
+    return str(s.get("verification") or ("not_checked" if s.get("authenticated")
+                                         else "unsigned"))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     client = _client(args)
     path = f"/v1/sessions/{urllib.parse.quote(args.id)}"
@@ -81,18 +91,45 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     s = result["session"]
     for key in ("id", "name", "info", "identity", "version", "source", "origin_address",
-                "scope", "sap_group", "groups", "media", "owner_uid", "period", "expires"):
+                "scope", "sap_group", "groups", "media", "codecs", "redundant", "conflict",
+                "owner_uid", "period", "expires"):
         value = s.get(key)
         if isinstance(value, list):
             value = ", ".join(value)
         print(f"{key + ':':16} {value if value is not None else '-'}")
+    clock = s.get("clock")
+    if clock:
+        print(f"{'clock:':16} {clock.get('grandmaster') or clock['value']}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
+    print(f"{'signature:':16} {_signature(s)}")
     print()
     sys.stdout.write(result["sdp"].replace("\r\n", "\n"))
     return EXIT_OK
 
 
+def _watch_exec(args: argparse.Namespace) -> int:
+    from sapd import hooks  # noqa: PLC0415  # start-up time: only watch --exec needs it
+
+    client = _client(args)
+
+    def open_stream(last: str | None) -> Any:
+        path = "/v1/events?format=jsonl"
+        if last:
+            path += "&last_event_id=" + urllib.parse.quote(last)
+        return client.stream_lines(path)
+    if args.rate <= 0 or args.timeout <= 0:
+        print("sapctl: --rate and --timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        hooks.watch_exec(open_stream, hooks.HookRunner(args.exec, args.rate, args.timeout))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    if args.exec:
+        return _watch_exec(args)
     try:
         for line in _client(args).stream_lines("/v1/events?format=jsonl"):
             if not line.strip():
@@ -101,6 +138,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 sys.stdout.write(line.decode())
             else:
                 event = json.loads(line)
+                if event["event"] == "resync":
+                    print("-------- resync: events were missed; sapctl list shows the "
+                          "directory now")
+                    continue
                 s = event["session"]
                 stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
                 print(f"{stamp} {event['event']:8} {event['id']}  {s['name']}  "
@@ -155,6 +196,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("list", help="list sessions in the directory")
     for name in ("text", "media", "group", "origin", "source", "scope", "attribute", "value"):
         p.add_argument(f"--{name}", help=f"filter by {name}")
+    p.add_argument("--clock", help="a=ts-refclk containing this (a PTP grandmaster id)")
+    p.add_argument("--redundant", action="store_true",
+                   help="only sessions with ST 2022-7 legs (a=group:DUP)")
     p.add_argument("--local", action="store_true", help="only sessions announced here")
     p.add_argument("--remote", action="store_true", help="only sessions heard from others")
     p.add_argument("--stale", action="store_true", help="only sessions not heard since restart")
@@ -171,6 +215,14 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("watch", help="print sessions as they arrive, change and leave")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.add_argument("--exec", metavar="CMD",
+                   help="run CMD (through sh -c) for each event, one at a time: the event "
+                        "as JSON on stdin, SAPD_EVENT, SAPD_SESSION_ID, SAPD_SESSION_NAME, "
+                        "... in the environment")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="with --exec: at most this many commands a second (default 10)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="with --exec: kill a command after this many seconds (default 60)")
     p.set_defaults(func=_with_errors(cmd_watch))
 
     p = sub.add_parser("stats", help="counters and memberships")

@@ -21,6 +21,9 @@ from sapd.announce.sender import MulticastSender
 from sapd.announce.service import Announcer
 from sapd.api import build_app
 from sapd.config import SapdConfig, load
+from sapd.conflicts import Conflict
+from sapd.conflictscan import ConflictScanner
+from sapd.history import SessionHistory
 from sapd.hub import Hub
 from sapd.lifecycle import (
     ACCEPTED_CHANGED,
@@ -35,6 +38,7 @@ from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.plumbing.web import WebListener
 from sapd.store import open_directory, start_writer
 
 if TYPE_CHECKING:
@@ -52,12 +56,16 @@ class SapDaemon(service.Service):
         super().__init__()
         self.config = config
         self.engine = Engine(profile=config.expiry_profile(),
-                             limits=config.limits.to_limits(), scopes=config.scope_table())
+                             limits=config.limits.to_limits(), scopes=config.scope_table(),
+                             trust=config.trust.trust_policy())
         self.clock = SteadyClock()
         self.hub: Hub = None  # type: ignore[assignment]  # set in start()
         self.announcer: Announcer | None = None
         self.receiver: MulticastReceiver | None = None
         self.control: ControlServer | None = None
+        self.web: WebListener | None = None
+        self.history = SessionHistory()
+        self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
         self.ldap: LdapPublisher | None = None
         self.notifier = systemd.Notifier()
@@ -79,6 +87,7 @@ class SapDaemon(service.Service):
         # it has committed the last batch, even if this process is killed.
         writer = start_writer(self.config, state, loop, keep_fds=(self._state_lock,))
         self.hub = Hub(self.engine, store, writer, loop, self.clock)
+        self.hub.listeners.append(self.history)
         with service.collector_paused():
             loaded = self.engine.load(store.iter_all(light=True))
         service.settle_memory()
@@ -98,8 +107,16 @@ class SapDaemon(service.Service):
         self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
                                      self.config.socket_group)
         await self.control.start()
+        if self.config.web.listen:
+            # imported only when on: the pages cost start-up time nobody else should pay
+            from sapd.web.app import build_web_app  # noqa: PLC0415
+
+            self.web = WebListener(build_web_app(self, self.announcer), self.config.web.listen)
+            await self.web.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
+        self.conflict_scanner = ConflictScanner(lambda: open_directory(self.config, state))
+        self._tasks.append(asyncio.create_task(self.conflict_scanner.run()))
         interval = systemd.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(service.watchdog(self.notifier, interval)))
@@ -115,10 +132,14 @@ class SapDaemon(service.Service):
         if self.announcer is not None:
             await self.announcer.shutdown()
         await service.cancel_all(self._tasks)
+        if self.conflict_scanner is not None:
+            self.conflict_scanner.close()
         if self.follower:
             self.follower.stop()
         if self.hub is not None:  # None when start() failed before the store opened
             self.hub.close_subscribers()
+        if self.web:
+            await self.web.stop()
         if self.control:
             await self.control.stop()
         if self.receiver:
@@ -182,7 +203,10 @@ class SapDaemon(service.Service):
         self.engine.profile = new.expiry_profile()
         self.engine.limits = new.limits.to_limits()
         self.engine.scopes = new.scope_table()
-        needs_restart = [k for k in ("port", "socket", "state_dir", "socket_group")
+        if new.trust != self.config.trust:  # keeps the replay memory when unchanged
+            self.engine.trust = new.trust.trust_policy()
+        needs_restart = [k for k in ("port", "socket", "state_dir", "socket_group", "web",
+                                     "store")
                          if getattr(new, k) != getattr(self.config, k)]
         if new.listen_groups() != self.config.listen_groups():  # a [[scope]] changes it too
             needs_restart.insert(0, "groups")
@@ -209,6 +233,19 @@ class SapDaemon(service.Service):
         return counters.get(ACCEPTED_NEW, 0) + counters.get(ACCEPTED_CHANGED, 0)
 
     # -- reporting -----------------------------------------------------------------------
+    def conflicts(self) -> list[Conflict]:
+        """Live sessions of different senders on one group and port, as last scanned
+        (at most about a second behind the directory)."""
+        return self.conflict_scanner.conflicts if self.conflict_scanner else []
+
+    def conflicted(self) -> set[str]:
+        """Ids of the sessions in those conflicts."""
+        return self.conflict_scanner.ids if self.conflict_scanner else set()
+
+    def web_urls(self) -> tuple[str | None, str | None]:
+        """How others reach the web listener ([web] public_url), and its own address."""
+        return self.config.web.public_url, self.web.url if self.web is not None else None
+
     def status_line(self) -> str:
         counters = self.engine.counters
         received = sum(counters.values()) - counters["expired"]
@@ -247,6 +284,8 @@ class SapDaemon(service.Service):
             "failed_joins": {f"{g}%{i}": why for (g, i), why in receiver.failed_joins.items()}
             if receiver else {},
             "subscribers": self.hub.subscribers if self.hub else 0,
+            "event_run": self.hub.events.run if self.hub else "",
+            "event_seq": self.hub.events.seq if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
             "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
             "uptime": self.uptime(),
@@ -283,7 +322,15 @@ class SapDaemon(service.Service):
                   "# HELP sapd_store_restarts_total Store processes that ended and were "
                   "replaced.",
                   "# TYPE sapd_store_restarts_total counter",
-                  f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}"]
+                  f"sapd_store_restarts_total {self.hub.writer.restarts if self.hub else 0}",
+                  "# HELP sapd_event_resyncs_total Event subscribers that fell behind their "
+                  "queue and were sent a resync.",
+                  "# TYPE sapd_event_resyncs_total counter",
+                  f"sapd_event_resyncs_total {self.hub.events.resyncs if self.hub else 0}",
+                  "# HELP sapd_conflicts Groups and ports that live sessions of different "
+                  "senders share.",
+                  "# TYPE sapd_conflicts gauge",
+                  f"sapd_conflicts {len(self.conflicts())}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
         if self.ldap is not None:
@@ -305,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {"state_dir": args.state_dir, "socket": args.socket, "interfaces": args.interface,
             "profile": args.profile, "log_format": args.log_format,
-            "log_level": args.log_level, "event_loop": args.event_loop}
+            "log_level": args.log_level, "event_loop": args.event_loop,
+            "web": {"listen": args.web} if args.web else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,13 +5,43 @@ Shared by ``sapctl decode`` and ``sapctl validate``; no sockets.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sapd import sdp, wire
+from sapd import sdp, signing, wire
+
+AUTH_TYPES: dict[int, str] = {wire.AuthType.PGP: "pgp", wire.AuthType.CMS: "cms"}
 
 
-def describe_packet(datagram: bytes) -> tuple[dict[str, Any], list[str]]:
-    """Decode one datagram. Returns (description, problems); problems empty when usable."""
+def describe_auth(datagram: bytes, packet: wire.SapPacket,
+                  anchors: signing.Anchors | None) -> dict[str, Any] | None:
+    """The authentication header and, given anchors, the signature check."""
+    auth = packet.auth
+    if auth is None:
+        return None
+    out: dict[str, Any] = {
+        "version": auth.version, "type": auth.auth_type,
+        "type_name": AUTH_TYPES.get(auth.auth_type, "unknown"), "padded": auth.padded,
+        "length": len(packet.auth_raw), "signature_bytes": len(auth.signature)}
+    # Without anchors the signer is only a claim: checked against none, it shows who
+    # the signature names (unknown_signer) and whether the packet matches its digest.
+    verdict = signing.verify(datagram, packet, anchors or signing.Anchors(), time.time())
+    out["verification"] = verdict.status.value if anchors is not None or \
+        verdict.status is not signing.Status.UNKNOWN_SIGNER else "not_checked"
+    if verdict.signer is not None:
+        out["signed_by"] = verdict.signer.subject
+        out["signer_key"] = verdict.signer.key_id
+    if verdict.signing_time is not None:
+        out["signing_time"] = verdict.signing_time
+    if verdict.detail:
+        out["detail"] = verdict.detail
+    return out
+
+
+def describe_packet(datagram: bytes, anchors: signing.Anchors | None = None
+                    ) -> tuple[dict[str, Any], list[str]]:
+    """Decode one datagram. Returns (description, problems); problems empty when usable.
+    With ``anchors`` a signature is verified, and one that fails is a problem."""
     try:
         packet = wire.decode(datagram)
     except wire.SapDecodeError as exc:
@@ -24,11 +54,12 @@ def describe_packet(datagram: bytes) -> tuple[dict[str, Any], list[str]]:
         "payload_type": packet.payload_type,
         "compressed": packet.compressed,
         "encrypted": packet.encrypted,
-        "auth": None if packet.auth is None else {
-            "version": packet.auth.version, "type": packet.auth.auth_type,
-            "padded": packet.auth.padded, "length": len(packet.auth_raw)},
+        "auth": describe_auth(datagram, packet, anchors),
     }
     problems: list[str] = []
+    auth = out["auth"]
+    if anchors is not None and (auth is None or auth["verification"] != "valid"):
+        problems.append("signature: " + (auth["verification"] if auth else "unsigned"))
     if packet.encrypted:
         problems.append("payload is encrypted; nothing more can be read")
         return out, problems
@@ -51,6 +82,21 @@ def describe_packet(datagram: bytes) -> tuple[dict[str, Any], list[str]]:
     return out, problems
 
 
+def _auth_line(auth: dict[str, Any] | None) -> str:
+    if auth is None:
+        return "none"
+    line = (f"{auth['type_name']} (v{auth['version']} type {auth['type']}, {auth['length']} "
+            f"bytes{', padded' if auth['padded'] else ''}): {auth['verification']}")
+    if "signed_by" in auth:
+        line += f", signer {auth['signed_by']}"
+    if "signing_time" in auth:
+        line += ", signed " + time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                            time.gmtime(auth["signing_time"]))
+    if "detail" in auth:
+        line += f" ({auth['detail']})"
+    return line
+
+
 def format_packet(desc: dict[str, Any]) -> str:
     """Human-readable lines for one described packet."""
     if "error" in desc:
@@ -61,7 +107,7 @@ def format_packet(desc: dict[str, Any]) -> str:
         f"  payload type: {desc['payload_type'] or '(implicit application/sdp)'}"
         f"  compressed: {'yes' if desc['compressed'] else 'no'}"
         f"  encrypted: {'yes' if desc['encrypted'] else 'no'}"
-        f"  auth: {'none' if desc['auth'] is None else desc['auth']['length']}",
+        f"  auth: {_auth_line(desc['auth'])}",
     ]
     if "deletes" in desc:
         lines.append(f"  deletes: {desc['deletes']}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
+from sapd.eventlog import EventLog, Subscription
 from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Event
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
@@ -21,11 +22,9 @@ from sapd.records import DirectoryBackend, Writes
 
 log = logs.get("sapd.hub")
 
-SUBSCRIBER_QUEUE = 10_000
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
 
 Done = Callable[[BaseException | None], None]
-Subscriber = asyncio.Queue[dict[str, Any] | None]
 Listener = Callable[[Event], None]
 
 
@@ -52,7 +51,7 @@ class Hub:
         self.flush_delay = flush_delay
         self.listeners: list[Listener] = []  # in-process, before subscribers
         self.refused_batches = 0
-        self._subscribers: set[Subscriber] = set()
+        self.events = EventLog()  # ids, history and resync for subscribers
         self._pending_refresh: dict[str, tuple[float, float | None, float | None, int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -179,38 +178,21 @@ class Hub:
         for event in events:
             for listener in self.listeners:
                 listener(event)
-            if not self._subscribers:
-                continue
-            item = event.to_json()
-            for queue in list(self._subscribers):
-                try:
-                    queue.put_nowait(item)
-                except asyncio.QueueFull:
-                    log.warning("event subscriber fell behind; disconnecting it")
-                    self._drop_subscriber(queue)
+            self.events.publish(event.kind, event.to_json)
 
-    def subscribe(self) -> Subscriber:
-        queue: Subscriber = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
-        return queue
+    def subscribe(self, last_event_id: str | None = None) -> Subscription:
+        return self.events.subscribe(last_event_id)
 
-    def unsubscribe(self, queue: Subscriber) -> None:
-        self._subscribers.discard(queue)
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.events.unsubscribe(subscription)
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
-
-    def _drop_subscriber(self, queue: Subscriber) -> None:
-        self._subscribers.discard(queue)
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(None)
+        return self.events.subscribers
 
     # -- stop ------------------------------------------------------------------------------
     def close_subscribers(self) -> None:
-        for queue in list(self._subscribers):
-            self._drop_subscriber(queue)
+        self.events.close()
 
     def close(self) -> None:
         """Hand everything over (pending refreshes too), wait for the writer, close."""

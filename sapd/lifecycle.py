@@ -8,7 +8,9 @@ store. No sockets, no clock, no SQLite in here.
 Identity (RFC 2974 section 5, and what receivers got wrong): a session is its ``o=``
 fields without the version, as announced by one originating source with one kind of
 authentication. A higher version from that source replaces it; the same identity
-from another source is a different announcement listed beside it. A packet whose
+from another source is a different announcement listed beside it. Under a trust policy
+(sapd.trust, asked in ``Engine._authorize`` only) a signed entry takes only packets
+verified as its signer's; any other signed packet goes to an entry of its own. A packet whose
 (source, hash) is already known only refreshes last-seen, without parsing SDP.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 from sapd import sdp, wire
 from sapd.records import SessionRecord, Writes, shared_media_types
 from sapd.scopes import ScopeTable
+from sapd.trust import UNVERIFIED_SLOT, Decision, TrustPolicy, auth_kind
 
 # Packet outcomes (counter labels). Drops say why.
 ACCEPTED_NEW = "new"
@@ -174,21 +177,13 @@ def session_id(source: str, identity: str, auth_tag: str) -> str:
                            digest_size=8).hexdigest()
 
 
-_AUTH_TAGS = {kind.value: kind.name.lower() for kind in wire.AuthType}  # 0: "pgp", 1: "cms"
-
-
-def auth_tag_of(packet: wire.SapPacket) -> str:
-    """What kind of authentication an announcement carried ('' for none). Signatures are
-    not verified (no keys are configured), but announcements with and without
-    authentication are never merged, which is what blocks hijacking (RFC 2974 s. 5)."""
-    if packet.auth is None:
-        return ""
-    return _AUTH_TAGS.get(packet.auth.auth_type, f"auth{packet.auth.auth_type}")
+auth_tag_of = auth_kind  # without a trust policy the auth kind alone is the tag
 
 
 class Engine:
     def __init__(self, *, profile: Profile | None = None, limits: Limits | None = None,
-                 scopes: ScopeTable | None = None) -> None:
+                 scopes: ScopeTable | None = None, trust: TrustPolicy | None = None) -> None:
+        self.trust = trust  # None: signatures are not checked (no [trust] policy)
         self.profile = profile or PROFILES[DEFAULT_PROFILE]
         self.limits = limits or Limits()
         self.scopes = scopes or ScopeTable()
@@ -319,7 +314,9 @@ class Engine:
             if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
                 seen_key = head + zlib.crc32(data).to_bytes(4, "little")
                 sid = self._seen.get(seen_key)
-                if sid is not None:
+                # under a trust policy a signed packet is checked every time (its
+                # signingTime ages): no refresh by bytes alone
+                if sid is not None and not (data[1] and self.trust is not None):
                     self._refresh(sid, now)
                     return ACCEPTED_REFRESH
         try:
@@ -336,7 +333,7 @@ class Engine:
         if not packet.is_sdp:
             return DROP_NOT_SDP
         if packet.deletion:
-            return self._deletion(packet, source, now)
+            return self._deletion(packet, source, now, data)
         if len(packet.payload) > self.limits.max_sdp_bytes:
             return DROP_TOO_LARGE
         if not self._take_token(source, now):
@@ -344,7 +341,7 @@ class Engine:
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
-        return self._announce(packet, session, source, now, seen_key, len(data))
+        return self._announce(packet, session, source, now, seen_key, data)
 
     def _take_token(self, source: str, now: float) -> bool:
         bucket = self._buckets.get(source)
@@ -407,10 +404,43 @@ class Engine:
             self._schedule(sid, entry)
         self._dirty.add(sid)
 
+    def _authorize(self, data: bytes, packet: wire.SapPacket, source: str, identity: str,
+                   version: int, session: sdp.SessionDescription | None,
+                   now: float) -> Decision:
+        """The one place signatures count: which entry a packet is for, what it shows,
+        or why it is dropped (sapd.trust)."""
+        kind = auth_tag_of(packet)
+        trust = self.trust
+        if trust is None:
+            return Decision(None, kind, "")
+        slot = self._entries.get(session_id(source, identity, kind))
+        if slot is None and session is None:  # a deletion of an entry kept apart
+            slot = self._entries.get(session_id(source, identity, kind + UNVERIFIED_SLOT))
+        stored = slot.record if slot is not None else None
+        if session is None and (stored is None or not self._take_token(source, now)):
+            # a deletion of nothing costs no verification; one of something is rate
+            # limited like an announcement (a verification is ~0.3 ms)
+            return Decision(None if stored is None else DROP_RATE_LIMITED, kind, "")
+        if session is not None:
+            groups, origin = session.groups, session.origin.address
+            scope = self.scopes.for_address(groups[0]).name if groups else ""
+        elif stored is not None:
+            groups, origin, scope = stored.groups, stored.origin_address, stored.scope
+        else:
+            groups, origin, scope = (), "", ""
+        return trust.decide(data, packet, mode=trust.mode_for(scope, groups), source=source,
+                            identity=identity, version=version, origin=origin,
+                            groups=groups, stored=stored, now=now)
+
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
                   source: str, now: float, seen_key: bytes | None,
-                  size: int = 500) -> str:
-        auth_tag = auth_tag_of(packet)
+                  data: bytes = b"") -> str:
+        size = len(data) or 500
+        decision = self._authorize(data, packet, source, session.identity, session.version,
+                                   session, now)
+        if decision.drop is not None:
+            return decision.drop
+        auth_tag = decision.auth_tag
         sid = session_id(source, session.identity, auth_tag)
         previous = self._entries.get(sid)
         if previous is not None:
@@ -418,7 +448,9 @@ class Engine:
             if session.version < old.version:
                 return DROP_OLD_VERSION
             if (session.version == old.version
-                    and zlib.crc32(session.raw.encode()) == old.content_crc):
+                    and zlib.crc32(session.raw.encode()) == old.content_crc
+                    and old.verification == decision.verification
+                    and old.signer_key == decision.signer_key):
                 # Same content in another datagram (new hash after a restart, or the
                 # first packet after our own restart): adopt it as a refresh.
                 self._set_seen(previous, seen_key)
@@ -438,7 +470,9 @@ class Engine:
         record = record_from_session(
             session, self.scopes, sid=sid, source=source, msg_hash=packet.msg_id_hash,
             now=now, first_seen=previous.record.first_seen if previous else now,
-            auth_tag=auth_tag, period=period, expires=expires)
+            auth_tag=auth_tag, period=period, expires=expires,
+            verification=decision.verification, signed_by=decision.signed_by,
+            signer_key=decision.signer_key)
         entry = _Entry.of(_slim(record), stop_time)
         entry.arrivals = arrivals
         entry.size = size
@@ -472,13 +506,18 @@ class Engine:
         if schedule:
             self._schedule(record.id, entry)
 
-    def _deletion(self, packet: wire.SapPacket, source: str, now: float) -> str:
+    def _deletion(self, packet: wire.SapPacket, source: str, now: float,
+                  data: bytes = b"") -> str:
         payload = packet.payload
         line = wire.origin_line(payload)
         origin = sdp.parse_origin_line(line) if line else None
         if origin is None:
             return DROP_BAD_DELETION
-        sid = session_id(source, origin.identity, auth_tag_of(packet))
+        decision = self._authorize(data, packet, source, origin.identity, origin.version,
+                                   None, now)
+        if decision.drop is not None:
+            return decision.drop
+        sid = session_id(source, origin.identity, decision.auth_tag)
         if sid not in self._entries:
             return DROP_UNKNOWN_DELETION
         if origin.version < self._entries[sid].record.version:

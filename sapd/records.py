@@ -45,6 +45,11 @@ class SessionRecord:
     media_types: tuple[str, ...] = ()
     attributes: tuple[tuple[str, str | None], ...] = ()
     content_crc: int = 0  # CRC-32 of the SDP text: lets memory hold records without it
+    # Signature check (sapd.trust): a signing.Status value or a trust label; signed_by
+    # and signer_key (SHA-256 of the key) name a signer only once it was verified.
+    verification: str = ""
+    signed_by: str = ""
+    signer_key: str = ""
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
@@ -63,6 +68,10 @@ class SessionRecord:
             "media": list(self.media_types), "local": self.local, "stale": self.stale,
             "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
             "options": self.options, "authenticated": bool(self.auth_tag),
+            "verified": self.verification == "valid", "signed_by": self.signed_by or None,
+            "signer_key": self.signer_key or None,
+            "verification": self.verification or ("not_checked" if self.auth_tag
+                                                  else "unsigned"),
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "period": self.period, "expires": self.expires,
         }
@@ -98,6 +107,8 @@ class SearchQuery:
     attribute_value: str | None = None
     local: bool | None = None
     stale: bool | None = None
+    clock: str | None = None  # a=ts-refclk containing this (a PTP grandmaster, say)
+    redundant: bool | None = None  # has an a=group:DUP (SMPTE ST 2022-7 legs)
     limit: int = 100
     offset: int = 0
 
@@ -162,4 +173,5 @@ class DirectoryBackend(Protocol):
     def iter_all(self, light: bool = False) -> Iterator[SessionRecord]: ...
     def mark_remote_stale(self) -> int: ...
     def content_version(self) -> int: ...
+    def shared_group_sessions(self, limit: int) -> list[SessionRecord]: ...
     def close(self) -> None: ...

@@ -1,6 +1,7 @@
 """`make run`: sapd and madcapd in the foreground, on their embedded defaults or on
 the configuration files named by SAPD_CONFIG / MADCAPD_CONFIG (or --sapd-config /
---madcapd-config). Their logs go to stderr, each line marked with its daemon.
+--madcapd-config). Their logs go to stderr, each line marked with its daemon. Both
+serve their pages on 127.0.0.1 (SAPD_WEB / MADCAPD_WEB choose other HOST:PORTs).
 
 Says "running" and the control sockets only once both answer their health check;
 if either exits or stays unhealthy for RUN_TIMEOUT seconds (default 20), it says
@@ -22,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from madcap.config import load as load_madcapd
+from sapd.config import load as load_sapd
+from sapd.plumbing import paths
+from sapd.plumbing.client import ClientError, UnixClient
+
 BIN = Path(sys.executable).parent
 TAIL = 15  # log lines shown for a daemon that failed
 
@@ -30,11 +36,12 @@ TAIL = 15  # log lines shown for a daemon that failed
 class Daemon:
     name: str
     config: str | None
+    web: str
     proc: subprocess.Popen[bytes] | None = None
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL))
 
     def start(self) -> None:
-        args = [str(BIN / self.name), "--log-format", "console"]
+        args = [str(BIN / self.name), "--log-format", "console", "--web", self.web]
         if self.config:
             args += ["--config", self.config]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -57,19 +64,15 @@ class Daemon:
         refuses gives the default path (the daemon then exits, which is what we report)."""
         try:
             if self.name == "sapd":
-                from sapd.config import load as load_sapd
                 config: Any = load_sapd(self.config, {})
             else:
-                from madcap.config import load as load_madcapd
                 config = load_madcapd(self.config, {})
             path: Path = config.socket_path
             return path
         except ValueError:  # ConfigError
-            from sapd.plumbing import paths
             return paths.default_socket(self.name)
 
     def healthy(self, socket: Path) -> bool:
-        from sapd.plumbing.client import ClientError, UnixClient
         try:
             status = UnixClient(socket, timeout=2.0).get_json("/v1/health").get("status")
         except (ClientError, ValueError, AttributeError):
@@ -97,7 +100,9 @@ def main() -> int:
     p.add_argument("--madcapd-config", default=os.environ.get("MADCAPD_CONFIG") or None)
     p.add_argument("--timeout", type=float, default=os.environ.get("RUN_TIMEOUT", "20"))
     args = p.parse_args()
-    daemons = [Daemon("sapd", args.sapd_config), Daemon("madcapd", args.madcapd_config)]
+    daemons = [Daemon("sapd", args.sapd_config, os.environ.get("SAPD_WEB", "127.0.0.1:8375")),
+               Daemon("madcapd", args.madcapd_config,
+                      os.environ.get("MADCAPD_WEB", "127.0.0.1:8376"))]
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -118,6 +123,8 @@ def main() -> int:
         print("--- running. Control sockets:", flush=True)
         for name, socket in sockets.items():
             print(f"    {name:8} {socket}", flush=True)
+        print("--- pages: " + "   ".join(f"{d.name} http://{d.web}/" for d in daemons),
+              flush=True)
         print(f"    Try: {BIN}/sapctl --socket {sockets['sapd']} list   "
               f"{BIN}/madcapctl --socket {sockets['madcapd']} leases\n"
               "    Ctrl-C stops both.", flush=True)

@@ -27,6 +27,18 @@ class LoadClient:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT))
 
+    def wait_first_ack(self, timeout: float) -> bool:
+        """Has the client (a process that takes a moment to start on a busy machine)
+        been acknowledged at least once?"""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.out.exists() and self.out.stat().st_size:
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        return False
+
     def stop(self) -> Acked:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(10)
@@ -62,11 +74,14 @@ def kill_under_load(daemon: Daemon, clients: list[tuple[str, str | None]], port:
         check(daemon, acked)
         loads = [LoadClient(host, port, workdir / f"acks-{round_number}-{i}.jsonl", netns)
                  for i, (host, netns) in enumerate(clients)]
-        time.sleep(rng.uniform(0.3, 1.0))
+        # Each client is served before the kill (its interpreter may take a while to
+        # start on a loaded machine), then the kill comes at a random moment of the load.
+        served = [load.wait_first_ack(15.0) for load in loads]
+        time.sleep(rng.uniform(0.0, 0.7))
         daemon.kill()  # requests in flight, commits possibly half-done
         got = [load.stop() for load in loads]
-        assert all(got), (f"a client got no ACK in round {round_number}:\n"
-                          f"{daemon.logs()[-2000:]}")
+        assert all(served) and all(got), (f"a client got no ACK in round {round_number}:\n"
+                                          f"{daemon.logs()[-2000:]}")
         for acks in got:
             acked.update(acks)
     daemon.start()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sapd import sdp, wire
+from sapd import sdp, signing, wire
 from sapd.announce.schedule import Scheduler
 from sapd.announce.sender import Sender
 from sapd.config import SapdConfig
@@ -115,6 +115,8 @@ class Announcer:
         self._tasks: list[asyncio.Task[None]] = []
         self.packets_sent = 0
         self.deletions_sent = 0
+        self.signing_key = config.signing.signing_key()
+        self.signing_failures = 0
 
     # -- configuration and interfaces ------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -131,6 +133,7 @@ class Announcer:
 
     def reconfigure(self, config: SapdConfig) -> None:
         self.config = config
+        self.signing_key = config.signing.signing_key()
         self.scheduler.floor = self.engine.profile.announce_floor
         self.scheduler.bandwidth = config.announce.bandwidth
 
@@ -193,6 +196,11 @@ class Announcer:
         packet = wire.encode(wire.SapPacket(record.msg_hash, src_ip, payload),
                              compress=bool(options.get("compress", self.config.announce.compress)))
         deletion = wire.encode(wire.SapPacket(record.msg_hash, src_ip, origin, deletion=True))
+        if self.signing_key is not None:  # fails here, before anything is stored
+            try:
+                self.signing_key.sign(packet, self.hub.clock.now())
+            except signing.SigningError as exc:
+                raise PublishError(400, f"cannot sign the announcement: {exc}") from None
         return _Local(record, source, packet, deletion, targets, options.get("interfaces"))
 
     def _unique_hash(self, source: str, payload: bytes, sid: str) -> int:
@@ -249,7 +257,30 @@ class Announcer:
                 local.sent += 1
         self._arm()
 
-    def _send(self, local: _Local, target: _Target, data: bytes) -> None:
+    def _signed_here(self) -> dict[str, Any]:
+        """What a local record shows: signed here (by us, so nobody verified it)."""
+        if self.signing_key is None:
+            return {}
+        identity = self.signing_key.identity
+        return {"verification": "signed_here", "signed_by": identity.subject,
+                "signer_key": identity.key_id}
+
+    def _signed(self, data: bytes) -> bytes | None:
+        """Signed afresh at every send, so its signingTime stays inside receivers'
+        window however long the session runs (RFC 2974 8.2: after compression)."""
+        if self.signing_key is None:
+            return data
+        try:
+            return self.signing_key.sign(data, self.hub.clock.now())
+        except signing.SigningError as exc:
+            self.signing_failures += 1
+            log.warning("announcement not signed, not sent", error=str(exc))
+            return None
+
+    def _send(self, local: _Local, target: _Target, unsigned: bytes) -> None:
+        data = self._signed(unsigned)
+        if data is None:
+            return
         wanted = local.interfaces
         interfaces = [i for i in self._egress if not wanted or i.name in wanted]
         bind = self.config.announce.source
@@ -298,7 +329,8 @@ class Announcer:
             session, self.engine.scopes, sid=sid, source=source, msg_hash=msg_hash,
             now=now, first_seen=previous.first_seen if previous else now, local=True,
             owner_uid=owner, acl=acl, blob=blob,
-            options={k: v for k, v in options.items() if v is not None})
+            options={k: v for k, v in options.items() if v is not None},
+            **self._signed_here())
         local = self._build(record, session)  # raises before anything is stored
         self.engine.put_local(record, now, len(local.packet))
         await self.hub.commit()  # durable before we answer or send
@@ -493,7 +525,10 @@ class Announcer:
                 f"sapd_announcements_sent_total {self.packets_sent}",
                 "# HELP sapd_deletions_sent_total SAP deletion packets sent.",
                 "# TYPE sapd_deletions_sent_total counter",
-                f"sapd_deletions_sent_total {self.deletions_sent}"]
+                f"sapd_deletions_sent_total {self.deletions_sent}",
+                "# HELP sapd_signing_failures_total Packets not sent: signing failed.",
+                "# TYPE sapd_signing_failures_total counter",
+                f"sapd_signing_failures_total {self.signing_failures}"]
 
 
 def _same_but_version(text: str, stored: str) -> bool:

@@ -169,15 +169,15 @@ def split_host_port(value: str, default_port: int | None = None) -> tuple[str, i
 
 
 def host_port(value: str) -> tuple[str, int]:
-    """A TCP listen address: IP address or host name, and a port."""
+    """A TCP listen address: an IP address (a name would be resolved at start, and which
+    interfaces a listener is reachable on should be plain to read) and a port."""
     host, port = split_host_port(value)
     if not host:
         raise ValueError(f"{value!r} has no host (HOST:PORT; 0.0.0.0 or [::] for all)")
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        if not _HOSTNAME.fullmatch(host):
-            raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+        raise ValueError(f"{host!r} is not an IP address (e.g. 127.0.0.1:8375)") from None
     return host, port
 
 
@@ -267,7 +267,12 @@ def load_config(cls: type[V], path: str | Path | None, overrides: dict[str, Any]
     given), then the rules; an error names the file as well as the key."""
     data = load_toml(path)
     flags = {key for key, value in overrides.items() if value not in (None, [], ())}
-    data.update({key: overrides[key] for key in flags})
+    for key in flags:
+        value = overrides[key]
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # a flag sets one key of a table
+        else:
+            data[key] = value
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -423,6 +428,9 @@ def _bounds(rule: Rule) -> str:
 
 
 # -- tables both daemons have ----------------------------------------------------------
+LogFormat = typing.Literal["auto", "json", "console"]
+LogLevel = typing.Literal["debug", "info", "warning", "error"]
+DAY = 86_400.0  # seconds
 StoreBackend = typing.Literal["sqlite", "postgresql"]
 AVAILABLE_BACKENDS = ("sqlite",)  # a backend's room adds its name here when it lands
 

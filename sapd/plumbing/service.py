@@ -86,6 +86,9 @@ def daemon_parser(prog: str, description: str, version: str,
     p.add_argument("--socket", help="control socket path")
     p.add_argument("--log-format", choices=["auto", "json", "console"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--web", metavar="HOST:PORT",
+                   help="serve the read-only web view and GET API over TCP here "
+                        "(like [web] listen; off by default)")
     p.add_argument("--version", action="version", version=f"{prog} {version}")
     return p
 

@@ -59,3 +59,17 @@ def test_sysusers_snippet_names_the_unit_users() -> None:
         unit = (UNITS / service).read_text()
         user = re.search(r"^User=(\S+)", unit, re.M)
         assert user and re.search(rf"^u {user.group(1)}\b", text, re.M), service
+
+
+def test_hook_template_verifies_and_is_hardened(installed_units: Path) -> None:
+    analyze = need_tool("systemd-analyze")
+    instance = installed_units / "sapd-hook@example.service"
+    instance.write_text((installed_units / "sapd-hook@.service").read_text())
+    result = run(analyze, "verify", str(instance), str(installed_units / "sapd.socket"),
+                 str(installed_units / "sapd.service"))
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
+        result.stdout + result.stderr
+    assert "watch --exec /etc/sapd/hooks/%i" in instance.read_text()
+    security = run(analyze, "security", "--offline=yes", str(instance))
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert match and float(match.group(1)) <= 2.0, security.stdout

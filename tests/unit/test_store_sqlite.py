@@ -144,7 +144,10 @@ def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> No
     old.close()
     db = sqlite3.connect(path)  # put the file back as version 1 wrote it
     db.executescript("CREATE TABLE session_media (rid INTEGER NOT NULL, media TEXT NOT NULL);"
-                     "DELETE FROM meta WHERE key='content'; PRAGMA user_version=1;")
+                     "DELETE FROM meta WHERE key='content'; "
+                     "ALTER TABLE sessions DROP COLUMN verification; "
+                     "ALTER TABLE sessions DROP COLUMN signed_by; "
+                     "ALTER TABLE sessions DROP COLUMN signer_key; PRAGMA user_version=1;")
     db.close()
     migrated = SqliteDirectory(path)
     assert migrated.count() == 2 and migrated.get(record(1).id) is not None

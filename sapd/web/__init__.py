@@ -1,0 +1,1 @@
+"""sapd's read-only web view: the directory and session pages over the shared TCP listener."""
