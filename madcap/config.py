@@ -22,6 +22,7 @@ from madcap.wire import PORT
 from sapd.plumbing import paths
 from sapd.plumbing.config import (
     DAY,
+    DEFAULT_CONNECTIONS_PER_UID,
     ConfigError,
     LogFormat,
     LogLevel,
@@ -98,6 +99,10 @@ class MadcapdConfig:
     state_dir: str | None = setting(None, check=text(1, 4096))
     socket: str | None = setting(None, check=socket_path)
     socket_group: str | None = setting(None, check=host_group)
+    # Control connections one peer uid may hold open (root is exempt): with the default
+    # 1,024 open files, one user holding 1,100 once locked every other client out.
+    socket_connections_per_uid: int = setting(DEFAULT_CONNECTIONS_PER_UID, min=1,
+                                              max=65_536)
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     durability: Durability = "full"  # lease commits: full (fsync) or normal

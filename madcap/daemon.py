@@ -65,6 +65,7 @@ class MadcapDaemon(service.Service):
         state.mkdir(parents=True, exist_ok=True)
         # one madcapd per state directory: a second one would lease what we hold
         self._state_lock = service.lock_state(state)
+        service.private_state(state)
         try:
             store = open_lease_store(self.config.store.backend, state,
                                      self.config.durability)
@@ -99,7 +100,8 @@ class MadcapDaemon(service.Service):
                                           lambda: self.config.interfaces)
         await self.follower.start()
         self.control = ControlServer(build_app(self), self.config.socket_path,
-                                     self.config.socket_group)
+                                     self.config.socket_group,
+                                     self.config.socket_connections_per_uid)
         await self.control.start()
         if self.config.web.listen:
             from madcap.web import build_web_app  # noqa: PLC0415  # only when it is on
@@ -198,6 +200,8 @@ class MadcapDaemon(service.Service):
                          if getattr(new, k) != getattr(self.config, k)]
         self.server.settings = new.settings()
         self.config = new
+        if self.control is not None:
+            self.control.gate.per_uid = new.socket_connections_per_uid
         logs.setup(new.log_format, new.log_level)
         if self.follower:
             await self.follower.resync()
@@ -250,6 +254,7 @@ class MadcapDaemon(service.Service):
                 "store": {"backend": self.store.backend if self.store else None,
                           "problem": self.hub.health if self.hub else None,
                           "failures": dict(self.hub.failures) if self.hub else {}},
+                "control": self.control.gate.stats() if self.control else {},
                 "uptime": round(now - self.started, 3), "version": __version__}
 
     def metrics_text(self) -> str:
@@ -280,6 +285,8 @@ class MadcapDaemon(service.Service):
         lines += ["# HELP madcap_sapd_connected 1 when the session directory answers.",
                   "# TYPE madcap_sapd_connected gauge",
                   f"madcap_sapd_connected {int(self.sapd_status.startswith('connected'))}"]
+        if self.control is not None:
+            lines += self.control.gate.metrics_lines("madcap")
         return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sapd import sdp, streaminfo
 from sapd.announce import routes as announce_routes
+from sapd.announce.request import max_body_bytes
 from sapd.announce.service import Announcer
 from sapd.conflicts import Conflict
 from sapd.eventlog import RESYNC, Entry
@@ -48,6 +49,8 @@ class Service(Protocol):
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
 KEEP_ALIVE = 15.0  # seconds between keep-alives on an idle event stream
+MAX_LIMIT = 1_000  # a page of sessions, as the README documents; more is a 400, not a clamp
+
 
 
 def _flag(value: str | None, name: str) -> bool | None:
@@ -88,7 +91,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
         clock=q.get("clock") or None, redundant=_flag(q.get("redundant"), "redundant"),
-        limit=_int(q.get("limit"), "limit", 100, 1, 10_000),
+        limit=_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
         offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
 
 
@@ -313,6 +316,7 @@ ENDPOINTS = [
 
 def build_app(daemon: Service, announcer: Announcer) -> web.Application:
     app = control_app(DAEMON_KEY, daemon, ENDPOINTS + announce_routes.ENDPOINTS,
-                      client_max_size=256 * 1024)
+                      client_max_size=max_body_bytes(
+                          announcer.config.limits.max_sdp_bytes))
     app[announce_routes.ANNOUNCER_KEY] = announcer
     return app

@@ -16,6 +16,7 @@ from sapd.lifecycle import DEFAULT_PROFILE, PROFILES, Limits, Profile
 from sapd.plumbing import paths
 from sapd.plumbing.config import (
     DAY,
+    DEFAULT_CONNECTIONS_PER_UID,
     ConfigError,
     LogFormat,
     LogLevel,
@@ -324,6 +325,10 @@ class SapdConfig:
     socket: str | None = setting(None, check=socket_path)
     socket_group: str | None = setting(None, check=host_group)
     admin_group: str | None = setting(None, check=host_group)
+    # Control connections one peer uid may hold open (root is exempt): with the default
+    # 1,024 open files, one user holding 1,100 once locked every other client out.
+    socket_connections_per_uid: int = setting(DEFAULT_CONNECTIONS_PER_UID, min=1,
+                                              max=65_536)
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     event_loop: EventLoop = "auto"

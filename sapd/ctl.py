@@ -74,8 +74,8 @@ def _signature(s: dict[str, Any]) -> str:
     """verified by whom, or why not (the verdict is what sapd's trust policy saw)."""
     if s.get("verified"):
         return f"verified, signed by {s.get('signed_by')}"
-    return str(s.get("verification") or ("not_checked" if s.get("authenticated")
-                                         else "unsigned"))
+    present = (s.get("auth") or {}).get("present")
+    return str(s.get("verification") or ("not_checked" if present else "unsigned"))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -163,12 +163,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print("drops:    " + ("  ".join(f"{k}={v}" for k, v in result["drops"].items()) or "none"))
     print(f"expired:  {result['expired']}   profile: {result['profile']}   "
           f"uptime: {result['uptime']:.0f}s")
+    store = result.get("store", {})
+    failures = "  ".join(f"{k}={v}" for k, v in store.get("failures", {}).items())
     print(f"store:    backlog {result['store_backlog']}   "
-          f"restarts {result.get('store_restarts', 0)}")
+          f"restarts {result.get('store_restarts', 0)}   failures: {failures or 'none'}")
+    if store.get("problem"):
+        print(f"  degraded: the store refuses writes ({store['problem']}); "
+              f"{store.get('pending', 0)} batches held until it takes them")
     print(f"interfaces: {', '.join(result['interfaces']) or 'none'}   "
           f"memberships: {len(result['memberships'])}")
     for key, why in result["failed_joins"].items():
         print(f"  join failed {key}: {why}")
+    control = result.get("control") or {}
+    if control:
+        refused = "  ".join(f"{k}={v}" for k, v in control["refused"].items()) or "none"
+        print(f"control:  {control['connections']} connections (at most "
+              f"{control['max_per_uid']} per uid)   refused: {refused}")
     ldap = result.get("ldap", {"state": "off"})
     if ldap["state"] != "off":
         resyncs = "  ".join(f"{k}={v}" for k, v in ldap["resyncs"].items()) or "none"

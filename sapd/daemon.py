@@ -81,6 +81,7 @@ class SapDaemon(service.Service):
         state = self.config.state_path
         state.mkdir(parents=True, exist_ok=True)
         self._state_lock = service.lock_state(state)
+        service.private_state(state)
         store = open_directory(self.config, state)  # opens first: it migrates
         stale = store.mark_remote_stale()
         # The store process starts while the engine loads; it keeps the state lock until
@@ -105,7 +106,8 @@ class SapDaemon(service.Service):
         self.announcer.set_interfaces(self.follower.chosen)
         await self.announcer.restore()
         self.control = ControlServer(build_app(self, self.announcer), self.config.socket_path,
-                                     self.config.socket_group)
+                                     self.config.socket_group,
+                                     self.config.socket_connections_per_uid)
         await self.control.start()
         if self.config.web.listen:
             # imported only when on: the pages cost start-up time nobody else should pay
@@ -183,7 +185,7 @@ class SapDaemon(service.Service):
         while True:
             await asyncio.sleep(self.config.refresh_flush_interval)
             self.hub.flush_refreshes()
-            settler.note(self._sessions_stored(), idle=not self.hub.writer.backlog)
+            settler.note(self._sessions_stored(), idle=not self._store_backlog())
             self._check_clock()
             if time.monotonic() - last_resync >= INTERFACE_RESYNC:
                 last_resync = time.monotonic()
@@ -217,6 +219,8 @@ class SapDaemon(service.Service):
         await self.resync_interfaces()
         if self.announcer is not None:
             self.announcer.reconfigure(new)
+        if self.control is not None:
+            self.control.gate.per_uid = new.socket_connections_per_uid
         log.info("reloaded", profile=new.profile, needs_restart=needs_restart)
         self.notifier.ready(self.status_line())
 
@@ -225,8 +229,7 @@ class SapDaemon(service.Service):
         if abs(drift) >= CLOCK_STEP_WARNING and not self._clock_warned:
             self._clock_warned = True
             log.warning("system clock stepped; sessions age by elapsed time, and the times "
-                        "stored are off by the step until sapd restarts",
-                        step=round(drift, 3))
+                        "stored and shown follow the wall clock", step=round(drift, 3))
 
     def _sessions_stored(self) -> int:
         counters = self.engine.counters
@@ -246,22 +249,37 @@ class SapDaemon(service.Service):
         """How others reach the web listener ([web] public_url), and its own address."""
         return self.config.web.public_url, self.web.url if self.web is not None else None
 
+    def _store_backlog(self) -> int:
+        """Batches not yet committed: the hub holds all but the one with the writer."""
+        return max(self.hub.pending, self.hub.writer.backlog) if self.hub else 0
+
     def status_line(self) -> str:
         counters = self.engine.counters
         received = sum(counters.values()) - counters["expired"]
-        return (f"{len(self.engine)} sessions, {received} packets, "
+        line = (f"{len(self.engine)} sessions, {received} packets, "
                 f"{len(self.interfaces)} interfaces")
+        if self.hub is not None and self.hub.degraded is not None:
+            line += f"; store refusing writes ({self.hub.degraded}), holding them"
+        return line
 
     def uptime(self) -> float:
         return round(self.clock.monotonic() - self.started, 3)
 
     def health(self) -> dict[str, Any]:
-        status = "ok" if self.ready else "starting"
+        """ok; starting; or degraded while the store refuses writes (they are held in
+        memory and land once it takes them again; "store" says why) or while LDAP
+        publication is on and its server is unreachable ("ldap" says which)."""
+        problem = self.hub.degraded if self.hub is not None else None
         ldap_state = self.ldap.state if self.ldap is not None else "off"
-        if status == "ok" and ldap_state == "down":
-            status = "degraded"
-        return {"status": status, "version": __version__, "sessions": len(self.engine),
-                "uptime": self.uptime(), "ldap": ldap_state}
+        degraded = problem or ldap_state == "down"
+        out: dict[str, Any] = {
+            "status": "starting" if not self.ready else "degraded" if degraded else "ok",
+            "version": __version__, "sessions": len(self.engine), "uptime": self.uptime(),
+            "ldap": ldap_state}
+        if problem:
+            out["store"] = problem
+            out["store_pending"] = self.hub.pending
+        return out
 
     def _drops(self) -> Counter[str]:
         return Counter({k: v for k, v in self.engine.counters.items()
@@ -272,8 +290,11 @@ class SapDaemon(service.Service):
         receiver = self.receiver
         return {
             "sessions": len(self.engine),
-            "store_backlog": self.hub.writer.backlog if self.hub else 0,
+            "store_backlog": self._store_backlog(),
             "store_restarts": self.hub.writer.restarts if self.hub else 0,
+            "store": {"problem": self.hub.degraded if self.hub else None,
+                      "pending": self.hub.pending if self.hub else 0,
+                      "failures": self.hub.failure_counts() if self.hub else {}},
             "sessions_by_scope": dict(self.engine.sessions_by_scope()),
             "packets": {k: counters[k] for k in sorted(ACCEPTED)},
             "drops": dict(sorted(self._drops().items())),
@@ -287,6 +308,7 @@ class SapDaemon(service.Service):
             "event_run": self.hub.events.run if self.hub else "",
             "event_seq": self.hub.events.seq if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
+            "control": self.control.gate.stats() if self.control else {},
             "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
             "uptime": self.uptime(),
             "version": __version__,
@@ -318,7 +340,7 @@ class SapDaemon(service.Service):
                   "# HELP sapd_store_backlog Batches handed to the store process, not yet "
                   "committed.",
                   "# TYPE sapd_store_backlog gauge",
-                  f"sapd_store_backlog {self.hub.writer.backlog if self.hub else 0}",
+                  f"sapd_store_backlog {self._store_backlog()}",
                   "# HELP sapd_store_restarts_total Store processes that ended and were "
                   "replaced.",
                   "# TYPE sapd_store_restarts_total counter",
@@ -330,9 +352,25 @@ class SapDaemon(service.Service):
                   "# HELP sapd_conflicts Groups and ports that live sessions of different "
                   "senders share.",
                   "# TYPE sapd_conflicts gauge",
-                  f"sapd_conflicts {len(self.conflicts())}"]
+                  f"sapd_conflicts {len(self.conflicts())}",
+                  "# HELP sapd_store_failures_total Directory writes refused, by reason "
+                  "(undone: records the store could not take, forgotten).",
+                  "# TYPE sapd_store_failures_total counter"]
+        for reason, count in (self.hub.failure_counts() if self.hub else {}).items():
+            lines.append(f'sapd_store_failures_total{{reason="{reason}"}} {count}')
+        degraded = self.hub is not None and self.hub.degraded is not None
+        lines += ["# HELP sapd_store_degraded 1 while the store refuses writes (held, not "
+                  "lost).",
+                  "# TYPE sapd_store_degraded gauge",
+                  f"sapd_store_degraded {int(degraded)}",
+                  "# HELP sapd_store_pending Batches taken from the engine, not yet "
+                  "committed.",
+                  "# TYPE sapd_store_pending gauge",
+                  f"sapd_store_pending {self.hub.pending if self.hub else 0}"]
         if self.announcer is not None:
             lines += self.announcer.metrics_lines()
+        if self.control is not None:
+            lines += self.control.gate.metrics_lines("sapd")
         if self.ldap is not None:
             lines += self.ldap.metrics_lines()
         return "\n".join(lines) + "\n"

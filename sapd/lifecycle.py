@@ -561,3 +561,24 @@ class Engine:
             return None
         self._remove(sid, "deleted", now)
         return entry.snapshot()
+
+    # -- the store's say -------------------------------------------------------------
+    def revert(self, sid: str, stored: SessionRecord | None) -> None:
+        """Make memory agree with the store about one session whose write the store could
+        not take: hold what the store holds (``stored``, or nothing), with no write or
+        event of it pending. The next announcement of it is then new (or a change)
+        again and tries once more."""
+        entry = self._entries.pop(sid, None)
+        if entry is not None:
+            self._account(entry, -1)
+            self._set_seen(entry, None)
+        self._dirty.discard(sid)
+        self._writes.upserts.pop(sid, None)
+        self._writes.refreshes.pop(sid, None)
+        self._writes.deletes.discard(sid)
+        if any(event.session_id == sid for event in self._events):
+            self._events = deque(e for e in self._events if e.session_id != sid)
+        if stored is not None:
+            stop = stored.options.get("stop_time")
+            self._index(_Entry.of(_slim(stored) if stored.sdp else stored,
+                                  float(stop) if stop is not None else None))

@@ -67,7 +67,11 @@ class SessionRecord:
             "sap_group": self.sap_group, "groups": list(self.groups),
             "media": list(self.media_types), "local": self.local, "stale": self.stale,
             "owner_uid": self.owner_uid, "acl": self.acl, "blob": self.blob,
-            "options": self.options, "authenticated": bool(self.auth_tag),
+            "options": self.options,
+            # What the SAP header carried, and whether a trust policy verified it
+            # (sapd/trust.py; without one nothing is verified).
+            "auth": {"present": bool(self.auth_tag), "type": self.auth_tag or None,
+                     "verified": self.verification == "valid"},
             "verified": self.verification == "valid", "signed_by": self.signed_by or None,
             "signer_key": self.signer_key or None,
             "verification": self.verification or ("not_checked" if self.auth_tag
@@ -156,6 +160,20 @@ class Applied:
     the batch is committed. SQLite never refuses part of a batch: all or an exception."""
 
     refused: frozenset[str] = frozenset()
+
+
+class StoreFailure(RuntimeError):
+    """A batch the store did not commit, and what kind of failure it was.
+
+    ``transient`` failures (disk full, I/O error, a lock held) are about the store, not
+    the batch: the same batch lands once they pass. The others are about a value in it
+    (a constraint, a number or text the backend cannot hold): only some record fails,
+    and the batch without it lands. ``reason`` names it for counters and health."""
+
+    def __init__(self, message: str, reason: str = "unknown", transient: bool = True) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.transient = transient
 
 
 class DirectoryBackend(Protocol):

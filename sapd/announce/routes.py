@@ -2,61 +2,57 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from sapd.announce.request import RequestError, check_sdp_size, parse_body
 from sapd.announce.service import Announcer, PublishError
 from sapd.plumbing.control import Endpoint, http_error, json_error, json_response, peer
 
 ANNOUNCER_KEY: web.AppKey[Announcer] = web.AppKey("announcer")
-OPTION_KEYS = {"scope", "sap_group", "interval", "ttl", "interfaces", "compress"}
 
 
-async def _body(request: web.Request) -> tuple[str, dict[str, Any]]:
-    """Raw SDP (application/sdp or text/plain), or JSON {"sdp": ..., options...}."""
+@dataclass(frozen=True)
+class Body:
+    sdp: str
+    options: dict[str, Any]  # only the options given
+    acl: dict[str, Any] | None  # None: not given
+    blob: dict[str, Any] | None
+
+
+async def _body(request: web.Request, announcer: Announcer) -> Body:
+    """Raw SDP (application/sdp or text/plain), or JSON {"sdp": ..., options...}; every
+    field typed and bounded (sapd.announce.request), errors naming the field."""
     raw = await request.read()
-    if request.content_type == "application/json":
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise http_error(400, f"request body is not JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("sdp"), str):
-            raise http_error(400, 'JSON body needs "sdp": the session description text')
-        unknown = sorted(set(data) - OPTION_KEYS - {"sdp", "acl", "blob"})
-        if unknown:
-            raise http_error(400, f"unknown field(s): {', '.join(unknown)}",
-                             known=sorted(OPTION_KEYS | {"sdp", "acl", "blob"}))
-        options = {k: data.get(k) for k in OPTION_KEYS}
-        for key in ("acl", "blob"):
-            if data.get(key) is not None and not isinstance(data[key], dict):
-                raise http_error(400, f'"{key}" must be a JSON object')
-        if data.get("interval") is not None and (not isinstance(data["interval"], int | float)
-                                                 or data["interval"] <= 0):
-            raise http_error(400, '"interval" must be a positive number of seconds')
-        if data.get("ttl") is not None and (not isinstance(data["ttl"], int)
-                                            or not 1 <= data["ttl"] <= 255):
-            raise http_error(400, '"ttl" must be an integer 1..255')
-        options["acl"] = data.get("acl")
-        options["blob"] = data.get("blob")
-        return data["sdp"], options
+    max_sdp = announcer.config.limits.max_sdp_bytes
     try:
-        return raw.decode("utf-8"), {}
-    except UnicodeDecodeError:
-        raise http_error(400, "the SDP is not UTF-8 text") from None
+        if request.content_type == "application/json":
+            parsed = parse_body(raw, max_sdp)
+            return Body(parsed.sdp, parsed.options.given(), parsed.options.acl_dict(),
+                        parsed.blob)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError("sdp", "the SDP is not UTF-8 text") from None
+        check_sdp_size(text, max_sdp)
+        return Body(text, {}, None, None)
+    except RequestError as exc:
+        raise http_error(400, str(exc), field=exc.field) from None
 
 
 def _failure(exc: PublishError) -> web.Response:
-    return json_error(exc.status, str(exc), errors=exc.errors)
+    extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+    return json_error(exc.status, str(exc), errors=exc.errors, **extra)
 
 
 async def publish(request: web.Request) -> web.Response:
     announcer = request.app[ANNOUNCER_KEY]
-    text, options = await _body(request)
-    acl, blob = options.pop("acl", None), options.pop("blob", None)
+    body = await _body(request, announcer)
     try:
-        record = await announcer.publish(text, options, peer(request).uid, acl, blob)
+        record = await announcer.publish(body.sdp, body.options, peer(request).uid,
+                                         body.acl, body.blob)
     except PublishError as exc:
         return _failure(exc)
     return json_response({"id": record.id, "session": record.to_json(),
@@ -66,9 +62,10 @@ async def publish(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     announcer = request.app[ANNOUNCER_KEY]
-    text, options = await _body(request)
+    body = await _body(request, announcer)
     try:
-        record = await announcer.update(request.match_info["id"], text, options, peer(request))
+        record = await announcer.update(request.match_info["id"], body.sdp, body.options,
+                                        peer(request), body.acl, body.blob)
     except PublishError as exc:
         return _failure(exc)
     return json_response({"id": record.id, "session": record.to_json(),

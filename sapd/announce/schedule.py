@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 
 DEFAULT_BANDWIDTH = 4000.0  # bit/s per SAP group
 DEFAULT_SIZE = 500  # bytes assumed for announcements whose size we never saw
+# Bounds of a fixed interval asked for by a publisher: under 1 s floods the group (1e-9
+# once hung sapd for good); over an hour, receivers using RFC 2974's expiry (10 periods
+# or one hour) drop the session between two announcements.
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 3600.0
 
 
 @dataclass(slots=True)
@@ -61,6 +66,9 @@ class Scheduler:
     def add(self, key: str, group: str, size: int, now: float,
             interval: float | None = None) -> None:
         """Schedule a new (or replaced) announcement: its first send is due now."""
+        if interval is not None and not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+            raise ValueError(f"fixed interval {interval!r} is outside "
+                             f"{MIN_INTERVAL:g}..{MAX_INTERVAL:g} s")  # callers bound it
         job = _Job(key, group, size, interval, due=now)
         self._jobs[key] = job
         self._push(job)
@@ -121,6 +129,13 @@ class Scheduler:
                 return when
             heapq.heappop(self._heap)
         return None
+
+    def interval_in_force(self, key: str) -> float | None:
+        """The interval a job is sent at now: its fixed one, else the group's."""
+        job = self._jobs.get(key)
+        if job is None:
+            return None
+        return job.interval if job.interval is not None else self.interval(job.group, job)
 
     def due_of(self, key: str) -> float | None:
         job = self._jobs.get(key)

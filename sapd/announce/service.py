@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sapd import sdp, signing, wire
+from sapd.announce.request import clean_acl, clean_stored
 from sapd.announce.schedule import Scheduler
 from sapd.announce.sender import Sender
 from sapd.config import SapdConfig
@@ -25,7 +26,7 @@ from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
 from sapd.plumbing.multicast import Interface
-from sapd.records import DirectoryBackend, SearchQuery, SessionRecord
+from sapd.records import DirectoryBackend, SearchQuery, SessionRecord, StoreFailure
 from sapd.scopes import Scope
 
 log = logs.get("sapd.announce")
@@ -35,10 +36,12 @@ DIRECTORY_SCAN = 2.0
 class PublishError(Exception):
     """A publish/update/withdraw that cannot be done; ``status`` is the HTTP status."""
 
-    def __init__(self, status: int, message: str, errors: list[str] | None = None) -> None:
+    def __init__(self, status: int, message: str, errors: list[str] | None = None,
+                 field: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.errors = errors or []
+        self.field = field  # the request field at fault, if one is
 
 
 @dataclass
@@ -74,13 +77,18 @@ def _with_version(text: str, version: int) -> str:
     return "\r\n".join(lines)
 
 
-def allowed(peer: Peer, record: SessionRecord, admin_gid: int | None) -> bool:
-    """Owner, root, the admin group, or a uid/gid in the announcement's ACL."""
+def owns(peer: Peer, record: SessionRecord, admin_gid: int | None) -> bool:
+    """Owner rights: the owner, root, or the admin group. Only they may change the ACL."""
     if peer.uid == 0 or (record.owner_uid is not None and peer.uid == record.owner_uid):
         return True
-    if admin_gid is not None and admin_gid in peer.groups:
+    return admin_gid is not None and admin_gid in peer.groups
+
+
+def allowed(peer: Peer, record: SessionRecord, admin_gid: int | None) -> bool:
+    """May change the SDP and withdraw: owner rights, or a uid/gid in the ACL."""
+    if owns(peer, record, admin_gid):
         return True
-    acl = record.acl or {}
+    acl = clean_acl(record.acl)  # whatever an older sapd stored, never a TypeError here
     return peer.uid in acl.get("uids", []) or any(g in acl.get("gids", [])
                                                   for g in peer.groups)
 
@@ -162,7 +170,8 @@ class Announcer:
             found = [s for s in table.scopes if s.name == options["scope"]]
             if not found:
                 raise PublishError(400, f"scope {options['scope']!r} is not configured; known: "
-                                        + ", ".join(s.name for s in table.scopes))
+                                        + ", ".join(s.name for s in table.scopes),
+                                   field="scope")
             scopes = found
         else:
             for address in session.groups:
@@ -173,6 +182,14 @@ class Announcer:
             raise PublishError(400, "the SDP has no multicast c= address to derive a SAP group "
                                     "from; give \"scope\" or \"sap_group\"",
                                ["c= must carry a multicast address"])
+        wanted = options.get("interfaces")
+        if wanted:
+            known = [i.name for i in self._egress]
+            unknown = [name for name in wanted if name not in known]
+            if unknown:
+                raise PublishError(400, f"interfaces: {', '.join(unknown)} not among the "
+                                        f"announcing interfaces ({', '.join(known) or 'none'})",
+                                   field="interfaces")
         ttl_wanted = int(options.get("ttl") or self.config.announce.ttl)
         targets = []
         for scope in scopes:
@@ -182,7 +199,7 @@ class Announcer:
                     group = ipaddress.ip_address(str(options["sap_group"]))
                 except ValueError:
                     raise PublishError(400, f"sap_group {options['sap_group']!r} is not an "
-                                            "address") from None
+                                            "address", field="sap_group") from None
             targets.append(_Target(group, max(1, min(ttl_wanted, scope.ttl))))
         return targets
 
@@ -332,13 +349,27 @@ class Announcer:
             options={k: v for k, v in options.items() if v is not None},
             **self._signed_here())
         local = self._build(record, session)  # raises before anything is stored
+        # The record names the SAP group it is really sent to ("sap_group" overrides
+        # the scope's), not the one its scope would have chosen.
+        record = local.record = record.with_changes(sap_group=str(local.targets[0].group))
         self.engine.put_local(record, now, len(local.packet))
-        await self.hub.commit()  # durable before we answer or send
+        await self._durable()  # before we answer or send
         self.locals[sid] = local
         self._schedule(local, now)
         log.info("announcing", id=sid, name=record.name, kind=kind,
                  groups=[str(t.group) for t in local.targets], owner=owner)
         return record
+
+    async def _durable(self) -> None:
+        """Commit through the hub. A record the store cannot hold has been undone there
+        (memory holds what the store holds): the caller hears why, as a 422."""
+        try:
+            await self.hub.commit()
+        except StoreFailure as exc:
+            if exc.transient:
+                raise
+            raise PublishError(422, f"{exc} ({exc.reason}); nothing was stored or "
+                                    "announced") from None
 
     def _require(self, sid: str, peer: Peer) -> _Local:
         local = self.locals.get(sid)
@@ -352,9 +383,17 @@ class Announcer:
                                     f"{local.record.owner_uid} and its ACL does not list you")
         return local
 
-    async def update(self, sid: str, text: str, options: dict[str, Any],
-                     peer: Peer) -> SessionRecord:
+    async def update(self, sid: str, text: str, options: dict[str, Any], peer: Peer,
+                     acl: dict[str, Any] | None = None,
+                     blob: dict[str, Any] | None = None) -> SessionRecord:
+        """Replace the SDP (and options). ``acl`` None keeps the ACL; only owner rights
+        may change it, so a uid the ACL lists cannot add others or lock the owner out."""
         local = self._require(sid, peer)
+        if acl is not None and acl != local.record.acl and not owns(
+                peer, local.record, self.admin_gid()):
+            raise PublishError(403, f"uid {peer.uid} may change {sid} but not its ACL: only "
+                                    f"its owner (uid {local.record.owner_uid}), root and "
+                                    "admin_group may", field="acl")
         session = self._parse(text)
         old = local.record
         if session.identity != old.identity:
@@ -370,8 +409,8 @@ class Announcer:
         # version. The old version keeps going until the new one is committed; the new
         # one takes over its scheduler jobs.
         record = await self._commit(session, local.source, sid, merged, old.owner_uid,
-                                    options.get("acl") or old.acl,
-                                    options.get("blob") or old.blob, kind="changed")
+                                    old.acl if acl is None else acl,
+                                    old.blob if blob is None else blob, kind="changed")
         self._superseded(local, self.locals[sid], self.hub.clock.now())
         return record
 
@@ -415,7 +454,7 @@ class Announcer:
         now = self.hub.clock.now()
         self._retire(local, now)
         self.engine.remove_local(sid, now)
-        await self.hub.commit()
+        await self._durable()
         log.info("withdrawn", id=sid, name=local.record.name, by=peer.uid)
         return local.record
 
@@ -426,21 +465,30 @@ class Announcer:
         return {"id": sid, "name": local.record.name, "owner_uid": local.record.owner_uid,
                 "source": local.source, "msg_hash": local.record.msg_hash,
                 "targets": [{"sap_group": str(t.group), "ttl": t.ttl,
-                             "interval": round(self.scheduler.interval(str(t.group)), 3)}
+                             "interval": self._interval_in_force(f"{sid}|{t.group}", t)}
                             for t in local.targets],
                 "interfaces": local.interfaces or [i.name for i in self._egress],
                 "next_send": min(dues, default=None),
                 "packets_sent": local.sent, "options": local.record.options,
                 "acl": local.record.acl}
 
+    def _interval_in_force(self, key: str, target: _Target) -> float:
+        """What the scheduler sends at: the fixed interval asked for, else the group's."""
+        interval = self.scheduler.interval_in_force(key)
+        if interval is None:
+            interval = self.scheduler.interval(str(target.group))
+        return round(interval, 3)
+
     # -- start, stop, files ------------------------------------------------------------------------
     async def restore(self) -> None:
         """Resume every local announcement stored by an earlier run."""
         offset = 0
         now = self.hub.clock.now()
+        rewritten = 0
         while True:
             batch = self.hub.reader.search(SearchQuery(local=True, limit=500, offset=offset))
-            for record in batch:
+            for stored in batch:
+                record = self._within_bounds(stored)
                 session, errors, _ = sdp.validate(record.sdp)
                 if session is None:
                     log.warning("stored local session no longer valid", id=record.id,
@@ -451,17 +499,40 @@ class Announcer:
                 except PublishError as exc:
                     log.warning("cannot resume", id=record.id, error=str(exc))
                     continue
+                real_group = str(local.targets[0].group)
+                if record.sap_group != real_group:  # stored by a sapd that named the scope's
+                    record = local.record = record.with_changes(sap_group=real_group)
                 self.locals[record.id] = local
                 self._schedule(local, now)
+                if record is not stored:  # bounded or corrected now: store what is in force
+                    self.engine.put_local(record, now, len(local.packet))
+                    rewritten += 1
                 if record.options.get("file"):
                     self._files[str(record.options["file"])] = (0.0, record.id)
             if len(batch) < 500:
                 break
             offset += 500
+        if rewritten:
+            try:
+                await self.hub.commit()
+            except Exception as exc:  # announced with the bounded values all the same
+                log.warning("bounded stored options not written back", error=str(exc))
         if self.locals:
             log.info("resumed local announcements", count=len(self.locals))
         if self.config.announce.directory:
             self._tasks.append(asyncio.create_task(self._watch_directory()))
+
+    def _within_bounds(self, record: SessionRecord) -> SessionRecord:
+        """A stored announcement with today's bounds: an older sapd stored any number
+        (an interval of 1e-9 hung it at every start). Each fix is logged and the
+        bounded record is written back."""
+        options, acl, fixed = clean_stored(record.options, record.acl)
+        for option in fixed:
+            log.warning("stored option out of bounds", id=record.id, option=option,
+                        stored=repr(record.acl if option == "acl" else
+                                    record.options.get(option)),
+                        now=repr(acl if option == "acl" else options.get(option)))
+        return record.with_changes(options=options, acl=acl) if fixed else record
 
     async def _watch_directory(self) -> None:
         directory = Path(str(self.config.announce.directory))

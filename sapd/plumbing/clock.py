@@ -1,11 +1,11 @@
 """A daemon's one clock: wall time as of its start, advanced by the monotonic clock.
 
-In-process deadlines (expiry, the announce schedule, rate-limit windows) and the times
-that get stored (first/last seen, expiry) are all read from it, so a step of the system
-clock (NTP correcting a board without a battery clock, an operator's ``date -s``) neither
-expires every session at once nor fires every announcement: elapsed time is what the
-monotonic clock says. The price: until the daemon restarts, what it stores is off by
-the steps since it started. :meth:`SteadyClock.drift` tells how far, for a warning.
+In-process deadlines (expiry, the announce schedule, rate-limit windows) are read from
+it, so a step of the system clock (NTP correcting a board without a battery clock, an
+operator's ``date -s``) neither expires every session at once nor fires every
+announcement: elapsed time is what the monotonic clock says. What is stored or compared
+across hosts (first and last seen, expiry, event times) is dated in wall time again by
+the hub (sapd.hub.Hub._to_wall_time), from the steps :meth:`SteadyClock.drift` shows.
 """
 
 from __future__ import annotations

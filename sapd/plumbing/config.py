@@ -34,6 +34,7 @@ T = TypeVar("T")
 MAX_TEXT = 4096  # characters in any string (PATH_MAX); a key is data, not a payload
 MAX_ITEMS = 1024  # entries in any list: interfaces, groups, scopes, exclusions
 MAX_FILE = 1 << 20  # bytes of a configuration file
+DEFAULT_CONNECTIONS_PER_UID = 64  # socket_connections_per_uid (sapd.plumbing.control)
 
 
 class ConfigError(ValueError):

@@ -10,6 +10,7 @@ import fcntl
 import gc
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -26,6 +27,21 @@ log = logs.get("service")
 
 class StateInUse(RuntimeError):
     """Another daemon holds the state directory."""
+
+
+PRIVATE_UMASK = 0o077  # as the units' UMask=: databases, -wal/-shm, lock: owner only
+
+
+def private_state(directory: Path) -> None:
+    """Make the state directory's files the daemon's own, as systemd's UMask=0077 does:
+    files created from now on (SQLite's -wal and -shm take their database's mode) and
+    the ones an older daemon left readable by all. The control socket sets its own."""
+    os.umask(PRIVATE_UMASK)
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & PRIVATE_UMASK:
+                path.chmod(stat.S_IMODE(mode) & ~PRIVATE_UMASK)
 
 
 def lock_state(directory: Path, wait: float = 10.0) -> int:

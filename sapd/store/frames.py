@@ -2,8 +2,9 @@
 
 Frames of a 4-byte length and a marshal'd body over a socket pair. A batch is
 ``(deletes, upserts, refreshes)`` of plain values (a record as its fields in order, see
-:data:`sapd.records.record_values`); an acknowledgement is ``(batches, error)``. A new
-record column travels without a change here.
+:data:`sapd.records.record_values`); an acknowledgement is ``(batches, error, reason,
+passing)`` (see :mod:`sapd.store.failures`). A new record column travels without a
+change here.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import socket
 import sys
 
 from sapd.records import Writes
+from sapd.store.failures import classify
 from sapd.store.frames import FrameReader, decode_writes, frame
 from sapd.store.sqlite import SqliteDirectory
 
@@ -44,16 +45,17 @@ def serve(store: SqliteDirectory, sock: socket.socket) -> None:
             bodies += reader.feed(more)
         if not bodies:
             continue
-        error = ""
-        try:  # anything wrong with these batches is reported with them, never retried
+        error, reason, passing = "", "", False
+        try:  # anything wrong with these batches is reported with them; the hub decides
             writes = Writes()
             for body in bodies:
                 writes.absorb(decode_writes(body))
             store.apply(writes)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            reason, passing = classify(exc)
         try:
-            sock.sendall(frame((len(bodies), error)))
+            sock.sendall(frame((len(bodies), error, reason, passing)))
         except (BrokenPipeError, ConnectionResetError):
             return  # the daemon is gone; what it sent is committed
 

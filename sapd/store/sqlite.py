@@ -288,11 +288,22 @@ class SqliteDirectory:
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._db.execute("ROLLBACK")
+                    self._roll_back()
                 raise
             self._depth -= 1
             if self._depth == 0:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:  # disk full at commit: leave no transaction open
+                    self._roll_back()
+                    raise
+
+    def _roll_back(self) -> None:
+        # SQLite may have rolled back already (disk full, I/O error): a ROLLBACK then
+        # fails, and its error would hide the one that says what happened.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._next_rid = None  # row ids handed out in the rolled-back transaction
 
     # -- writes ---------------------------------------------------------------
     # A batch reaches SQLite as a few statements of many rows each (see _row_chunks), not

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import sapd
 from sapd.plumbing import logs
-from sapd.records import Writes
+from sapd.records import StoreFailure, Writes
 from sapd.store.frames import FrameReader, encode_writes
 
 log = logs.get("sapd.store")
@@ -37,8 +37,9 @@ RESTART_PAUSES = (0.0, 0.1, 0.5, 2.0)  # by how many store processes died in a r
 _RECEIVE = 1 << 16
 
 
-class StoreError(RuntimeError):
-    """The store process could not commit a batch (its message says why)."""
+class StoreError(StoreFailure):
+    """The store process could not commit a batch (its message says why, its reason
+    and kind what the hub makes of it)."""
 
 
 @dataclass(slots=True)
@@ -197,10 +198,10 @@ class StoreWriter:
         except ConnectionResetError:
             return False
         for body in link.reader.feed(data):
-            count, error = marshal.loads(body)
+            count, error, reason, passing = marshal.loads(body)
             link.started -= count
             link.acknowledged += count
-            self._acknowledged(count, error)
+            self._acknowledged(count, error, reason, passing)
         return bool(data)
 
     def _send(self, link: _Link) -> bool:
@@ -232,12 +233,13 @@ class StoreWriter:
                 attempt += 1
         self.restarts += 1
 
-    def _acknowledged(self, count: int, error: str) -> None:
+    def _acknowledged(self, count: int, error: str, reason: str, passing: bool) -> None:
         with self._lock:
             jobs = [self._jobs.popleft() for _ in range(count)]
-        failure = StoreError(error) if error else None
+        failure = StoreError(error, reason, passing) if error else None
         if error:
-            log.error("directory write failed", error=error, batches=count)
+            log.warning("directory write refused", error=error, reason=reason,
+                        batches=count)
         for job in jobs:
             if job.done is not None:
                 self._loop.call_soon_threadsafe(job.done, failure)

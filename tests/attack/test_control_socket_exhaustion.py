@@ -14,13 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from sapd.plumbing.client import ClientError, UnixClient
 from tests.support import ROOT, need_root
 
 
-@pytest.mark.xfail(strict=True, reason="no per-uid connection cap: one user exhausts the fds")
 def test_one_user_holding_connections_does_not_lock_out_root(sapd_factory: Any) -> None:
     need_root()
     runtime = Path(tempfile.mkdtemp(prefix="sapd-atk-", dir="/tmp"))

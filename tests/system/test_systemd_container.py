@@ -173,6 +173,23 @@ def test_security_exposure_at_most_1_5(installed: Container, service: str) -> No
     assert float(match.group(1)) <= 1.5, out
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_running_daemons_have_the_raised_open_file_limit(installed: Container,
+                                                         service: str) -> None:
+    """Issue 13 item 9: 1,024 open files let held control connections lock clients out."""
+    def open_files(pid: str) -> tuple[int, int]:
+        limits = installed.sh(f"cat /proc/{pid}/limits").stdout
+        (line,) = [ln for ln in limits.splitlines() if ln.startswith("Max open files")]
+        return int(line.split()[3]), int(line.split()[4])
+
+    pid = installed.sh(f"systemctl show -p MainPID --value {service}").stdout.strip()
+    # LimitNOFILE=65536, or as much as the container's own ceiling (PID 1's hard limit)
+    # allows; systemd's default soft limit is 1,024.
+    wanted = min(65536, open_files("1")[1])
+    assert wanted > 1024
+    assert open_files(pid) == (wanted, wanted)
+
+
 def test_reload_applies_a_changed_setting(installed: Container) -> None:
     pid = _active_pid(installed, "sapd.service")
     assert json.loads(installed.sh("sapctl stats --json").stdout)["profile"] == "aes67"

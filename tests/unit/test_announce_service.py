@@ -19,7 +19,7 @@ from sapd.lifecycle import DROP_OWN, Engine
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
 from sapd.plumbing.multicast import Interface
-from sapd.records import DirectoryBackend, Writes
+from sapd.records import DirectoryBackend, StoreFailure, Writes
 from sapd.store.sqlite import SqliteDirectory
 from sapd.store.writer import StoreError
 from tests.packets import sdp_text
@@ -41,6 +41,7 @@ class FakeHub:
     clock: SteadyClock
     committed: list[Writes] = field(default_factory=list)
     refuse: bool = False
+    cannot_take: bool = False  # as the hub says of a record the store cannot hold
 
     async def commit(self) -> None:
         writes = self.engine.take_writes()
@@ -48,6 +49,11 @@ class FakeHub:
             pass
         if self.refuse:
             raise StoreError("disk full")
+        if self.cannot_take:
+            for sid in writes.upserts:
+                self.engine.revert(sid, None)
+            raise StoreFailure("the store cannot take session x: Python int too large to "
+                               "convert to SQLite INTEGER", "unstorable_value", transient=False)
         self.committed.append(writes)
 
 
@@ -112,6 +118,19 @@ def test_a_refused_commit_announces_nothing(rig: Rig) -> None:
     rig.hub.refuse = True
     with pytest.raises(StoreError):
         rig.run(rig.announcer.publish(sdp_text(name="Studio"), {}, OWNER.uid))
+    rig.settle()
+    assert rig.sender.sent == [] and rig.announcer.count() == 0
+
+
+def test_a_session_the_store_cannot_take_was_an_untyped_500(rig: Rig) -> None:
+    """The hub undoes a record the store cannot hold and says so; the service used to let
+    that escape as an HTTP 500. Now it is a 422 naming the reason, nothing is announced,
+    and the same SDP may be tried again (no phantom 409)."""
+    rig.hub.cannot_take = True
+    for _ in range(2):
+        with pytest.raises(PublishError) as info:
+            rig.run(rig.announcer.publish(sdp_text(name="Studio"), {}, OWNER.uid))
+        assert info.value.status == 422 and "unstorable_value" in str(info.value)
     rig.settle()
     assert rig.sender.sent == [] and rig.announcer.count() == 0
 
