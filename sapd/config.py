@@ -5,6 +5,7 @@ configuration, systemd/sapd.toml."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from sapd.plumbing.config import (
     WebConfig,
     host_group,
     interface_name,
+    ldap_dn,
+    ldap_url,
     load_config,
     multicast_address,
     multicast_network,
@@ -239,6 +242,73 @@ class ScopeEntry:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+LdapProfile = Literal["sapd", "mstapi"]
+
+
+@dataclass(frozen=True)
+class LdapTlsConfig:
+    """``[ldap.tls]``: StartTLS on an ldap:// URL (ldaps:// is TLS from the start), and
+    the CA file that vouches for the server (default: the system's trust store)."""
+
+    starttls: bool = False
+    ca_file: str | None = setting(None, check=text(1, 4096))
+
+    def validate(self) -> None:
+        if self.ca_file is not None:
+            try:
+                readable_file(self.ca_file)
+            except ValueError as exc:
+                raise ConfigError("ca_file", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """``[ldap]``: publication of the directory into an LDAP server (off without url).
+    The password lives in ``password_file``, never here (this file is world-readable)."""
+
+    url: str | None = setting(None, check=ldap_url)
+    base: str | None = setting(None, check=ldap_dn)
+    bind_dn: str | None = setting(None, check=ldap_dn)
+    password_file: str | None = setting(None, check=text(1, 4096))
+    profile: LdapProfile = "sapd"
+    tls: LdapTlsConfig = setting(factory=LdapTlsConfig)
+    # Seconds a dynamic entry (RFC 2589) outlives the last refresh: a dead sapd's entries
+    # are gone this long after it stopped. 10 s (tests) to a day (slapo-dds' default
+    # maximum); sapd refreshes every third of it.
+    ttl: float = setting(300.0, min=10.0, max=DAY)
+    # Changes waiting for the LDAP server; beyond it sapd drops them and resynchronises
+    # the whole directory instead (so a slow server never holds the receive path).
+    queue: int = setting(10_000, min=10, max=1_000_000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    def validate(self) -> None:
+        if self.url is None:
+            for key in ("base", "bind_dn", "password_file"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(key, "needs url (LDAP publication is off without it)")
+            return
+        if importlib.util.find_spec("ldap") is None:
+            raise ConfigError("url", "LDAP publication needs python-ldap: pip install "
+                              "'sapd[ldap]' (or Debian's python3-ldap)")
+        if self.base is None:
+            raise ConfigError("base", "required with url (where the entries go)")
+        if (self.bind_dn is None) != (self.password_file is None):
+            missing = "password_file" if self.password_file is None else "bind_dn"
+            raise ConfigError(missing, "bind_dn and password_file go together "
+                              "(neither: an anonymous bind)")
+        if self.password_file is not None:
+            try:
+                readable_file(self.password_file)
+            except ValueError as exc:
+                raise ConfigError("password_file", str(exc)) from None
+        if self.tls.starttls and not self.url.startswith("ldap://"):
+            raise ConfigError("tls.starttls", "only with an ldap:// URL (ldaps:// is TLS "
+                              "already; ldapi:// is a local socket)")
+
+
 @dataclass(frozen=True)
 class SapdConfig:
     interfaces: list[str] = setting(factory=list, check=interface_name)
@@ -272,6 +342,10 @@ class SapdConfig:
     web: WebConfig = setting(factory=WebConfig)
     signing: SigningConfig = setting(factory=SigningConfig)
     trust: TrustConfig = setting(factory=TrustConfig)
+    ldap: LdapConfig = setting(factory=LdapConfig)
+    # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
+    # name. Several sapd publishing under one base need different names.
+    site: str | None = setting(None, check=text(1, 256))
 
     def validate(self) -> None:
         joined: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}

@@ -179,6 +179,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         refused = "  ".join(f"{k}={v}" for k, v in control["refused"].items()) or "none"
         print(f"control:  {control['connections']} connections (at most "
               f"{control['max_per_uid']} per uid)   refused: {refused}")
+    ldap = result.get("ldap", {"state": "off"})
+    if ldap["state"] != "off":
+        resyncs = "  ".join(f"{k}={v}" for k, v in ldap["resyncs"].items()) or "none"
+        print(f"ldap:     {ldap['state']}   entries {ldap['entries']}   queue {ldap['queue']}"
+              f"   resyncs {resyncs}" + (f"   last error: {ldap['last_error']}"
+                                         if ldap.get("last_error") else ""))
     return EXIT_OK
 
 

@@ -13,7 +13,8 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sapd import __version__
 from sapd.announce.sender import MulticastSender
@@ -40,6 +41,9 @@ from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastRecei
 from sapd.plumbing.web import WebListener
 from sapd.store import open_directory, start_writer
 
+if TYPE_CHECKING:
+    from sapd.bridges.ldap import LdapPublisher
+
 log = logs.get("sapd")
 
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
@@ -63,6 +67,7 @@ class SapDaemon(service.Service):
         self.history = SessionHistory()
         self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
+        self.ldap: LdapPublisher | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -88,6 +93,7 @@ class SapDaemon(service.Service):
             loaded = self.engine.load(store.iter_all(light=True))
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
+        self._start_ldap(state)
         groups = self.config.listen_groups()
         self.receiver = MulticastReceiver(loop, groups, self.config.port,
                                           self.hub.datagram_handler(), self.hub.after_batch)
@@ -142,8 +148,23 @@ class SapDaemon(service.Service):
             self.receiver.close()
         if self.hub is not None:
             self.hub.close()
+        if self.ldap is not None:  # its entries stay (and age out by TTL, if dynamic)
+            self.ldap.close()
         os.close(self._state_lock)
         self.notifier.close()
+
+    def _start_ldap(self, state: Path) -> None:
+        """LDAP publication: a listener of committed events with its own store reader."""
+        if not self.config.ldap.enabled:
+            return
+        # imported here: python-ldap is optional (sapd[ldap]); the config checked it is there
+        from sapd.bridges.ldap import LdapPublisher, default_site  # noqa: PLC0415
+
+        config = self.config
+        self.ldap = LdapPublisher(config.ldap, default_site(config.site),
+                                  lambda: open_directory(config, state))
+        self.hub.listeners.append(self.ldap.on_event)
+        self.ldap.start()
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -191,6 +212,8 @@ class SapDaemon(service.Service):
                          if getattr(new, k) != getattr(self.config, k)]
         if new.listen_groups() != self.config.listen_groups():  # a [[scope]] changes it too
             needs_restart.insert(0, "groups")
+        if new.ldap != self.config.ldap:
+            needs_restart.append("ldap")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()
@@ -244,11 +267,15 @@ class SapDaemon(service.Service):
 
     def health(self) -> dict[str, Any]:
         """ok; starting; or degraded while the store refuses writes (they are held in
-        memory and land once it takes them again; "store" says why)."""
+        memory and land once it takes them again; "store" says why) or while LDAP
+        publication is on and its server is unreachable ("ldap" says which)."""
         problem = self.hub.degraded if self.hub is not None else None
+        ldap_state = self.ldap.state if self.ldap is not None else "off"
+        degraded = problem or ldap_state == "down"
         out: dict[str, Any] = {
-            "status": "starting" if not self.ready else "degraded" if problem else "ok",
-            "version": __version__, "sessions": len(self.engine), "uptime": self.uptime()}
+            "status": "starting" if not self.ready else "degraded" if degraded else "ok",
+            "version": __version__, "sessions": len(self.engine), "uptime": self.uptime(),
+            "ldap": ldap_state}
         if problem:
             out["store"] = problem
             out["store_pending"] = self.hub.pending
@@ -282,6 +309,7 @@ class SapDaemon(service.Service):
             "event_seq": self.hub.events.seq if self.hub else 0,
             "local_announcements": (self.announcer.count() if self.announcer else 0),
             "control": self.control.gate.stats() if self.control else {},
+            "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -343,6 +371,8 @@ class SapDaemon(service.Service):
             lines += self.announcer.metrics_lines()
         if self.control is not None:
             lines += self.control.gate.metrics_lines("sapd")
+        if self.ldap is not None:
+            lines += self.ldap.metrics_lines()
         return "\n".join(lines) + "\n"
 
 

@@ -195,6 +195,38 @@ def http_url(value: str) -> None:
         raise ValueError(f"{value!r}: no query or fragment in a base URL")
 
 
+LDAP_SCHEMES = ("ldap", "ldaps", "ldapi")
+
+
+def ldap_url(value: str) -> None:
+    """An LDAP server: ldap://HOST[:PORT], ldaps://HOST[:PORT] or ldapi://PATH (a Unix
+    socket, its path %2F-escaped as RFC 4516 and OpenLDAP write it); no DN or filter."""
+    try:
+        url = urllib.parse.urlsplit(value)
+        url.port  # noqa: B018  # parses it: ValueError when out of range
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL ({exc})") from None
+    if url.scheme not in LDAP_SCHEMES:
+        raise ValueError(f"{value!r} is not an ldap://, ldaps:// or ldapi:// URL")
+    if url.scheme != "ldapi" and not url.hostname:
+        raise ValueError(f"{value!r} has no host")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise ValueError(f"{value!r}: no DN, attributes or filter in the server URL "
+                         "(the base DN is [ldap] base)")
+
+
+_DN_PART = re.compile(r"\s*[A-Za-z][A-Za-z0-9-]*\s*=\s*\S.*")
+
+
+def ldap_dn(value: str) -> None:
+    """A distinguished name as RFC 4514 writes it: attribute=value pairs, comma-separated.
+    A shape check only; the server has the last word."""
+    parts = re.split(r"(?<!\\),", value)
+    if not value.strip() or not all(_DN_PART.fullmatch(part) for part in parts):
+        raise ValueError(f"{value!r} is not a DN (attribute=value[,attribute=value...], "
+                         "e.g. ou=sessions,dc=example,dc=org)")
+
+
 # -- loading -------------------------------------------------------------------------
 def load_toml(path: str | Path | None) -> dict[str, Any]:
     """A TOML file as a table; every way it can fail names the file."""

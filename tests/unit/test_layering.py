@@ -24,11 +24,11 @@ PURE = (
     "sapd.signing", "sapd.trust", "sapd.announce.schedule", "sapd.plumbing.adminscope",
     "sapd.plumbing.errors", "sapd.streaminfo", "sapd.conflicts", "sapd.history",
     "sapd.web.pages", "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases",
-    "madcap.server",
+    "madcap.server", "sapd.bridges.ldap_entries",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
-PURE_PACKAGES = ("sapd", "madcap", "sapd.announce", "sapd.plumbing")
+PURE_PACKAGES = ("sapd", "madcap", "sapd.announce", "sapd.plumbing", "sapd.bridges")
 IMPURE_IMPORTS = ("asyncio", "sqlite3", "threading", "selectors", "aiohttp")
 CLOCKS = {("time", "time"), ("time", "time_ns"), ("time", "monotonic"),
           ("time", "monotonic_ns"), ("time", "perf_counter"), ("time", "perf_counter_ns"),

@@ -1,0 +1,1 @@
+"""Bridges to other directories: publication into LDAP (ldap.py)."""
