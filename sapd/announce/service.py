@@ -12,6 +12,7 @@ import contextlib
 import grp
 import ipaddress
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from sapd.lifecycle import Engine, record_from_session, session_id
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
+from sapd.plumbing.files import MAX_SDP_FILE, InputFileError, read_regular_file
 from sapd.plumbing.multicast import Interface
 from sapd.records import DirectoryBackend, SearchQuery, SessionRecord
 from sapd.scopes import Scope
@@ -115,6 +117,7 @@ class Announcer:
         self._tasks: list[asyncio.Task[None]] = []
         self.packets_sent = 0
         self.deletions_sent = 0
+        self.files_refused: Counter[str] = Counter()  # announce directory, by reason
 
     # -- configuration and interfaces ------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -450,11 +453,23 @@ class Announcer:
                     await self.withdraw(sid_info[1], root)
                 log.info("announce file removed; withdrawn", file=path)
         for path, file in present.items():
-            stat = file.stat()
+            try:
+                stat = file.stat()
+            except OSError:  # gone since the glob, or a dangling symlink
+                continue
             known = self._files.get(path)
             if known is not None and known[0] == stat.st_mtime:
                 continue
-            text = file.read_text(errors="replace")
+            try:
+                # Off the loop, and only a bounded regular file: a FIFO named *.sdp would
+                # block open() until a writer came, /dev/zero would never end.
+                data = await asyncio.to_thread(read_regular_file, file, MAX_SDP_FILE)
+            except InputFileError as exc:
+                self._files[path] = (stat.st_mtime, known[1] if known else "")
+                self.files_refused[exc.kind] += 1
+                log.warning("announce file refused", file=path, reason=exc.reason)
+                continue
+            text = data.decode(errors="replace")
             try:
                 if known is not None and known[1] in self.locals:
                     local = self.locals[known[1]]
@@ -493,7 +508,12 @@ class Announcer:
                 f"sapd_announcements_sent_total {self.packets_sent}",
                 "# HELP sapd_deletions_sent_total SAP deletion packets sent.",
                 "# TYPE sapd_deletions_sent_total counter",
-                f"sapd_deletions_sent_total {self.deletions_sent}"]
+                f"sapd_deletions_sent_total {self.deletions_sent}",
+                "# HELP sapd_announce_files_refused_total Files in the announce directory "
+                "not read, by reason.",
+                "# TYPE sapd_announce_files_refused_total counter",
+                *(f'sapd_announce_files_refused_total{{reason="{reason}"}} {count}'
+                  for reason, count in sorted(self.files_refused.items()))]
 
 
 def _same_but_version(text: str, stored: str) -> bool:

@@ -24,12 +24,14 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
 
 
 class InputFileError(ValueError):
-    """A file that is not read: not there, not a regular file, or too large."""
+    """A file that is not read: not there, not a regular file, or too large. ``kind``
+    is the counter's reason: missing, unreadable, not_regular, too_large."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, kind: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.kind = kind
 
 
 def _kind(mode: int) -> str:
@@ -42,25 +44,28 @@ def read_regular_file(path: str | Path, limit: int) -> bytes:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise InputFileError(name, "no such file") from None
+        raise InputFileError(name, "no such file", "missing") from None
     except OSError as exc:
-        raise InputFileError(name, f"cannot open it ({exc.strerror or exc})") from None
+        why = f"cannot open it ({exc.strerror or exc})"
+        raise InputFileError(name, why, "unreadable") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise InputFileError(name, f"is {_kind(mode)}, not a regular file")
+            raise InputFileError(name, f"is {_kind(mode)}, not a regular file",
+                                 "not_regular")
         chunks: list[bytes] = []
         wanted = limit + 1
         while wanted > 0 and (chunk := os.read(fd, min(wanted, 1 << 20))):
             chunks.append(chunk)
             wanted -= len(chunk)
     except OSError as exc:
-        raise InputFileError(name, f"cannot read it ({exc.strerror or exc})") from None
+        why = f"cannot read it ({exc.strerror or exc})"
+        raise InputFileError(name, why, "unreadable") from None
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise InputFileError(name, f"larger than {limit} bytes")
+        raise InputFileError(name, f"larger than {limit} bytes", "too_large")
     return data
 
 
@@ -70,5 +75,5 @@ def read_input(path: str, limit: int) -> bytes:
         return read_regular_file(path, limit)
     data = sys.stdin.buffer.read(limit + 1)
     if len(data) > limit:
-        raise InputFileError("<stdin>", f"larger than {limit} bytes")
+        raise InputFileError("<stdin>", f"larger than {limit} bytes", "too_large")
     return data
