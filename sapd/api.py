@@ -6,6 +6,7 @@ Every handler is thin: parse the request, call the service, shape JSON.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import urllib.parse
 from typing import Any, Protocol
@@ -74,6 +75,17 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     return number
 
 
+def _group(value: str | None) -> str | None:
+    """A group as stored (canonical text), however it is typed: FF0E::ABCD, ff0e:0::abcd."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise http_error(400, f"query parameter group={value[:64]!r}: not an IP address") \
+            from None
+
+
 def query_from_request(request: web.Request) -> SearchQuery:
     q = request.query
     known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
@@ -82,8 +94,11 @@ def query_from_request(request: web.Request) -> SearchQuery:
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
+    if q.get("value") is not None and q.get("attribute") is None:
+        raise http_error(400, "query parameter value= needs attribute= (the attribute whose "
+                              "value it matches)")
     return SearchQuery(
-        text=q.get("text"), media=q.get("media"), group=q.get("group"),
+        text=q.get("text"), media=q.get("media"), group=_group(q.get("group")),
         origin=q.get("origin"), source=q.get("source"), scope=q.get("scope"),
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
