@@ -230,8 +230,17 @@ class SapDaemon(service.Service):
         return round(self.clock.monotonic() - self.started, 3)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ready else "starting", "version": __version__,
-                "sessions": len(self.engine), "uptime": self.uptime()}
+        out: dict[str, Any] = {"status": "ok" if self.ready else "starting",
+                               "version": __version__, "sessions": len(self.engine),
+                               "uptime": self.uptime()}
+        failed = self.receiver.failed_joins if self.receiver else {}
+        if failed:  # a group not joined on an interface: its announcements go unheard
+            (group, ifindex), why = min(failed.items())
+            out["memberships"] = (f"{len(failed)} group joins failed, e.g. {group} on "
+                                  f"interface {ifindex}: {why}")
+            if self.ready:
+                out["status"] = "degraded"
+        return out
 
     def _drops(self) -> Counter[str]:
         return Counter({k: v for k, v in self.engine.counters.items()
