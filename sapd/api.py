@@ -20,6 +20,7 @@ from sapd.conflicts import Conflict
 from sapd.eventlog import RESYNC, Entry
 from sapd.history import SessionHistory
 from sapd.hub import Hub
+from sapd.plumbing import groupranges
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
@@ -48,6 +49,7 @@ class Service(Protocol):
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
+GROUPS_LISTED = 4_096  # addresses /v1/groups spells out one by one; ranges are exact
 KEEP_ALIVE = 15.0  # seconds between keep-alives on an idle event stream
 
 
@@ -209,7 +211,8 @@ def playlist_entry(record: SessionRecord, base: str | None) -> str:
     else:
         description, _errors, _warnings = sdp.validate(record.sdp)
         media = description.media[0] if description and description.media else None
-        group = record.groups[0] if record.groups else record.origin_address
+        group = record.groups[0].partition(groupranges.SEPARATOR)[0] if record.groups \
+            else record.origin_address
         host = f"[{group}]" if ":" in group else group
         target = f"rtp://@{host}:{media.port if media else 5004}"
     return f"#EXTINF:-1,{title}\n{target}\n"
@@ -289,9 +292,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def groups(request: web.Request) -> web.Response:
-    """Every multicast group some listed session uses (madcapd avoids them)."""
+    """Every multicast group some listed session uses (madcapd avoids them): ``ranges``,
+    exact and merged; ``groups``, the same one address at a time while they number at
+    most GROUPS_LISTED (else ``groups_complete`` is false and only ranges tell all)."""
     daemon = request.app[DAEMON_KEY]
-    return json_response({"groups": sorted(daemon.hub.engine.groups_in_use())})
+    ranges = daemon.hub.engine.group_ranges()
+    listed, complete = groupranges.addresses(ranges, GROUPS_LISTED)
+    return json_response({"groups": listed, "groups_complete": complete,
+                          "ranges": [r.to_json() for r in ranges]})
 
 
 async def whoami(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from sapd.announce.schedule import Scheduler
 from sapd.announce.sender import Sender
 from sapd.config import SapdConfig
 from sapd.lifecycle import Engine, record_from_session, session_id
-from sapd.plumbing import logs
+from sapd.plumbing import groupranges, logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
 from sapd.plumbing.files import MAX_SDP_FILE, InputFileError, read_regular_file
@@ -165,8 +165,8 @@ class Announcer:
                                         + ", ".join(s.name for s in table.scopes))
             scopes = found
         else:
-            for address in session.groups:
-                scope = table.for_address(address)
+            for entry in session.groups:
+                scope = table.for_address(entry.partition(groupranges.SEPARATOR)[0])
                 if scope not in scopes:
                     scopes.append(scope)
         if not scopes:

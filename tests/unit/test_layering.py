@@ -23,7 +23,8 @@ PURE = (
     "sapd.wire", "sapd.sdp", "sapd.scopes", "sapd.pcap", "sapd.records", "sapd.lifecycle",
     "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.plumbing.errors",
     "sapd.streaminfo", "sapd.conflicts", "sapd.history", "sapd.web.pages",
-    "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases", "madcap.server",
+    "sapd.plumbing.html", "sapd.plumbing.groupranges", "madcap.wire", "madcap.pool",
+    "madcap.leases", "madcap.server",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
