@@ -330,6 +330,10 @@ class SqliteDirectory:
                 replaced.append((rid,))  # only a replaced session has rows to clear
             rows.append(_to_row(r, rid, generation))
             groups += [(rid, g) for g in r.groups]
+            # a range's first address too: conflicts compare first addresses (a session
+            # on 239.1.1.1 and one on 239.1.1.1-239.1.1.4 share it), and search finds it
+            groups += [(rid, g.partition(groupranges.SEPARATOR)[0]) for g in r.groups
+                       if groupranges.SEPARATOR in g]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
         with self.transaction():
