@@ -257,12 +257,19 @@ class MulticastReceiver:
                 _set_membership(sock, group, ifindex, join=True)
                 return sock
             except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:  # already a member on this one
+                    return sock
                 if exc.errno != errno.ENOBUFS:  # ENOBUFS: this socket is full
                     raise
         if len(socks) >= MAX_SOCKETS:
             raise OSError(errno.ENOBUFS, f"all {MAX_SOCKETS} receiving sockets are full")
         sock = self._open_socket(group.version)
-        _set_membership(sock, group, ifindex, join=True)
+        try:
+            _set_membership(sock, group, ifindex, join=True)
+        except OSError:  # not even a fresh socket takes it: no more sockets for it
+            socks.remove(sock)
+            self._close_socket(sock)
+            raise
         return sock
 
     def _leave(self, key: tuple[str, int]) -> None:
@@ -301,9 +308,8 @@ class MulticastReceiver:
             try:
                 self._member_of[key] = self._join(ipaddress.ip_address(group), ifindex)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:  # EADDRINUSE: already a member
-                    self.failed_joins[key] = exc.strerror or str(exc)
-                    continue
+                self.failed_joins[key] = exc.strerror or str(exc)
+                continue
             self.failed_joins.pop(key, None)
             self.joined.add(key)
             joined += 1

@@ -4,6 +4,7 @@ once, and says `degraded` in /v1/health, naming the failure, while a join fails.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,7 @@ def test_health_is_degraded_naming_a_failed_join(net: Network, daemons: Any) -> 
     assert health["status"] == "degraded", health
     assert "No buffer space available" in health["memberships"], health
     assert sapd.stats()["failed_joins"], sapd.stats()
+    assert sapd.proc is not None  # a socket that takes no join is closed, not kept
+    sockets = [fd for fd in os.listdir(f"/proc/{sapd.proc.pid}/fd")
+               if os.readlink(f"/proc/{sapd.proc.pid}/fd/{fd}").startswith("socket:")]
+    assert len(sockets) < 32, f"{len(sockets)} sockets open"
