@@ -78,14 +78,17 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
 
 
 def _group(value: str | None) -> str | None:
-    """A group as stored (canonical text), however it is typed: FF0E::ABCD, ff0e:0::abcd."""
+    """A group as stored (canonical text), however it is typed: FF0E::ABCD, ff0e:0::abcd,
+    or a range as sessions show it (FIRST-LAST)."""
     if value is None:
         return None
     try:
+        if groupranges.SEPARATOR in value:
+            return groupranges.parse(value).text
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise http_error(400, f"query parameter group={value[:64]!r}: not an IP address") \
-            from None
+        raise http_error(400, f"query parameter group={value[:64]!r}: not an IP address "
+                              "or FIRST-LAST range") from None
 
 
 def query_from_request(request: web.Request) -> SearchQuery:

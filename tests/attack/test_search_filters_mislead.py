@@ -30,6 +30,17 @@ def test_value_without_attribute_is_refused_not_ignored(sapd: Daemon) -> None:
     assert [s["name"] for s in sapd.sessions("?attribute=tool&value=no-such-value")] == []
 
 
+def test_a_range_is_found_by_any_address_in_it_and_as_shown(sapd: Daemon) -> None:
+    wide = sdp_text(session=3, name="wide").replace("c=IN IP4 239.255.1.1/32",
+                                                    "c=IN IP4 239.255.1.1/32/1000")
+    send_local_multicast(announce(wide))
+    (session,) = wait_session(sapd, lambda s: s["name"] == "wide")
+    assert session["groups"] == ["239.255.1.1-239.255.4.232"]
+    for typed in ("239.255.4.232", "239.255.2.0", "239.255.1.1-239.255.4.232"):
+        assert [s["name"] for s in sapd.sessions(f"?group={typed}")] == ["wide"], typed
+    assert sapd.sessions("?group=239.255.4.233") == []
+
+
 def test_a_group_that_is_not_an_address_is_refused(sapd: Daemon) -> None:
     with pytest.raises(ClientError) as refused:
         sapd.sessions("?group=not-a-group")
