@@ -6,6 +6,7 @@ Every handler is thin: parse the request, call the service, shape JSON.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import urllib.parse
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from sapd.conflicts import Conflict
 from sapd.eventlog import RESYNC, Entry
 from sapd.history import SessionHistory
 from sapd.hub import Hub
+from sapd.plumbing import groupranges
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
@@ -48,6 +50,7 @@ class Service(Protocol):
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
 COUNT_CAP = 1_000
+GROUPS_LISTED = 4_096  # addresses /v1/groups spells out one by one; ranges are exact
 KEEP_ALIVE = 15.0  # seconds between keep-alives on an idle event stream
 MAX_LIMIT = 1_000  # a page of sessions, as the README documents; more is a 400, not a clamp
 
@@ -77,6 +80,20 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     return number
 
 
+def _group(value: str | None) -> str | None:
+    """A group as stored (canonical text), however it is typed: FF0E::ABCD, ff0e:0::abcd,
+    or a range as sessions show it (FIRST-LAST)."""
+    if value is None:
+        return None
+    try:
+        if groupranges.SEPARATOR in value:
+            return groupranges.parse(value).text
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise http_error(400, f"query parameter group={value[:64]!r}: not an IP address "
+                              "or FIRST-LAST range") from None
+
+
 def query_from_request(request: web.Request) -> SearchQuery:
     q = request.query
     known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
@@ -85,8 +102,11 @@ def query_from_request(request: web.Request) -> SearchQuery:
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
+    if q.get("value") is not None and q.get("attribute") is None:
+        raise http_error(400, "query parameter value= needs attribute= (the attribute whose "
+                              "value it matches)")
     return SearchQuery(
-        text=q.get("text"), media=q.get("media"), group=q.get("group"),
+        text=q.get("text"), media=q.get("media"), group=_group(q.get("group")),
         origin=q.get("origin"), source=q.get("source"), scope=q.get("scope"),
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
@@ -197,7 +217,8 @@ def playlist_entry(record: SessionRecord, base: str | None) -> str:
     else:
         description, _errors, _warnings = sdp.validate(record.sdp)
         media = description.media[0] if description and description.media else None
-        group = record.groups[0] if record.groups else record.origin_address
+        group = record.groups[0].partition(groupranges.SEPARATOR)[0] if record.groups \
+            else record.origin_address
         host = f"[{group}]" if ":" in group else group
         target = f"rtp://@{host}:{media.port if media else 5004}"
     return f"#EXTINF:-1,{title}\n{target}\n"
@@ -277,9 +298,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def groups(request: web.Request) -> web.Response:
-    """Every multicast group some listed session uses (madcapd avoids them)."""
+    """Every multicast group some listed session uses (madcapd avoids them): ``ranges``,
+    exact and merged; ``groups``, the same one address at a time while they number at
+    most GROUPS_LISTED (else ``groups_complete`` is false and only ranges tell all)."""
     daemon = request.app[DAEMON_KEY]
-    return json_response({"groups": sorted(daemon.hub.engine.groups_in_use())})
+    ranges = daemon.hub.engine.group_ranges()
+    listed, complete = groupranges.addresses(ranges, GROUPS_LISTED)
+    return json_response({"groups": listed, "groups_complete": complete,
+                          "ranges": [r.to_json() for r in ranges]})
 
 
 async def whoami(request: web.Request) -> web.Response:

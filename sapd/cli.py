@@ -10,10 +10,16 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from sapd import ctl
+from sapd.plumbing.files import (
+    MAX_CAPTURE_FILE,
+    MAX_SDP_FILE,
+    InputFileError,
+    read_input,
+    read_regular_file,
+)
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -21,12 +27,6 @@ EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
-
-
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
 
 
 # The offline commands import the codecs when they run: they cost ~30 ms of start-up
@@ -41,7 +41,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         found = []
         for path in args.trust:
             try:
-                found += signing.load_certificates(Path(path).read_bytes())
+                found += signing.load_certificates(read_regular_file(path, MAX_SDP_FILE))
             except signing.SigningError as exc:
                 print(f"sapctl: {path}: {exc}", file=sys.stderr)
                 return EXIT_REJECTED
@@ -54,7 +54,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         results: list[dict[str, Any]] = []
         failed = 0
         try:
-            datagrams = list(pcap.udp_datagrams(args.file, port=args.port))
+            datagrams = list(pcap.udp_datagrams(
+                read_input(args.file, MAX_CAPTURE_FILE), port=args.port))
         except pcap.CaptureError as exc:
             print(f"sapctl: {args.file}: {exc}", file=sys.stderr)
             return EXIT_REJECTED
@@ -77,7 +78,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"sapctl: {args.file}: no UDP datagrams on port {args.port}", file=sys.stderr)
             return EXIT_REJECTED
         return EXIT_REJECTED if failed else EXIT_OK
-    desc, problems = describe.describe_packet(_read_input(args.file), anchors)
+    desc, problems = describe.describe_packet(read_input(args.file, MAX_SDP_FILE), anchors)
     if args.json:
         _print_json(desc)
     else:
@@ -90,7 +91,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from sapd import sdp  # noqa: PLC0415  # start-up time, see above
 
-    session, errors, warnings = sdp.validate(_read_input(args.file))
+    session, errors, warnings = sdp.validate(read_input(args.file, MAX_SDP_FILE))
     if args.json:
         _print_json({"valid": session is not None,
                      "errors": [{"line": e.line, "message": e.message} for e in errors],
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
+    except InputFileError as exc:
+        print(f"sapctl: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
     except FileNotFoundError as exc:
         print(f"sapctl: {exc.filename}: no such file", file=sys.stderr)
         return EXIT_REJECTED

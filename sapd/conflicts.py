@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sapd import sdp
+from sapd.plumbing import groupranges
 from sapd.records import SessionRecord
 
 CANDIDATES = 2_000  # sessions on shared groups read per computation
@@ -41,17 +42,23 @@ def destinations(description: sdp.SessionDescription) -> set[tuple[str, int]]:
     return found
 
 
+def _first_address(entry: str) -> str:
+    """A group entry's first address: what destinations() compares (c= addresses)."""
+    return entry.partition(groupranges.SEPARATOR)[0]
+
+
 def find_conflicts(records: Iterable[SessionRecord]) -> list[Conflict]:
     """Conflicts among live (not stale) sessions, ordered by group and port."""
     live = [r for r in records if not r.stale]
     sources: dict[str, set[str]] = {}
+    firsts = {r.id: {_first_address(g) for g in r.groups} for r in live}
     for record in live:
-        for group in record.groups:
+        for group in firsts[record.id]:
             sources.setdefault(group, set()).add(record.source)
     shared = {g for g, found in sources.items() if len(found) > 1}
     users: dict[tuple[str, int], list[SessionRecord]] = {}
     for record in live:
-        if shared.isdisjoint(record.groups):
+        if shared.isdisjoint(firsts[record.id]):
             continue  # its SDP need not be parsed: no other sender is on its groups
         description, _errors, _warnings = sdp.validate(record.sdp)
         if description is None:

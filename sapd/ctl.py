@@ -11,7 +11,7 @@ from typing import Any
 
 from sapd.announce import commands as announce_commands
 from sapd.plumbing import paths
-from sapd.plumbing.client import ClientError, UnixClient, format_table
+from sapd.plumbing.client import ClientError, UnixClient, format_table, printable
 
 EXIT_OK, EXIT_REJECTED = 0, 1
 
@@ -82,8 +82,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     client = _client(args)
     path = f"/v1/sessions/{urllib.parse.quote(args.id)}"
     if args.sdp:
-        sys.stdout.write(client.request("GET", path, headers={"Accept": "application/sdp"})
-                         .body.decode())
+        text = client.request("GET", path, headers={"Accept": "application/sdp"}).body.decode()
+        # Exact when saved or piped; on a terminal, remote text must not drive it.
+        sys.stdout.write(_printable_sdp(text) if sys.stdout.isatty() else text)
         return EXIT_OK
     result = client.get_json(path)
     if args.json:
@@ -96,15 +97,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         value = s.get(key)
         if isinstance(value, list):
             value = ", ".join(value)
-        print(f"{key + ':':16} {value if value is not None else '-'}")
+        print(f"{key + ':':16} {printable(str(value)) if value is not None else '-'}")
     clock = s.get("clock")
     if clock:
-        print(f"{'clock:':16} {clock.get('grandmaster') or clock['value']}")
+        print(f"{'clock:':16} {printable(str(clock.get('grandmaster') or clock['value']))}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
     print(f"{'signature:':16} {_signature(s)}")
     print()
-    sys.stdout.write(result["sdp"].replace("\r\n", "\n"))
+    sys.stdout.write(_printable_sdp(result["sdp"]))
     return EXIT_OK
+
+
+def _printable_sdp(text: str) -> str:
+    """SDP lines for a terminal: one per line, any control inside a line escaped."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(printable(line) for line in lines)
 
 
 def _watch_exec(args: argparse.Namespace) -> int:
@@ -144,8 +151,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     continue
                 s = event["session"]
                 stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
-                print(f"{stamp} {event['event']:8} {event['id']}  {s['name']}  "
-                      f"{','.join(s['groups'])}  from {s['source']}")
+                print(f"{stamp} {event['event']:8} {event['id']}  {printable(s['name'])}  "
+                      f"{printable(','.join(s['groups']))}  from {printable(s['source'])}")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return EXIT_OK

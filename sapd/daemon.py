@@ -279,6 +279,13 @@ class SapDaemon(service.Service):
         if problem:
             out["store"] = problem
             out["store_pending"] = self.hub.pending
+        failed = self.receiver.failed_joins if self.receiver else {}
+        if failed:  # a group not joined on an interface: its announcements go unheard
+            (group, ifindex), why = min(failed.items())
+            out["memberships"] = (f"{len(failed)} group joins failed, e.g. {group} on "
+                                  f"interface {ifindex}: {why}")
+            if self.ready:
+                out["status"] = "degraded"
         return out
 
     def _drops(self) -> Counter[str]:

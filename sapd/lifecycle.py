@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sapd import sdp, wire
+from sapd.plumbing import groupranges
 from sapd.records import SessionRecord, Writes, shared_media_types
 from sapd.scopes import ScopeTable
 from sapd.trust import UNVERIFIED_SLOT, Decision, TrustPolicy, auth_kind
@@ -140,7 +141,8 @@ def record_from_session(session: sdp.SessionDescription, scopes: ScopeTable, *, 
                         expires: float | None = None, **extra: Any) -> SessionRecord:
     """The directory record for a validated SDP, heard or published here."""
     groups = session.groups
-    scope = scopes.for_address(groups[0]) if groups else None
+    first_group = session.first_group
+    scope = scopes.for_address(first_group) if first_group else None
     attributes = [(a.name, a.value) for a in session.attributes]
     for media in session.media:
         attributes.extend((a.name, a.value) for a in media.attributes)
@@ -170,6 +172,19 @@ def _slim(record: SessionRecord) -> SessionRecord:
 
 
 _EMPTY: dict[str, Any] = {}  # shared by slim records; nothing in the engine mutates them
+
+
+_RANGES: dict[str, groupranges.GroupRange] = {}
+
+
+def _parsed_range(text: str) -> groupranges.GroupRange:
+    """groupranges.parse, remembered: /v1/groups is polled, and the entries change little."""
+    found = _RANGES.get(text)
+    if found is None:
+        if len(_RANGES) > 262_144:
+            _RANGES.clear()
+        found = _RANGES[text] = groupranges.parse(text)
+    return found
 
 
 def session_id(source: str, identity: str, auth_tag: str) -> str:
@@ -252,7 +267,13 @@ class Engine:
             load[1] += sign * entry.size
 
     def groups_in_use(self) -> set[str]:
+        """Every group entry of a listed session: an address, or a range's FIRST-LAST."""
         return {g for e in self._entries.values() for g in e.record.groups}
+
+    def group_ranges(self) -> list[groupranges.GroupRange]:
+        """Every group a listed session uses, as merged ranges (madcapd avoids them).
+        One entry a connection, never an address a group: a c= /65535 costs one."""
+        return groupranges.merge(_parsed_range(g) for g in self.groups_in_use())
 
     # -- outputs -----------------------------------------------------------------------
     def next_event(self) -> Event | None:

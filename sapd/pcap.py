@@ -11,7 +11,6 @@ import ipaddress
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -125,9 +124,9 @@ def _udp(ethertype: int, packet: bytes) -> tuple[str, str, bytes] | None:
     return None
 
 
-def udp_datagrams(path: str | Path, port: int | None = None) -> Iterator[UdpDatagram]:
-    """Every UDP datagram in the capture, optionally only those to or from ``port``."""
-    data = Path(path).read_bytes()
+def udp_datagrams(data: bytes, port: int | None = None) -> Iterator[UdpDatagram]:
+    """Every UDP datagram in the capture's bytes, optionally only those to or from
+    ``port``. The caller reads the file (bounded: sapd.plumbing.files)."""
     for index, (linktype, stamp, frame) in enumerate(_frames(data), start=1):
         layer = _network_layer(linktype, frame)
         if layer is None:

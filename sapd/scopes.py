@@ -94,14 +94,15 @@ class ScopeTable:
         return tuple(self._scopes)
 
     def for_address(self, address: str | IPAddress) -> Scope:
-        """The scope serving a multicast connection address."""
+        """The scope serving a multicast connection address, or a range of them as a
+        session lists it (FIRST-LAST: the scope of its first address)."""
         if isinstance(address, str):
             cached = self._cache.get(address)
             if cached is not None:
                 return cached
             if len(self._cache) > 65536:
                 self._cache.clear()
-            scope = self._lookup(_packed(address))
+            scope = self._lookup(_packed(address.partition("-")[0]))
             self._cache[address] = scope
             return scope
         return self._lookup(address.packed)

@@ -15,12 +15,12 @@ dataclass's __init__ costs ~4x, and every new announcement builds about ten of t
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sapd.plumbing import groupranges
 from sapd.scopes import packed_is_multicast
 
 NTP_UNIX_OFFSET = 2_208_988_800
@@ -158,21 +158,20 @@ class SessionDescription:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """The multicast group addresses this session uses (expanded /count)."""
+        """The multicast groups this session uses, exact and never expanded: an address
+        for a connection of one group, ``FIRST-LAST`` for a /count (groupranges)."""
         out: list[str] = []
         for conn in self.all_connections():
-            if not conn.multicast:
-                continue
-            if conn.count == 1:
-                if conn.address not in out:
-                    out.append(conn.address)
-                continue
-            base = ipaddress.ip_address(conn.address)
-            for i in range(min(conn.count, 256)):
-                text = str(base + i)
+            if conn.multicast:
+                text = groupranges.entry(conn.address, conn.count)
                 if text not in out:
                     out.append(text)
         return tuple(out)
+
+    @property
+    def first_group(self) -> str | None:
+        """The first multicast address of the first multicast connection (its scope)."""
+        return next((c.address for c in self.all_connections() if c.multicast), None)
 
     @property
     def stop_time(self) -> datetime | None:

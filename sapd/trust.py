@@ -83,11 +83,14 @@ class _Heard:
 
 
 def _inside(address: str, networks: tuple[Network, ...]) -> bool:
+    """Is the address (or a session's FIRST-LAST range of groups) inside one network?"""
+    first_text, _, last_text = address.partition("-")
     try:
-        ip = ipaddress.ip_address(address)
+        first = ipaddress.ip_address(first_text)
+        last = ipaddress.ip_address(last_text) if last_text else first
     except ValueError:
         return False  # a name (o= FQDN) is never inside an address range
-    return any(ip in n for n in networks if n.version == ip.version)
+    return any(first in n and last in n for n in networks if n.version == first.version)
 
 
 _KINDS = {kind.value: kind.name.lower() for kind in wire.AuthType}

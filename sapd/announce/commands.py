@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sapd.plumbing.client import format_table
+from sapd.plumbing.files import MAX_SDP_FILE, read_input
 
 
 def _payload(args: argparse.Namespace) -> bytes:
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    text = read_input(args.file, MAX_SDP_FILE).decode(errors="replace")
     body: dict[str, Any] = {"sdp": text}
     for key in ("scope", "sap_group", "interval", "ttl"):
         value = getattr(args, key, None)

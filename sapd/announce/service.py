@@ -12,6 +12,7 @@ import contextlib
 import grp
 import ipaddress
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,9 +23,10 @@ from sapd.announce.schedule import Scheduler
 from sapd.announce.sender import Sender
 from sapd.config import SapdConfig
 from sapd.lifecycle import Engine, record_from_session, session_id
-from sapd.plumbing import logs
+from sapd.plumbing import groupranges, logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.control import Peer
+from sapd.plumbing.files import MAX_SDP_FILE, InputFileError, read_regular_file
 from sapd.plumbing.multicast import Interface
 from sapd.records import DirectoryBackend, SearchQuery, SessionRecord, StoreFailure
 from sapd.scopes import Scope
@@ -125,6 +127,7 @@ class Announcer:
         self.deletions_sent = 0
         self.signing_key = config.signing.signing_key()
         self.signing_failures = 0
+        self.files_refused: Counter[str] = Counter()  # announce directory, by reason
 
     # -- configuration and interfaces ------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -174,8 +177,8 @@ class Announcer:
                                    field="scope")
             scopes = found
         else:
-            for address in session.groups:
-                scope = table.for_address(address)
+            for entry in session.groups:
+                scope = table.for_address(entry.partition(groupranges.SEPARATOR)[0])
                 if scope not in scopes:
                     scopes.append(scope)
         if not scopes:
@@ -553,11 +556,23 @@ class Announcer:
                     await self.withdraw(sid_info[1], root)
                 log.info("announce file removed; withdrawn", file=path)
         for path, file in present.items():
-            stat = file.stat()
+            try:
+                stat = file.stat()
+            except OSError:  # gone since the glob, or a dangling symlink
+                continue
             known = self._files.get(path)
             if known is not None and known[0] == stat.st_mtime:
                 continue
-            text = file.read_text(errors="replace")
+            try:
+                # Off the loop, and only a bounded regular file: a FIFO named *.sdp would
+                # block open() until a writer came, /dev/zero would never end.
+                data = await asyncio.to_thread(read_regular_file, file, MAX_SDP_FILE)
+            except InputFileError as exc:
+                self._files[path] = (stat.st_mtime, known[1] if known else "")
+                self.files_refused[exc.kind] += 1
+                log.warning("announce file refused", file=path, reason=exc.reason)
+                continue
+            text = data.decode(errors="replace")
             try:
                 if known is not None and known[1] in self.locals:
                     local = self.locals[known[1]]
@@ -599,7 +614,12 @@ class Announcer:
                 f"sapd_deletions_sent_total {self.deletions_sent}",
                 "# HELP sapd_signing_failures_total Packets not sent: signing failed.",
                 "# TYPE sapd_signing_failures_total counter",
-                f"sapd_signing_failures_total {self.signing_failures}"]
+                f"sapd_signing_failures_total {self.signing_failures}",
+                "# HELP sapd_announce_files_refused_total Files in the announce directory "
+                "not read, by reason.",
+                "# TYPE sapd_announce_files_refused_total counter",
+                *(f'sapd_announce_files_refused_total{{reason="{reason}"}} {count}'
+                  for reason, count in sorted(self.files_refused.items()))]
 
 
 def _same_but_version(text: str, stored: str) -> bool:

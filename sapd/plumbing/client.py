@@ -117,9 +117,22 @@ class UnixClient:
             conn.close()
 
 
+# C0 and C1 controls and DEL (ESC starts a terminal sequence; so does U+009B, CSI, on some
+# terminals), and the bidirectional overrides and isolates that reorder what is shown.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))} | {
+    c: f"\\u{c:04x}" for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))}
+
+
+def printable(text: str) -> str:
+    """Text from the network made safe for a terminal: controls shown as escapes.
+    For human output only; JSON output stays exact."""
+    return text.translate(_UNPRINTABLE)
+
+
 def format_table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    cells = [[printable(str(c)) for c in row] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=False)]
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
-    for row in rows:
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    for row in cells:
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
     return "\n".join(out)

@@ -9,6 +9,7 @@ transactions by the caller (see :meth:`SqliteDirectory.transaction`).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import itertools
 import json
 import re
@@ -22,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sapd.plumbing import groupranges
 from sapd.plumbing.errors import StoreUnusable
 from sapd.records import (
     Applied,
@@ -238,6 +240,14 @@ class SchemaError(StoreUnusable):
     """The database file was written by a newer sapd."""
 
 
+def _range_covers(entry: str, address: str) -> bool:
+    """SQL's view of groupranges: does a session's group entry hold this address?"""
+    try:
+        return groupranges.parse(entry).covers(ipaddress.ip_address(address))
+    except ValueError:
+        return False
+
+
 class SqliteDirectory:
     """The embedded directory backend: one SQLite file, WAL mode."""
 
@@ -248,6 +258,7 @@ class SqliteDirectory:
         # Batched writes use ~100 statement shapes (see _row_chunks); keep them all prepared.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                    cached_statements=512)
+        self._db.create_function("sapd_range_covers", 2, _range_covers, deterministic=True)
         self._lock = threading.RLock()
         self._depth = 0
         try:
@@ -338,6 +349,10 @@ class SqliteDirectory:
                 replaced.append((rid,))  # only a replaced session has rows to clear
             rows.append(_to_row(r, rid, generation))
             groups += [(rid, g) for g in r.groups]
+            # a range's first address too: conflicts compare first addresses (a session
+            # on 239.1.1.1 and one on 239.1.1.1-239.1.1.4 share it), and search finds it
+            groups += [(rid, g.partition(groupranges.SEPARATOR)[0]) for g in r.groups
+                       if groupranges.SEPARATOR in g]
             attrs += [(rid, n, v) for n, v in r.attributes]
             text.append((rid, r.name, r.info or ""))
         with self.transaction():
@@ -495,8 +510,12 @@ class SqliteDirectory:
         clauses: list[str] = []
         args: list[Any] = []
         if query.group:
-            clauses.append("rid IN (SELECT rid FROM session_groups WHERE address=?)")
-            args.append(query.group)
+            # an address, or inside a FIRST-LAST range (few rows hold a '-'; the
+            # address index answers the rest)
+            clauses.append("rid IN (SELECT rid FROM session_groups WHERE address=? UNION "
+                           "SELECT rid FROM session_groups WHERE instr(address, '-') > 0 "
+                           "AND sapd_range_covers(address, ?))")
+            args += [query.group, query.group]
         for column, value in (("origin_address", query.origin), ("source", query.source)):
             if value is not None:
                 clauses.append(f"{column}=?")

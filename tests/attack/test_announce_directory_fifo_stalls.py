@@ -12,14 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from sapd.plumbing.client import ClientError, UnixClient
 from tests.daemons import Daemon
 
 
-@pytest.mark.xfail(strict=True, reason="announce directory files are opened and read on the "
-                                       "event loop, unbounded")
 def test_a_fifo_in_the_announce_directory_does_not_stall_sapd(tmp_path: Path,
                                                               sapd_factory: Any) -> None:
     folder = tmp_path / "announce.d"
@@ -40,4 +36,8 @@ def test_a_fifo_in_the_announce_directory_does_not_stall_sapd(tmp_path: Path,
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         fifo.unlink()
     assert answered, "sapd stopped answering with a FIFO in its announce directory"
+    metrics = daemon.client.request("GET", "/metrics").body.decode()
+    assert 'sapd_announce_files_refused_total{reason="not_regular"} 1' in metrics, metrics
+    assert any(e.get("event") == "announce file refused" and "FIFO" in e.get("reason", "")
+               for e in daemon.log_events()), daemon.logs()
 

@@ -139,6 +139,19 @@ def test_apply_is_one_batch_in_order_and_names_what_it_refused(
         assert got is not None and got.last_seen == 1800.0
 
 
+def test_group_search_finds_an_address_inside_a_sessions_range(
+        store: DirectoryBackend) -> None:
+    # a c= /count is stored as one FIRST-LAST entry (sapd.plumbing.groupranges)
+    store.upsert([record(1, groups=("239.10.0.0-239.10.3.231",)),
+                  record(2, groups=("ff15::8000:0-ff15::8000:fffe",)), record(3)])
+    for inside, sid in (("239.10.0.0", "s0001"), ("239.10.2.9", "s0001"),
+                        ("239.10.3.231", "s0001"), ("ff15::8000:1234", "s0002")):
+        assert ids(store.search(SearchQuery(group=inside))) == [sid], inside
+    for outside in ("239.10.3.232", "239.9.255.255", "ff15::7fff:ffff"):
+        assert store.search(SearchQuery(group=outside)) == [], outside
+    assert ids(store.search(SearchQuery(group="239.255.1.3"))) == ["s0003"]
+
+
 def test_search_filters(store: DirectoryBackend) -> None:
     records = [record(n) for n in range(40)]
     store.upsert(records)

@@ -25,6 +25,7 @@ PURE = (
     "sapd.plumbing.errors", "sapd.streaminfo", "sapd.conflicts", "sapd.history",
     "sapd.web.pages", "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases",
     "madcap.server", "sapd.bridges.ldap_entries",
+    "sapd.plumbing.groupranges",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.

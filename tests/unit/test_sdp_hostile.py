@@ -153,8 +153,8 @@ def test_year_9999_is_the_last_time_accepted() -> None:
 def test_v6_count_up_to_the_last_address_is_accepted() -> None:
     session = sdp.parse(sdp_with("c=IN IP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/2",
                                  at="c="))
-    assert session.groups == ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-                              "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+    assert session.groups == ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe-"
+                              "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",)
 
 
 # -- through the real CLI: exit 1, the reason on stderr, never a traceback ----------------
