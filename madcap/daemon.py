@@ -27,6 +27,7 @@ from madcap.store import open_lease_store
 from madcap.wire import PORT
 from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.client import ClientError, UnixClient
+from sapd.plumbing.clock import CLOCK_STEP_WARNING
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.errors import StoreUnusable
@@ -52,7 +53,8 @@ class MadcapDaemon(service.Service):
         self.control: ControlServer | None = None
         self.web: WebListener | None = None
         self.notifier = systemd.Notifier()
-        self.started = time.time()
+        self.started = time.monotonic()  # for the uptime: not moved by a clock step
+        self._step_warned = 0.0  # the wall-minus-lease-clock difference last logged
         self.ready = False
         self.sapd_groups: set[str] = set()
         self.sapd_status = "not checked yet"
@@ -153,6 +155,7 @@ class MadcapDaemon(service.Service):
             await asyncio.sleep(1.0)
             settler.note(self.server.counters["acks"])
             now = self._now()
+            self._check_clock(now)
             expired = self.server.expire(now)
             self.hub.stage(expired)
             self._after_batch()
@@ -167,6 +170,16 @@ class MadcapDaemon(service.Service):
                 log.info("lease expired", lease_id=lease.lease_id.hex(),
                          addresses=list(lease.addresses))
             self.notifier.status(self.status_line())
+
+    def _check_clock(self, now: float) -> None:
+        """Log each step of the system clock once: leases keep to the store's clock
+        (elapsed time for SQLite), so what is stored and told is off by the step."""
+        drift = time.time() - now
+        if abs(drift - self._step_warned) >= CLOCK_STEP_WARNING:
+            self._step_warned = drift
+            log.warning("system clock and lease clock differ; leases run on elapsed time "
+                        "and the times stored and sent are off by the difference until "
+                        "madcapd restarts", difference=round(drift, 3))
 
     async def _poll_sapd(self) -> None:
         """Groups the session directory sees in use are never handed out."""
@@ -238,7 +251,7 @@ class MadcapDaemon(service.Service):
                 f"{len(self.scopes)} scopes; sapd {self.sapd_status.split(' (')[0]}")
 
     def stats(self) -> dict[str, Any]:
-        now = time.time()
+        now = self._now()
         return {"counters": dict(sorted(self.server.counters.items())),
                 "scopes": self.server.scope_status(now),
                 "leases": len(self.server.leases), "held": len(self.server.held),
@@ -250,7 +263,7 @@ class MadcapDaemon(service.Service):
                 "store": {"backend": self.store.backend if self.store else None,
                           "problem": self.hub.health if self.hub else None,
                           "failures": dict(self.hub.failures) if self.hub else {}},
-                "uptime": round(now - self.started, 3), "version": __version__}
+                "uptime": round(time.monotonic() - self.started, 3), "version": __version__}
 
     def metrics_text(self) -> str:
         counters = self.server.counters
@@ -266,7 +279,7 @@ class MadcapDaemon(service.Service):
             lines.append(f'madcap_errors_total{{error="{kind}"}} {counters[kind]}')
         lines += ["# HELP madcap_addresses Addresses per scope, by state.",
                   "# TYPE madcap_addresses gauge"]
-        for scope in self.server.scope_status(time.time()):
+        for scope in self.server.scope_status(self._now()):
             for state in ("leased", "offered", "held", "free"):
                 lines.append(f'madcap_addresses{{scope="{scope["name"]}",state="{state}"}} '
                              f'{scope[state]}')
