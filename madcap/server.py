@@ -82,6 +82,7 @@ class _Offer:
     start: float
     end: float
     held_until: float
+    host: str = ""  # the client host it was made to (the datagram's source address)
 
 
 # One datagram's outcome, (reply, lease id, staged): the reply to send once ``staged``
@@ -330,6 +331,16 @@ class MadcapServer:
                              server_time=int(now))
         if msg.msgtype == MsgType.GETINFO:
             return self._getinfo(msg, server_id, now)
+        holder = self._holder_of(msg.lease_id)
+        if holder is not None and holder != client_host(client):
+            # RFC 2730 s. 4: the protocol dictates "who gets to release it or renew it",
+            # and a lease id is no secret (s. 2.13.3: only with Shared Lease Identifier,
+            # which we do not offer, may anyone knowing it modify the lease). Another
+            # host is told what a client naming an unknown lease is (s. 3.17.4).
+            self.counters["lease_id_of_another_host"] += 1
+            if msg.msgtype == MsgType.DISCOVER:
+                return None  # silence, as for any DISCOVER we will not satisfy
+            return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if msg.msgtype == MsgType.DISCOVER:
             return self._discover(msg, server_id, now, client)
         if msg.msgtype == MsgType.REQUEST:
@@ -337,6 +348,15 @@ class MadcapServer:
         if msg.msgtype == MsgType.RENEW:
             return self._renew(msg, server_id, now)
         return self._release(msg, server_id, now)
+
+    def _holder_of(self, lease_id: bytes | None) -> str | None:
+        """The host a lease id belongs to (its lease, held lease or offer), or None."""
+        assert lease_id is not None
+        lease = self.leases.get(lease_id) or self.held.get(lease_id)
+        if lease is not None:
+            return client_host(lease.client)
+        offer = self._offers.get(lease_id)
+        return offer.host if offer is not None else None
 
     # GETINFO -----------------------------------------------------------------------------
     def _getinfo(self, msg: Message, server_id: IPAddress, now: float) -> Message:
@@ -444,7 +464,8 @@ class MadcapServer:
         for value in addresses:
             pool.take(value, start - self.settings.guard, max(end, held) + self.settings.guard,
                       msg.lease_id)
-        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held)
+        self._offers[msg.lease_id] = _Offer(msg.lease_id, scope, addresses, start, end, held,
+                                            client_host(client))
         self.scope_counters[scope.name]["offers"] += 1
         return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
 
@@ -554,6 +575,12 @@ class MadcapServer:
                         "free": max(0, scope.pool_size() - held),
                         "counters": dict(self.scope_counters[scope.name])})
         return out
+
+
+def client_host(client: str) -> str:
+    """The host of a "HOST:PORT" client address: what a lease belongs to (a client can
+    change its port and its lease ids at will, not its address)."""
+    return client.rpartition(":")[0] or client
 
 
 def address_value(text: str) -> int:
