@@ -21,7 +21,7 @@ from madcap import __version__
 from madcap.api import build_app
 from madcap.config import MadcapdConfig, load, parse_listen
 from madcap.hub import LeaseHub
-from madcap.leases import Lease, LeaseQuery, LeaseStore, LeaseStoreError
+from madcap.leases import Lease, LeasePage, LeaseQuery, LeaseStore, LeaseStoreError
 from madcap.server import MadcapServer
 from madcap.store import open_lease_store
 from madcap.wire import PORT
@@ -231,8 +231,8 @@ class MadcapDaemon(service.Service):
     def scope_status(self) -> list[dict[str, Any]]:
         return self.server.scope_status(self._now())
 
-    def leases(self, query: LeaseQuery) -> tuple[list[Lease], float]:
-        return self.server.query(query), self._now()
+    def leases(self, query: LeaseQuery) -> tuple[LeasePage, float]:
+        return self.server.page(query), self._now()
 
     def revoke(self, lease_id: bytes) -> Lease | None:
         """End a lease now; durable before this returns (raises LeaseStoreError if not)."""

@@ -15,6 +15,7 @@ import pytest
 
 from madcap import wire
 from madcap.wire import Message, MsgType
+from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
 from tests.support import free_udp_port, run, script, wait_for
 
@@ -142,3 +143,22 @@ def test_bad_configuration_names_the_key(tmp_path: Path) -> None:
     result = run(script("madcapd"), "--config", str(bad))
     assert result.returncode == 2 and "scope[0].pool" in result.stderr
     assert "RFC 5771" in result.stderr
+
+
+def test_leases_listing_is_paged_and_madcapctl_reads_every_page(madcapd: Any,
+                                                                 tmp_path: Path) -> None:
+    for _ in range(3):
+        assert ctl(madcapd, tmp_path, "request").returncode == 0
+    page = madcapd.get("/v1/leases?limit=2")
+    assert (len(page["leases"]), page["total"], page["limit"], page["offset"]) == (2, 3, 2, 0)
+    rest = madcapd.get("/v1/leases?limit=2&offset=2")
+    assert len(rest["leases"]) == 1
+    assert {le["lease_id"] for le in page["leases"] + rest["leases"]} == \
+        {le["lease_id"] for le in madcapd.get("/v1/leases")["leases"]}
+    listed = ctl(madcapd, tmp_path, "leases", "--page-size", "2", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)["leases"]) == 3
+    table = ctl(madcapd, tmp_path, "leases", "--page-size", "1")
+    assert table.stdout.count(" active ") == 3, table.stdout
+    with pytest.raises(ClientError, match=r"limit='1001': expected an integer in 1\.\.1000"):
+        madcapd.get("/v1/leases?limit=1001")
