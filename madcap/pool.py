@@ -8,7 +8,7 @@ address is free for a request when none of its windows overlaps the requested on
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +204,7 @@ class Pool:
         return any(w_start < until and start < w_until and w_owner != owner
                    for w_start, w_until, w_owner in self.windows.get(value, ()))
 
-    def find(self, count: int, start: float, until: float, avoid: set[int],
+    def find(self, count: int, start: float, until: float, avoid: Container[int],
              wanted: Iterable[int] = ()) -> list[int]:
         """Up to ``count`` free addresses for [start, until): the wanted ones first
         (when free), then next-fit from a rotating cursor so that a just-freed address

@@ -20,7 +20,6 @@ Decisions on the RFC's open points (see README "MADCAP decisions"):
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import operator
 import socket
 from collections import Counter
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from madcap import wire
+from madcap.avoided import AvoidedGroups
 from madcap.leases import (
     ACTIVE,
     EXPIRED,
@@ -130,7 +130,7 @@ class MadcapServer:
         self._undo: dict[bytes, Lease | None] = {}
         self._undo_keys: list[tuple[int, int, bytes, str]] = []
         self._staged: Lease | None = None  # by the message being handled
-        self._avoided: set[int] = set()
+        self._avoided = AvoidedGroups()
         # (end, lease id) of every active lease, soonest first; entries of leases renewed,
         # released or revoked since are skipped when they come up. Scanning 300,000
         # leases every second stalled the loop ~15 ms.
@@ -205,15 +205,11 @@ class MadcapServer:
                 _COUNTED_AS.get(current.state, "renewed"))
         self.scope_counters[current.scope][kind] -= 1
 
-    def set_avoided(self, groups: Iterable[str]) -> None:
-        """Groups the session directory lists (sapd's /v1/groups): never handed out."""
-        out = set()
-        for group in groups:
-            try:
-                out.add(int(ipaddress.ip_address(group)))
-            except ValueError:
-                continue
-        self._avoided = out
+    def set_avoided(self, groups: AvoidedGroups | list[str]) -> None:
+        """Groups the session directory lists (sapd's /v1/groups): never handed out.
+        The daemon parses them off the loop (AvoidedGroups.from_directory)."""
+        self._avoided = groups if isinstance(groups, AvoidedGroups) else \
+            AvoidedGroups.from_directory({"groups": groups})[0]
 
     def page(self, query: LeaseQuery) -> LeasePage:
         """The operator's view: one page of the matching leases, by scope and addresses.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,52 @@ def test_leases_listing_is_paged_and_madcapctl_reads_every_page(madcapd: Any,
     assert table.stdout.count(" active ") == 3, table.stdout
     with pytest.raises(ClientError, match=r"limit='1001': expected an integer in 1\.\.1000"):
         madcapd.get("/v1/leases?limit=1001")
+
+
+class _GroupsHandler(http.server.BaseHTTPRequestHandler):
+    answer: bytes = b"{}"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.answer)))
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_groups_and_ranges_sapd_lists_are_not_leased(tmp_path: Path) -> None:
+    """What madcapd reads from sapd's socket: ``groups``, and ``ranges`` if present."""
+    sock = tmp_path / "sapd.sock"
+    _GroupsHandler.answer = json.dumps({
+        "groups": ["239.255.10.1", "not an address"],
+        "ranges": [{"first": "239.255.10.2", "count": 2}]}).encode()
+    sapd = socketserver.UnixStreamServer(str(sock), _GroupsHandler)
+    threading.Thread(target=sapd.serve_forever, daemon=True).start()
+    port = free_udp_port()
+    config = tmp_path / "madcapd.toml"
+    config.write_text("guard = 5.0\n" + SCOPE)
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{port}",
+                                                 "--config", str(config),
+                                                 "--sapd-socket", str(sock)])
+    daemon.port = port  # type: ignore[attr-defined]
+    daemon.start()
+    try:
+        wait_for(lambda: daemon.get("/v1/stats")["sapd"].startswith("connected"), 10,
+                 what="madcapd read sapd's groups")
+        assert daemon.get("/v1/stats")["sapd_groups_unparsed"] == 1
+        got = ctl(daemon, tmp_path, "request", "--json")
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["addresses"] == ["239.255.10.4"]
+        assert ctl(daemon, tmp_path, "request").returncode == 1  # the rest are in use
+    finally:
+        daemon.stop()
+        sapd.shutdown()
+        sapd.server_close()
+    assert any(e.get("event", "").startswith("sapd listed groups that are not")
+               for e in daemon.log_events())
