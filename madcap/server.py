@@ -345,8 +345,10 @@ class MadcapServer:
             # which we do not offer, may anyone knowing it modify the lease). Another
             # host is told what a client naming an unknown lease is (s. 3.17.4).
             self.counters["lease_id_of_another_host"] += 1
-            if msg.msgtype == MsgType.DISCOVER:
-                return None  # silence, as for any DISCOVER we will not satisfy
+            if msg.msgtype == MsgType.DISCOVER or \
+                    (msg.server_id is not None and msg.server_id != server_id):
+                return None  # silence, as for any DISCOVER we will not satisfy and any
+                # REQUEST that chose another server (s. 2.2.4)
             return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if msg.msgtype == MsgType.DISCOVER:
             return self._discover(msg, server_id, now, client)

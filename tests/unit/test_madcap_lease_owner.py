@@ -5,6 +5,7 @@ s. 3.17.4 tells a client naming an unknown lease: error 3, counted."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from madcap.wire import ErrorCode, Message, MsgType
@@ -91,3 +92,20 @@ def test_holder_renews_and_releases_from_another_port(tmp_path: Path) -> None:
                     client=HOLDER_NEW_PORT)
     assert released is not None and released.msgtype == MsgType.ACK
     assert lid(1) not in server.leases
+
+
+def test_request_of_another_host_for_another_server_was_nakked(tmp_path: Path) -> None:
+    """A multicast REQUEST that chose another server gets silence from this one (RFC
+    2730 s. 2.2.4), whoever sends it; it does not cancel the holder's offer either."""
+    server = make(tmp_path)
+    offer = send(server, Message(msgtype=MsgType.DISCOVER, xid=1, lease_id=lid(1),
+                                 scope=SCOPE_ID), client=HOLDER, multicast=True)
+    assert offer is not None and offer.msgtype == MsgType.OFFER
+    elsewhere = send(server, Message(msgtype=MsgType.REQUEST, xid=2, lease_id=lid(1),
+                                     scope=SCOPE_ID, server_id=ipaddress.IPv4Address("10.9.9.9")),
+                     T0 + 1, client=OTHER, multicast=True)
+    assert elsewhere is None
+    ack = send(server, Message(msgtype=MsgType.REQUEST, xid=3, lease_id=lid(1),
+                               scope=SCOPE_ID, server_id=SERVER), T0 + 2, client=HOLDER,
+               multicast=True)
+    assert ack is not None and ack.address_ranges == offer.address_ranges
