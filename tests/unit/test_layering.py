@@ -24,6 +24,7 @@ PURE = (
     "sapd.announce.schedule", "sapd.plumbing.adminscope", "sapd.plumbing.errors",
     "sapd.streaminfo", "sapd.conflicts", "sapd.history", "sapd.web.pages",
     "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases", "madcap.server",
+    "madcap.avoided",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
