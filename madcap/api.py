@@ -10,21 +10,22 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from madcap.leases import Lease, LeaseQuery, LeaseStoreError
+from madcap.leases import PAGE_LIMIT, Lease, LeasePage, LeaseQuery, LeaseStoreError
 from sapd.plumbing.control import (
     Endpoint,
     control_app,
     http_error,
     json_error,
     json_response,
+    query_int,
 )
 
 
 class LeaseService(Protocol):
     def health(self) -> dict[str, Any]: ...
     def scope_status(self) -> list[dict[str, Any]]: ...
-    def leases(self, query: LeaseQuery) -> tuple[list[Lease], float]:
-        """The matching leases and the time they were taken at."""
+    def leases(self, query: LeaseQuery) -> tuple[LeasePage, float]:
+        """A page of the matching leases and the time it was taken at."""
         ...
 
     def revoke(self, lease_id: bytes) -> Lease | None:
@@ -50,16 +51,18 @@ _FILTERS = ("scope", "state", "address", "client", "lease_id")
 
 
 async def leases(request: web.Request) -> web.Response:
-    known = {*_FILTERS, "all"}
+    known = {*_FILTERS, "all", "limit", "offset"}
     unknown = sorted(set(request.query) - known)
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
     q = request.query
     query = LeaseQuery(**{k: q.get(k) for k in _FILTERS},
-                       include_held=q.get("all", "").lower() in ("1", "true", "yes"))
-    found, now = request.app[SERVICE_KEY].leases(query)
-    return json_response({"leases": [le.to_json(now) for le in found], "now": now})
+                       include_held=q.get("all", "").lower() in ("1", "true", "yes"),
+                       limit=query_int(q.get("limit"), "limit", PAGE_LIMIT, 1, PAGE_LIMIT),
+                       offset=query_int(q.get("offset"), "offset", 0, 0, 10**9))
+    page, now = request.app[SERVICE_KEY].leases(query)
+    return json_response(page.to_json(now))
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -92,7 +95,8 @@ ENDPOINTS = [
              "scopes with addresses leased, offered, held and free"),
     Endpoint("GET", "/v1/leases", leases,
              "leases; filters: scope state address client lease_id; ?all=true adds "
-             "released/expired leases still in their guard time"),
+             f"released/expired leases still in their guard time; limit (<= {PAGE_LIMIT}) "
+             "offset, with the total"),
     Endpoint("DELETE", "/v1/leases/{lease_id}", revoke,
              "revoke a lease (its addresses stay held for the guard time)"),
     Endpoint("GET", "/v1/stats", stats, "counters like the MADCAP MIB, sapd link"),

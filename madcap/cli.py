@@ -22,6 +22,7 @@ from typing import Any
 
 from madcap.client import LeaseInfo, MadcapClient, MadcapError, Retransmit, ScopeInfo
 from madcap.config import parse_listen
+from madcap.leases import PAGE_LIMIT
 from sapd.plumbing import paths
 from sapd.plumbing.client import ClientError, UnixClient, format_table
 
@@ -213,10 +214,27 @@ async def cmd_hold(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def all_leases(client: UnixClient, include_held: bool, page_size: int) -> dict[str, Any]:
+    """Every page of GET /v1/leases, as one answer. A lease that moves between pages
+    while they are fetched is listed once (its first sighting)."""
+    held = "&all=true" if include_held else ""
+    leases: dict[str, dict[str, Any]] = {}
+    offset, now = 0, None
+    while True:
+        page = client.get_json(f"/v1/leases?limit={page_size}&offset={offset}{held}")
+        now = page["now"] if now is None else now
+        for lease in page["leases"]:
+            leases.setdefault(lease["lease_id"], lease)
+        offset += len(page["leases"])
+        if not page["leases"] or offset >= page.get("total", 0):
+            return {"leases": list(leases.values()), "total": len(leases), "now": now}
+
+
 def cmd_leases(args: argparse.Namespace) -> int:
     client = UnixClient(args.socket or paths.client_socket("madcapd"))
-    query = "?all=true" if args.all else ""
-    result = client.get_json("/v1/leases" + query)
+    if not 1 <= args.page_size <= PAGE_LIMIT:
+        raise SystemExit(f"madcapctl: --page-size {args.page_size}: expected 1..{PAGE_LIMIT}")
+    result = all_leases(client, args.all, args.page_size)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -280,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("leases", help="operator view of madcapd's leases (control socket)")
     s.add_argument("--all", action="store_true", help="include leases in their guard time")
+    s.add_argument("--page-size", type=int, default=PAGE_LIMIT, metavar="N",
+                   help=f"leases fetched per request (1..{PAGE_LIMIT})")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=cmd_leases)
     return p

@@ -8,7 +8,7 @@ address is free for a request when none of its windows overlaps the requested on
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,7 +269,7 @@ class Pool:
     def full(self, block: int) -> bool:
         return self.occupied.get(block, 0) >= self.capacity(block)
 
-    def find(self, count: int, start: float, until: float, avoid: set[int],
+    def find(self, count: int, start: float, until: float, avoid: Container[int],
              wanted: Iterable[int] = ()) -> list[int]:
         """Up to ``count`` free addresses for [start, until): the wanted ones first
         (when free), then next-fit from a rotating cursor so that a just-freed address

@@ -23,7 +23,7 @@ Decisions on the RFC's open points (see README "MADCAP decisions"):
 from __future__ import annotations
 
 import heapq
-import ipaddress
+import operator
 import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from madcap import wire
+from madcap.avoided import AvoidedGroups
 from madcap.leases import (
     ACTIVE,
     EXPIRED,
@@ -38,6 +39,7 @@ from madcap.leases import (
     REPLY_CACHE_ENTRIES,
     REVOKED,
     Lease,
+    LeasePage,
     LeaseQuery,
     MemoryReplyCache,
     ReplyCache,
@@ -65,6 +67,8 @@ _COUNTER_OF: dict[int, str] = {
     MsgType.DISCOVER: "discovers", MsgType.REQUEST: "requests", MsgType.RENEW: "renews",
     MsgType.RELEASE: "releases", MsgType.GETINFO: "informs"}
 
+
+_LISTING_ORDER = operator.attrgetter("scope", "addresses")  # the operator's listing
 
 # The scope counter a staged change of a known lease went to, by its new state.
 _COUNTED_AS = {RELEASED: "released", EXPIRED: "expired", ACTIVE: "renewed"}
@@ -135,7 +139,7 @@ class MadcapServer:
         self._undo: dict[bytes, Lease | None] = {}
         self._undo_keys: list[tuple[int, int, bytes, str]] = []
         self._staged: Lease | None = None  # by the message being handled
-        self._avoided: set[int] = set()
+        self._avoided = AvoidedGroups()
         # (end, lease id) of every active lease, soonest first; entries of leases renewed,
         # released or revoked since are skipped when they come up. Scanning 300,000
         # leases every second stalled the loop ~15 ms.
@@ -245,23 +249,26 @@ class MadcapServer:
                 _COUNTED_AS.get(current.state, "renewed"))
         self.scope_counters[current.scope][kind] -= 1
 
-    def set_avoided(self, groups: Iterable[str]) -> None:
-        """Groups the session directory lists (sapd's /v1/groups): never handed out."""
-        out = set()
-        for group in groups:
-            try:
-                out.add(int(ipaddress.ip_address(group)))
-            except ValueError:
-                continue
-        self._avoided = out
+    def set_avoided(self, groups: AvoidedGroups | list[str]) -> None:
+        """Groups the session directory lists (sapd's /v1/groups): never handed out.
+        The daemon parses them off the loop (AvoidedGroups.from_directory)."""
+        self._avoided = groups if isinstance(groups, AvoidedGroups) else \
+            AvoidedGroups.from_directory({"groups": groups})[0]
 
-    def query(self, query: LeaseQuery) -> list[Lease]:
-        """The operator's view: matching leases, by scope and addresses."""
+    def page(self, query: LeaseQuery) -> LeasePage:
+        """The operator's view: one page of the matching leases, by scope and addresses.
+        A first page of a full pool costs ~20 ms, not a sort of every lease."""
         pool: list[Lease] = list(self.leases.values())
         if query.include_held:
             pool += self.held.values()
-        return sorted((le for le in pool if query.matches(le)),
-                      key=lambda le: (le.scope, le.addresses))
+        found = query.select(pool)
+        end = query.offset + query.limit
+        shown = heapq.nsmallest(end, found, key=_LISTING_ORDER) if end < len(found) // 4 \
+            else sorted(found, key=_LISTING_ORDER)
+        return LeasePage(shown[query.offset:end], len(found), query.limit, query.offset)
+
+    def query(self, query: LeaseQuery) -> list[Lease]:
+        return self.page(query).leases
 
     def _retake(self, pool: Pool, lease: Lease, values: Iterable[int] | None = None) -> None:
         for value in values if values is not None else map(address_value, lease.addresses):
@@ -390,6 +397,18 @@ class MadcapServer:
                              server_time=int(now))
         if msg.msgtype == MsgType.GETINFO:
             return self._getinfo(msg, server_id, now)
+        holder = self._holder_of(msg.lease_id)
+        if holder is not None and holder != client_host(client):
+            # RFC 2730 s. 4: the protocol dictates "who gets to release it or renew it",
+            # and a lease id is no secret (s. 2.13.3: only with Shared Lease Identifier,
+            # which we do not offer, may anyone knowing it modify the lease). Another
+            # host is told what a client naming an unknown lease is (s. 3.17.4).
+            self.counters["lease_id_of_another_host"] += 1
+            if msg.msgtype == MsgType.DISCOVER or \
+                    (msg.server_id is not None and msg.server_id != server_id):
+                return None  # silence, as for any DISCOVER we will not satisfy and any
+                # REQUEST that chose another server (s. 2.2.4)
+            return self._nak(msg, server_id, ErrorCode.LEASE_ID_NOT_RECOGNIZED)
         if msg.msgtype == MsgType.DISCOVER:
             return self._discover(msg, server_id, now, client)
         if msg.msgtype == MsgType.REQUEST:
@@ -397,6 +416,15 @@ class MadcapServer:
         if msg.msgtype == MsgType.RENEW:
             return self._renew(msg, server_id, now)
         return self._release(msg, server_id, now)
+
+    def _holder_of(self, lease_id: bytes | None) -> str | None:
+        """The host a lease id belongs to (its lease, held lease or offer), or None."""
+        assert lease_id is not None
+        lease = self.leases.get(lease_id) or self.held.get(lease_id)
+        if lease is not None:
+            return client_host(lease.client)
+        offer = self._offers.get(lease_id)
+        return offer.host if offer is not None else None
 
     # GETINFO -----------------------------------------------------------------------------
     def _getinfo(self, msg: Message, server_id: IPAddress, now: float) -> Message:

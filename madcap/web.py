@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     pass
 
 REFRESH = 5  # seconds between the page's own reloads
+WEB_LEASES = 500  # leases the page lists; a full pool (65,280) would be ~20 MB of HTML
 
 
 def _when(stamp: float | None) -> str:
@@ -37,7 +38,10 @@ def usage_cells(scope: dict[str, Any]) -> list[str]:
     return [str(scope["leased"]), str(scope["offered"]), str(guard), str(scope["free"])]
 
 
-def render(scopes: list[dict[str, Any]], leases: list[dict[str, Any]], now: float) -> str:
+def render(scopes: list[dict[str, Any]], leases: list[dict[str, Any]], now: float,
+           total: int | None = None) -> str:
+    """The page; ``leases`` is the first page of ``total`` active leases."""
+    total = len(leases) if total is None else total
     head = "".join(f"<th>{h}</th>" for h in ("Scope", "Range", "Pool", "TTL", "Leased",
                                               "Offered", "Guard", "Free", "State"))
     rows = []
@@ -59,10 +63,15 @@ def render(scopes: list[dict[str, Any]], leases: list[dict[str, Any]], now: floa
         f'<td>{esc(_when(le["end"]))}</td><td class="num">{int(le.get("remaining", 0))} s</td>'
         "</tr>" for le in leases)
     empty = "" if leases else '<p id="no-leases">No active leases.</p>'
+    if total > len(leases):
+        empty = (f'<p id="more-leases">The first {len(leases)} of {total} are listed; all of '
+                 'them: <code>madcapctl leases</code>, or '
+                 f'<a href="/v1/leases?offset={len(leases)}">/v1/leases?offset='
+                 f'{len(leases)}</a> and on.</p>')
     lease_table = (f'<table id="leases"><thead><tr>{lhead}</tr></thead>'
                    f"<tbody>{lrows}</tbody></table>{empty}")
     body = (f"<section><h2>Scopes</h2>{scope_table}</section>"
-            f"<section><h2>Active leases ({len(leases)})</h2>{lease_table}</section>"
+            f"<section><h2>Active leases ({total})</h2>{lease_table}</section>"
             f'<p class="muted">As of {esc(_when(now))}; reloads every {REFRESH} s. '
             'JSON: <a href="/v1/scopes">/v1/scopes</a>, <a href="/v1/leases">/v1/leases</a>.'
             "</p>")
@@ -72,10 +81,9 @@ def render(scopes: list[dict[str, Any]], leases: list[dict[str, Any]], now: floa
 
 async def overview(request: web.Request) -> web.Response:
     service = request.app[api.SERVICE_KEY]
-    found, now = service.leases(LeaseQuery(state=ACTIVE))
-    leases = sorted((le.to_json(now) for le in found),
-                    key=lambda le: (le["scope"], le["addresses"]))
-    return html_response(render(service.scope_status(), leases, now))
+    page, now = service.leases(LeaseQuery(state=ACTIVE, limit=WEB_LEASES))
+    leases = [le.to_json(now) for le in page.leases]  # in the listing's order already
+    return html_response(render(service.scope_status(), leases, now, page.total))
 
 
 def build_web_app(daemon: api.LeaseService) -> web.Application:

@@ -30,6 +30,7 @@ from sapd.plumbing.control import (
     json_error,
     json_response,
     peer,
+    query_int,
 )
 from sapd.records import SearchQuery, SessionRecord
 
@@ -67,19 +68,6 @@ def _flag(value: str | None, name: str) -> bool | None:
     raise http_error(400, f"query parameter {name}={value!r}: use true or false")
 
 
-def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = low - 1
-    if not low <= number <= high:
-        raise http_error(400, f"query parameter {name}={value!r}: "
-                              f"expected an integer in {low}..{high}")
-    return number
-
-
 def _group(value: str | None) -> str | None:
     """A group as stored (canonical text), however it is typed: FF0E::ABCD, ff0e:0::abcd,
     or a range as sessions show it (FIRST-LAST)."""
@@ -111,8 +99,8 @@ def query_from_request(request: web.Request) -> SearchQuery:
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
         clock=q.get("clock") or None, redundant=_flag(q.get("redundant"), "redundant"),
-        limit=_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
-        offset=_int(q.get("offset"), "offset", 0, 0, 10**9))
+        limit=query_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
+        offset=query_int(q.get("offset"), "offset", 0, 0, 10**9))
 
 
 async def health(request: web.Request) -> web.Response:

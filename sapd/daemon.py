@@ -34,7 +34,7 @@ from sapd.lifecycle import (
     Engine,
 )
 from sapd.plumbing import logs, service, systemd
-from sapd.plumbing.clock import SteadyClock
+from sapd.plumbing.clock import CLOCK_STEP_WARNING, SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
@@ -48,7 +48,6 @@ log = logs.get("sapd")
 
 ACCEPTED = {ACCEPTED_NEW, ACCEPTED_CHANGED, ACCEPTED_REFRESH, ACCEPTED_DELETE}
 INTERFACE_RESYNC = 30.0
-CLOCK_STEP_WARNING = 2.0  # seconds the system clock may be stepped before a warning
 
 
 class SapDaemon(service.Service):

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from madcap.cli import all_leases
+from madcap.leases import PAGE_LIMIT
 from tests.daemons import Daemon
 from tests.support import ROOT
 
@@ -54,7 +56,7 @@ def read_acked(path: Path) -> Acked:
 
 def check(daemon: Daemon, acked: Acked) -> int:
     """Every acknowledged lease is held with its addresses; no address is held twice."""
-    leases = daemon.get("/v1/leases")["leases"]
+    leases = all_leases(daemon.client, False, PAGE_LIMIT)["leases"]
     held = {le["lease_id"]: tuple(le["addresses"]) for le in leases}
     for lid, addresses in acked.items():
         assert held.get(lid) == addresses, f"acknowledged lease {lid} lost or changed"

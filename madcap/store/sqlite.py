@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from madcap.leases import (
     MemoryReplyCache,
     ReplyCache,
 )
+from sapd.plumbing.clock import SteadyClock
 
 _COLUMNS = ("lease_id, scope, addresses, start, end_time, state, client, granted, "
             "hold_until, xid")
@@ -71,8 +71,12 @@ def _lease(r: tuple[Any, ...]) -> Lease:
 class SqliteLeaseStore:
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, durability: str = "full") -> None:
+    def __init__(self, path: str | Path, durability: str = "full",
+                 clock: SteadyClock | None = None) -> None:
         self.path = str(path)
+        # Leases are durations (RFC 2730 s. 2.1): decided on elapsed time, so that a step
+        # of the system clock neither ends them early nor frees their addresses.
+        self.clock = clock or SteadyClock()
         if self.path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.commits = 0
@@ -124,7 +128,7 @@ class SqliteLeaseStore:
 
     # -- the interface ------------------------------------------------------------------
     def now(self) -> float:
-        return time.time()
+        return self.clock.now()
 
     def reply_cache(self) -> ReplyCache:
         return self._cache

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+CLOCK_STEP_WARNING = 2.0  # seconds the system clock may be stepped before a warning
+
 
 @dataclass(slots=True)
 class SteadyClock:

@@ -148,6 +148,20 @@ def http_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     return cls(body=body, content_type="application/json")
 
 
+def query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter that must be an integer in low..high (a 400 naming it if not)."""
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise http_error(400, f"query parameter {name}={value!r}: "
+                              f"expected an integer in {low}..{high}")
+    return number
+
+
 _ERROR_CLASSES: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
     409: web.HTTPConflict, 413: web.HTTPRequestEntityTooLarge,

@@ -12,8 +12,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
-
 from madcap.pool import scope_from_config
 from madcap.server import MadcapServer
 from sapd.plumbing.client import UnixClient
@@ -52,7 +50,6 @@ def test_groups_of_wide_sessions_do_not_stall_sapd(sapd_factory: Any) -> None:
     assert answers[0]["groups_complete"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="madcapd parses every group sapd lists on its loop")
 def test_madcapd_takes_sapds_groups_without_stalling() -> None:
     groups = [f"239.{1 + n // 256}.{n % 256}.{i}" for n in range(SESSIONS) for i in range(256)]
     server = MadcapServer([scope_from_config({"name": "local", "range": "239.255.0.0/16"}, 0)],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 
 from madcap import wire
 from madcap.wire import Message, MsgType
+from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
 from tests.support import free_udp_port, run, script, wait_for
 
@@ -178,3 +182,71 @@ def test_one_host_took_the_whole_pool_whatever_its_ports_and_lease_ids(tmp_path:
         assert 'madcap_refusals_total{reason="client_address_quota"} 1' in metrics
     finally:
         daemon.stop()
+
+
+def test_leases_listing_is_paged_and_madcapctl_reads_every_page(madcapd: Any,
+                                                                 tmp_path: Path) -> None:
+    for _ in range(3):
+        assert ctl(madcapd, tmp_path, "request").returncode == 0
+    page = madcapd.get("/v1/leases?limit=2")
+    assert (len(page["leases"]), page["total"], page["limit"], page["offset"]) == (2, 3, 2, 0)
+    rest = madcapd.get("/v1/leases?limit=2&offset=2")
+    assert len(rest["leases"]) == 1
+    assert {le["lease_id"] for le in page["leases"] + rest["leases"]} == \
+        {le["lease_id"] for le in madcapd.get("/v1/leases")["leases"]}
+    listed = ctl(madcapd, tmp_path, "leases", "--page-size", "2", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)["leases"]) == 3
+    table = ctl(madcapd, tmp_path, "leases", "--page-size", "1")
+    assert table.stdout.count(" active ") == 3, table.stdout
+    with pytest.raises(ClientError, match=r"limit='1001': expected an integer in 1\.\.1000"):
+        madcapd.get("/v1/leases?limit=1001")
+
+
+class _GroupsHandler(http.server.BaseHTTPRequestHandler):
+    answer: bytes = b"{}"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.answer)))
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_groups_and_ranges_sapd_lists_are_not_leased(tmp_path: Path) -> None:
+    """What madcapd reads from sapd's socket: ``groups``, and ``ranges`` if present."""
+    sock = tmp_path / "sapd.sock"
+    _GroupsHandler.answer = json.dumps({
+        "groups": ["239.255.10.1", "not an address"],
+        "ranges": [{"first": "239.255.10.2", "count": 2}]}).encode()
+    sapd = socketserver.UnixStreamServer(str(sock), _GroupsHandler)
+    threading.Thread(target=sapd.serve_forever, daemon=True).start()
+    port = free_udp_port()
+    config = tmp_path / "madcapd.toml"
+    config.write_text("guard = 5.0\n" + SCOPE)
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{port}",
+                                                 "--config", str(config),
+                                                 "--sapd-socket", str(sock)])
+    daemon.port = port  # type: ignore[attr-defined]
+    daemon.start()
+    try:
+        wait_for(lambda: daemon.get("/v1/stats")["sapd"].startswith("connected"), 10,
+                 what="madcapd read sapd's groups")
+        assert daemon.get("/v1/stats")["sapd_groups_unparsed"] == 1
+        got = ctl(daemon, tmp_path, "request", "--json")
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["addresses"] == ["239.255.10.4"]
+        assert ctl(daemon, tmp_path, "request").returncode == 1  # the rest are in use
+    finally:
+        daemon.stop()
+        sapd.shutdown()
+        sapd.server_close()
+    assert any(e.get("event", "").startswith("sapd listed groups that are not")
+               for e in daemon.log_events())
