@@ -34,35 +34,18 @@ NAMED_OUTCOMES = {value for name, value in vars(lifecycle).items()
 NAMED_OUTCOMES |= {reason.value for reason in wire.Reason}
 NAMED_OUTCOMES.discard(DROP_INTERNAL_ERROR)
 
-# SQLite integers are 64-bit; o= versions above them are issue 13 item 1 (the store's
-# own task). Until it lands, such records are held back from the store here and left
-# out of the store/engine comparison. Remove this when the store keeps them.
-SQLITE_MAX = (1 << 63) - 1
+def _store(store: SqliteDirectory, engine: Engine) -> None:
+    store.apply(engine.take_writes())
 
 
-def _store(store: SqliteDirectory, engine: Engine, too_big: set[str]) -> None:
-    writes = engine.take_writes()
-    for sid, record in list(writes.upserts.items()):
-        if record.version > SQLITE_MAX:
-            too_big.add(sid)
-            del writes.upserts[sid]
-        else:
-            too_big.discard(sid)
-    for sid in writes.deletes:
-        too_big.discard(sid)
-    writes.refreshes = {sid: liveness for sid, liveness in writes.refreshes.items()
-                        if sid not in too_big}
-    store.apply(writes)
-
-
-def _check_store_agrees(store: SqliteDirectory, engine: Engine, too_big: set[str]) -> int:
+def _check_store_agrees(store: SqliteDirectory, engine: Engine) -> int:
     stored = {record.id: record for record in store.iter_all()}
-    assert stored.keys() - too_big == {record.id for record in engine.records()} - too_big
+    assert stored.keys() == {record.id for record in engine.records()}
     for record in stored.values():
         session = sdp.parse(record.sdp)  # what is stored is a valid SDP
         assert session.identity == record.identity and session.version == record.version
         assert record.id == session_id(record.source, record.identity, record.auth_tag)
-    return len(stored.keys() - too_big)
+    return len(stored)
 
 
 class CollectorPauses:
@@ -126,7 +109,6 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
     now = 1000.0
     untyped: list[str] = []
     over_budget: list[bytes] = []
-    too_big: set[str] = set()
     for index, data in enumerate(datagrams(budget.INPUTS, seed=13)):
         now += STEP
 
@@ -147,13 +129,13 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
             tally.slowest_seconds, tally.slowest = before  # judged by its re-timing below
         if index % FLUSH_EVERY == 0:
             engine.handle_timer(now)
-            _store(store, engine, too_big)
+            _store(store, engine)
             settler.note(_stored_so_far(engine))
             assert len(engine) <= LIMITS.max_sessions
             assert len(engine._buckets) <= LIMITS.max_tracked_sources
             assert len(engine._seen) <= len(engine)
     engine.handle_timer(now)
-    _store(store, engine, too_big)
+    _store(store, engine)
     rss_after = budget.rss_mb()
 
     outcomes = tally.outcomes
@@ -181,9 +163,8 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
     assert {"new", "changed", "refresh", "deleted", "invalid_sdp",
             "inflate_too_large", "session_cap"} <= set(outcomes)
 
-    assert _check_store_agrees(store, engine, too_big) == len(engine) - len(too_big)
+    assert _check_store_agrees(store, engine) == len(engine)
     restarted = Engine(limits=LIMITS)
     restarted.load(store.iter_all(light=True))
-    assert {r.id for r in restarted.records()} - too_big == {
-        r.id for r in engine.records()} - too_big
+    assert {r.id for r in restarted.records()} == {r.id for r in engine.records()}
     store.close()
