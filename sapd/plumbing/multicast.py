@@ -164,6 +164,21 @@ def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
     return data, (address[0], address[1]), local, destination
 
 
+def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
+    """(interface index, destination address) of a datagram from its IP_PKTINFO or
+    IPV6_PKTINFO ancillary data; (0, "") without them."""
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            # struct in_pktinfo: ifindex, spec_dst (local), addr (destination)
+            return (struct.unpack_from("@i", value)[0],
+                    socket.inet_ntop(socket.AF_INET, value[8:12]))
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            # struct in6_pktinfo: addr (destination), ifindex
+            return (struct.unpack_from("@I", value, 16)[0],
+                    socket.inet_ntop(socket.AF_INET6, value[:16]))
+    return 0, ""
+
+
 def with_packet_info(handler: PacketHandler) -> DatagramHandler:
     """A pktinfo receiver's handler that calls ``handler`` with packet_info's fields."""
     def on_received(received: Received) -> object:
@@ -292,6 +307,7 @@ class InterfaceFollower:
         self._on_change = on_change
         self.names: list[str] = []
         self.chosen: list[Interface] = []
+        self.found: list[Interface] = []  # every interface of the host, chosen or not
         self._watcher = InterfaceWatcher(loop, self._changed)
         self._pending: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -324,6 +340,7 @@ class InterfaceFollower:
         except Exception as exc:
             log.warning("cannot list interfaces", error=str(exc))
             return
+        self.found = found
         chosen = select_interfaces(found, self._wanted())
         joined, left = self.receiver.set_interfaces(chosen)
         names = [i.name for i in chosen]

@@ -78,7 +78,8 @@ def rig() -> Iterator[Rig]:
 def receive(rig: Rig, *names: str) -> None:
     on_datagram = rig.hub.datagram_handler()
     for n, name in enumerate(names, start=1):
-        on_datagram(announce(sdp_text(session=n, name=name)))
+        # what recvmsg returns: data, ancillary data, flags, sender
+        on_datagram((announce(sdp_text(session=n, name=name)), [], 0, ("10.0.0.1", 9875)))
     rig.hub.after_batch()
 
 
