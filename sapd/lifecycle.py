@@ -189,6 +189,10 @@ def announcer_key(sender: str, header_source: str) -> str:
     return sender if header_source == sender else f"{sender}>{header_source}"
 
 
+# Senders that are this host whatever its interfaces: loopback, and the unspecified
+# address the kernel gives multicast sent on lo (no address of lo has link scope).
+_ALWAYS_OWN = frozenset(("127.0.0.1", "::1", "0.0.0.0", "::"))
+
 # What the daemon makes of an arrival's ancillary data: (destination group, interface).
 ArrivalReader = Callable[[Any], tuple[str, str]]
 
@@ -224,7 +228,7 @@ class Engine:
         self._buckets: dict[str, _Bucket] = {}
         self._own: set[bytes] = set()  # hash + header source bytes of packets we send
         # This host's addresses: our packets come back from one of them (multicast loop)
-        self._own_addresses: frozenset[str] = frozenset(("127.0.0.1", "::1"))
+        self._own_addresses = _ALWAYS_OWN
         self.arrival_reader: ArrivalReader | None = None  # for heard_via; set by the daemon
         self.last_internal_error = ""  # the latest DROP_INTERNAL_ERROR, for the log
 
@@ -255,7 +259,7 @@ class Engine:
     def set_own_addresses(self, addresses: Iterable[str]) -> None:
         """This host's IP addresses: a packet whose header matches one we send is our own
         only when it also comes from one of them."""
-        self._own_addresses = frozenset(("127.0.0.1", "::1", *addresses))
+        self._own_addresses = _ALWAYS_OWN | frozenset(addresses)
 
     # -- queries -----------------------------------------------------------------------
     def __len__(self) -> int:
