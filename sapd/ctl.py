@@ -80,12 +80,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     s = result["session"]
-    for key in ("id", "name", "info", "identity", "version", "source", "origin_address",
-                "scope", "sap_group", "groups", "media", "owner_uid", "period", "expires"):
+    for key in ("id", "name", "info", "identity", "version", "source", "header_source",
+                "origin_address", "scope", "sap_group", "groups", "media", "owner_uid",
+                "period", "expires"):
         value = s.get(key)
         if isinstance(value, list):
             value = ", ".join(value)
         print(f"{key + ':':16} {value if value is not None else '-'}")
+    for via in s.get("heard_via", []):
+        print(f"{'heard via:':16} {via['group']} on {via['interface']} from {via['source']}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
     print()
     sys.stdout.write(result["sdp"].replace("\r\n", "\n"))

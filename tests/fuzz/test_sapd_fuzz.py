@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sapd import lifecycle, sdp, wire
-from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Limits, session_id
+from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Limits, announcer_key, session_id
 from sapd.plumbing import service
 from sapd.store.sqlite import SqliteDirectory
 from tests.fuzz import budget
@@ -34,6 +34,16 @@ NAMED_OUTCOMES = {value for name, value in vars(lifecycle).items()
 NAMED_OUTCOMES |= {reason.value for reason in wire.Reason}
 NAMED_OUTCOMES.discard(DROP_INTERNAL_ERROR)
 
+# The datagram's IP sender, as the daemon passes it: mostly one of the fuzzed header
+# sources (10.x.y.1), sometimes another host or lo's unspecified address.
+SENDERS = ("10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1", "2001:db8::1", "0.0.0.0")
+ARRIVAL: list[tuple[int, int, bytes]] = []  # opaque to the engine: its reader reads it
+
+
+def sender_of(index: int) -> str:
+    return SENDERS[index % len(SENDERS)]
+
+
 def _store(store: SqliteDirectory, engine: Engine) -> None:
     store.apply(engine.take_writes())
 
@@ -44,7 +54,10 @@ def _check_store_agrees(store: SqliteDirectory, engine: Engine) -> int:
     for record in stored.values():
         session = sdp.parse(record.sdp)  # what is stored is a valid SDP
         assert session.identity == record.identity and session.version == record.version
-        assert record.id == session_id(record.source, record.identity, record.auth_tag)
+        assert record.id == session_id(announcer_key(record.source, record.header_source
+                                                     or record.source),
+                                       record.identity, record.auth_tag)
+        assert record.heard_via == (("239.255.255.255", "eth0", record.source),)
     return len(stored)
 
 
@@ -104,6 +117,7 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
     rss_before = budget.rss_mb()
     store = SqliteDirectory(tmp_path / "directory.sqlite3")
     engine = Engine(limits=LIMITS)
+    engine.arrival_reader = lambda arrival: ("239.255.255.255", "eth0")
     settler = service.MemorySettler(0, every=2000)
     tally = budget.Tally()
     now = 1000.0
@@ -112,10 +126,10 @@ def test_fuzzed_datagrams_through_the_engine(tmp_path: Path,
     for index, data in enumerate(datagrams(budget.INPUTS, seed=13)):
         now += STEP
 
-        def feed(data: bytes = data, now: float = now) -> str:
+        def feed(data: bytes = data, now: float = now, index: int = index) -> str:
             daemon_collector.armed = True
             try:
-                return engine.receive_datagram(data, now)
+                return engine.receive_datagram(data, now, sender_of(index), ARRIVAL)
             except Exception as exc:  # the engine must not let any escape
                 untyped.append(f"{type(exc).__name__}: {exc}"[:200])
                 return "escaped"
