@@ -352,12 +352,14 @@ class Engine:
                 return DROP_OWN
             if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
                 seen_key = head + zlib.crc32(data).to_bytes(4, "little")
-                if sender is not None:  # the same bytes from another sender are not ours
-                    seen_key += sender.encode()
                 sid = self._seen.get(seen_key)
                 if sid is not None:
-                    self._refresh(sid, now)
-                    return ACCEPTED_REFRESH
+                    entry = self._entries[sid]
+                    # the same bytes from another sender are that sender's announcement
+                    # (a copy): the slow path lists it as theirs
+                    if sender is None or sender == entry.record.source:
+                        self._refresh_entry(sid, entry, now)
+                        return ACCEPTED_REFRESH
         try:
             packet = wire.decode(data, max_inflated=self.limits.max_sdp_bytes)
         except wire.SapDecodeError as exc:
@@ -434,7 +436,9 @@ class Engine:
             heapq.heappush(self._heap, (entry.expires, sid))
 
     def _refresh(self, sid: str, now: float) -> None:
-        entry = self._entries[sid]
+        self._refresh_entry(sid, self._entries[sid], now)
+
+    def _refresh_entry(self, sid: str, entry: _Entry, now: float) -> None:
         arrivals = entry.arrivals
         if not arrivals or now - arrivals[-1] >= REPEAT_WINDOW:
             entry.period = self._note_arrival(arrivals, now, entry.period)

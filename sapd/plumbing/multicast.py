@@ -35,6 +35,7 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
 DRAIN_BATCH = 1024
+ANCILLARY = 64  # room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40)
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -222,7 +223,7 @@ class MulticastReceiver:
                     continue
                 raise
             self._sockets[version] = sock
-            receive = (functools.partial(sock.recvmsg, 65535, 256) if self._pktinfo
+            receive = (functools.partial(sock.recvmsg, 65535, ANCILLARY) if self._pktinfo
                        else functools.partial(sock.recv, 65535))
             self._loop.add_reader(sock.fileno(), self._drain, receive)
 
