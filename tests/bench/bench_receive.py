@@ -268,6 +268,7 @@ def ingest(daemon: Daemon, known: list[bytes], other: Daemon | None = None) -> N
     report("ingest ratio sapd / bare recvfrom (same flood)", got / bare_count, "x")
     if other is not None:
         with paused(daemon):
+            time.sleep(1.0)  # it drains what queued while it was stopped, uncounted
             old, _ = measure_daemon_flood(other, flood_count, None, known)
         other.stop()
         report("other tree's sapd: re-announcements ingested", old, "pkts")
