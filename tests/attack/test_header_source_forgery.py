@@ -15,7 +15,6 @@ from tests.support import wait_for
 ATTACKER = "127.0.0.3"
 
 
-@pytest.mark.xfail(strict=True, reason="the per-source rate limit is keyed on the header source")
 def test_rotating_the_header_source_does_not_escape_the_rate_limit(sapd: Daemon) -> None:
     sent = 600  # default limit: burst 200, then 100/s per source
     for n in range(sent):
@@ -36,8 +35,6 @@ def _publish(sapd: Daemon) -> dict[str, object]:
     return made
 
 
-@pytest.mark.xfail(strict=True, reason="a deletion naming sapd's own source removes its local "
-                                       "announcement from the directory")
 def test_forged_deletion_cannot_remove_a_local_announcement(sapd: Daemon) -> None:
     made = _publish(sapd)
     own_source = made["session"]["source"]  # type: ignore[index]

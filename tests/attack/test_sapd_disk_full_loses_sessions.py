@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.daemons import Daemon, send_local_multicast
 from tests.integration.test_madcap_durability import fill, small_filesystem
 from tests.packets import announce, sdp_text
@@ -26,8 +24,6 @@ def _announce_all() -> None:
         send_local_multicast(announce(sdp_text(session=100 + n, name=f"dante{n}")))
 
 
-@pytest.mark.xfail(strict=True, reason="a refused batch is dropped; re-announcements only "
-                                       "refresh, so the sessions never reach the directory")
 def test_sessions_heard_while_the_disk_was_full_are_listed_once_it_has_room(
         tmp_path: Path, sapd_factory: Any) -> None:
     with small_filesystem(tmp_path / "small", "4M") as small:

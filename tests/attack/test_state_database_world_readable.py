@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import stat
 
-import pytest
-
 from tests.daemons import Daemon, send_local_multicast, wait_session
 from tests.packets import announce, sdp_text
 
 
-@pytest.mark.xfail(strict=True, reason="directory.sqlite3 follows the caller's umask")
 def test_the_directory_database_is_not_world_readable(sapd: Daemon) -> None:
     send_local_multicast(announce(sdp_text(name="any")))
     wait_session(sapd, lambda s: s["name"] == "any")
