@@ -1,6 +1,6 @@
-"""Issue 13 item 3, not fixed: sapd still takes the SAP header's originating source as
-the sender. A host at 127.0.0.3 writes the victim's address (127.0.0.2) into the header
-of a deletion and the victim's stream vanishes from every listing."""
+"""Issue 13 item 3 (fixed by trust-numbers): sapd must not take the SAP header's
+originating source as the sender. A host at 127.0.0.3 writes the victim's address
+(127.0.0.2) into the header of a deletion and the victim's stream vanishes from every listing."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Issue 13 item 1, not fixed for the version: RFC 8866 makes the o= version 1*DIGIT and
-recommends NTP timestamps (64 bits). A version of 2^63 or more passes the engine (counted
-"new", in /v1/stats sessions) but the SQLite column is a 64-bit signed INTEGER: the store
-raises OverflowError, the whole batch is refused, and unrelated sessions that arrived in
+"""Issue 13 item 1 (fixed by trust-numbers: decimal TEXT versions). RFC 8866 makes the
+o= version 1*DIGIT and recommends NTP timestamps (64 bits). A version of 2^63 or more
+passed the engine (counted "new", in /v1/stats sessions) but the SQLite column was a
+64-bit signed INTEGER: the store raised OverflowError, the whole batch is refused, and unrelated sessions that arrived in
 the same batch are never listed. The engine keeps them, so the fast path only refreshes
 them from then on: they stay missing while they are announced. Real VLC 3.0 writes
 64-bit NTP versions too: tests/interop/test_vlc.py::test_vlc_announcement_is_listed fails
