@@ -2,10 +2,10 @@
 o= version 1*DIGIT and recommends NTP timestamps (64 bits). A version of 2^63 or more
 passed the engine (counted "new", in /v1/stats sessions) but the SQLite column was a
 64-bit signed INTEGER: the store raised OverflowError, the whole batch was refused, and
-unrelated sessions that arrived in the same batch are never listed. The engine keeps them, so the fast path only refreshes
-them from then on: they stay missing while they are announced. Real VLC 3.0 writes
-64-bit NTP versions too: tests/interop/test_vlc.py::test_vlc_announcement_is_listed fails
-on this code with this OverflowError in sapd's log ("VLC tone v4 not listed")."""
+unrelated sessions that arrived in the same batch were never listed. The engine kept
+them, so the fast path only refreshed them from then on: they stayed missing while they
+were announced. Real VLC 3.0 writes 64-bit NTP versions too
+(tests/interop/test_vlc.py::test_vlc_announcement_is_listed)."""
 
 from __future__ import annotations
 
