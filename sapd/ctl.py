@@ -91,9 +91,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     s = result["session"]
-    for key in ("id", "name", "info", "identity", "version", "source", "origin_address",
-                "scope", "sap_group", "groups", "media", "codecs", "redundant", "conflict",
-                "owner_uid", "period", "expires"):
+    for key in ("id", "name", "info", "identity", "version", "source", "header_source",
+                "origin_address", "scope", "sap_group", "groups", "media", "codecs",
+                "redundant", "conflict", "owner_uid", "period", "expires"):
         value = s.get(key)
         if isinstance(value, list):
             value = ", ".join(value)
@@ -101,6 +101,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     clock = s.get("clock")
     if clock:
         print(f"{'clock:':16} {printable(str(clock.get('grandmaster') or clock['value']))}")
+    for via in s.get("heard_via", []):
+        print(f"{'heard via:':16} {printable(str(via['group']))} on "
+              f"{printable(str(via['interface']))} from {printable(str(via['source']))}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
     print(f"{'signature:':16} {_signature(s)}")
     print()

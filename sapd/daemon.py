@@ -37,7 +37,12 @@ from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.clock import CLOCK_STEP_WARNING, SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.plumbing.multicast import Interface, InterfaceFollower, MulticastReceiver
+from sapd.plumbing.multicast import (
+    Interface,
+    InterfaceFollower,
+    MulticastReceiver,
+    arrival_of,
+)
 from sapd.plumbing.web import WebListener
 from sapd.store import open_directory, start_writer
 
@@ -73,6 +78,7 @@ class SapDaemon(service.Service):
         self._tasks: list[asyncio.Task[None]] = []
         self._state_lock = -1  # descriptor holding the state directory's lock
         self._clock_warned = False
+        self._interface_names: dict[int, str] = {}  # index -> name, for heard_via
 
     # -- start and stop ---------------------------------------------------------------
     async def start(self) -> None:
@@ -94,8 +100,11 @@ class SapDaemon(service.Service):
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         self._start_ldap(state)
         groups = self.config.listen_groups()
+        self.engine.arrival_reader = self._arrival
+        # pktinfo: each datagram comes with its sender, interface and destination group
         self.receiver = MulticastReceiver(loop, groups, self.config.port,
-                                          self.hub.datagram_handler(), self.hub.after_batch)
+                                          self.hub.datagram_handler(), self.hub.after_batch,
+                                          pktinfo=True)
         self.receiver.open()
         self.follower = InterfaceFollower(loop, self.receiver,
                                           lambda: self.config.interfaces,
@@ -171,8 +180,19 @@ class SapDaemon(service.Service):
         return self.follower.names if self.follower else []
 
     def _interfaces_changed(self, chosen: list[Interface]) -> None:
+        found = self.follower.found if self.follower else chosen
+        self._interface_names = {i.index: i.name for i in found}
+        own = [a for i in found for a in (*i.ipv4, *i.ipv6)]
+        if self.config.announce.source:
+            own.append(self.config.announce.source)
+        self.engine.set_own_addresses(own)
         if self.announcer is not None:
             self.announcer.set_interfaces(chosen)
+
+    def _arrival(self, ancillary: list[tuple[int, int, bytes]]) -> tuple[str, str]:
+        """heard_via's (group, interface) of a datagram, from its pktinfo."""
+        index, group = arrival_of(ancillary)
+        return group, self._interface_names.get(index, str(index))
 
     async def resync_interfaces(self) -> None:
         if self.follower is not None:

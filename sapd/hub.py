@@ -20,6 +20,7 @@ from sapd.eventlog import EventLog, Subscription
 from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Event
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
+from sapd.plumbing.multicast import Received
 from sapd.records import DirectoryBackend, SessionRecord, StoreFailure, Writes
 
 log = logs.get("sapd.hub")
@@ -139,16 +140,19 @@ class Hub:
         return len(self._queue)
 
     # -- inputs ------------------------------------------------------------------------
-    def datagram_handler(self) -> Callable[[bytes], object]:
-        """The receiver's per-datagram call: the engine's own method and the clock's
-        arithmetic inlined, no frame of ours in between (the hot path)."""
+    def datagram_handler(self) -> Callable[[Received], object]:
+        """The receiver's per-datagram call, given what recvmsg returned: the datagram,
+        its sender's IP address (whom rights follow) and its ancillary data (where it
+        was heard), the engine's own method and the clock's arithmetic inlined, no frame
+        of ours in between (the hot path)."""
         engine = self.engine
         receive = engine.receive_datagram
         monotonic = self.clock.monotonic
         offset = self.clock.offset
 
-        def on_datagram(data: bytes) -> object:
-            outcome = receive(data, monotonic() + offset)
+        def on_datagram(received: Received) -> object:
+            data, ancillary, _flags, address = received
+            outcome = receive(data, monotonic() + offset, address[0], ancillary)
             if outcome == DROP_INTERNAL_ERROR:
                 log.error("datagram raised in the engine; counted as internal_error",
                           error=engine.last_internal_error, size=len(data))

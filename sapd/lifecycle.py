@@ -6,12 +6,18 @@ Surface (after aioquic): :meth:`Engine.receive_datagram` for every packet,
 store. No sockets, no clock, no SQLite in here.
 
 Identity (RFC 2974 section 5, and what receivers got wrong): a session is its ``o=``
-fields without the version, as announced by one originating source with one kind of
-authentication. A higher version from that source replaces it; the same identity
-from another source is a different announcement listed beside it. Under a trust policy
-(sapd.trust, asked in ``Engine._authorize`` only) a signed entry takes only packets
-verified as its signer's; any other signed packet goes to an entry of its own. A packet whose
-(source, hash) is already known only refreshes last-seen, without parsing SDP.
+fields without the version, as announced by one sender with one kind of authentication.
+The sender is the datagram's IP source address (what recvmsg returns), not the SAP
+header's originating-source field, which any sender writes freely: deletion rights,
+"same source", the own-packet filter and the rate limit follow the IP source. The header
+field is kept as data (``header_source``) and, where it differs from the IP source (a
+relay), also tells the relayed originators apart. A higher version from that sender
+replaces it; the same identity from another sender is a different announcement listed
+beside it. Under a trust policy (sapd.trust, asked in ``Engine._authorize`` only) a
+signed entry takes only packets verified as its signer's, from its sender; any other
+signed packet goes to an entry of its own. A packet whose (sender, hash) is already known
+only refreshes last-seen, without parsing SDP. A local announcement changes only through
+the control socket.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ import itertools
 import socket
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sapd import sdp, wire
 from sapd.plumbing import groupranges
-from sapd.records import SessionRecord, Writes, shared_media_types
+from sapd.records import HeardVia, SessionRecord, Writes, shared_media_types
 from sapd.scopes import ScopeTable
 from sapd.trust import UNVERIFIED_SLOT, Decision, TrustPolicy, auth_kind
 
@@ -43,6 +49,9 @@ DROP_ENCRYPTED = "encrypted"
 DROP_NOT_SDP = "not_sdp"
 DROP_INVALID_SDP = "invalid_sdp"
 DROP_OWN = "own_packet"
+# A packet naming one of our local announcements (same sender, identity and auth): they
+# change only through the control socket, never from the network.
+DROP_LOCAL = "local_session"
 DROP_OLD_VERSION = "old_version"
 DROP_UNKNOWN_DELETION = "unknown_deletion"
 DROP_BAD_DELETION = "bad_deletion"
@@ -195,6 +204,21 @@ def session_id(source: str, identity: str, auth_tag: str) -> str:
 auth_tag_of = auth_kind  # without a trust policy the auth kind alone is the tag
 
 
+def announcer_key(sender: str, header_source: str) -> str:
+    """Who an announcement is from, for its session id: the IP sender, so ids stay what
+    they were where the header says the same (the usual case); a relay's announcements
+    are also told apart by the originating source their header names."""
+    return sender if header_source == sender else f"{sender}>{header_source}"
+
+
+# Senders that are this host whatever its interfaces: loopback, and the unspecified
+# address the kernel gives multicast sent on lo (no address of lo has link scope).
+_ALWAYS_OWN = frozenset(("127.0.0.1", "::1", "0.0.0.0", "::"))
+
+# What the daemon makes of an arrival's ancillary data: (destination group, interface).
+ArrivalReader = Callable[[Any], tuple[str, str]]
+
+
 class Engine:
     def __init__(self, *, profile: Profile | None = None, limits: Limits | None = None,
                  scopes: ScopeTable | None = None, trust: TrustPolicy | None = None) -> None:
@@ -213,7 +237,10 @@ class Engine:
         self._events: deque[Event] = deque()
         self._writes = Writes()
         self._buckets: dict[str, _Bucket] = {}
-        self._own: set[bytes] = set()  # hash + source bytes of packets we send
+        self._own: set[bytes] = set()  # hash + header source bytes of packets we send
+        # This host's addresses: our packets come back from one of them (multicast loop)
+        self._own_addresses = _ALWAYS_OWN
+        self.arrival_reader: ArrivalReader | None = None  # for heard_via; set by the daemon
         self.last_internal_error = ""  # the latest DROP_INTERNAL_ERROR, for the log
 
     # -- state loading and own announcements ------------------------------------------
@@ -239,6 +266,11 @@ class Engine:
             self._own.add(key)
         else:
             self._own.discard(key)
+
+    def set_own_addresses(self, addresses: Iterable[str]) -> None:
+        """This host's IP addresses: a packet whose header matches one we send is our own
+        only when it also comes from one of them."""
+        self._own_addresses = _ALWAYS_OWN | frozenset(addresses)
 
     # -- queries -----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -314,10 +346,13 @@ class Engine:
             self._remove(sid, "expired", now)
 
     # -- input -------------------------------------------------------------------------
-    def receive_datagram(self, data: bytes, now: float) -> str:
-        """Process one datagram; returns its outcome label, counted exactly once."""
+    def receive_datagram(self, data: bytes, now: float, sender: str | None = None,
+                         arrival: Any = None) -> str:
+        """Process one datagram; returns its outcome label, counted exactly once.
+        ``sender`` is its IP source address (None: trust the header, for replays that
+        have none); ``arrival`` what :attr:`arrival_reader` reads heard_via from."""
         try:
-            outcome = self._receive(data, now)
+            outcome = self._receive(data, now, sender, arrival)
         except Exception as exc:  # one bad datagram must not stop the drain or vanish
             self.last_internal_error = f"{type(exc).__name__}: {exc}"[:500]
             outcome = DROP_INTERNAL_ERROR
@@ -325,12 +360,12 @@ class Engine:
         counters[outcome] = counters.get(outcome, 0) + 1
         return outcome
 
-    def _receive(self, data: bytes, now: float) -> str:
+    def _receive(self, data: bytes, now: float, sender: str | None, arrival: Any) -> str:
         seen_key = None
         if len(data) >= 8:
             flags = data[0]
             head = data[2:20] if flags & 0x10 else data[2:8]
-            if head in self._own:
+            if head in self._own and (sender is None or sender in self._own_addresses):
                 return DROP_OWN
             if flags & 0xE6 == 0x20:  # SAP v1 announcement, not encrypted
                 seen_key = head + zlib.crc32(data).to_bytes(4, "little")
@@ -338,15 +373,20 @@ class Engine:
                 # under a trust policy a signed packet is checked every time (its
                 # signingTime ages): no refresh by bytes alone
                 if sid is not None and not (data[1] and self.trust is not None):
-                    self._refresh(sid, now)
-                    return ACCEPTED_REFRESH
+                    entry = self._entries[sid]
+                    # the same bytes from another sender are that sender's announcement
+                    # (a copy): the slow path lists it as theirs
+                    if sender is None or sender == entry.record.source:
+                        self._refresh_entry(sid, entry, now)
+                        return ACCEPTED_REFRESH
         try:
             packet = wire.decode(data, max_inflated=self.limits.max_sdp_bytes)
         except wire.SapDecodeError as exc:
             return exc.reason.value
         # inet_ntop (C) rather than str(IPv4Address), 1 us a datagram; the same text
-        source = (socket.inet_ntop(socket.AF_INET, data[4:8]) if packet.source.version == 4
+        header = (socket.inet_ntop(socket.AF_INET, data[4:8]) if packet.source.version == 4
                   else str(packet.source))
+        source = header if sender is None else sender
         if packet.msg_id_hash == 0 and not self.limits.accept_zero_hash:
             return DROP_ZERO_HASH
         if packet.encrypted:
@@ -354,7 +394,7 @@ class Engine:
         if not packet.is_sdp:
             return DROP_NOT_SDP
         if packet.deletion:
-            return self._deletion(packet, source, now, data)
+            return self._deletion(packet, source, header, now, data)
         if len(packet.payload) > self.limits.max_sdp_bytes:
             return DROP_TOO_LARGE
         if not self._take_token(source, now):
@@ -362,7 +402,8 @@ class Engine:
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
-        return self._announce(packet, session, source, now, seen_key, data)
+        return self._announce(packet, session, source, header, now, seen_key, data,
+                              arrival)
 
     def _take_token(self, source: str, now: float) -> bool:
         bucket = self._buckets.get(source)
@@ -414,7 +455,9 @@ class Engine:
             heapq.heappush(self._heap, (entry.expires, sid))
 
     def _refresh(self, sid: str, now: float) -> None:
-        entry = self._entries[sid]
+        self._refresh_entry(sid, self._entries[sid], now)
+
+    def _refresh_entry(self, sid: str, entry: _Entry, now: float) -> None:
         arrivals = entry.arrivals
         if not arrivals or now - arrivals[-1] >= REPEAT_WINDOW:
             entry.period = self._note_arrival(arrivals, now, entry.period)
@@ -425,8 +468,8 @@ class Engine:
             self._schedule(sid, entry)
         self._dirty.add(sid)
 
-    def _authorize(self, data: bytes, packet: wire.SapPacket, source: str, identity: str,
-                   version: int, session: sdp.SessionDescription | None,
+    def _authorize(self, data: bytes, packet: wire.SapPacket, source: str, header: str,
+                   identity: str, version: int, session: sdp.SessionDescription | None,
                    now: float) -> Decision:
         """The one place signatures count: which entry a packet is for, what it shows,
         or why it is dropped (sapd.trust)."""
@@ -434,9 +477,10 @@ class Engine:
         trust = self.trust
         if trust is None:
             return Decision(None, kind, "")
-        slot = self._entries.get(session_id(source, identity, kind))
+        announcer = announcer_key(source, header)  # its sender's entries only
+        slot = self._entries.get(session_id(announcer, identity, kind))
         if slot is None and session is None:  # a deletion of an entry kept apart
-            slot = self._entries.get(session_id(source, identity, kind + UNVERIFIED_SLOT))
+            slot = self._entries.get(session_id(announcer, identity, kind + UNVERIFIED_SLOT))
         stored = slot.record if slot is not None else None
         if session is None and (stored is None or not self._take_token(source, now)):
             # a deletion of nothing costs no verification; one of something is rate
@@ -454,18 +498,20 @@ class Engine:
                             groups=groups, stored=stored, now=now)
 
     def _announce(self, packet: wire.SapPacket, session: sdp.SessionDescription,
-                  source: str, now: float, seen_key: bytes | None,
-                  data: bytes = b"") -> str:
+                  source: str, header: str, now: float, seen_key: bytes | None,
+                  data: bytes = b"", arrival: Any = None) -> str:
         size = len(data) or 500
-        decision = self._authorize(data, packet, source, session.identity, session.version,
-                                   session, now)
+        decision = self._authorize(data, packet, source, header, session.identity,
+                                   session.version, session, now)
         if decision.drop is not None:
             return decision.drop
         auth_tag = decision.auth_tag
-        sid = session_id(source, session.identity, auth_tag)
+        sid = session_id(announcer_key(source, header), session.identity, auth_tag)
         previous = self._entries.get(sid)
         if previous is not None:
             old = previous.record
+            if old.local:
+                return DROP_LOCAL
             if session.version < old.version:
                 return DROP_OLD_VERSION
             if (session.version == old.version
@@ -488,12 +534,17 @@ class Engine:
         arrivals = previous.arrivals if previous else []
         period = self._note_arrival(arrivals, now, previous.period if previous else None)
         expires = self._expiry_for(False, period, now, stop_time)
+        via: tuple[HeardVia, ...] = ()
+        if arrival is not None and self.arrival_reader is not None:
+            group, interface = self.arrival_reader(arrival)
+            via = ((group, interface, source),)
         record = record_from_session(
             session, self.scopes, sid=sid, source=source, msg_hash=packet.msg_id_hash,
             now=now, first_seen=previous.record.first_seen if previous else now,
             auth_tag=auth_tag, period=period, expires=expires,
             verification=decision.verification, signed_by=decision.signed_by,
-            signer_key=decision.signer_key)
+            signer_key=decision.signer_key,
+            header_source="" if header == source else header, heard_via=via)
         entry = _Entry.of(_slim(record), stop_time)
         entry.arrivals = arrivals
         entry.size = size
@@ -527,21 +578,24 @@ class Engine:
         if schedule:
             self._schedule(record.id, entry)
 
-    def _deletion(self, packet: wire.SapPacket, source: str, now: float,
+    def _deletion(self, packet: wire.SapPacket, source: str, header: str, now: float,
                   data: bytes = b"") -> str:
         payload = packet.payload
         line = wire.origin_line(payload)
         origin = sdp.parse_origin_line(line) if line else None
         if origin is None:
             return DROP_BAD_DELETION
-        decision = self._authorize(data, packet, source, origin.identity, origin.version,
-                                   None, now)
+        decision = self._authorize(data, packet, source, header, origin.identity,
+                                   origin.version, None, now)
         if decision.drop is not None:
             return decision.drop
-        sid = session_id(source, origin.identity, decision.auth_tag)
-        if sid not in self._entries:
+        sid = session_id(announcer_key(source, header), origin.identity, decision.auth_tag)
+        entry = self._entries.get(sid)
+        if entry is None:
             return DROP_UNKNOWN_DELETION
-        if origin.version < self._entries[sid].record.version:
+        if entry.record.local:
+            return DROP_LOCAL
+        if origin.version < entry.record.version:
             return DROP_STALE_DELETION  # deletes a version already replaced, not the session
         self._remove(sid, "deleted", now)
         return ACCEPTED_DELETE

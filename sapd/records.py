@@ -11,6 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+# (destination group, interface name, IP source) of an arrival
+HeardVia = tuple[str, str, str]
+
 
 @dataclass(slots=True)
 class SessionRecord:
@@ -20,9 +23,9 @@ class SessionRecord:
     because a frozen dataclass's __init__ costs 3x, which start-up feels at 100k."""
 
     id: str
-    source: str  # SAP originating source
+    source: str  # who sent it: the datagram's IP source (for ours, the address we send from)
     identity: str  # o= without the version
-    version: int
+    version: int  # o= sess-version, exact at any length (RFC 8866: 1*DIGIT)
     msg_hash: int
     origin_address: str
     name: str
@@ -50,6 +53,10 @@ class SessionRecord:
     verification: str = ""
     signed_by: str = ""
     signer_key: str = ""
+    # The SAP header's originating source: data, written freely by any sender, so no
+    # right follows it. '' when the same as source (the usual case): one string, not two.
+    header_source: str = ""
+    heard_via: tuple[HeardVia, ...] = ()  # where the current content was heard
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
@@ -62,7 +69,13 @@ class SessionRecord:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "info": self.info, "identity": self.identity,
-            "version": self.version, "source": self.source, "msg_hash": self.msg_hash,
+            # decimal strings: o= numbers reach 2**64 and beyond (VLC), which neither a
+            # JavaScript number nor every JSON encoder holds
+            "version": str(self.version), "source": self.source,
+            "header_source": self.header_source or self.source,
+            "heard_via": [{"via": "sap", "group": group, "interface": interface,
+                           "source": source} for group, interface, source in self.heard_via],
+            "msg_hash": self.msg_hash,
             "origin_address": self.origin_address, "scope": self.scope,
             "sap_group": self.sap_group, "groups": list(self.groups),
             "media": list(self.media_types), "local": self.local, "stale": self.stale,

@@ -204,9 +204,9 @@ class SessionDescription:
 
         return {
             "identity": self.identity,
-            "version": self.version,
+            "version": str(self.version),  # decimal string: may exceed 2**64 (VLC)
             "origin": {"username": self.origin.username, "session_id": self.origin.session_id,
-                       "version": self.origin.version, "nettype": self.origin.nettype,
+                       "version": str(self.origin.version), "nettype": self.origin.nettype,
                        "addrtype": self.origin.addrtype, "address": self.origin.address},
             "name": self.name,
             "info": self.info,

@@ -126,8 +126,26 @@ def control_app(key: web.AppKey[D], daemon: D, endpoints: list[Endpoint],
 
 def json_bytes(value: Any) -> bytes:
     """JSON for API bodies and event streams. orjson: a page of 100 sessions encodes in
-    0.05 ms where the json module takes 0.5 ms, a quarter of the request."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    0.05 ms where the json module takes 0.5 ms, a quarter of the request. orjson refuses
+    integers beyond 64 bits (SDP numbers are 1*DIGIT, any length): those go as decimal
+    strings, as the session's own o= numbers always do."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_wide_ints_as_text(value), default=str,
+                            option=orjson.OPT_NON_STR_KEYS)
+
+
+def _wide_ints_as_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -2**63 <= value < 2**64 else str(value)
+    if isinstance(value, dict):
+        return {key: _wide_ints_as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_ints_as_text(item) for item in value]
+    return value
 
 
 def json_response(body: Any, status: int = 200,

@@ -42,6 +42,7 @@ DRAIN_BATCH = 1024
 # Receiving sockets per family: 20 memberships each (Linux's default) make 5,120 (group,
 # interface) pairs, more than any host has; the bound keeps a runaway from taking fds.
 MAX_SOCKETS = 256
+ANCILLARY = 64  # room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40)
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -182,6 +183,21 @@ def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
     return data, (address[0], address[1]), local, destination
 
 
+def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
+    """(interface index, destination address) of a datagram from its IP_PKTINFO or
+    IPV6_PKTINFO ancillary data; (0, "") without them."""
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            # struct in_pktinfo: ifindex, spec_dst (local), addr (destination)
+            return (struct.unpack_from("@i", value)[0],
+                    socket.inet_ntop(socket.AF_INET, value[8:12]))
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            # struct in6_pktinfo: addr (destination), ifindex
+            return (struct.unpack_from("@I", value, 16)[0],
+                    socket.inet_ntop(socket.AF_INET6, value[:16]))
+    return 0, ""
+
+
 def with_packet_info(handler: PacketHandler) -> DatagramHandler:
     """A pktinfo receiver's handler that calls ``handler`` with packet_info's fields."""
     def on_received(received: Received) -> object:
@@ -229,7 +245,7 @@ class MulticastReceiver:
         family = socket.AF_INET if version == 4 else socket.AF_INET6
         sock = _make_receiver(family, self.port, self._bind.get(version), self._pktinfo)
         self._sockets.setdefault(version, []).append(sock)
-        receive = (functools.partial(sock.recvmsg, 65535, 256) if self._pktinfo
+        receive = (functools.partial(sock.recvmsg, 65535, ANCILLARY) if self._pktinfo
                    else functools.partial(sock.recv, 65535))
         self._loop.add_reader(sock.fileno(), self._drain, receive)
         return sock
@@ -352,6 +368,7 @@ class InterfaceFollower:
         self._on_change = on_change
         self.names: list[str] = []
         self.chosen: list[Interface] = []
+        self.found: list[Interface] = []  # every interface of the host, chosen or not
         self._watcher = InterfaceWatcher(loop, self._changed)
         self._pending: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -384,6 +401,7 @@ class InterfaceFollower:
         except Exception as exc:
             log.warning("cannot list interfaces", error=str(exc))
             return
+        self.found = found
         chosen = select_interfaces(found, self._wanted())
         joined, left = self.receiver.set_interfaces(chosen)
         names = [i.name for i in chosen]

@@ -27,6 +27,7 @@ from sapd.plumbing import groupranges
 from sapd.plumbing.errors import StoreUnusable
 from sapd.records import (
     Applied,
+    HeardVia,
     Liveness,
     SearchQuery,
     SessionRecord,
@@ -34,7 +35,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -137,6 +138,17 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE sessions ADD COLUMN signed_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE sessions ADD COLUMN signer_key TEXT NOT NULL DEFAULT '';
     """,
+    # o= versions are 1*DIGIT (VLC writes 20 digits, above 2**63): decimal text, read
+    # back as Python ints and compared as numbers in code. The SAP header's source is
+    # kept beside the sender's IP source; rows written before were keyed on it.
+    5: """
+    ALTER TABLE sessions RENAME COLUMN version TO version_number;
+    ALTER TABLE sessions ADD COLUMN version TEXT NOT NULL DEFAULT '0';
+    UPDATE sessions SET version = CAST(version_number AS TEXT);
+    ALTER TABLE sessions DROP COLUMN version_number;
+    ALTER TABLE sessions ADD COLUMN header_source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN heard_via TEXT NOT NULL DEFAULT '';
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -147,7 +159,7 @@ _MIGRATIONS: dict[int, str] = {
 # builder and the record builder follow from this table.
 _STORED: tuple[tuple[str, str], ...] = (
     ("id", "r.id"), ("source", "r.source"), ("identity", "r.identity"),
-    ("auth_tag", "r.auth_tag"), ("version", "r.version"), ("msg_hash", "r.msg_hash"),
+    ("auth_tag", "r.auth_tag"), ("version", "str(r.version)"), ("msg_hash", "r.msg_hash"),
     ("origin_address", "r.origin_address"), ("name", "r.name"), ("info", "r.info"),
     ("sdp", "r.sdp"), ("scope", "r.scope"), ("sap_group", "r.sap_group"),
     ("first_seen", "r.first_seen"), ("last_seen", "r.last_seen"), ("local", "int(r.local)"),
@@ -159,8 +171,11 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("content_crc", "r.content_crc or zlib.crc32(r.sdp.encode())"),
     ("verification", "r.verification"), ("signed_by", "r.signed_by"),
     ("signer_key", "r.signer_key"),
+    ("header_source", "r.header_source"),  # '' when the same as source
+    ("heard_via", "_dump_via(r.heard_via)"),
 )
 _LOADS = {
+    "version": "int(version)", "heard_via": "_load_via(heard_via)",
     "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",
     "options": "_json(options)", "stale": "not local and heard_gen < generation",
     "groups": "tuple(groups.split())",
@@ -205,12 +220,23 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
+def _dump_via(via: tuple[HeardVia, ...]) -> str:
+    return json.dumps(via) if via else ""
+
+
+def _load_via(text: str) -> tuple[HeardVia, ...]:
+    if not text:
+        return ()
+    return tuple((str(g), str(i), str(s)) for g, i, s in json.loads(text))
+
+
 def _compile(source: str, name: str) -> Any:
     """A function from generated source: positional tuple and constructor calls, as fast
     as hand-written ones (keywords cost ~25 % more, and start-up builds 100,000 records)
     and derived from the column table, so they cannot fall out of its order."""
     scope: dict[str, Any] = {"SessionRecord": SessionRecord, "_dumps": _dumps,
-                             "_json": _json, "zlib": zlib,
+                             "_json": _json, "zlib": zlib, "_dump_via": _dump_via,
+                             "_load_via": _load_via,
                              "shared_media_types": shared_media_types}
     exec(source, scope)
     return scope[name]

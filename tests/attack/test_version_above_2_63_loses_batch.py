@@ -1,17 +1,15 @@
-"""Issue 13 item 1, not fixed for the version: RFC 8866 makes the o= version 1*DIGIT and
-recommends NTP timestamps (64 bits). A version of 2^63 or more passes the engine (counted
-"new", in /v1/stats sessions) but the SQLite column is a 64-bit signed INTEGER: the store
-raises OverflowError, the whole batch is refused, and unrelated sessions that arrived in
-the same batch are never listed. The engine keeps them, so the fast path only refreshes
-them from then on: they stay missing while they are announced. Real VLC 3.0 writes
-64-bit NTP versions too: tests/interop/test_vlc.py::test_vlc_announcement_is_listed fails
-on this code with this OverflowError in sapd's log ("VLC tone v4 not listed")."""
+"""Issue 13 item 1 (fixed by trust-numbers: decimal TEXT versions). RFC 8866 makes the
+o= version 1*DIGIT and recommends NTP timestamps (64 bits). A version of 2^63 or more
+passed the engine (counted "new", in /v1/stats sessions) but the SQLite column was a
+64-bit signed INTEGER: the store raised OverflowError, the whole batch was refused, and
+unrelated sessions that arrived in the same batch were never listed. The engine kept
+them, so the fast path only refreshed them from then on: they stayed missing while they
+were announced. Real VLC 3.0 writes 64-bit NTP versions too
+(tests/interop/test_vlc.py::test_vlc_announcement_is_listed)."""
 
 from __future__ import annotations
 
 import time
-
-import pytest
 
 from tests.daemons import Daemon, send_local_multicast
 from tests.packets import announce, sdp_text
@@ -20,8 +18,6 @@ from tests.support import wait_for
 NTP_VERSION = 17201912864673439254  # a 64-bit NTP value, above 2**63, as VLC writes
 
 
-@pytest.mark.xfail(strict=True, reason="version >= 2**63 overflows the store and its batch "
-                                       "is refused")
 def test_a_version_above_2_63_costs_no_other_session(sapd: Daemon) -> None:
     for n in range(5):  # one burst: one store batch
         send_local_multicast(announce(sdp_text(session=10 + n, name=f"innocent{n}")))

@@ -52,7 +52,8 @@ def test_update_replaces_and_withdraw_removes(pair: tuple[Daemon, Daemon]) -> No
     wait_session(b, lambda s: s["name"] == "Lab tone 1 kHz")
     changed = a.client.send_json("PUT", f"/v1/announcements/{made['id']}",
                                  {"sdp": EXAMPLE.read_text().replace("1 kHz", "2 kHz")})
-    assert changed["session"]["version"] == 2  # raised by sapd: the caller kept version 1
+    # raised by sapd (the caller kept version 1); o= numbers are decimal strings in JSON
+    assert changed["session"]["version"] == "2"
     wait_session(b, lambda s: s["name"] == "Lab tone 2 kHz")
     assert len(b.sessions()) == 1  # replaced, not listed twice
     a.client.request("DELETE", f"/v1/announcements/{made['id']}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.attack.senders import send_from
 from tests.daemons import Daemon, send_local_multicast, wait_session
 from tests.packets import announce, delete, sdp_text
 from tests.support import free_tcp_port, run, script, wait_for
@@ -111,16 +112,21 @@ def test_clock_and_redundant_filters_and_fields(web: Web) -> None:
 
 
 def test_conflicts_flagged_listed_and_counted(web: Web) -> None:
-    heard(web, "first sender", session=6, origin="10.0.0.1", group="239.255.7.7")
-    heard(web, "second sender", session=7, origin="10.0.0.2", group="239.255.7.7")
-    heard(web, "elsewhere", session=8, origin="10.0.0.3", group="239.255.7.8")
+    # two senders are two IP sources (what rights and "who sent it" follow), not two
+    # header sources from the same socket
+    for sender, name, session, group in (("127.0.0.21", "first sender", 6, "239.255.7.7"),
+                                         ("127.0.0.22", "second sender", 7, "239.255.7.7"),
+                                         ("127.0.0.23", "elsewhere", 8, "239.255.7.8")):
+        send_from(sender, announce(sdp_text(name=name, session=session, origin=sender,
+                                            group=group), source=sender))
+        wait_session(web.daemon, lambda s, name=name: s["name"] == name)
 
     def listed() -> Any:
         return web.json("/v1/conflicts")["conflicts"]
     wait_for(listed, 5, what="a conflict")
     (conflict,) = listed()
     assert (conflict["group"], conflict["port"]) == ("239.255.7.7", 5004)
-    assert sorted(s["source"] for s in conflict["sessions"]) == ["10.0.0.1", "10.0.0.2"]
+    assert sorted(s["source"] for s in conflict["sessions"]) == ["127.0.0.21", "127.0.0.22"]
     flags = {s["name"]: s["conflict"] for s in web.json("/v1/sessions")["sessions"]}
     assert flags == {"first sender": True, "second sender": True, "elsewhere": False}
     _status, _h, metrics = web.get("/metrics")

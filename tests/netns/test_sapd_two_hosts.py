@@ -20,7 +20,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 def test_v4_and_v6_cross_the_link(net: Network, daemons: Any, tmp_path: Path) -> None:
     a, b = net.host("a"), net.host("b")
-    ia, _ = net.link(a, b, 1)
+    ia, ib = net.link(a, b, 1)
     sapd = daemons("sapd", b).start()
     v4 = write(tmp_path, "v4", announce(sdp_text(session=1, name="over v4",
                                                  group="239.255.9.9"), source=a.address()))
@@ -33,6 +33,11 @@ def test_v4_and_v6_cross_the_link(net: Network, daemons: Any, tmp_path: Path) ->
     (s6,) = wait_session(sapd, lambda s: s["name"] == "over v6")
     assert s4["source"] == a.address() and s4["groups"] == ["239.255.9.9"]
     assert s6["source"] == "fd00:1::1" and s6["scope"] == "ipv6-global"
+    # where each was heard, from IP_PKTINFO / IPV6_PKTINFO
+    assert s4["heard_via"] == [{"via": "sap", "group": "239.255.255.255", "interface": ib,
+                                "source": a.address()}]
+    assert s6["heard_via"] == [{"via": "sap", "group": "ff0e::2:7ffe", "interface": ib,
+                                "source": "fd00:1::1"}]
 
 
 def test_deletion_and_version_across_hosts(net: Network, daemons: Any, tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def rig() -> Iterator[Rig]:
 def receive(rig: Rig, *names: str) -> None:
     on_datagram = rig.hub.datagram_handler()
     for n, name in enumerate(names, start=1):
-        on_datagram(announce(sdp_text(session=n, name=name)))
+        on_datagram(heard(announce(sdp_text(session=n, name=name))))
     rig.hub.after_batch()
 
 
@@ -181,8 +181,8 @@ def test_close_hands_over_pending_refreshes_and_closes_the_writer(rig: Rig) -> N
 # -- a real SQLite directory behind the hub, with failures injected at the backend ----------
 def heard(data: bytes, source: str = "10.0.0.1") -> Any:
     """What the receiver hands the hub's datagram handler for ``data`` sent from
-    ``source`` (the one place to change when the handler takes recvmsg's result)."""
-    return data
+    ``source``: recvmsg's result (data, ancillary data, flags, sender's address)."""
+    return (data, [], 0, (source, 9875))
 
 
 @dataclass

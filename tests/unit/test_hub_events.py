@@ -12,7 +12,7 @@ from sapd.hub import Hub
 from sapd.lifecycle import Engine
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, sdp_text
-from tests.unit.test_hub import FakeTime, MemoryWriter
+from tests.unit.test_hub import FakeTime, MemoryWriter, heard
 
 
 def hub_with(queue: int) -> tuple[Hub, MemoryWriter, asyncio.AbstractEventLoop]:
@@ -29,7 +29,7 @@ def hub_with(queue: int) -> tuple[Hub, MemoryWriter, asyncio.AbstractEventLoop]:
 def hear(hub: Hub, writer: MemoryWriter, first: int, count: int) -> None:
     on_datagram = hub.datagram_handler()
     for n in range(first, first + count):
-        on_datagram(announce(sdp_text(session=n, name=f"s{n}")))
+        on_datagram(heard(announce(sdp_text(session=n, name=f"s{n}"))))
     hub.after_batch()
     while writer.batches:
         writer.answer()

@@ -344,3 +344,16 @@ def test_fuzzed_datagrams_through_an_engine_that_checks_signatures(
     assert e.counters.get("internal_error", 0) == 0, e.last_internal_error
     assert sum(v for k, v in e.counters.items() if k != "expired") == inputs
     assert e.counters["unsigned"] > 0 and e.counters["new"] > 0
+
+
+def test_signed_deletion_from_another_ip_sender_is_not_obeyed(
+        studio: certs.Credentials) -> None:
+    """Both checks hold after the trust-numbers merge: the right signer is not enough, the
+    datagram must also come from the entry's IP sender (a captured deletion replayed by
+    another host names no entry of that host)."""
+    e = engine("prefer", studio)
+    assert e.receive_datagram(signed(studio, announce(sdp_text())), NOW, "10.0.0.1") == "new"
+    deletion = signed(studio, delete())
+    assert e.receive_datagram(deletion, NOW + 1, "10.0.0.9") == "unknown_deletion"
+    assert len(e) == 1 and only(e)["verified"] is True
+    assert e.receive_datagram(deletion, NOW + 2, "10.0.0.1") == "deleted"

@@ -139,18 +139,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_version_1_file_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> None:
     path = tmp_path / "v1.sqlite3"
-    old = SqliteDirectory(path)
-    old.upsert([record(1), record(2)])
-    old.close()
-    db = sqlite3.connect(path)  # put the file back as version 1 wrote it
-    db.executescript("CREATE TABLE session_media (rid INTEGER NOT NULL, media TEXT NOT NULL);"
-                     "DELETE FROM meta WHERE key='content'; "
-                     "ALTER TABLE sessions DROP COLUMN verification; "
-                     "ALTER TABLE sessions DROP COLUMN signed_by; "
-                     "ALTER TABLE sessions DROP COLUMN signer_key; PRAGMA user_version=1;")
-    db.close()
+    _old_file(path, 1, {"a": 1, "b": 2})
     migrated = SqliteDirectory(path)
-    assert migrated.count() == 2 and migrated.get(record(1).id) is not None
+    assert migrated.count() == 2 and migrated.get("a") is not None
     tables = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type='table'")}
     assert "session_media" not in tables
@@ -257,3 +248,78 @@ def test_remembered_text_matches_follow_writes_made_through_another_connection(
     writer.delete(["s00000"])
     assert [r.id for r in reader.search(query)] == ["s00001", "s00002", "s00003"]
     assert reader.count(query, cap=100) == 3
+
+
+VLC_VERSION = 17201912864673439255  # VLC 3.0 writes 64-bit NTP values, above 2**63
+
+
+def test_vlc_20_digit_version_does_not_fail_the_batch(store: SqliteDirectory) -> None:
+    from sapd.records import Writes  # noqa: PLC0415
+    batch = [record(1), record(2, version=VLC_VERSION), record(3, version=10**40 + 7)]
+    store.apply(Writes(upserts={r.id: r for r in batch}))
+    got = {r.id: r.version for r in store.iter_all()}
+    assert got == {"s00001": 1, "s00002": VLC_VERSION, "s00003": 10**40 + 7}
+    assert all(type(v) is int for v in got.values())  # numbers, exact, not text or float
+
+
+def _old_file(path: Path, schema: int, versions: dict[str, int]) -> None:
+    """A directory file as an older sapd wrote it (schema 3 and before: INTEGER versions,
+    ids derived from the header source), with sessions of these ids and versions."""
+    db = sqlite3.connect(path)
+    for step in range(1, schema + 1):
+        db.executescript(f"BEGIN;{sqlite_backend._MIGRATIONS[step]}"
+                         f"PRAGMA user_version={step};COMMIT;")
+    for rid, (sid, version) in enumerate(versions.items(), 1):
+        db.execute("INSERT INTO sessions (rid, id, source, identity, version, msg_hash, "
+                   "origin_address, name, sdp, scope, sap_group, first_seen, last_seen) "
+                   "VALUES (?, ?, '10.0.0.1', ?, ?, 7, '10.0.0.1', ?, 'v=0\r\n', '', '', "
+                   "1.0, 2.0)", (rid, sid, f"- {rid} IN IP4 10.0.0.1", version, sid))
+    db.commit()
+    db.close()
+
+
+def test_version_3_file_is_migrated_to_exact_versions_and_header_sources(
+        tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    _old_file(path, 3, {"a": 5, "b": 2**63 - 1})
+    migrated = SqliteDirectory(path)
+    got = {r.id: r for r in migrated.iter_all()}
+    assert {sid: r.version for sid, r in got.items()} == {"a": 5, "b": 2**63 - 1}
+    # keyed on the header source, which is also the sender as far as anyone knows
+    assert {r.to_json()["header_source"] for r in got.values()} == {"10.0.0.1"}
+    migrated.upsert([got["a"].with_changes(version=VLC_VERSION)])
+    assert migrated.get("a") is not None and migrated.get("a").version == VLC_VERSION  # type: ignore[union-attr]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_version_3_file_gets_signature_columns_then_exact_versions(tmp_path: Path) -> None:
+    """3 -> 4 (signing: verification, signed_by, signer_key) -> 5 (decimal versions,
+    header_source, heard_via): one chain, both steps applied in order."""
+    path = tmp_path / "v3.sqlite3"
+    _old_file(path, 3, {"a": 5})
+    migrated = SqliteDirectory(path)
+    (got,) = migrated.iter_all()
+    assert (got.verification, got.signed_by, got.signer_key) == ("", "", "")
+    columns = {row[1]: row[2] for row in sqlite3.connect(path).execute(
+        "PRAGMA table_info(sessions)")}
+    assert {"verification", "signed_by", "signer_key", "header_source",
+            "heard_via"} <= set(columns)
+    assert columns["version"] == "TEXT"
+
+
+def test_version_4_file_keeps_its_signers_when_migrated_to_5(tmp_path: Path) -> None:
+    """A directory main's signing branch wrote (schema 4) keeps what was verified, and by
+    whom, when its versions become decimal text."""
+    path = tmp_path / "v4.sqlite3"
+    _old_file(path, 4, {"a": 2**63 - 1})
+    db = sqlite3.connect(path)
+    db.execute("UPDATE sessions SET verification='verified', signed_by='CN=studio', "
+               "signer_key='ab' || 'cd'")
+    db.commit()
+    db.close()
+    migrated = SqliteDirectory(path)
+    (got,) = migrated.iter_all()
+    assert (got.verification, got.signed_by, got.signer_key) == (
+        "verified", "CN=studio", "abcd")
+    assert got.version == 2**63 - 1 and got.to_json()["header_source"] == "10.0.0.1"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 5
