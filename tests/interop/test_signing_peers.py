@@ -79,7 +79,7 @@ def test_openssl_verifies_what_sapd_signs_and_tshark_dissects_it(
     finally:
         proc.terminate()
         proc.wait(10)
-    datagrams = [d.payload for d in pcap.udp_datagrams(capture, port=9875)]
+    datagrams = [d.payload for d in pcap.udp_datagrams(capture.read_bytes(), port=9875)]
     kinds = {wire.decode(d).deletion for d in datagrams}
     assert kinds == {False, True}, "both announcements and deletions were captured"
     for datagram in datagrams:

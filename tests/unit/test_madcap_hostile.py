@@ -102,12 +102,14 @@ def test_discover_against_nearly_full_pool_scanned_the_pool(tmp_path: Path) -> N
     assert reply is not None
     offer = wire.decode(reply)
     assert addresses(offer) == ["239.255.127.128"]
-    assert spent < 0.003, f"a DISCOVER against a nearly full pool cost {spent * 1000:.1f} ms"
+    # 52 ms of CPU before the fix, ~1 ms after: 10 ms (the fuzzers' per-input budget)
+    # tells them apart on a busy machine too
+    assert spent < 0.010, f"a DISCOVER against a nearly full pool cost {spent * 1000:.1f} ms"
     # full now: the next one is refused without a scan too
     again = wire.encode(Message(msgtype=MsgType.DISCOVER, xid=8, lease_id=lid(200_001),
                                 scope=SCOPE_ID))
     reply, spent = cpu_seconds_of(s, again, "10.9.9.8:4000", now)
-    assert reply is None and spent < 0.003
+    assert reply is None and spent < 0.010
 
 
 def test_request_with_every_address_of_a_full_pool_wanted_is_bounded(tmp_path: Path) -> None:
