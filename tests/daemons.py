@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -236,3 +237,20 @@ def stop_daemons(daemons: list[Stoppable]) -> None:
         if code != 0 and not daemon.killed:
             failures.append(f"{daemon.name} exited {code}:\n{daemon.logs()}")
     assert not failures, "\n\n".join(failures)
+
+
+def collect_events(daemon: Daemon, count: int) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """Read ``count`` events from the daemon's jsonl event stream on a thread of its own,
+    once it is subscribed; join the thread, then look at the list."""
+    lines: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        for line in daemon.client.stream_lines("/v1/events?format=jsonl"):
+            if line.strip():
+                lines.append(json.loads(line))
+            if len(lines) >= count:
+                return
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    wait_for(lambda: daemon.stats()["subscribers"] == 1, 5, what="subscriber")
+    return thread, lines

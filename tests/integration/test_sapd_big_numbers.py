@@ -4,11 +4,7 @@ strings (a JavaScript number cannot hold them)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from typing import Any
-
-from tests.daemons import Daemon, send_local_multicast, wait_session
+from tests.daemons import Daemon, collect_events, send_local_multicast, wait_session
 from tests.packets import announce, sdp_text
 from tests.support import wait_for
 
@@ -42,17 +38,7 @@ def test_vlc_20_digit_version_does_not_lose_the_batch(sapd: Daemon) -> None:
 
 
 def test_events_survive_a_version_of_2_64_and_more(sapd: Daemon) -> None:
-    lines: list[dict[str, Any]] = []
-
-    def consume() -> None:
-        for line in sapd.client.stream_lines("/v1/events?format=jsonl"):
-            if line.strip():
-                lines.append(json.loads(line))
-            if len(lines) >= 2:
-                return
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    wait_for(lambda: sapd.stats()["subscribers"] == 1, 5, what="subscriber")
+    thread, lines = collect_events(sapd, 2)
     send_local_multicast(announce(vlc_sdp("huge", version=HUGE_VERSION)))
     wait_session(sapd, lambda s: s["name"] == "huge")
     send_local_multicast(announce(sdp_text(session=2, name="after")))

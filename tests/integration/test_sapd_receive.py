@@ -8,7 +8,6 @@ import os
 import signal
 import socket as socketlib
 import stat
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from sapd import wire
 from sapd.plumbing.client import ClientError
 from sapd.scopes import ScopeTable
-from tests.daemons import Daemon, send_local_multicast, wait_session
+from tests.daemons import Daemon, collect_events, send_local_multicast, wait_session
 from tests.packets import announce, delete, sdp_text
 from tests.support import ROOT, run, script, wait_for
 
@@ -147,17 +146,7 @@ def test_stale_sessions_still_expire_after_restart(sapd_factory: Any) -> None:
 
 
 def test_event_stream_sees_new_and_deleted(sapd: Daemon) -> None:
-    lines: list[dict[str, Any]] = []
-
-    def consume() -> None:
-        for line in sapd.client.stream_lines("/v1/events?format=jsonl"):
-            if line.strip():
-                lines.append(json.loads(line))
-            if len(lines) >= 2:
-                return
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    wait_for(lambda: sapd.stats()["subscribers"] == 1, 5, what="subscriber")
+    thread, lines = collect_events(sapd, 2)
     send_local_multicast(announce(sdp_text(name="evt")))
     wait_session(sapd, lambda s: s["name"] == "evt")
     send_local_multicast(delete())
