@@ -10,6 +10,7 @@ every backend passes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -129,6 +130,7 @@ class CachedReply:
 # Cached replies kept at most (~250 bytes each): beyond it the oldest go first, which
 # shortens the interval under a flood of distinct requests, as RFC 2730 s. 2.1.4 allows.
 REPLY_CACHE_ENTRIES = 200_000
+REPLY_CACHE_PER_HOST = 4_096  # replies one client host keeps: a few seconds of a busy one
 
 
 class ReplyCache(Protocol):
@@ -154,11 +156,15 @@ class ReplyCache(Protocol):
 class MemoryReplyCache:
     """The cache in this process (one server per store: SQLite)."""
 
-    __slots__ = ("entries", "get", "limit")
+    __slots__ = ("entries", "get", "limit", "per_host")
 
     def __init__(self, limit: int = REPLY_CACHE_ENTRIES) -> None:
         self.entries: dict[tuple[int, int, bytes, str], CachedReply] = {}
         self.limit = limit
+        # Each host's puts, oldest first, so that one sender (whose xids and lease ids
+        # cost it nothing to vary) cannot hold the whole cache: past REPLY_CACHE_PER_HOST
+        # its own oldest replies go. Items whose entry was re-put or expired are skipped.
+        self.per_host: dict[str, deque[tuple[tuple[int, int, bytes, str], float]]] = {}
         # the dict's own get: one call per datagram, no frame of ours
         self.get: Callable[[tuple[int, int, bytes, str]], CachedReply | None] = \
             self.entries.get
@@ -173,6 +179,17 @@ class MemoryReplyCache:
             del entries[next(iter(entries))]  # the oldest
             evicted = True
         entries[key] = CachedReply(reply, stamp)
+        host = key[3].rpartition(":")[0]
+        puts = self.per_host.get(host)
+        if puts is None:
+            puts = self.per_host[host] = deque()
+        puts.append((key, stamp))
+        if len(puts) > REPLY_CACHE_PER_HOST:
+            old, when = puts.popleft()
+            cached = entries.get(old)
+            if cached is not None and cached.stamp == when:
+                del entries[old]
+                evicted = True
         return evicted
 
     def discard(self, key: tuple[int, int, bytes, str]) -> None:
@@ -192,6 +209,11 @@ class MemoryReplyCache:
             stale.append(key)
         for key in stale:
             del entries[key]
+        # a host whose newest put is gone has nothing left here
+        for host in [h for h, puts in self.per_host.items()
+                     if (newest := entries.get(puts[-1][0])) is None
+                     or newest.stamp != puts[-1][1]]:
+            del self.per_host[host]
 
     def __len__(self) -> int:
         return len(self.entries)
