@@ -35,7 +35,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -148,6 +148,11 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE sessions DROP COLUMN version_number;
     ALTER TABLE sessions ADD COLUMN header_source TEXT NOT NULL DEFAULT '';
     ALTER TABLE sessions ADD COLUMN heard_via TEXT NOT NULL DEFAULT '';
+    """,
+    # The few group entries that are FIRST-LAST ranges, so that a group search reads them
+    # and not every group row (a full scan cost ~5 ms a search at 100,000 sessions).
+    6: """
+    CREATE INDEX session_group_ranges ON session_groups(rid) WHERE instr(address, '-') > 0;
     """,
 }
 

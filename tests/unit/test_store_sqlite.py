@@ -322,4 +322,4 @@ def test_version_4_file_keeps_its_signers_when_migrated_to_5(tmp_path: Path) -> 
     assert (got.verification, got.signed_by, got.signer_key) == (
         "verified", "CN=studio", "abcd")
     assert got.version == 2**63 - 1 and got.to_json()["header_source"] == "10.0.0.1"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
