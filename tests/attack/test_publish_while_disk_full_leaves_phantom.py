@@ -12,9 +12,8 @@ from typing import Any
 
 from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
-from tests.integration.test_madcap_durability import fill, small_filesystem
 from tests.packets import sdp_text
-from tests.support import wait_for
+from tests.support import fill, small_filesystem, wait_for
 
 
 def _post(daemon: Daemon, body: dict[str, Any]) -> tuple[int, str]:

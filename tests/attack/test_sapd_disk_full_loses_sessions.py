@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemons import Daemon, send_local_multicast
-from tests.integration.test_madcap_durability import fill, small_filesystem
 from tests.packets import announce, sdp_text
-from tests.support import wait_for
+from tests.support import fill, small_filesystem, wait_for
 
 HEARD_WHILE_FULL = 50
 

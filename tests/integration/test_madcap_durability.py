@@ -3,13 +3,10 @@ two daemons on one state directory. Real processes, a real full file system."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sqlite3
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ from madcap import wire
 from madcap.wire import Message, MsgType
 from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
-from tests.support import free_udp_port, need_root, wait_for
+from tests.support import fill, free_udp_port, small_filesystem, wait_for
 
 SCOPE_ID = wire.ipaddress.IPv4Address("239.255.0.0")
 CONFIG = ('[[scope]]\nname = "studio"\nrange = "239.255.0.0/16"\n'
@@ -58,26 +55,6 @@ def exchange(port: int, datagrams: list[bytes], wait: float) -> list[Message]:
             break
     sock.close()
     return got
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    need_root()
-    path.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                   check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as out, contextlib.suppress(OSError):
-        while True:  # unbuffered: nothing left to flush (and fail) at close
-            out.write(b"\0" * 4096)
-    return filler
 
 
 def test_after_a_disk_full_period_no_phantom_leases_and_acks_counts_acks_sent(

@@ -4,7 +4,6 @@ item 2). A real, small tmpfs holds the database; a filler file takes its last by
 from __future__ import annotations
 
 import errno
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from tests.daemons import Daemon, send_local_multicast
 from tests.packets import announce, sdp_text
-from tests.support import need_root, run, script, wait_for
+from tests.support import run, script, small_filesystem, wait_for
 
 SESSIONS = 2_000
 CONFIG = "[limits]\nsource_rate = 100000\nsource_burst = 100000\n"
@@ -41,16 +40,9 @@ def fill(directory: Path) -> Path:
 
 @pytest.fixture
 def small_state(tmp_path: Path) -> Iterator[Path]:
-    need_root()
     workdir = tmp_path / "a"
-    state = workdir / "state"
-    state.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)],
-                   check=True)
-    try:
+    with small_filesystem(workdir / "state", "16m"):
         yield workdir
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 def listed(daemon: Daemon) -> int:

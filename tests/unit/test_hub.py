@@ -18,18 +18,7 @@ from sapd.records import SessionRecord, StoreFailure, Writes
 from sapd.store.failures import classify
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, delete, sdp_text
-
-
-@dataclass
-class FakeTime:
-    wall_now: float = 1_800_000_000.0
-    monotonic_now: float = 1000.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def monotonic(self) -> float:
-        return self.monotonic_now
+from tests.support import FakeTime
 
 
 @dataclass

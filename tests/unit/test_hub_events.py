@@ -12,7 +12,8 @@ from sapd.hub import Hub
 from sapd.lifecycle import Engine
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, sdp_text
-from tests.unit.test_hub import FakeTime, MemoryWriter, heard
+from tests.support import FakeTime
+from tests.unit.test_hub import MemoryWriter, heard
 
 
 def hub_with(queue: int) -> tuple[Hub, MemoryWriter, asyncio.AbstractEventLoop]:

@@ -23,7 +23,8 @@ from sapd.plumbing.clock import SteadyClock
 from sapd.records import SessionRecord, StoreFailure
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, delete, sdp_text
-from tests.unit.test_hub import FakeTime, FaultyBackend, InProcessWriter, heard
+from tests.support import FakeTime
+from tests.unit.test_hub import FaultyBackend, InProcessWriter, heard
 
 SESSIONS = st.integers(1, 5)
 VERSIONS = st.integers(1, 4)

@@ -4,25 +4,13 @@ test_madcap_clock_step_double_lease.py plays the step on the running daemon)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from madcap.store.sqlite import SqliteLeaseStore
 from sapd.plumbing.clock import SteadyClock
+from tests.support import FakeTime
 
 DAY = 86_400.0
-
-
-@dataclass
-class FakeTime:
-    wall_now: float = 1_800_000_000.0
-    monotonic_now: float = 1000.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def monotonic(self) -> float:
-        return self.monotonic_now
 
 
 def test_wall_clock_step_forward_moved_the_sqlite_lease_clock(tmp_path: Path) -> None:
