@@ -102,8 +102,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if clock:
         print(f"{'clock:':16} {printable(str(clock.get('grandmaster') or clock['value']))}")
     for via in s.get("heard_via", []):
-        print(f"{'heard via:':16} {printable(str(via['group']))} on "
-              f"{printable(str(via['interface']))} from {printable(str(via['source']))}")
+        where = via.get("url") if via.get("via") == "ravenna" else (
+            f"{via.get('group')} on {via.get('interface')}")
+        print(f"{'heard via:':16} {printable(str(via.get('via')))} {printable(str(where))} "
+              f"from {printable(str(via.get('source')))}")
     print(f"{'state:':16} {_state(s)}, last seen {_ago(s['last_seen'])} ago")
     print(f"{'signature:':16} {_signature(s)}")
     print()

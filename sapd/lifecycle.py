@@ -35,7 +35,16 @@ from typing import Any
 
 from sapd import sdp, wire
 from sapd.plumbing import groupranges
-from sapd.records import HeardVia, SessionRecord, Writes, shared_media_types
+from sapd.records import (
+    RAVENNA,
+    SAP,
+    HeardVia,
+    SessionRecord,
+    Writes,
+    shared_media_types,
+    via_of,
+    without_via,
+)
 from sapd.scopes import ScopeTable
 from sapd.trust import UNVERIFIED_SLOT, Decision, TrustPolicy, auth_kind
 
@@ -63,6 +72,9 @@ DROP_ENDED = "ended"
 # A datagram that raised inside the engine: a bug, but still counted (never lost) so
 # that counted = received holds; the fuzz tests assert it stays at zero.
 DROP_INTERNAL_ERROR = "internal_error"
+
+# RAVENNA outcomes (the bridge counts them; SAP's packet counters stay SAP's)
+RAVENNA_OPTIONS = ("rtsp_url", "ravenna_service")  # where a RAVENNA row's SDP came from
 
 # Repeats closer than this are the same announcement sent twice (aes67-linux-daemon #50).
 REPEAT_WINDOW = 1.0
@@ -242,6 +254,9 @@ class Engine:
         self._own_addresses = _ALWAYS_OWN
         self.arrival_reader: ArrivalReader | None = None  # for heard_via; set by the daemon
         self.last_internal_error = ""  # the latest DROP_INTERNAL_ERROR, for the log
+        # Rows a RAVENNA service holds now (the bridge said so since start): their
+        # lifetime is the service's, not SAP's timers.
+        self._ravenna_live: set[str] = set()
 
     # -- state loading and own announcements ------------------------------------------
     def load(self, records: Iterable[SessionRecord]) -> int:
@@ -341,6 +356,9 @@ class Engine:
                 continue
             if entry.expires is None or entry.expires > now:
                 self._schedule(sid, entry)  # refreshed since: re-arm at the real time
+                continue
+            if sid in self._ravenna_live:  # only its SAP path went silent
+                self._drop_path(sid, entry, SAP, now)
                 continue
             self.counters["expired"] += 1
             self._remove(sid, "expired", now)
@@ -508,10 +526,22 @@ class Engine:
         auth_tag = decision.auth_tag
         sid = session_id(announcer_key(source, header), session.identity, auth_tag)
         previous = self._entries.get(sid)
+        via: tuple[HeardVia, ...] = ()
+        if arrival is not None and self.arrival_reader is not None:
+            group, interface = self.arrival_reader(arrival)
+            via = ((SAP, group, interface, source),)
         if previous is not None:
             old = previous.record
             if old.local:
                 return DROP_LOCAL
+            if sid in self._ravenna_live and (
+                    session.version < old.version
+                    or (session.version == old.version
+                        and zlib.crc32(session.raw.encode()) != old.content_crc)):
+                # heard over RAVENNA too, whose content wins a tie (the device's own
+                # answer to a DESCRIBE): SAP only says its path is alive
+                return self._sap_path_alive(sid, previous, via, seen_key, packet.msg_id_hash,
+                                            now)
             if session.version < old.version:
                 return DROP_OLD_VERSION
             if (session.version == old.version
@@ -520,6 +550,9 @@ class Engine:
                     and old.signer_key == decision.signer_key):
                 # Same content in another datagram (new hash after a restart, or the
                 # first packet after our own restart): adopt it as a refresh.
+                if old.ravenna and not via_of(old.heard_via, SAP):
+                    return self._sap_path_alive(sid, previous, via, seen_key,
+                                                packet.msg_id_hash, now)
                 self._set_seen(previous, seen_key)
                 if old.msg_hash != packet.msg_id_hash:
                     previous.record = old.with_changes(msg_hash=packet.msg_id_hash)
@@ -534,18 +567,20 @@ class Engine:
         arrivals = previous.arrivals if previous else []
         period = self._note_arrival(arrivals, now, previous.period if previous else None)
         expires = self._expiry_for(False, period, now, stop_time)
-        via: tuple[HeardVia, ...] = ()
-        if arrival is not None and self.arrival_reader is not None:
-            group, interface = self.arrival_reader(arrival)
-            via = ((group, interface, source),)
+        options: dict[str, Any] = {}
+        if previous is not None and previous.record.ravenna:  # its RAVENNA path stays
+            via = (*via, *via_of(previous.record.heard_via, RAVENNA))
+            options = {k: v for k, v in previous.record.options.items()
+                       if k in RAVENNA_OPTIONS}
         record = record_from_session(
             session, self.scopes, sid=sid, source=source, msg_hash=packet.msg_id_hash,
             now=now, first_seen=previous.record.first_seen if previous else now,
             auth_tag=auth_tag, period=period, expires=expires,
             verification=decision.verification, signed_by=decision.signed_by,
             signer_key=decision.signer_key,
-            header_source="" if header == source else header, heard_via=via)
-        entry = _Entry.of(_slim(record), stop_time)
+            header_source="" if header == source else header, heard_via=via,
+            options=options)
+        entry = _Entry.of(self._kept(record), stop_time)
         entry.arrivals = arrivals
         entry.size = size
         if previous is not None:
@@ -602,6 +637,7 @@ class Engine:
 
     def _remove(self, sid: str, kind: str, now: float) -> None:
         entry = self._entries.pop(sid)
+        self._ravenna_live.discard(sid)
         self._account(entry, -1)
         self._set_seen(entry, None)
         self._dirty.discard(sid)
@@ -609,6 +645,170 @@ class Engine:
         self._writes.refreshes.pop(sid, None)
         self._writes.deletes.add(sid)
         self._events.append(Event(kind, sid, now, entry.snapshot()))
+
+    # -- RAVENNA (mDNS + RTSP): the bridge's side ---------------------------------------
+    def _kept(self, record: SessionRecord) -> SessionRecord:
+        """What memory keeps of a record: slim, except rows heard over RAVENNA (a few
+        thousand at most), whose paths come and go without their SDP being sent again."""
+        return record if record.ravenna else _slim(record)
+
+    def _put_path(self, sid: str, previous: _Entry, record: SessionRecord,
+                  now: float) -> None:
+        """Write a row whose content stays and whose paths changed."""
+        entry = _Entry.of(self._kept(record), previous.stop_time)
+        entry.arrivals, entry.size = previous.arrivals, previous.size
+        entry.seen_key = previous.seen_key
+        entry.period = previous.period
+        if via_of(record.heard_via, SAP):
+            entry.expires = previous.expires
+        elif sid in self._ravenna_live:
+            entry.expires = None
+        self._index(entry)
+        self._writes.upserts[sid] = entry.snapshot()
+        self._writes.deletes.discard(sid)
+        self._dirty.discard(sid)
+        self._events.append(Event(ACCEPTED_CHANGED, sid, now, entry.snapshot()))
+
+    def _sap_path_alive(self, sid: str, entry: _Entry, via: tuple[HeardVia, ...],
+                        seen_key: bytes | None, msg_hash: int, now: float) -> str:
+        """A SAP announcement of a row RAVENNA holds, whose content stays RAVENNA's:
+        its SAP path is listed (once) and timed."""
+        old = entry.record
+        self._set_seen(entry, seen_key)
+        entry.period = self._note_arrival(entry.arrivals, now, entry.period)
+        entry.last_seen = now
+        entry.stale = False
+        entry.expires = self._expiry(entry)
+        if old.sdp and via and via_of(old.heard_via, SAP) != via:
+            record = old.with_changes(heard_via=(*via, *via_of(old.heard_via, RAVENNA)),
+                                      msg_hash=msg_hash, last_seen=now,
+                                      expires=entry.expires, period=entry.period)
+            self._put_path(sid, entry, record, now)
+            self._entries[sid].seen_key = seen_key
+            self._schedule(sid, self._entries[sid])
+            return ACCEPTED_REFRESH
+        if old.msg_hash != msg_hash:
+            entry.record = old.with_changes(msg_hash=msg_hash)
+        self._schedule(sid, entry)
+        self._dirty.add(sid)
+        return ACCEPTED_REFRESH
+
+    def _drop_path(self, sid: str, entry: _Entry, how: str, now: float) -> None:
+        """One way of hearing a row ended; another remains (the row stays)."""
+        old = entry.snapshot()
+        options = old.options
+        if how == RAVENNA:
+            options = {k: v for k, v in options.items() if k not in RAVENNA_OPTIONS}
+        else:
+            self._set_seen(entry, None)  # the next SAP packet lists its path again
+        record = old.with_changes(heard_via=without_via(old.heard_via, how), options=options)
+        if how == RAVENNA:
+            last_sap = entry.arrivals[-1] if entry.arrivals else entry.last_seen
+            record = record.with_changes(expires=self._expiry_for(
+                False, entry.period, last_sap, entry.stop_time))
+            entry.expires = record.expires
+        self._put_path(sid, entry, record, now)
+        if how == RAVENNA:
+            new = self._entries[sid]
+            new.expires = record.expires
+            self._schedule(sid, new)
+
+    def put_ravenna(self, text: str, host: str, url: str, service: str,
+                    now: float) -> tuple[str, str | None]:
+        """An SDP the RTSP server ``host`` gave for ``service`` (DESCRIBE or ANNOUNCE).
+        Same identity rule as SAP: the o= identity from the same host is one row, so a
+        stream it also announces on SAP gets a second heard_via entry. Which content
+        wins: the higher o= version; on a tie, RAVENNA's. Returns (outcome, row id)."""
+        if len(text.encode()) > self.limits.max_sdp_bytes:
+            return DROP_TOO_LARGE, None
+        session, _errors, _warnings = sdp.validate(text)
+        if session is None:
+            return DROP_INVALID_SDP, None
+        sid = session_id(host, session.identity, "")
+        previous = self._entries.get(sid)
+        via: HeardVia = (RAVENNA, "", "", host)
+        ravenna_options = {"rtsp_url": url, "ravenna_service": service}
+        if previous is None and len(self._entries) >= self.limits.max_sessions:
+            return DROP_SESSION_CAP, None
+        if previous is not None and previous.record.local:
+            return DROP_LOCAL, None
+        stop = session.stop_time
+        stop_time = stop.timestamp() if stop is not None else None
+        if stop_time is not None and stop_time <= now:
+            return DROP_ENDED, None
+        self._ravenna_live.add(sid)
+        old = previous.snapshot() if previous is not None else None
+        if previous is not None and old is not None and old.sdp \
+                and session.version < old.version:
+            # the SAP side has a newer version: its content stays, RAVENNA's path joins
+            heard = (*via_of(old.heard_via, SAP), via)
+            options = {**old.options, **ravenna_options}
+            if heard == old.heard_via and options == old.options:
+                return self._ravenna_refresh(sid, previous, now), sid
+            self._put_path(sid, previous, old.with_changes(heard_via=heard, options=options,
+                                                           last_seen=now), now)
+            return ACCEPTED_CHANGED, sid
+        same = (previous is not None and old is not None and bool(old.sdp)
+                and old.version == session.version
+                and old.content_crc == zlib.crc32(session.raw.encode())
+                and via in old.heard_via and old.options.get("rtsp_url") == url)
+        if same and previous is not None:
+            return self._ravenna_refresh(sid, previous, now), sid
+        sap_via = via_of(old.heard_via, SAP) if old is not None else ()
+        record = record_from_session(
+            session, self.scopes, sid=sid, source=host,
+            msg_hash=old.msg_hash if old is not None else 0, now=now,
+            first_seen=old.first_seen if old is not None else now,
+            period=old.period if old is not None else None,
+            expires=old.expires if sap_via and old is not None else None,
+            heard_via=(*sap_via, via), options=ravenna_options)
+        entry = _Entry.of(record, stop_time)
+        if previous is not None:
+            entry.arrivals, entry.size = previous.arrivals, previous.size
+            entry.seen_key = previous.seen_key if sap_via else None
+            if not sap_via:
+                self._set_seen(previous, None)
+        self._index(entry)
+        self._writes.upserts[sid] = record
+        self._writes.deletes.discard(sid)
+        self._dirty.discard(sid)
+        kind = ACCEPTED_CHANGED if previous is not None else ACCEPTED_NEW
+        self._events.append(Event(kind, sid, now, entry.record))
+        return kind, sid
+
+    def _ravenna_refresh(self, sid: str, entry: _Entry, now: float) -> str:
+        entry.last_seen = now
+        entry.stale = False
+        if not via_of(entry.record.heard_via, SAP):
+            entry.expires = None  # confirmed again (after a restart's grace, say)
+        self._dirty.add(sid)
+        return ACCEPTED_REFRESH
+
+    def remove_ravenna(self, sid: str, now: float, kind: str = "deleted") -> str | None:
+        """The service went away (or its server no longer answers): the row's RAVENNA
+        path ends; a row also heard on SAP stays, on SAP's timers. Returns the event."""
+        self._ravenna_live.discard(sid)
+        entry = self._entries.get(sid)
+        if entry is None or not entry.record.ravenna:
+            return None
+        if via_of(entry.record.heard_via, SAP):
+            self._drop_path(sid, entry, RAVENNA, now)
+            return ACCEPTED_CHANGED
+        self._remove(sid, kind, now)
+        return kind
+
+    def ravenna_grace(self, now: float, grace: float) -> int:
+        """At start-up: rows the store holds as heard over RAVENNA expire after
+        ``grace`` unless the bridge finds their service again (put_ravenna)."""
+        count = 0
+        for sid, entry in self._entries.items():
+            if entry.record.ravenna and sid not in self._ravenna_live:
+                deadline = now + grace
+                if entry.expires is None or entry.expires > deadline:
+                    entry.expires = deadline
+                    self._schedule(sid, entry)
+                count += 1
+        return count
 
     # -- local sessions (the announcer's side) ----------------------------------------
     def put_local(self, record: SessionRecord, now: float, size: int = 500) -> str:

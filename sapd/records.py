@@ -11,8 +11,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
-# (destination group, interface name, IP source) of an arrival
-HeardVia = tuple[str, str, str]
+# (how: "sap" or "ravenna", destination group, interface name, IP source) of one way a
+# session is heard; a stream heard both ways has one of each. For RAVENNA the group is
+# '' (none: it came over RTSP) and the source is the RTSP server's address.
+HeardVia = tuple[str, str, str, str]
+SAP = "sap"
+RAVENNA = "ravenna"
+
+
+def via_of(heard_via: tuple[HeardVia, ...], how: str) -> tuple[HeardVia, ...]:
+    return tuple(v for v in heard_via if v[0] == how)
+
+
+def without_via(heard_via: tuple[HeardVia, ...], how: str) -> tuple[HeardVia, ...]:
+    return tuple(v for v in heard_via if v[0] != how)
 
 
 @dataclass(slots=True)
@@ -66,6 +78,20 @@ class SessionRecord:
             setattr(new, name, value)
         return new
 
+    def _via_json(self, via: HeardVia) -> dict[str, Any]:
+        how, group, interface, source = via
+        out: dict[str, Any] = {"via": how, "group": group or None,
+                               "interface": interface or None, "source": source}
+        if how == RAVENNA:  # where the SDP was fetched, and the service that names it
+            out["url"] = self.options.get("rtsp_url")
+            out["service"] = self.options.get("ravenna_service")
+        return out
+
+    @property
+    def ravenna(self) -> bool:
+        """Heard over RAVENNA (mDNS + RTSP): its lifetime follows the service."""
+        return any(v[0] == RAVENNA for v in self.heard_via)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "info": self.info, "identity": self.identity,
@@ -73,8 +99,7 @@ class SessionRecord:
             # JavaScript number nor every JSON encoder holds
             "version": str(self.version), "source": self.source,
             "header_source": self.header_source or self.source,
-            "heard_via": [{"via": "sap", "group": group, "interface": interface,
-                           "source": source} for group, interface, source in self.heard_via],
+            "heard_via": [self._via_json(via) for via in self.heard_via],
             "msg_hash": self.msg_hash,
             "origin_address": self.origin_address, "scope": self.scope,
             "sap_group": self.sap_group, "groups": list(self.groups),

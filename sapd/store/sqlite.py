@@ -35,7 +35,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -154,6 +154,16 @@ _MIGRATIONS: dict[int, str] = {
     6: """
     CREATE INDEX session_group_ranges ON session_groups(rid) WHERE instr(address, '-') > 0;
     """,
+    # heard_via entries name how they were heard ("sap" or "ravenna"): a stream heard
+    # both ways is one row with one entry each. Every entry before was SAP's.
+    7: """
+    UPDATE sessions SET heard_via = (
+        SELECT json_group_array(json_array('sap', json_extract(value, '$[0]'),
+                                           json_extract(value, '$[1]'),
+                                           json_extract(value, '$[2]')))
+        FROM json_each(sessions.heard_via))
+    WHERE heard_via != '';
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -232,7 +242,7 @@ def _dump_via(via: tuple[HeardVia, ...]) -> str:
 def _load_via(text: str) -> tuple[HeardVia, ...]:
     if not text:
         return ()
-    return tuple((str(g), str(i), str(s)) for g, i, s in json.loads(text))
+    return tuple((str(h), str(g), str(i), str(s)) for h, g, i, s in json.loads(text))
 
 
 def _compile(source: str, name: str) -> Any:

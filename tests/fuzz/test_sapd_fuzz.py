@@ -57,7 +57,7 @@ def _check_store_agrees(store: SqliteDirectory, engine: Engine) -> int:
         assert record.id == session_id(announcer_key(record.source, record.header_source
                                                      or record.source),
                                        record.identity, record.auth_tag)
-        assert record.heard_via == (("239.255.255.255", "eth0", record.source),)
+        assert record.heard_via == (("sap", "239.255.255.255", "eth0", record.source),)
     return len(stored)
 
 

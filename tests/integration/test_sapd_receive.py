@@ -219,7 +219,7 @@ def test_sapctl_list_show_stats_against_daemon(sapd: Daemon) -> None:
     shown = run(script("sapctl"), "--socket", sock, "show", s["id"])
     assert "s=cli session" in shown.stdout
     assert "header_source:   10.0.0.1" in shown.stdout  # what the header claims, beside
-    assert f"heard via:       224.2.127.254 on lo from {s['source']}" in shown.stdout
+    assert f"heard via:       sap 224.2.127.254 on lo from {s['source']}" in shown.stdout
     stats = run(script("sapctl"), "--socket", sock, "stats")
     assert "sessions: 1" in stats.stdout and "store:    backlog 0   restarts 0" in stats.stdout
     missing = run(script("sapctl"), "--socket", sock, "show", "nope")

@@ -1,0 +1,236 @@
+"""RAVENNA ingest's lifecycle, sans-IO: which advertised sessions exist, when each is
+described again, and when it is dropped. Fed mDNS and RTSP events with timestamps;
+returns actions for the asyncio edge (sapd/bridges/ravenna.py) to carry out.
+
+One service instance (``_ravenna_session._sub._rtsp._tcp``) is followed over one RTSP
+connection at a time: resolve, DESCRIBE ``/by-name/<instance>``, keep the connection for
+ANNOUNCE, DESCRIBE again every ``period`` and at once when its mDNS records change. The
+session is dropped when the service is withdrawn, or when the server no longer answers
+(a failed DESCRIBE or a connection that cannot be made again): RAVENNA rows never expire
+by SAP's timers. Bounds: services followed, services per host, connections at once; a
+refusal is counted by reason and retried when room frees (nothing else is lost).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Refusal and failure reasons (counter labels, beside the RTSP codec's)
+SERVICE_CAP = "service_cap"
+HOST_CAP = "host_cap"
+CONNECTION_CAP = "connection_cap"
+CONNECT_FAILED = "connect_failed"
+TIMEOUT = "timeout"
+NOT_FOUND = "describe_status"  # a DESCRIBE answered other than 200
+NOT_SDP = "not_sdp"
+CLOSED = "connection_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    period: float = 30.0  # seconds between DESCRIBEs of a session without ANNOUNCE
+    max_services: int = 4096  # service instances followed (and waiting) at once
+    max_per_host: int = 256  # sessions one host (RTSP server address) may have listed
+    max_connections: int = 256  # RTSP connections open at once
+    retry_floor: float = 1.0  # first retry after a failure; doubles up to ``period``
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    """Open (or reuse) the service's connection and DESCRIBE its session."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Remove this directory row's RAVENNA path (the engine decides what is left)."""
+
+    name: str
+    session_id: str
+
+
+Action = Describe | Close | Drop
+
+WAITING = "waiting"  # seen on mDNS, not resolved yet (or refused for a cap: retried)
+READY = "ready"  # resolved, waits for its DESCRIBE time
+BUSY = "busy"  # a DESCRIBE is in flight
+
+
+@dataclass(slots=True)
+class _Service:
+    name: str
+    host: str | None = None
+    port: int | None = None
+    state: str = WAITING
+    due: float | None = None  # next DESCRIBE
+    session_id: str | None = None  # the directory row it feeds, once described
+    failures: int = 0
+    connected: bool = False  # holds a connection (counts against max_connections)
+
+
+@dataclass(slots=True)
+class RavennaCore:
+    bounds: Bounds = field(default_factory=Bounds)
+    refusals: Counter[str] = field(default_factory=Counter)
+    _services: dict[str, _Service] = field(default_factory=dict)
+
+    # -- queries ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def session_of(self, name: str) -> str | None:
+        service = self._services.get(name)
+        return service.session_id if service else None
+
+    @property
+    def connections(self) -> int:
+        return sum(1 for s in self._services.values() if s.connected or s.state == BUSY)
+
+    def next_timer(self) -> float | None:
+        dues = [s.due for s in self._services.values() if s.due is not None
+                and s.state == READY]
+        return min(dues) if dues else None
+
+    def stats(self) -> dict[str, int]:
+        services = self._services.values()
+        return {"services": len(self._services),
+                "sessions": sum(1 for s in services if s.session_id is not None),
+                "connections": self.connections}
+
+    # -- mDNS ------------------------------------------------------------------------
+    def added(self, name: str, now: float) -> list[Action]:
+        if name in self._services:
+            return self.updated(name, now)
+        if len(self._services) >= self.bounds.max_services:
+            self.refusals[SERVICE_CAP] += 1
+            return []
+        self._services[name] = _Service(name)
+        return []
+
+    def updated(self, name: str, now: float) -> list[Action]:
+        """Its records changed (TXT, SRV, address): describe again now."""
+        service = self._services.get(name)
+        if service is None:
+            return self.added(name, now)
+        if service.state == READY:
+            service.due = now
+        return self.due(now)
+
+    def resolved(self, name: str, host: str, port: int, now: float) -> list[Action]:
+        service = self._services.get(name)
+        if service is None:
+            return []
+        actions: list[Action] = []
+        if (service.host, service.port) != (host, port) and service.connected:
+            service.connected = False  # moved: the old connection is to the wrong place
+            actions.append(Close(name))
+        if service.host != host and service.session_id is None:
+            on_host = sum(1 for s in self._services.values()
+                          if s.host == host and s.session_id is not None)
+            if on_host >= self.bounds.max_per_host:
+                self.refusals[HOST_CAP] += 1
+                service.host, service.port, service.state = None, None, WAITING
+                return actions
+        service.host, service.port = host, port
+        if service.state != BUSY:
+            service.state = READY
+            service.due = now
+        return actions + self.due(now)
+
+    def removed(self, name: str, now: float) -> list[Action]:
+        service = self._services.pop(name, None)
+        if service is None:
+            return []
+        actions: list[Action] = []
+        if service.connected or service.state == BUSY:
+            actions.append(Close(name))
+        if service.session_id is not None:
+            actions.append(Drop(name, service.session_id))
+        return actions + self.due(now)
+
+    # -- RTSP ------------------------------------------------------------------------
+    def due(self, now: float) -> list[Action]:
+        """DESCRIBEs whose time has come, as far as the connection cap allows."""
+        actions: list[Action] = []
+        in_use = self.connections
+        for service in self._services.values():
+            if service.state != READY or service.due is None or service.due > now:
+                continue
+            if not service.connected:
+                if in_use >= self.bounds.max_connections:
+                    self.refusals[CONNECTION_CAP] += 1
+                    service.due = now + self.bounds.retry_floor
+                    continue
+                in_use += 1
+            assert service.host is not None and service.port is not None
+            service.state = BUSY
+            service.due = None
+            actions.append(Describe(service.name, service.host, service.port))
+        return actions
+
+    def described(self, name: str, session_id: str, now: float) -> list[Action]:
+        """A DESCRIBE (or an ANNOUNCE) gave an SDP the directory took as ``session_id``.
+        A different id than before (a new o= identity) drops the old row's path."""
+        service = self._services.get(name)
+        if service is None:
+            return [Drop(name, session_id)]  # withdrawn while we asked
+        actions: list[Action] = []
+        if service.session_id is not None and service.session_id != session_id:
+            actions.append(Drop(name, service.session_id))
+        service.session_id = session_id
+        service.failures = 0
+        service.connected = True
+        if service.state == BUSY:
+            service.state = READY
+            service.due = now + self.bounds.period
+        return actions
+
+    def announced(self, name: str, session_id: str, now: float) -> list[Action]:
+        """The server pushed an SDP (ANNOUNCE): as a DESCRIBE, and it moves the next one."""
+        actions = self.described(name, session_id, now)
+        service = self._services.get(name)
+        if service is not None and service.state == READY:
+            service.due = now + self.bounds.period
+        return actions
+
+    def failed(self, name: str, reason: str, now: float) -> list[Action]:
+        """A DESCRIBE did not give a session (refused, timed out, not 200, not an SDP
+        the directory takes, a hostile answer) or the connection ended: the server no
+        longer serves it, so its row goes; tried again after a pause that grows."""
+        self.refusals[reason] += 1
+        service = self._services.get(name)
+        if service is None:
+            return []
+        actions: list[Action] = []
+        if service.connected or service.state == BUSY:
+            actions.append(Close(name))
+        service.connected = False
+        if service.session_id is not None:
+            actions.append(Drop(name, service.session_id))
+            service.session_id = None
+        pause = min(self.bounds.period, self.bounds.retry_floor * 2 ** min(service.failures, 16))
+        service.failures += 1
+        if service.host is not None:
+            service.state = READY
+            service.due = now + pause
+        return actions + self.due(now)
+
+    def closed(self, name: str, now: float) -> list[Action]:
+        """The server closed a held connection: describe again (a new connection) now;
+        if that fails too, :meth:`failed` drops the row."""
+        service = self._services.get(name)
+        if service is None or not service.connected:
+            return []
+        service.connected = False
+        if service.state == READY:
+            service.due = now
+        return self.due(now)
