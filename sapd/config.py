@@ -310,6 +310,31 @@ class LdapConfig:
 
 
 @dataclass(frozen=True)
+class RavennaConfig:
+    """``[ravenna]``: RAVENNA ingest (mDNS browse of ``_ravenna_session._sub._rtsp._tcp``,
+    RTSP DESCRIBE, ANNOUNCE updates). On wherever mDNS can be browsed."""
+
+    enabled: bool = True
+    # Seconds between DESCRIBEs of a session whose server sends no ANNOUNCE (GStreamer's
+    # does not): 1 s (tests) to an hour.
+    period: float = setting(30.0, min=1.0, max=3600.0)
+    # RTSP: a server that does not accept, or answer a DESCRIBE, within these is counted
+    # (timeout) and tried again later; 0.1 s to a minute.
+    connect_timeout: float = setting(5.0, min=0.1, max=60.0)
+    read_timeout: float = setting(5.0, min=0.1, max=60.0)
+    # Bounds: service instances followed, sessions listed per RTSP server address, RTSP
+    # connections held at once (one per followed session, for its ANNOUNCEs).
+    max_services: int = setting(4096, min=1, max=100_000)
+    max_per_host: int = setting(256, min=1, max=100_000)
+    max_connections: int = setting(256, min=1, max=10_000)
+    # After a restart, rows the store holds as heard over RAVENNA stay this long for the
+    # browse to find their service again, then expire: 1 s to an hour.
+    grace: float = setting(60.0, min=1.0, max=3600.0)
+    # Re-announce RAVENNA-learned sessions on SAP (so Dante and VLC see them).
+    announce_on_sap: bool = False
+
+
+@dataclass(frozen=True)
 class SapdConfig:
     interfaces: list[str] = setting(factory=list, check=interface_name)
     # Empty: every SAP group the scope table may announce on (listen_groups()).
@@ -343,6 +368,7 @@ class SapdConfig:
     signing: SigningConfig = setting(factory=SigningConfig)
     trust: TrustConfig = setting(factory=TrustConfig)
     ldap: LdapConfig = setting(factory=LdapConfig)
+    ravenna: RavennaConfig = setting(factory=RavennaConfig)
     # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
     # name. Several sapd publishing under one base need different names.
     site: str | None = setting(None, check=text(1, 256))

@@ -48,6 +48,7 @@ from sapd.store import open_directory, start_writer
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
+    from sapd.bridges.ravenna import RavennaBridge
 
 log = logs.get("sapd")
 
@@ -72,6 +73,7 @@ class SapDaemon(service.Service):
         self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
         self.ldap: LdapPublisher | None = None
+        self.ravenna: RavennaBridge | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -99,6 +101,8 @@ class SapDaemon(service.Service):
         service.settle_memory()
         log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
         self._start_ldap(state)
+        # rows a previous run heard over RAVENNA: kept while the browse finds them again
+        self.engine.ravenna_grace(self.clock.now(), self.config.ravenna.grace)
         groups = self.config.listen_groups()
         self.engine.arrival_reader = self._arrival
         # pktinfo: each datagram comes with its sender, interface and destination group
@@ -123,6 +127,7 @@ class SapDaemon(service.Service):
 
             self.web = WebListener(build_web_app(self, self.announcer), self.config.web.listen)
             await self.web.start()
+        await self._start_ravenna()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
         self.conflict_scanner = ConflictScanner(lambda: open_directory(self.config, state))
@@ -142,6 +147,8 @@ class SapDaemon(service.Service):
         if self.announcer is not None:
             await self.announcer.shutdown()
         await service.cancel_all(self._tasks)
+        if self.ravenna is not None:
+            await self.ravenna.stop()
         if self.conflict_scanner is not None:
             self.conflict_scanner.close()
         if self.follower:
@@ -160,6 +167,18 @@ class SapDaemon(service.Service):
             self.ldap.close()
         os.close(self._state_lock)
         self.notifier.close()
+
+    async def _start_ravenna(self) -> None:
+        """RAVENNA ingest: on unless [ravenna] enabled = false; quietly unavailable where
+        mDNS cannot be browsed."""
+        if not self.config.ravenna.enabled:
+            return
+        # imported here: zeroconf's start-up cost is paid only with the bridge on
+        from sapd.bridges.ravenna import RavennaBridge  # noqa: PLC0415
+
+        self.ravenna = RavennaBridge(self.hub, self.config.ravenna,
+                                     self.config.limits.max_sdp_bytes)
+        await self.ravenna.start()
 
     def _start_ldap(self, state: Path) -> None:
         """LDAP publication: a listener of committed events with its own store reader."""
@@ -233,6 +252,8 @@ class SapDaemon(service.Service):
             needs_restart.insert(0, "groups")
         if new.ldap != self.config.ldap:
             needs_restart.append("ldap")
+        if new.ravenna != self.config.ravenna:
+            needs_restart.append("ravenna")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()
@@ -336,6 +357,8 @@ class SapDaemon(service.Service):
             "local_announcements": (self.announcer.count() if self.announcer else 0),
             "control": self.control.gate.stats() if self.control else {},
             "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
+            "ravenna": (self.ravenna.stats() if self.ravenna is not None
+                        else {"state": "off"}),
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -399,6 +422,8 @@ class SapDaemon(service.Service):
             lines += self.control.gate.metrics_lines("sapd")
         if self.ldap is not None:
             lines += self.ldap.metrics_lines()
+        if self.ravenna is not None:
+            lines += self.ravenna.metrics_lines()
         return "\n".join(lines) + "\n"
 
 

@@ -87,6 +87,9 @@ class RavennaCore:
     def __len__(self) -> int:
         return len(self._services)
 
+    def follows(self, name: str) -> bool:
+        return name in self._services
+
     def session_of(self, name: str) -> str | None:
         service = self._services.get(name)
         return service.session_id if service else None
