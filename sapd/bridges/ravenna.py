@@ -222,7 +222,9 @@ class RavennaBridge:
         self._run(self.core.resolved(name, host, info.port, self.hub.clock.now()))
 
     # -- actions ------------------------------------------------------------------------
-    def _run(self, actions: list[core.Action]) -> None:
+    def _run(self, actions: list[core.Action], changed: bool = False) -> None:
+        """Carry out the core's actions; what changed the directory is handed to the hub
+        once, so that a row replaced (a new o= identity) is one batch, never two rows."""
         for action in actions:
             if isinstance(action, core.Describe):
                 self._spawn(self._describe(action))
@@ -230,15 +232,12 @@ class RavennaBridge:
                 connection = self._connections.pop(action.name, None)
                 if connection is not None:
                     connection.close()
-            else:
-                self._drop(action.session_id)
-        self._arm()
-
-    def _drop(self, sid: str) -> None:
-        kind = self.engine.remove_ravenna(sid, self.hub.clock.now())
-        if kind is not None:
-            self.outcomes["removed"] += 1
+            elif self.engine.remove_ravenna(action.session_id, self.hub.clock.now()):
+                self.outcomes["removed"] += 1
+                changed = True
+        if changed:
             self.hub.after_batch()
+        self._arm()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -279,10 +278,15 @@ class RavennaBridge:
     async def _describe(self, action: core.Describe) -> None:
         name, host, port = action.name, action.host, action.port
         instance = instance_of(name)
+        held = self._connections.get(name)
         try:
-            connection = self._connections.get(name)
-            if connection is None:
-                connection = await self._connect(name, host, port)
+            # Each DESCRIBE on a new connection, which then replaces the held one:
+            # GStreamer's server answers a DESCRIBE again on one connection from the
+            # media it made for the first, so a changed session would never be seen.
+            connection = await self._connect(name, host, port)
+            if held is not None:
+                connection.path = held.path
+                held.close()
             text, url = await self._ask(connection, instance, host, port)
         except DescribeFailed as exc:
             log.info("RAVENNA DESCRIBE failed", service=name, reason=exc.reason,
@@ -333,9 +337,8 @@ class RavennaBridge:
             self._failed(name, outcome)
             return
         self._hosts[name] = host
-        self.hub.after_batch()
         self._run(self.core.announced(name, sid, now) if announced
-                  else self.core.described(name, sid, now))
+                  else self.core.described(name, sid, now), changed=True)
 
     def _failed(self, name: str, reason: str) -> None:
         self._run(self.core.failed(name, reason, self.hub.clock.now()))

@@ -1,0 +1,140 @@
+"""RAVENNA ingest against real peers on a veth link: avahi-daemon + avahi-publish
+advertise ``_ravenna_session._sub._rtsp._tcp`` in one namespace, GStreamer's RTSP server
+(or a scripted one) answers there; sapd in the other namespace lists what it describes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemons import Daemon, netns_send
+from tests.netns.harness import Host, Network
+from tests.packets import announce, sdp_text
+from tests.ravenna_peers import Avahi, GstPeer, ScriptPeer, need_peers
+from tests.support import wait_for
+
+CONFIG = "[ravenna]\nperiod = 1.0\nread_timeout = 2.0\nconnect_timeout = 2.0\n"
+
+
+@pytest.fixture
+def device(net: Network, tmp_path: Path) -> Iterator[tuple[Host, Host, Avahi]]:
+    """(the RAVENNA device's host, sapd's host, the device's avahi)."""
+    need_peers()
+    dev, listener = net.host("dev"), net.host("sapd")
+    net.link(dev, listener, 40)
+    avahi = Avahi(dev.name, tmp_path)
+    try:
+        yield dev, listener, avahi
+    finally:
+        avahi.close()
+
+
+def ravenna_rows(sapd: Daemon) -> list[dict[str, Any]]:
+    return [s for s in sapd.sessions()
+            if any(v["via"] == "ravenna" for v in s["heard_via"])]
+
+
+def sdp_of(sapd: Daemon, sid: str) -> str:
+    text: str = sapd.get(f"/v1/sessions/{sid}")["sdp"]
+    return text
+
+
+def test_gstreamer_session_listed_updated_on_redescribe_and_removed_on_withdrawal(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    dev, listener, avahi = device
+    peer = GstPeer(dev.name, tmp_path, "Studio A 1", 8554)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        published = avahi.publish("Studio A 1", 8554)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="the RAVENNA session listed")
+        (row,) = ravenna_rows(sapd)
+        (via,) = row["heard_via"]
+        assert via["via"] == "ravenna" and via["source"] == dev.address()
+        assert via["url"] == f"rtsp://{dev.address()}:8554/by-name/Studio%20A%201"
+        assert via["service"] == "Studio A 1"
+        assert row["groups"] == ["239.69.1.1"] and row["media"] == ["audio"]
+        assert "a=rtpmap:98 L24/48000/2" in sdp_of(sapd, row["id"])
+        # GStreamer sends no ANNOUNCE: the change is found by the next DESCRIBE
+        peer.channels(1)
+
+        def updated() -> bool:
+            rows = ravenna_rows(sapd)
+            return len(rows) == 1 and "L24/48000/1" in sdp_of(sapd, rows[0]["id"])
+        wait_for(updated, 15, what="the changed SDP taken by a re-DESCRIBE")
+        avahi.withdraw(published)
+        wait_for(lambda: ravenna_rows(sapd) == [], 15, what="the withdrawn session gone")
+        stats = sapd.stats()["ravenna"]
+        assert stats["state"] == "on" and stats["sdps"]["new"] >= 1
+    finally:
+        peer.close()
+
+
+def write_sdp(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_scripted_announce_updates_the_row_and_sap_of_the_same_stream_merges(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    dev, listener, avahi = device
+    first = write_sdp(tmp_path / "v1.sdp", sdp_text(session=77, version=1, name="Mixer out",
+                                                    origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "announce", 8600, first)
+    try:
+        # a long period: only an ANNOUNCE can bring the change in time
+        sapd = daemons("sapd", listener, config="[ravenna]\nperiod = 600.0\n").start()
+        avahi.publish("Mixer out", 8600)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described")
+        second = write_sdp(tmp_path / "v2.sdp", sdp_text(session=77, version=2,
+                                                         name="Mixer out (renamed)",
+                                                         origin=dev.address()))
+        assert peer.command(f"announce {second}") == "sent 1"
+        wait_for(lambda: [s["name"] for s in ravenna_rows(sapd)] == ["Mixer out (renamed)"],
+                 10, what="the ANNOUNCEd SDP taken")
+        # the same stream on SAP from the same host: one row, heard both ways
+        packet = tmp_path / "sap"
+        packet.write_bytes(announce(sdp_text(session=77, version=2, name="Mixer out (renamed)",
+                                             origin=dev.address()), source=dev.address()))
+        ia = next(iter(dev.interfaces))
+        netns_send(dev.name, "239.255.255.255", [packet], ia)
+
+        def merged() -> bool:
+            rows = sapd.sessions()
+            return len(rows) == 1 and sorted(v["via"] for v in rows[0]["heard_via"]) == [
+                "ravenna", "sap"]
+        wait_for(merged, 10, what="one row heard via sap and ravenna")
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("endless_headers", "rtsp_header_too_large"),
+    ("huge_length", "rtsp_body_too_large"),
+    ("slowloris", "timeout"),
+    ("garbage_sdp", "invalid_sdp"),
+])
+def test_hostile_rtsp_server_is_bounded_counted_and_costs_nothing_stored(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path, mode: str,
+        reason: str) -> None:
+    dev, listener, avahi = device
+    good = write_sdp(tmp_path / "good.sdp", sdp_text(session=5, name="Good one",
+                                                     origin=dev.address()))
+    honest = ScriptPeer(dev.name, tmp_path, "announce", 8601, good)
+    hostile = ScriptPeer(dev.name, tmp_path, mode, 8602, good)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Good one", 8601)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="the honest session")
+        avahi.publish("Hostile", 8602)
+        wait_for(lambda: sapd.stats()["ravenna"]["refusals"].get(reason, 0) >= 1, 20,
+                 what=f"{mode} refused as {reason}")
+        assert [s["name"] for s in ravenna_rows(sapd)] == ["Good one"]
+        assert sapd.get("/v1/health")["status"] == "ok"
+        metrics = sapd.client.request("GET", "/metrics").body.decode()
+        assert f'sapd_ravenna_refusals_total{{reason="{reason}"}}' in metrics
+    finally:
+        hostile.close()
+        honest.close()
