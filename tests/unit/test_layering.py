@@ -24,7 +24,8 @@ PURE = (
     "sapd.signing", "sapd.trust", "sapd.announce.schedule", "sapd.plumbing.adminscope",
     "sapd.plumbing.errors", "sapd.streaminfo", "sapd.conflicts", "sapd.history",
     "sapd.web.pages", "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases",
-    "madcap.server", "sapd.bridges.ldap_entries",
+    "madcap.server", "sapd.bridges.ldap_entries", "sapd.bridges.rtsp",
+    "sapd.bridges.ravenna_core",
     "sapd.plumbing.groupranges",
     "madcap.avoided",
 )

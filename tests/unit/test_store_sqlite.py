@@ -323,3 +323,19 @@ def test_version_4_file_keeps_its_signers_when_migrated_to_5(tmp_path: Path) -> 
         "verified", "CN=studio", "abcd")
     assert got.version == 2**63 - 1 and got.to_json()["header_source"] == "10.0.0.1"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_version_6_heard_via_entries_become_sap_paths_in_7(tmp_path: Path) -> None:
+    """Before RAVENNA every heard_via entry was SAP's (group, interface, source); schema 7
+    names the path, so a row can be heard both ways."""
+    path = tmp_path / "v6.sqlite3"
+    _old_file(path, 6, {"a": 1, "b": 2})
+    db = sqlite3.connect(path)
+    db.execute("""UPDATE sessions SET heard_via='[["239.255.255.255", "eth0", "10.0.0.1"]]'
+                  WHERE id='a'""")
+    db.commit()
+    db.close()
+    got = {r.id: r for r in SqliteDirectory(path).iter_all()}
+    assert got["a"].heard_via == (("sap", "239.255.255.255", "eth0", "10.0.0.1"),)
+    assert got["b"].heard_via == ()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 7
