@@ -179,6 +179,10 @@ class SapDaemon(service.Service):
         self.ravenna = RavennaBridge(self.hub, self.config.ravenna,
                                      self.config.limits.max_sdp_bytes)
         await self.ravenna.start()
+        if self.config.ravenna.announce_on_sap and self.announcer is not None:
+            from sapd.bridges.ravenna import RavennaRelay  # noqa: PLC0415
+
+            self.hub.listeners.append(RavennaRelay(self.announcer, self.engine).on_event)
 
     def _start_ldap(self, state: Path) -> None:
         """LDAP publication: a listener of committed events with its own store reader."""

@@ -797,6 +797,13 @@ class Engine:
         self._remove(sid, kind, now)
         return kind
 
+    def sap_sources_of(self, identity: str) -> list[str]:
+        """Who announces this o= identity on SAP (a scan without copies: called when a
+        RAVENNA row is considered for re-announcement, which is rare)."""
+        return [e.record.source for e in self._entries.values()
+                if e.record.identity == identity and not e.record.local
+                and any(v[0] == SAP for v in e.record.heard_via)]
+
     def ravenna_grace(self, now: float, grace: float) -> int:
         """At start-up: rows the store holds as heard over RAVENNA expire after
         ``grace`` unless the bridge finds their service again (put_ravenna)."""

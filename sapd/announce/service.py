@@ -128,6 +128,10 @@ class Announcer:
         self.signing_key = config.signing.signing_key()
         self.signing_failures = 0
         self.files_refused: Counter[str] = Counter()  # announce directory, by reason
+        # Sessions learned elsewhere (RAVENNA) that we re-announce on SAP ([ravenna]
+        # announce_on_sap): sent like local ones, but no local row of the directory
+        # (the row stays the RAVENNA one) and no owner; keyed by that row's id.
+        self.relays: dict[str, _Local] = {}
 
     # -- configuration and interfaces ------------------------------------------------------
     def admin_gid(self) -> int | None:
@@ -227,7 +231,7 @@ class Announcer:
         """The content hash, stepped past any other local session's hash from this source
         (receivers key re-announcements on source and hash)."""
         value = wire.content_hash(payload)
-        taken = {lo.record.msg_hash for k, lo in self.locals.items()
+        taken = {lo.record.msg_hash for k, lo in (*self.locals.items(), *self.relays.items())
                  if lo.source == source and k != sid}
         while value in taken or value == 0:
             value = (value + 1) & 0xFFFF
@@ -262,7 +266,8 @@ class Announcer:
             if job is None:
                 continue
             sid, target = job
-            local = self.locals.get(sid) if not is_deletion else self._retired.get(key)
+            local = (self.locals.get(sid) or self.relays.get(sid)) if not is_deletion \
+                else self._retired.get(key)
             if local is None:
                 continue
             self._send(local, target, local.deletion if is_deletion else local.packet)
@@ -433,7 +438,7 @@ class Announcer:
         """Let the own-packet filter forget a version we no longer send, unless a live
         announcement sends the same (source, hash)."""
         if not any((lo.source, lo.record.msg_hash) == (local.source, local.record.msg_hash)
-                   for lo in self.locals.values()):
+                   for lo in (*self.locals.values(), *self.relays.values())):
             self.engine.mark_own(local.source, local.record.msg_hash, False)
 
     def _retire(self, local: _Local, now: float, repeats: int | None = None,
@@ -451,6 +456,48 @@ class Announcer:
         if targets is None:
             self.locals.pop(sid, None)
         self._arm()
+
+    def relay(self, record: SessionRecord) -> str | None:
+        """Re-announce a directory row learned over RAVENNA on SAP, from our address with
+        its SDP unchanged; the same content again changes nothing. Returns our source
+        address (None: its SDP gives no SAP group)."""
+        try:
+            session = self._parse(record.sdp)
+            v6 = any(":" in g for g in session.groups)
+            source = self._source_for(session, v6)
+            payload = session.raw.encode()
+            relayed = record.with_changes(source=source, local=False, options={},
+                                          msg_hash=self._unique_hash(source, payload,
+                                                                     record.id))
+            local = self._build(relayed, session)
+        except PublishError as exc:
+            log.info("RAVENNA session not re-announced on SAP", id=record.id, error=str(exc))
+            self.unrelay(record.id)
+            return None
+        old = self.relays.get(record.id)
+        if old is not None and old.packet == local.packet:
+            return old.source
+        now = self.hub.clock.now()
+        if old is not None:
+            self._retire(old, now, targets=old.targets)
+        self.relays[record.id] = local
+        self._schedule(local, now)
+        log.info("re-announcing a RAVENNA session on SAP", id=record.id, name=record.name)
+        return source
+
+    def relay_source(self, record: SessionRecord) -> str:
+        """The address a re-announcement of this row would be sent from ('' if none)."""
+        try:
+            session = self._parse(record.sdp)
+        except PublishError:
+            return ""
+        return self._source_for(session, any(":" in g for g in session.groups))
+
+    def unrelay(self, sid: str) -> None:
+        """Stop re-announcing it (its deletion burst goes out)."""
+        local = self.relays.pop(sid, None)
+        if local is not None:
+            self._retire(local, self.hub.clock.now(), targets=local.targets)
 
     async def withdraw(self, sid: str, peer: Peer) -> SessionRecord:
         local = self._require(sid, peer)
@@ -606,6 +653,9 @@ class Announcer:
         return ["# HELP sapd_local_announcements Sessions announced by this sapd.",
                 "# TYPE sapd_local_announcements gauge",
                 f"sapd_local_announcements {len(self.locals)}",
+                "# HELP sapd_relayed_announcements RAVENNA sessions re-announced on SAP.",
+                "# TYPE sapd_relayed_announcements gauge",
+                f"sapd_relayed_announcements {len(self.relays)}",
                 "# HELP sapd_announcements_sent_total SAP announcement packets sent.",
                 "# TYPE sapd_announcements_sent_total counter",
                 f"sapd_announcements_sent_total {self.packets_sent}",

@@ -21,10 +21,13 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from sapd.bridges import ravenna_core as core
 from sapd.bridges import rtsp
 from sapd.plumbing import logs
+from sapd.records import SAP, SessionRecord, via_of
 
 if TYPE_CHECKING:
+    from sapd.announce.service import Announcer
     from sapd.config import RavennaConfig
     from sapd.hub import Hub
+    from sapd.lifecycle import Engine, Event
 
 log = logs.get("sapd.ravenna")
 
@@ -398,3 +401,53 @@ class RavennaBridge:
         for reason, count in sorted(self.core.refusals.items()):
             lines.append(f'sapd_ravenna_refusals_total{{reason="{reason}"}} {count}')
         return lines
+
+
+class RavennaRelay:
+    """[ravenna] announce_on_sap: a listener of committed events that keeps the
+    announcer re-announcing each RAVENNA row on SAP while the loop guard allows it
+    (ravenna_core.should_relay)."""
+
+    def __init__(self, announcer: Announcer, engine: Engine) -> None:
+        self.announcer = announcer
+        self.engine = engine
+        self._identities: dict[str, set[str]] = {}  # o= identity -> relayed row ids
+
+    def on_event(self, event: Event) -> None:
+        record = event.record
+        if event.kind in ("deleted", "expired"):
+            self._stop(record.id, record.identity)
+            if record.identity in self._identities:
+                self._reconsider(record.identity)
+        elif record.ravenna:
+            self._consider(record)
+        elif record.identity in self._identities:  # someone else on SAP with it
+            self._reconsider(record.identity)
+
+    def _consider(self, record: SessionRecord) -> None:
+        on_sap = bool(via_of(record.heard_via, SAP))
+        own = self.announcer.relays.get(record.id)
+        own_source = own.source if own is not None else self.announcer.relay_source(record)
+        if not record.sdp or not core.should_relay(
+                on_sap, self.engine.sap_sources_of(record.identity), own_source):
+            self._stop(record.id, record.identity)
+            return
+        if self.announcer.relay(record) is not None:
+            self._identities.setdefault(record.identity, set()).add(record.id)
+
+
+    def _reconsider(self, identity: str) -> None:
+        for sid in list(self._identities.get(identity, ())):
+            record = self.engine.get(sid)
+            if record is None:
+                self._stop(sid, identity)
+            else:
+                self._consider(record)
+
+    def _stop(self, sid: str, identity: str) -> None:
+        self.announcer.unrelay(sid)
+        ids = self._identities.get(identity)
+        if ids is not None:
+            ids.discard(sid)
+            if not ids:
+                del self._identities[identity]

@@ -13,6 +13,7 @@ refusal is counted by reason and retried when room frees (nothing else is lost).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -237,3 +238,23 @@ class RavennaCore:
         if service.state == READY:
             service.due = now
         return self.due(now)
+
+
+def should_relay(on_sap: bool, sap_sources: list[str], own_source: str) -> bool:
+    """[ravenna] announce_on_sap, the loop guard: re-announce a RAVENNA row on SAP only
+    while nobody else does. Not when the row is itself heard on SAP (the device announces
+    it), nor when another host announces the same o= identity from a lower address
+    (another sapd relaying it: of two, the lower keeps it, so they never take turns).
+    Our own re-announcements never come back as SAP rows (the own-packet filter)."""
+    if on_sap:
+        return False
+    return not any(_address_key(source) < _address_key(own_source)
+                   for source in sap_sources if source != own_source)
+
+
+def _address_key(text: str) -> tuple[int, int]:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return (9, 0)
+    return (address.version, int(address))

@@ -138,3 +138,38 @@ def test_hostile_rtsp_server_is_bounded_counted_and_costs_nothing_stored(
     finally:
         hostile.close()
         honest.close()
+
+
+def test_announce_on_sap_reannounces_once_and_stops_when_the_device_is_on_sap(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """The loop guard: our re-announcement never comes back as a row of ours, and a
+    session the device itself announces on SAP is not re-announced by us."""
+    dev, listener, avahi = device
+    text = sdp_text(session=88, name="Stage box", group="239.69.8.8", origin=dev.address())
+    peer = ScriptPeer(dev.name, tmp_path, "announce", 8603, write_sdp(tmp_path / "s.sdp", text))
+    try:
+        relay = daemons("sapd", listener, name="relay",
+                        config="[ravenna]\nperiod = 600.0\nannounce_on_sap = true\n").start()
+        # a SAP-only sapd on the device's side of the link hears what the relay sends
+        watcher = daemons("sapd", dev, name="watcher",
+                          config="[ravenna]\nenabled = false\n").start()
+        avahi.publish("Stage box", 8603)
+        relay_address = listener.address()
+
+        def relayed() -> list[dict[str, Any]]:
+            return [s for s in watcher.sessions() if s["name"] == "Stage box"
+                    and s["source"] == relay_address]
+        wait_for(relayed, 30, what="the RAVENNA session re-announced on SAP")
+        (row,) = relay.sessions()  # our own packets are not listed back
+        assert [v["via"] for v in row["heard_via"]] == ["ravenna"]
+        # the device starts announcing it on SAP itself: we stop (and send the deletion)
+        packet = tmp_path / "own"
+        packet.write_bytes(announce(text, source=dev.address()))
+        ia = next(iter(dev.interfaces))
+        netns_send(dev.name, "239.255.255.255", [packet], ia)
+        wait_for(lambda: sorted(v["via"] for v in relay.sessions()[0]["heard_via"])
+                 == ["ravenna", "sap"], 10, what="the device heard on SAP by the relay")
+        wait_for(lambda: relayed() == [], 10, what="the re-announcement withdrawn")
+        assert [s["source"] for s in watcher.sessions()] == [dev.address()]
+    finally:
+        peer.close()
