@@ -111,7 +111,9 @@ def build_entry(record: SessionRecord, base: str, profile: str, site: str,
         "sapdSessionId": [record.id], "sapdName": [name], "cn": [name],
         "sapdOrigin": [record.identity], "sapdVersion": [str(record.version)],
         "sapdSource": _ia5([record.source]),
-        "sapdHeardVia": ["local" if record.local else "sap"],
+        # each way it is heard (sap, ravenna); rows from before paths were named: sap
+        "sapdHeardVia": ["local"] if record.local else sorted(
+            {via[0] for via in record.heard_via} or {"sap"}),
         "sapdGroup": _ia5(record.groups), "sapdMedia": _ia5(record.media_types),
         "sapdFirstSeen": [generalized_time(record.first_seen)],
         "sapdSdp": [record.sdp.encode()], "sapdSite": [site],

@@ -151,3 +151,10 @@ def test_without_python_ldap_the_ldap_table_says_what_to_install(
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, '[ldap]\nurl = "ldap://h"\nbase = "ou=s"\n'), {})
     assert caught.value.key == "ldap.url" and "sapd[ldap]" in caught.value.reason
+
+
+def test_entry_names_every_way_a_session_is_heard() -> None:
+    both = record(heard_via=(("sap", "239.255.255.255", "eth0", "10.0.0.1"),
+                             ("ravenna", "", "", "10.0.0.1")))
+    entry = build_entry(both, "ou=s", "sapd", "h", dynamic=False)
+    assert entry.attributes["sapdHeardVia"] == [b"ravenna", b"sap"]
