@@ -357,7 +357,7 @@ class Engine:
             if entry.expires is None or entry.expires > now:
                 self._schedule(sid, entry)  # refreshed since: re-arm at the real time
                 continue
-            if sid in self._ravenna_live:  # only its SAP path went silent
+            if sid in self._ravenna_live and entry.record.ravenna:  # only SAP went silent
                 self._drop_path(sid, entry, SAP, now)
                 continue
             self.counters["expired"] += 1
@@ -854,6 +854,8 @@ class Engine:
         if entry is not None:
             self._account(entry, -1)
             self._set_seen(entry, None)
+        if stored is None or not stored.ravenna:
+            self._ravenna_live.discard(sid)
         self._dirty.discard(sid)
         self._writes.upserts.pop(sid, None)
         self._writes.refreshes.pop(sid, None)

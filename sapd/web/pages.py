@@ -57,6 +57,8 @@ def heard_via_text(session: dict[str, Any]) -> str:
             text += f" {via['group']}"
         if via.get("interface"):
             text += f" on {via['interface']}"
+        if via.get("url"):  # RAVENNA: where the SDP was described
+            text += f" {via['url']}"
         parts.append(text)
     return "; ".join(parts) or "-"
 

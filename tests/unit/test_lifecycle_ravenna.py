@@ -126,3 +126,17 @@ def test_an_sdp_the_directory_cannot_take_is_refused_and_stores_nothing() -> Non
     big = sdp_text(extra="a=x:" + "y" * 20_000 + "\r\n")
     assert e.put_ravenna(big, HOST, URL, "A", 0.0) == ("too_large", None)
     assert len(e) == 0 and not e.take_writes()
+
+
+def test_a_ravenna_row_the_store_refused_is_not_kept_alive_by_sap_timers() -> None:
+    """revert() forgets the RAVENNA hold with the row: a SAP row of that id later must
+    expire on SAP's timers, not linger with no path at all."""
+    e = engine()
+    _, sid = e.put_ravenna(sdp_text(), HOST, URL, "A", 0.0)
+    assert sid is not None
+    e.revert(sid, None)
+    sap(e, 1.0)
+    (record,) = e.records()
+    assert record.expires is not None
+    e.handle_timer(record.expires)
+    assert len(e) == 0
