@@ -158,6 +158,7 @@ class RavennaBridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._hosts: dict[str, str] = {}  # service -> the address its SDP came from
+        self._resolving: set[str] = set()
 
     # -- start and stop -------------------------------------------------------------------
     async def start(self) -> None:
@@ -209,13 +210,19 @@ class RavennaBridge:
             self._run(self.core.added(name, now))
         else:
             self._run(self.core.updated(name, now))
-        if self.core.follows(name):  # not refused for a cap
+        # not refused for a cap, and one resolve a service at a time (a flood of record
+        # changes must not pile up queries)
+        if self.core.follows(name) and name not in self._resolving:
+            self._resolving.add(name)
             self._spawn(self._resolve(name))
 
     async def _resolve(self, name: str) -> None:
         assert self._zeroconf is not None
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        found = await info.async_request(self._zeroconf.zeroconf, RESOLVE_TIMEOUT_MS)
+        try:
+            found = await info.async_request(self._zeroconf.zeroconf, RESOLVE_TIMEOUT_MS)
+        finally:
+            self._resolving.discard(name)
         addresses = info.parsed_scoped_addresses(IPVersion.V4Only) if found else []
         if not addresses or info.port is None:
             log.info("RAVENNA service not resolved; waits for its next record",
@@ -301,6 +308,10 @@ class RavennaBridge:
             return
         except OSError:
             self._failed(name, core.CONNECT_FAILED)
+            return
+        except Exception as exc:  # a bug of ours: counted, and the service not stuck busy
+            log.error("RAVENNA DESCRIBE raised", service=name, error=repr(exc))
+            self._failed(name, "internal_error")
             return
         self._take(name, text, host, url, announced=False)
 

@@ -81,10 +81,17 @@ def _cseq(headers: dict[str, str]) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 10 else None
 
 
+# What stays as written in the second try: RFC 3986 sub-delims and ':' '@' '/' (what a
+# server may have mounted literally); a space, a control or a non-ASCII character cannot
+# be on a request line at all and is always encoded.
+_AS_WRITTEN = "!$&'()*+,;=:@/"
+
+
 def session_path(instance: str, encoded: bool = True) -> str:
-    """RAVENNA's ``/by-name/<session name>``: percent-encoded as RFC 2326 URLs must be,
-    or as the name is (GStreamer's server finds a mount with a space only that way)."""
-    name = quote(instance, safe="") if encoded else instance
+    """RAVENNA's ``/by-name/<session name>``: every reserved character percent-encoded,
+    or (``encoded=False``, the second try) only what a request line cannot carry.
+    Servers differ: GStreamer's matches the mount path exactly as requested."""
+    name = quote(instance, safe="" if encoded else _AS_WRITTEN)
     return f"/by-name/{name}"
 
 

@@ -173,3 +173,19 @@ def test_announce_on_sap_reannounces_once_and_stops_when_the_device_is_on_sap(
         assert [s["source"] for s in watcher.sessions()] == [dev.address()]
     finally:
         peer.close()
+
+
+def test_a_server_that_mounted_the_name_as_written_is_found_by_the_second_try(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    dev, listener, avahi = device
+    text = sdp_text(session=3, name="Desk main", origin=dev.address())
+    peer = ScriptPeer(dev.name, tmp_path, "literal_path", 8604,
+                      write_sdp(tmp_path / "d.sdp", text))
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Desk: Main", 8604)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described on the 2nd try")
+        (via,) = ravenna_rows(sapd)[0]["heard_via"]
+        assert via["url"] == f"rtsp://{dev.address()}:8604/by-name/Desk:%20Main"
+    finally:
+        peer.close()

@@ -2,7 +2,8 @@
 
     python tests/tools/rtsp_script_peer.py --mode announce --port 8600 --sdp FILE
 
-Modes: ``announce`` answers DESCRIBE with FILE's SDP and, on a line ``announce FILE2``
+Modes: ``literal_path`` answers only a DESCRIBE whose path keeps ':' as written;
+``announce`` answers DESCRIBE with FILE's SDP and, on a line ``announce FILE2``
 on stdin, sends every open connection an ANNOUNCE with FILE2's SDP (prints ``sent N``);
 the hostile ones answer DESCRIBE with endless headers (``endless_headers``), a huge
 Content-Length (``huge_length``), a valid answer one byte a second (``slowloris``) or a
@@ -42,6 +43,11 @@ class Peer:
                              if line.lower().startswith("cseq:")), "0")
                 if method.startswith("RTSP/"):
                     continue  # the answer to our ANNOUNCE
+                url = lines[0].split(" ")[1] if " " in lines[0] else ""
+                if self.mode == "literal_path" and "%3A" in url:
+                    # a server that mounted "Desk: Main" with its colon as written
+                    writer.write(f"RTSP/1.0 404 Not Found\r\nCSeq: {cseq}\r\n\r\n".encode())
+                    continue
                 await self.answer(method, cseq, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -51,7 +57,7 @@ class Peer:
 
     async def answer(self, method: str, cseq: str, writer: asyncio.StreamWriter) -> None:
         mode = self.mode
-        if method != "DESCRIBE" or mode in ("announce",):
+        if method != "DESCRIBE" or mode in ("announce", "literal_path"):
             writer.write(response(cseq, self.sdp if method == "DESCRIBE" else b""))
         elif mode == "garbage_sdp":
             writer.write(response(cseq, b"this is not an SDP at all\r\n"))
