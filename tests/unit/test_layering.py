@@ -26,7 +26,7 @@ PURE = (
     "sapd.web.pages", "sapd.plumbing.html", "madcap.wire", "madcap.pool", "madcap.leases",
     "madcap.server", "sapd.bridges.ldap_entries",
     "sapd.plumbing.groupranges",
-    "madcap.avoided",
+    "madcap.avoided", "sapd.bridges.nmos_resources", "sapd.bridges.nmos_registration",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.
