@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ from sapd.store import open_directory, start_writer
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
+    from sapd.bridges.nmos import NmosBridge
 
 log = logs.get("sapd")
 
@@ -72,6 +74,7 @@ class SapDaemon(service.Service):
         self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
         self.ldap: LdapPublisher | None = None
+        self.nmos: NmosBridge | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -117,12 +120,16 @@ class SapDaemon(service.Service):
                                      self.config.socket_group,
                                      self.config.socket_connections_per_uid)
         await self.control.start()
+        self._build_nmos()
         if self.config.web.listen:
             # imported only when on: the pages cost start-up time nobody else should pay
             from sapd.web.app import build_web_app  # noqa: PLC0415
 
-            self.web = WebListener(build_web_app(self, self.announcer), self.config.web.listen)
+            self.web = WebListener(build_web_app(self, self.announcer, self.nmos),
+                                   self.config.web.listen)
             await self.web.start()
+        if self.nmos is not None:  # after the listener: its href is the listener's
+            await self.nmos.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
         self.conflict_scanner = ConflictScanner(lambda: open_directory(self.config, state))
@@ -142,6 +149,8 @@ class SapDaemon(service.Service):
         if self.announcer is not None:
             await self.announcer.shutdown()
         await service.cancel_all(self._tasks)
+        if self.nmos is not None:
+            await self.nmos.stop()
         if self.conflict_scanner is not None:
             self.conflict_scanner.close()
         if self.follower:
@@ -173,6 +182,31 @@ class SapDaemon(service.Service):
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()
+
+    def _build_nmos(self) -> None:
+        """NMOS registration: a listener of committed events, reading the hub's store."""
+        config = self.config
+        if not config.nmos.enabled:
+            return
+        # imported here: aiohttp's client and the mapping cost nothing when it is off
+        from sapd.bridges.nmos import NmosBridge, machine_id  # noqa: PLC0415
+        from sapd.plumbing.web import parse_host_port  # noqa: PLC0415
+
+        assert config.web.listen is not None  # the configuration checked it
+        registries = None
+        if config.nmos.discover:
+            from sapd.bridges.nmos_discovery import RegistryBrowser  # noqa: PLC0415
+
+            browser = RegistryBrowser()
+            registries = browser.registries
+            self._tasks.append(asyncio.create_task(browser.run()))
+        hostname = socket.gethostname()
+        self.nmos = NmosBridge(config.nmos, f"{machine_id()}:{config.state_path}",
+                               self.hub.reader, self.clock,
+                               parse_host_port(config.web.listen), config.web.public_url,
+                               lambda: self.interfaces, config.nmos.label or hostname,
+                               registries)
+        self.hub.listeners.append(self.nmos.on_event)
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -336,6 +370,7 @@ class SapDaemon(service.Service):
             "local_announcements": (self.announcer.count() if self.announcer else 0),
             "control": self.control.gate.stats() if self.control else {},
             "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
+            "nmos": self.nmos.stats() if self.nmos is not None else {"state": "off"},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -399,6 +434,8 @@ class SapDaemon(service.Service):
             lines += self.control.gate.metrics_lines("sapd")
         if self.ldap is not None:
             lines += self.ldap.metrics_lines()
+        if self.nmos is not None:
+            lines += self.nmos.metrics_lines()
         return "\n".join(lines) + "\n"
 
 

@@ -63,11 +63,10 @@ class Model:
             self.violations.append(f"{key} before its parent")
             return 400
         old = self.held.get(key)
-        if old is not None:
-            if _version(data["version"]) <= _version(old["version"]):
-                self.violations.append(f"{key}: version {data['version']} not after "
-                                       f"{old['version']}")
-                return 400
+        if old is not None and _version(data["version"]) <= _version(old["version"]):
+            self.violations.append(f"{key}: version {data['version']} not after "
+                                   f"{old['version']}")
+            return 400
         self.held[key] = data
         return 200 if old is not None else 201
 
