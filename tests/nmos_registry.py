@@ -37,6 +37,11 @@ PARENTS = {"device": (("node_id", "node"),),
 
 
 def validator() -> Any:
+    """A validator of registration bodies: registrationapi-resource-post-request.json."""
+    return _validators()["envelope"]
+
+
+def _validators() -> dict[str, Any]:
     import jsonschema  # noqa: PLC0415  # test extras only
     from referencing import Registry, Resource  # noqa: PLC0415
     from referencing.jsonschema import DRAFT4  # noqa: PLC0415
@@ -48,8 +53,25 @@ def validator() -> Any:
         resources.append((base + path.name,
                           Resource.from_contents(contents, default_specification=DRAFT4)))
     registry: Registry[Any] = Registry().with_resources(resources)
-    root = {"$ref": base + "registrationapi-resource-post-request.json"}
-    return jsonschema.Draft4Validator(root, registry=registry)
+    found = {kind: jsonschema.Draft4Validator({"$ref": f"{base}{kind}.json"}, registry=registry)
+             for kind in ("node", "device", "source", "flow", "sender", "receiver")}
+    found["envelope"] = jsonschema.Draft4Validator(
+        {"$ref": base + "registrationapi-resource-post-request.json"}, registry=registry)
+    return found
+
+
+def body_errors(validators: dict[str, Any], body: Any) -> list[str]:
+    """The envelope's oneOf, branch by branch: its type enums exclude each other, so
+    validating ``data`` against the schema its ``type`` names is the same verdict at a
+    sixth of the cost (a flow against every schema took 4.5 ms)."""
+    if not isinstance(body, dict):
+        return ["not an object"]
+    kind = body.get("type")
+    if kind not in validators or kind == "envelope" or "data" not in body:
+        return [e.message for e in validators["envelope"].iter_errors(body)][:1] or \
+            ["no type or data"]
+    return [f"{e.message[:300]} at {list(e.path)}"
+            for e in validators[kind].iter_errors(body["data"])][:1]
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -59,7 +81,7 @@ def _version(text: str) -> tuple[int, int]:
 
 class Registry:
     def __init__(self) -> None:
-        self.validator = validator()
+        self.validators = _validators()
         self.held: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in PARENTS} | {
             "node": {}}
         self.violations: list[str] = []
@@ -75,10 +97,10 @@ class Registry:
             self.violations.append(text)
 
     def post(self, body: Any) -> tuple[int, dict[str, Any]]:
-        errors = sorted(self.validator.iter_errors(body), key=lambda e: list(e.path))
+        errors = body_errors(self.validators, body)
         if errors:
-            self.violation(f"schema: {errors[0].message[:300]} at {list(errors[0].path)}")
-            return 400, {"code": 400, "error": "schema", "debug": errors[0].message[:300]}
+            self.violation(f"schema: {errors[0]}")
+            return 400, {"code": 400, "error": "schema", "debug": errors[0]}
         kind, data = body["type"], body["data"]
         for field, parent in PARENTS.get(kind, ()):
             if data.get(field) is not None and data[field] not in self.held[parent]:

@@ -80,7 +80,8 @@ class Registration:
 
     def __post_init__(self) -> None:
         self._digests: dict[Key, str] = {}
-        self._todo: dict[str, dict[Key, None]] = {kind: {} for kind in KINDS}
+        self._todo: dict[str, dict[Key, None]] = {kind: {} for kind in KINDS}  # to POST
+        self._gone: dict[str, dict[Key, None]] = {kind: {} for kind in KINDS}  # to DELETE
         self._children: dict[Key, set[Key]] = {}  # registered children, per parent
         self._parents: dict[Key, tuple[Key, ...]] = {}  # as registered
         self._conflicted: set[Key] = set()
@@ -103,6 +104,8 @@ class Registration:
             return
         self.desired[key] = resource
         self._digests[key] = text
+        if key not in self._conflicted:
+            self._gone[key[0]].pop(key, None)
         if self.registered.get(key) != text:
             self._todo[key[0]][key] = None
 
@@ -111,17 +114,16 @@ class Registration:
             return
         self._digests.pop(key, None)
         self.refused.pop(key, None)
+        self._todo[key[0]].pop(key, None)
         if key in self.registered or key in self._busy:
-            self._todo[key[0]][key] = None
-        else:
-            self._todo[key[0]].pop(key, None)
+            self._gone[key[0]][key] = None
 
     def version_of(self, key: Key) -> str | None:
         return self.versions.get(key)
 
     @property
     def pending(self) -> int:
-        return sum(len(t) for t in self._todo.values())
+        return sum(len(t) for t in (*self._todo.values(), *self._gone.values()))
 
     def registered_by_kind(self) -> dict[str, int]:
         found = Counter(kind for kind, _ in self.registered)
@@ -137,7 +139,7 @@ class Registration:
         self._conflicted.clear()
         self.refused.clear()
         self._drop_in_flight()
-        for todo in self._todo.values():
+        for todo in (*self._todo.values(), *self._gone.values()):
             todo.clear()
         for key in self.desired:
             self._todo[key[0]][key] = None
@@ -182,17 +184,11 @@ class Registration:
             return out
         if any(r.purpose == "stale_node" for r in self._in_flight.values()):
             return out
-        if self.node not in self.registered or self.node in self._todo["node"]:
+        if self.node in self._todo["node"] or self.node not in self.registered:
             # the node alone first: nothing else goes before it has landed
-            if self.node in self._busy:
-                return out
-            if self.node in self._todo["node"] and self.node in self.desired:
+            if self.node not in self._busy and self.node in self._todo["node"]:
                 out.append(self._post(self.desired[self.node], now))
-                return out
-            if self.node not in self.registered:
-                if self.node in self._todo["node"]:  # removed before it ever landed
-                    del self._todo["node"][self.node]
-                return out
+            return out
         room = self.window - len(self._in_flight) + (1 if self._heartbeat_busy else 0)
         if room <= 0:
             return out
@@ -207,12 +203,12 @@ class Registration:
         return out
 
     def _deletions(self, kind: str, room: int, out: list[Request]) -> int:
-        todo = self._todo[kind]
+        todo = self._gone[kind]
         done: list[Key] = []
         for key in todo:
             if room <= 0:
                 break
-            if key in self._busy or (key in self.desired and key not in self._conflicted):
+            if key in self._busy:
                 continue
             if key not in self.registered:
                 done.append(key)
@@ -344,7 +340,7 @@ class Registration:
             self.errors["conflict"] += 1
             self._conflicted.add(key)
             self.registered.setdefault(key, "")  # it is there, in some version: delete it
-            self._todo[key[0]][key] = None
+            self._gone[key[0]][key] = None
         elif status == 404:  # the registry lacks a parent we thought it held
             self.errors["parent_missing"] += 1
             self.counts["re_registrations"] += 1
@@ -360,10 +356,9 @@ class Registration:
             self._succeeded()
             self._forget(key)
             self._conflicted.discard(key)
-            if key not in self.desired or self.registered.get(key) == self._digests.get(key):
-                self._todo[key[0]].pop(key, None)
-            else:
-                self._todo[key[0]][key] = None
+            self._gone[key[0]].pop(key, None)
+            if key in self.desired:
+                self._todo[key[0]][key] = None  # conflicted: register it again
         else:
             self.errors[f"http_{status}"] += 1
             self._failure(now, f"http_{status}", f"DELETE {request.path}: {status}")
