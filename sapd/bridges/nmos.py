@@ -318,8 +318,15 @@ class NmosBridge:
             async with self._session.request(request.method, url, data=body,
                                              headers=headers,
                                              allow_redirects=False) as answer:
-                await answer.content.read(MAX_BODY)  # the rest goes with the connection
+                # a registry's answers are small JSON: more is not one (the rest goes
+                # with the connection, unread)
+                head = await answer.content.read(MAX_BODY + 1)
                 status = answer.status
+                if len(head) > MAX_BODY or (answer.content_length or 0) > MAX_BODY:
+                    self.machine.failed(request.id, "oversize_answer", self.clock.now(),
+                                        f"{registry}: an answer over {MAX_BODY} bytes")
+                    self._wake.set()
+                    return
         except TimeoutError:
             self.machine.failed(request.id, "timeout", self.clock.now())
         except aiohttp.ClientConnectionError as exc:

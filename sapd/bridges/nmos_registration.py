@@ -83,6 +83,9 @@ class Registration:
         self._todo: dict[str, dict[Key, None]] = {kind: {} for kind in KINDS}  # to POST
         self._gone: dict[str, dict[Key, None]] = {kind: {} for kind in KINDS}  # to DELETE
         self._children: dict[Key, set[Key]] = {}  # registered children, per parent
+        # to POST once a parent has landed (so a poll never rescans blocked children)
+        self._waiting: dict[Key, dict[Key, None]] = {}
+        self._waiting_on: dict[Key, Key] = {}
         self._parents: dict[Key, tuple[Key, ...]] = {}  # as registered
         self._conflicted: set[Key] = set()
         self._busy: set[Key] = set()
@@ -115,6 +118,7 @@ class Registration:
         self._digests.pop(key, None)
         self.refused.pop(key, None)
         self._todo[key[0]].pop(key, None)
+        self._unwait(key)
         if key in self.registered or key in self._busy:
             self._gone[key[0]][key] = None
 
@@ -123,7 +127,8 @@ class Registration:
 
     @property
     def pending(self) -> int:
-        return sum(len(t) for t in (*self._todo.values(), *self._gone.values()))
+        return sum(len(t) for t in (*self._todo.values(), *self._gone.values())) + \
+            len(self._waiting_on)
 
     def registered_by_kind(self) -> dict[str, int]:
         found = Counter(kind for kind, _ in self.registered)
@@ -138,6 +143,8 @@ class Registration:
         self._parents.clear()
         self._conflicted.clear()
         self.refused.clear()
+        self._waiting.clear()
+        self._waiting_on.clear()
         self._drop_in_flight()
         for todo in (*self._todo.values(), *self._gone.values()):
             todo.clear()
@@ -238,9 +245,14 @@ class Registration:
             if self.refused.get(key) == self._digests[key]:
                 done.append(key)  # refused as it is: wait for a change
                 continue
-            if all(parent in self.registered for parent in resource.parents):
+            missing = next((p for p in resource.parents if p not in self.registered), None)
+            if missing is None:
                 out.append(self._post(resource, now))
                 room -= 1
+            else:
+                done.append(key)
+                self._waiting.setdefault(missing, {})[key] = None
+                self._waiting_on[key] = missing
         for key in done:
             del todo[key]
         return room
@@ -363,8 +375,21 @@ class Registration:
             self.errors[f"http_{status}"] += 1
             self._failure(now, f"http_{status}", f"DELETE {request.path}: {status}")
 
+    def _unwait(self, key: Key) -> None:
+        parent = self._waiting_on.pop(key, None)
+        if parent is not None:
+            waiting = self._waiting.get(parent)
+            if waiting is not None:
+                waiting.pop(key, None)
+                if not waiting:
+                    del self._waiting[parent]
+
     def _note_registered(self, key: Key, text: str) -> None:
         self.registered[key] = text
+        for child in self._waiting.pop(key, ()):
+            self._waiting_on.pop(child, None)
+            if child in self.desired:
+                self._todo[child[0]][child] = None
         parents = self.desired[key].parents if key in self.desired else ()
         for old in self._parents.get(key, ()):
             self._children.get(old, set()).discard(key)
@@ -386,7 +411,8 @@ class Registration:
 
     def _settle_state(self) -> None:
         if self.state in ("registering", "registered"):
-            self.state = "registered" if not self.pending else "registering"
+            busy = self._waiting_on or any(self._todo.values()) or any(self._gone.values())
+            self.state = "registering" if busy else "registered"
 
     def _failure(self, now: float, reason: str, detail: str) -> None:
         self.errors[reason] += 1
