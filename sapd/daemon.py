@@ -267,6 +267,8 @@ class SapDaemon(service.Service):
             needs_restart.insert(0, "groups")
         if new.ldap != self.config.ldap:
             needs_restart.append("ldap")
+        if new.nmos != self.config.nmos:
+            needs_restart.append("nmos")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()
