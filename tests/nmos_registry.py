@@ -146,7 +146,25 @@ class Registry:
                 "counts": self.counts, "heartbeats": self.heartbeats[-100:]}
 
 
-async def serve_normal(port: int) -> None:
+async def advertise(port: int, pri: int) -> Any:
+    """Announce this registry over mDNS, as a real one does (DNS-SD _nmos-register._tcp)."""
+    import socket  # noqa: PLC0415
+
+    from zeroconf import ServiceInfo  # noqa: PLC0415
+    from zeroconf.asyncio import AsyncZeroconf  # noqa: PLC0415
+
+    zc = AsyncZeroconf()
+    name = f"registry-{port}"
+    info = ServiceInfo("_nmos-register._tcp.local.", f"{name}._nmos-register._tcp.local.",
+                       addresses=[socket.inet_aton("127.0.0.1")], port=port,
+                       properties={"api_proto": "http", "api_ver": "v1.2,v1.3",
+                                   "api_auth": "false", "pri": str(pri)},
+                       server=f"{name}.local.")
+    await zc.async_register_service(info)
+    return zc
+
+
+async def serve_normal(port: int, pri: int | None = None) -> None:
     from aiohttp import web  # noqa: PLC0415
 
     registry = Registry()
@@ -195,6 +213,8 @@ async def serve_normal(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
     task = asyncio.create_task(gc())
+    if pri is not None:
+        await advertise(port, pri)
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()
@@ -232,9 +252,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="normal", choices=["normal", "slow", "garbage",
                                                              "huge"])
+    parser.add_argument("--advertise", type=int, metavar="PRI",
+                        help="announce it over mDNS with this pri")
     args = parser.parse_args()
     if args.mode == "normal":
-        asyncio.run(serve_normal(args.port))
+        asyncio.run(serve_normal(args.port, args.advertise))
     else:
         asyncio.run(serve_hostile(args.port, args.mode))
 
@@ -242,9 +264,11 @@ def main() -> None:
 class RegistryProcess:
     """The double as a test drives it: start, SIGKILL, start again, look inside."""
 
-    def __init__(self, port: int, mode: str = "normal", netns: str | None = None) -> None:
+    def __init__(self, port: int, mode: str = "normal", netns: str | None = None,
+                 advertise: int | None = None) -> None:
         self.port = port
         self.mode = mode
+        self.advertise = advertise
         self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -256,6 +280,8 @@ class RegistryProcess:
         root = Path(__file__).resolve().parents[1]
         cmd = [sys.executable, "-m", "tests.nmos_registry", "--port", str(self.port),
                "--mode", self.mode]
+        if self.advertise is not None:
+            cmd += ["--advertise", str(self.advertise)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=str(root))

@@ -197,7 +197,10 @@ class NmosBridge:
 
     def _choose_registry(self) -> None:
         found = self._registries()
-        failing = self.machine.state == "backoff" and self.registry in found and len(found) > 1
+        retry = self.machine.next_timer()
+        # failed, and the wait is over: the next registry in line, the wait kept doubling
+        failing = self.machine.state == "backoff" and self.registry in found and \
+            len(found) > 1 and retry is not None and retry <= self.clock.now()
         if self.registry in found and not failing:
             return
         if not found:
@@ -211,7 +214,7 @@ class NmosBridge:
         log.info("NMOS registry", registry=choice, previous=self.registry)
         self.registry = choice
         self._address(choice)
-        self.machine.reset(fresh=True)
+        self.machine.reset(fresh=True, keep_backoff=failing)
 
     def _address(self, registry: str) -> None:
         host, port = self.web_listen

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ log = logs.get("sapd.nmos")
 SERVICE = "_nmos-register._tcp.local."
 MAX_CANDIDATES = 32
 RESOLVE_TIMEOUT = 3.0
+# Seconds from the first answer to a choice: the other registries' answers arrive
+# within it, so the best pri is chosen, not the quickest to answer. Once chosen, a
+# registry is kept until it fails (a better one appearing later changes nothing).
+SETTLE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,11 @@ class RegistryBrowser:
     def __init__(self) -> None:
         self._found: dict[str, Candidate] = {}
         self._order: list[str] = []
+        self._first_answer: float | None = None
 
     def registries(self) -> list[str]:
+        if self._first_answer is None or time.monotonic() - self._first_answer < SETTLE:
+            return []
         return self._order
 
     async def run(self) -> None:
@@ -103,6 +111,8 @@ class RegistryBrowser:
             await zc.async_close()
 
     def _update(self) -> None:
+        if self._first_answer is None and self._found:
+            self._first_answer = time.monotonic()
         order = order_registries(list(self._found.values()))
         if order != self._order:
             log.info("NMOS registries found", registries=order)

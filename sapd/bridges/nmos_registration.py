@@ -135,9 +135,11 @@ class Registration:
         return {kind: found[kind] for kind in KINDS}
 
     # -- the registry changed or was lost ---------------------------------------------
-    def reset(self, fresh: bool) -> None:
+    def reset(self, fresh: bool, keep_backoff: bool = False) -> None:
         """Forget what the registry holds and register everything again. ``fresh``: a
-        new registry (or a restart of ours), where a 200 on the node means stale."""
+        new registry (or a restart of ours), where a 200 on the node means stale.
+        ``keep_backoff``: moving on to the next registry after a failure, so that the
+        wait keeps doubling while they all fail."""
         self.registered.clear()
         self._children.clear()
         self._parents.clear()
@@ -154,7 +156,8 @@ class Registration:
         self._stale_delete = False
         self._heartbeat_at = None
         self._retry_at = None
-        self._backoff = BACKOFF_FIRST
+        if not keep_backoff:
+            self._backoff = BACKOFF_FIRST
         self.state = "registering"
 
     def _drop_in_flight(self) -> None:

@@ -162,6 +162,28 @@ def test_stale_node_from_a_previous_run_is_deleted_and_registered_again(
     assert not registry.state()["violations"]
 
 
+def test_registry_found_by_dns_sd_lowest_pri_first(sapd_factory: Any) -> None:
+    """Two registries announced over mDNS (python-zeroconf, in this namespace): sapd
+    registers with the one of lower pri; when it goes away, with the other."""
+    best = RegistryProcess(free_tcp_port(), advertise=10).start()
+    other = RegistryProcess(free_tcp_port(), advertise=20).start()
+    try:
+        web = free_tcp_port()
+        daemon: Daemon = sapd_factory(config=(
+            f'{LIMITS}[web]\nlisten = "127.0.0.1:{web}"\n[nmos]\ndiscover = true\n')).start()
+        announce_many(5)
+        wait_for(lambda: senders(best) == 5, 15, interval=0.2, what="the pri 10 registry")
+        assert senders(other) == 0
+        assert daemon.stats()["nmos"]["registry"] == best.url
+        best.kill()  # gone without a goodbye: its mDNS record stays until it times out,
+        # and the failures move sapd to the next registry
+        wait_for(lambda: senders(other) == 5, 40, interval=0.5, what="the pri 20 registry")
+        assert not other.state()["violations"]
+    finally:
+        best.kill()
+        other.kill()
+
+
 @pytest.mark.parametrize("mode", ["slow", "garbage", "huge"])
 def test_hostile_registry_costs_a_back_off_not_memory(sapd_factory: Any,
                                                       mode: str) -> None:

@@ -266,3 +266,18 @@ def test_window_bounds_requests_in_flight() -> None:
     machine.response(device.id, 201, 100.0)
     assert len(machine.poll(100.0)) == machine.window
     assert machine.poll(100.0) == []
+
+
+def test_moving_to_the_next_registry_keeps_the_wait_doubling() -> None:
+    machine, model = machine_with(1), Model(status=503)
+    waits = []
+    now = 100.0
+    for _ in range(4):
+        (post,) = machine.poll(now)
+        machine.response(post.id, model.answer(post), now)
+        retry = machine.next_timer()
+        assert retry is not None
+        waits.append(retry - now)
+        now = retry
+        machine.reset(fresh=True, keep_backoff=True)  # the edge moves to the next one
+    assert waits == [1.0, 2.0, 4.0, 8.0]
