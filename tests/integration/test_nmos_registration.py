@@ -206,6 +206,29 @@ def test_hostile_registry_costs_a_back_off_not_memory(sapd_factory: Any,
         hostile.kill()
 
 
+def test_hostile_sdps_are_skipped_with_reasons_and_the_rest_registered(
+        sapd_factory: Any, registry: RegistryProcess) -> None:
+    web = free_tcp_port()
+    daemon: Daemon = sapd_factory(config=config(registry.url, web).replace(
+        "[limits]\n", "[limits]\nmax_sdp_bytes = 65536\n")).start()
+    many_media = sdp_text(session=1, name="many m=") + "m=audio 5 RTP/AVP 96\r\n" * 1000
+    channels = sdp_text(session=2, name="channels").replace("L24/48000/2",
+                                                            "L24/48000/4294967296")
+    video_av = sdp_text(session=3, name="A+V") + "m=video 5006 RTP/AVP 97\r\n" \
+        "a=rtpmap:97 H264/90000\r\n"
+    for text in (many_media, channels, video_av, sdp_text(session=4, name="fine")):
+        send_local_multicast(announce(text, source="127.0.0.1"), SAP_GROUP)
+    wait_for(lambda: len(daemon.all_sessions()) == 4, 10, what="4 sessions heard")
+    wait_for(lambda: senders(registry) == 1, 10, interval=0.2, what="the fine one")
+    wait_for(lambda: sum(daemon.stats()["nmos"]["skipped"].values()) == 3, 5,
+             what="three skipped")
+    assert daemon.stats()["nmos"]["skipped"] == {"channel_count": 1, "several_streams": 1,
+                                                 "too_many_media": 1}
+    metrics = daemon.client.request("GET", "/metrics").body.decode()
+    assert 'sapd_nmos_skipped{reason="too_many_media"} 1' in metrics
+    assert not registry.state()["violations"]
+
+
 def test_nmos_without_web_listener_is_a_clear_start_up_error(tmp_path: Path) -> None:
     path = tmp_path / "nmos.toml"
     path.write_text('[nmos]\nregistry = "http://127.0.0.1:1"\n')
