@@ -120,7 +120,6 @@ class NmosBridge:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._node_digest = ""
         self.href = ""
         self.manifest_base = ""
 
@@ -167,15 +166,17 @@ class NmosBridge:
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
+            failed = False
             try:
                 self._turn()
             except Exception:  # our bug: say so, go on; never take the daemon down
                 log.exception("NMOS registration failed a turn")
                 self.machine.errors["internal_error"] += 1
+                failed = True
             now = self.clock.now()
             timer = self.machine.next_timer()
             delay = 1.0 if timer is None else min(max(timer - now, 0.0), 1.0)
-            if self._queue or self._resync:
+            if (self._queue or self._resync) and not failed:
                 delay = 0.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -275,9 +276,12 @@ class NmosBridge:
                                  Context(self.node_id, self.manifest_base, names), self.clocks)
         except Unmappable as exc:
             if self.skipped.get(record.id) != exc.reason:
+                # the first of each reason at info, the rest at debug: a campus full of
+                # VLC's audio+video sessions would fill the log otherwise
+                level = log.debug if self.skips[exc.reason] else log.info
                 self.skips[exc.reason] += 1
-                log.info("not registered with NMOS", session=record.id, reason=exc.reason,
-                         detail=exc.detail)
+                level("not registered with NMOS", session=record.id, reason=exc.reason,
+                      detail=exc.detail)
             self._drop(record.id)
             self.skipped[record.id] = exc.reason
             return

@@ -117,6 +117,7 @@ class Registration:
             return
         self._digests.pop(key, None)
         self.refused.pop(key, None)
+        self.versions.pop(key, None)  # the clock is node-wide: a return still goes up
         self._todo[key[0]].pop(key, None)
         self._unwait(key)
         if key in self.registered or key in self._busy:

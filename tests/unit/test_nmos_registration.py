@@ -281,3 +281,20 @@ def test_moving_to_the_next_registry_keeps_the_wait_doubling() -> None:
         now = retry
         machine.reset(fresh=True, keep_backoff=True)  # the edge moves to the next one
     assert waits == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_churn_leaves_no_state_behind() -> None:
+    machine, model = machine_with(0), Model()
+    drive(machine, model, 100.0)
+    for round_ in range(20):
+        for n in range(50):
+            for resource in session(round_ * 50 + n):
+                machine.put(resource)
+        drive(machine, model, 100.0 + round_)
+        for n in range(50):
+            for resource in session(round_ * 50 + n):
+                machine.remove(resource.key)
+        drive(machine, model, 100.5 + round_)
+    assert list(machine.desired) == [("node", NODE)] == list(machine.registered)
+    assert list(machine.versions) == [("node", NODE)] and machine.pending == 0
+    assert not machine._children.get(("node", NODE)) and not machine._waiting
