@@ -139,3 +139,15 @@ def test_discovery_orders_by_pri_and_keeps_only_plain_http_v1_3() -> None:
         Candidate("nopri", "2001:db8::1", 80, {"api_ver": "v1.3"}),
     ])
     assert found == ["http://192.0.2.1:80", "http://192.0.2.2:80", "http://[2001:db8::1]:80"]
+
+
+def test_without_public_url_href_is_the_address_that_reaches_the_registry() -> None:
+    config = NmosConfig(registry="http://127.0.0.1:8010")
+    made = NmosBridge(config, "machine:/state", Directory(),  # type: ignore[arg-type]
+                      SteadyClock(), ("0.0.0.0", 8375), None, lambda: ["lo"], "test")
+    made._choose_registry()
+    settle(made)
+    node: Any = made.resource("node", made.node_id)
+    assert made.href == node["href"] == "http://127.0.0.1:8375/"
+    assert node["api"]["endpoints"] == [{"host": "127.0.0.1", "port": 8375,
+                                         "protocol": "http"}]
