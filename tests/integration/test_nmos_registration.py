@@ -226,6 +226,9 @@ def test_hostile_sdps_are_skipped_with_reasons_and_the_rest_registered(
                                                  "too_many_media": 1}
     metrics = daemon.client.request("GET", "/metrics").body.decode()
     assert 'sapd_nmos_skipped{reason="too_many_media"} 1' in metrics
+    shown = run(script("sapctl"), "--socket", str(daemon.socket), "stats").stdout
+    assert "nmos:     registered" in shown and "sender=1" in shown
+    assert "skipped: channel_count=1  several_streams=1  too_many_media=1" in shown
     assert not registry.state()["violations"]
 
 
