@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ INFERRED_ACTIVE = "urn:x-sapd:inferred-active"
 ORIGIN_TAG = "urn:x-sapd:origin"
 GROUP_TAG = "urn:x-sapd:group"
 SESSION_TAG = "urn:x-sapd:session"
+# o= version and CRC-32 of the SDP: the manifest changed, so the Sender's version must
+SDP_TAG = "urn:x-sapd:sdp"
 _CHANNEL_LABELS = re.compile(r"^\s*\d+\s+channels?\s*:\s*(.+)$", re.IGNORECASE)
 
 Key = tuple[str, str]  # (resource type, id)
@@ -352,7 +355,9 @@ def map_session(text: str, origin: Origin, context: Context, clocks: ClockBook) 
     bindings = [known[min(i, len(known) - 1)] for i in range(len(legs))] if known else []
     sender = Resource("sender", sender_id, {
         "id": sender_id, "label": label, **core,
-        "tags": {**tags, INFERRED_ACTIVE: ["true"]}, "caps": {}, "flow_id": flow_id,
+        "tags": {**tags, INFERRED_ACTIVE: ["true"],
+                 SDP_TAG: [f"{description.version}/{zlib.crc32(text.encode()):08x}"]},
+        "caps": {}, "flow_id": flow_id,
         "transport": "urn:x-nmos:transport:rtp." + ("mcast" if multicast else "ucast"),
         "device_id": device_id,
         "manifest_href": f"{context.manifest_base}{origin.session_id}.sdp",

@@ -134,3 +134,12 @@ def test_clock_book_names_each_grandmaster_once_and_lists_only_those_in_use() ->
     node = node_resource(NODE, "sapd", "http://192.0.2.1:8375/", "192.0.2.1", 8375,
                          [("eth0", "02-00-00-00-00-01")], clocks.node_clocks())
     valid("node", node.data)
+
+
+def test_sdp_change_that_keeps_every_field_changes_the_sender() -> None:
+    """manifest_href stays the same URL; what it serves changed, so must the Sender
+    (and with it its version)."""
+    before = mapped(sdp_text(version=1, group="239.69.0.1"))
+    after = mapped(sdp_text(version=2, group="239.69.0.2"))
+    assert before.sender.data != after.sender.data
+    assert before.flow.data == after.flow.data
