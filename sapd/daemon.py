@@ -322,15 +322,19 @@ class SapDaemon(service.Service):
 
     def health(self) -> dict[str, Any]:
         """ok; starting; or degraded while the store refuses writes (they are held in
-        memory and land once it takes them again; "store" says why) or while LDAP
-        publication is on and its server is unreachable ("ldap" says which)."""
+        memory and land once it takes them again; "store" says why), while LDAP
+        publication is on and its server is unreachable ("ldap" says which), or while
+        the NMOS registry fails ("nmos": "backoff")."""
         problem = self.hub.degraded if self.hub is not None else None
         ldap_state = self.ldap.state if self.ldap is not None else "off"
-        degraded = problem or ldap_state == "down"
+        # backoff: the registry fails or is unreachable; no registry found yet: "none"
+        nmos_state = "off" if self.nmos is None else \
+            self.nmos.machine.state if self.nmos.registry else "none"
+        degraded = problem or ldap_state == "down" or nmos_state == "backoff"
         out: dict[str, Any] = {
             "status": "starting" if not self.ready else "degraded" if degraded else "ok",
             "version": __version__, "sessions": len(self.engine), "uptime": self.uptime(),
-            "ldap": ldap_state}
+            "ldap": ldap_state, "nmos": nmos_state}
         if problem:
             out["store"] = problem
             out["store_pending"] = self.hub.pending

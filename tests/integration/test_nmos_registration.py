@@ -193,7 +193,10 @@ def test_hostile_registry_costs_a_back_off_not_memory(sapd_factory: Any,
         announce_many(50)
         wait_for(lambda: sum(daemon.stats()["nmos"]["errors"].values()) >= 2, 30,
                  interval=0.2, what="registry failures counted")
-        assert daemon.get("/v1/health")["status"] in ("ok", "degraded")
+        def degraded() -> bool:
+            health = daemon.get("/v1/health")
+            return bool(health["status"] == "degraded" and health["nmos"] == "backoff")
+        wait_for(degraded, 30, what="health degraded while the registry fails")
         assert len(daemon.all_sessions()) == 50
         assert daemon.proc is not None
         rss_kb = int(next(line.split()[1] for line in
