@@ -16,6 +16,7 @@ from sapd.lifecycle import Event
 from sapd.plumbing.clock import SteadyClock
 from sapd.records import SessionRecord
 from tests.packets import sdp_text
+from tests.support import FakeTime
 
 
 class Directory:
@@ -40,10 +41,11 @@ def record(n: int, text: str | None = None, origin: str = "10.0.0.1") -> Session
                                                                     "lo", origin),))
 
 
-def bridge(directory: Directory, queue: int = 10_000) -> NmosBridge:
+def bridge(directory: Directory, queue: int = 10_000,
+           clock: SteadyClock | None = None) -> NmosBridge:
     config = NmosConfig(registry="http://192.0.2.9:8010", queue=queue)
     made = NmosBridge(config, "machine:/state", directory,  # type: ignore[arg-type]
-                      SteadyClock(), ("0.0.0.0", 8375), "http://sapd.example:8375",
+                      clock or SteadyClock(), ("0.0.0.0", 8375), "http://sapd.example:8375",
                       lambda: ["lo"], "test")
     made._choose_registry()
     return made
@@ -151,3 +153,32 @@ def test_without_public_url_href_is_the_address_that_reaches_the_registry() -> N
     assert made.href == node["href"] == "http://127.0.0.1:8375/"
     assert node["api"]["endpoints"] == [{"host": "127.0.0.1", "port": 8375,
                                          "protocol": "http"}]
+
+
+def test_wall_clock_stepped_back_neither_stalls_heartbeats_nor_lowers_versions() -> None:
+    fake = FakeTime()
+    clock = SteadyClock(fake.wall, fake.monotonic)
+    directory = Directory()
+    directory.records["sid1"] = record(1)
+    made = bridge(directory, clock=clock)
+    settle(made)
+    versions = []
+    for _ in range(10):
+        for request in made.machine.poll(clock.now()):
+            if request.body is not None:
+                versions.append(request.body["data"]["version"])
+            made.machine.response(request.id, 201, clock.now())
+    assert made.machine.state == "registered"
+    fake.wall_now -= 3600.0  # NTP steps the clock back an hour
+    fake.monotonic_now += 5.0
+    (beat,) = made.machine.poll(clock.now())
+    assert beat.purpose == "heartbeat"
+    made.machine.response(beat.id, 200, clock.now())
+    directory.records["sid1"] = record(1, sdp_text(session=1, name="renamed"))
+    made.on_event(event("changed", "sid1"))
+    settle(made)
+    posts = [r for r in made.machine.poll(clock.now()) if r.body is not None]
+    assert {r.body["type"] for r in posts if r.body} == {"source", "flow", "sender"}
+    later = [r.body["data"]["version"] for r in posts if r.body]
+    stamps = [tuple(int(x) for x in v.split(":")) for v in [versions[-1], *later]]
+    assert stamps == sorted(set(stamps))  # each after the last, the clock step no matter
