@@ -53,7 +53,11 @@ def announce_many(count: int, start: int = 0, version: int = 1) -> None:
 
 
 def senders(registry: RegistryProcess) -> int:
-    return len(registry.state()["resources"]["sender"])
+    return registry.counts()["sender"]
+
+
+def sessions(daemon: Daemon) -> int:
+    return int(daemon.stats()["sessions"])
 
 
 def test_thousand_sessions_registered_within_10s_deleted_in_6s_changed_bump_version(
@@ -62,7 +66,7 @@ def test_thousand_sessions_registered_within_10s_deleted_in_6s_changed_bump_vers
     daemon: Daemon = sapd_factory(config=config(registry.url, web)).start()
     started = time.monotonic()
     announce_many(1000)
-    wait_for(lambda: len(daemon.all_sessions()) == 1000, 10, what="1,000 sessions heard")
+    wait_for(lambda: sessions(daemon) == 1000, 10, interval=0.1, what="1,000 sessions heard")
     heard = time.monotonic()
     wait_for(lambda: senders(registry) == 1000, 10, interval=0.2,
              what="1,000 senders registered")
@@ -86,19 +90,21 @@ def test_thousand_sessions_registered_within_10s_deleted_in_6s_changed_bump_vers
     send_local_multicast(announce(text, source="127.0.0.1"), SAP_GROUP)
 
     def bumped() -> bool:
-        after = sender_of(registry.state(), session["id"])
+        after = registry.resource("sender", before["id"])
         return after is not None and after["label"] == "stream 7 renamed"
     wait_for(bumped, 6, interval=0.1, what="the changed sender re-registered")
-    after = sender_of(registry.state(), session["id"])
+    after = registry.resource("sender", before["id"])
     assert after is not None
     version = tuple(int(x) for x in after["version"].split(":"))
     assert version > tuple(int(x) for x in before["version"].split(":"))
 
     gone = next(s for s in daemon.all_sessions() if s["name"] == "stream 8")
+    gone_sender = sender_of(state, gone["id"])
+    assert gone_sender is not None
     sent = time.monotonic()
     send_local_multicast(delete(session=8, origin="10.0.8.1", source="127.0.0.1"),
                          SAP_GROUP)
-    wait_for(lambda: sender_of(registry.state(), gone["id"]) is None, 6, interval=0.1,
+    wait_for(lambda: registry.resource("sender", gone_sender["id"]) is None, 6, interval=0.1,
              what="the deleted session's sender gone")
     print(f"deleted session gone from the registry in {time.monotonic() - sent:.2f} s")
     state = registry.state()
@@ -221,7 +227,7 @@ def test_hostile_sdps_are_skipped_with_reasons_and_the_rest_registered(
         "a=rtpmap:97 H264/90000\r\n"
     for text in (many_media, channels, video_av, sdp_text(session=4, name="fine")):
         send_local_multicast(announce(text, source="127.0.0.1"), SAP_GROUP)
-    wait_for(lambda: len(daemon.all_sessions()) == 4, 10, what="4 sessions heard")
+    wait_for(lambda: sessions(daemon) == 4, 10, interval=0.1, what="4 sessions heard")
     wait_for(lambda: senders(registry) == 1, 10, interval=0.2, what="the fine one")
     wait_for(lambda: sum(daemon.stats()["nmos"]["skipped"].values()) == 3, 5,
              what="three skipped")
