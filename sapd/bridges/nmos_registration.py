@@ -22,6 +22,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,10 @@ class VersionClock:
 
 
 def digest(data: dict[str, Any]) -> str:
-    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+    """What a resource holds, in 32 hex digits (the JSON itself is ~700 bytes a
+    resource, kept twice, for every session)."""
+    return hashlib.blake2b(orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
+                           digest_size=16).hexdigest()
 
 
 @dataclass
