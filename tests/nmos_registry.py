@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 SCHEMAS = Path(__file__).resolve().parent / "vectors" / "nmos-is04-v1.3" / "schemas"
 GC_AFTER = 12.0
 BASE = "/x-nmos/registration/v1.3"
@@ -194,7 +196,7 @@ async def serve_normal(port: int, pri: int | None = None) -> None:
 
     async def post_resource(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
+            body = orjson.loads(await request.read())
         except ValueError:
             registry.violation("a body that is not JSON")
             return web.json_response({"code": 400, "error": "json"}, status=400)
@@ -288,10 +290,16 @@ def main() -> None:
     parser.add_argument("--advertise", type=int, metavar="PRI",
                         help="announce it over mDNS with this pri")
     args = parser.parse_args()
+    try:  # as sapd runs: a third less CPU per request than asyncio's own loop
+        import uvloop  # noqa: PLC0415
+
+        run: Any = uvloop.run
+    except ImportError:
+        run = asyncio.run
     if args.mode == "normal":
-        asyncio.run(serve_normal(args.port, args.advertise))
+        run(serve_normal(args.port, args.advertise))
     else:
-        asyncio.run(serve_hostile(args.port, args.mode))
+        run(serve_hostile(args.port, args.mode))
 
 
 class RegistryProcess:

@@ -120,6 +120,13 @@ def test_thousand_sessions_registered_within_10s_deleted_in_6s_changed_bump_vers
     node_api = f"http://127.0.0.1:{web}/x-nmos/node/v1.3"
     with urllib.request.urlopen(node_api + "/senders/", timeout=5) as answer:
         assert len(json.loads(answer.read())) == 999
+    with urllib.request.urlopen(node_api + "/", timeout=5) as answer:
+        assert json.loads(answer.read()) == ["self/", "devices/", "sources/", "flows/",
+                                             "senders/", "receivers/"]
+    with urllib.request.urlopen(node_api + "/receivers", timeout=5) as answer:
+        assert json.loads(answer.read()) == []  # a gateway of senders: none
+    with urllib.request.urlopen(f"{node_api}/senders/{after['id']}", timeout=5) as answer:
+        assert json.loads(answer.read())["version"] == after["version"]
     with urllib.request.urlopen(node_api + "/self", timeout=5) as answer:
         node = json.loads(answer.read())
     assert node["id"] in state["resources"]["node"]
