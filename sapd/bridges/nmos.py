@@ -122,6 +122,7 @@ class NmosBridge:
         self._sending: set[asyncio.Task[None]] = set()
         self.href = ""
         self.manifest_base = ""
+        self._node_shape: tuple[Any, ...] = ()
 
     # -- the hub's side: never blocks -----------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -238,8 +239,13 @@ class NmosBridge:
     def _put_node(self) -> None:
         if not self.href:
             return
-        host, port = self._endpoint()
         names = self.interfaces()
+        # every turn of the loop comes here: rebuild only when something it shows moved
+        shape = (self.href, tuple(names), tuple(self.clocks.uses))
+        if shape == self._node_shape:
+            return
+        self._node_shape = shape
+        host, port = self._endpoint()
         node = node_resource(self.node_id, self.label, self.href, host, port,
                              [(name, mac_of(name)) for name in names],
                              self.clocks.node_clocks())
