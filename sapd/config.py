@@ -23,6 +23,7 @@ from sapd.plumbing.config import (
     StoreConfig,
     WebConfig,
     host_group,
+    http_url,
     interface_name,
     ldap_dn,
     ldap_url,
@@ -335,6 +336,29 @@ class RavennaConfig:
 
 
 @dataclass(frozen=True)
+class NmosConfig:
+    """``[nmos]``: registration of the directory's sessions with an AMWA NMOS IS-04
+    registry (off unless ``registry`` or ``discover``). Both need ``[web] listen``: the
+    registry and controllers read the Node API and the SDP manifests there."""
+
+    registry: str | None = setting(None, check=http_url)  # http://HOST:PORT
+    discover: bool = False  # DNS-SD _nmos-register._tcp (mDNS), lowest pri first
+    label: str | None = setting(None, check=text(1, 256))  # the Node's; default host name
+    # Session changes waiting to be mapped; beyond it sapd drops them and compares the
+    # whole directory with what it registered instead (a slow registry never holds the
+    # receive path).
+    queue: int = setting(10_000, min=10, max=1_000_000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.registry is not None or self.discover
+
+    def validate(self) -> None:
+        if self.registry is not None and self.discover:
+            raise ConfigError("discover", "give registry or discover, not both")
+
+
+@dataclass(frozen=True)
 class SapdConfig:
     interfaces: list[str] = setting(factory=list, check=interface_name)
     # Empty: every SAP group the scope table may announce on (listen_groups()).
@@ -369,11 +393,17 @@ class SapdConfig:
     trust: TrustConfig = setting(factory=TrustConfig)
     ldap: LdapConfig = setting(factory=LdapConfig)
     ravenna: RavennaConfig = setting(factory=RavennaConfig)
+    nmos: NmosConfig = setting(factory=NmosConfig)
     # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
     # name. Several sapd publishing under one base need different names.
     site: str | None = setting(None, check=text(1, 256))
 
     def validate(self) -> None:
+        if self.nmos.enabled and self.web.listen is None:
+            key = "nmos.registry" if self.nmos.registry is not None else "nmos.discover"
+            raise ConfigError(key, "needs [web] listen (or --web HOST:PORT): the registry "
+                              "and controllers read the Node API and the SDP manifests "
+                              "from the web listener")
         joined: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
         for i, address in enumerate(self.groups):
             group = ipaddress.ip_address(address)

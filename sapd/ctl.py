@@ -197,6 +197,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"ldap:     {ldap['state']}   entries {ldap['entries']}   queue {ldap['queue']}"
               f"   resyncs {resyncs}" + (f"   last error: {ldap['last_error']}"
                                          if ldap.get("last_error") else ""))
+    nmos = result.get("nmos", {"state": "off"})
+    if nmos["state"] != "off":
+        registered = "  ".join(f"{k}={v}" for k, v in nmos["registered"].items())
+        skipped = "  ".join(f"{k}={v}" for k, v in nmos["skipped"].items()) or "none"
+        errors = "  ".join(f"{k}={v}" for k, v in nmos["errors"].items()) or "none"
+        print(f"nmos:     {nmos['state']}   registry {nmos['registry'] or 'none found'}   "
+              f"pending {nmos['pending']}\n  registered: {registered}\n"
+              f"  skipped: {skipped}   errors: {errors}"
+              + (f"   last error: {nmos['last_error']}" if nmos.get("last_error") else ""))
     return EXIT_OK
 
 

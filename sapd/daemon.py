@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ from sapd.store import open_directory, start_writer
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
+    from sapd.bridges.nmos import NmosBridge
     from sapd.bridges.ravenna import RavennaBridge
 
 log = logs.get("sapd")
@@ -74,6 +76,7 @@ class SapDaemon(service.Service):
         self.follower: InterfaceFollower | None = None
         self.ldap: LdapPublisher | None = None
         self.ravenna: RavennaBridge | None = None
+        self.nmos: NmosBridge | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -121,13 +124,17 @@ class SapDaemon(service.Service):
                                      self.config.socket_group,
                                      self.config.socket_connections_per_uid)
         await self.control.start()
+        self._build_nmos()
         if self.config.web.listen:
             # imported only when on: the pages cost start-up time nobody else should pay
             from sapd.web.app import build_web_app  # noqa: PLC0415
 
-            self.web = WebListener(build_web_app(self, self.announcer), self.config.web.listen)
+            self.web = WebListener(build_web_app(self, self.announcer, self.nmos),
+                                   self.config.web.listen)
             await self.web.start()
         await self._start_ravenna()
+        if self.nmos is not None:  # after the listener: its href is the listener's
+            await self.nmos.start()
         self.hub.after_batch()  # expire anything already due, arm the timer
         self._tasks.append(asyncio.create_task(self._periodic()))
         self.conflict_scanner = ConflictScanner(lambda: open_directory(self.config, state))
@@ -149,6 +156,8 @@ class SapDaemon(service.Service):
         await service.cancel_all(self._tasks)
         if self.ravenna is not None:
             await self.ravenna.stop()
+        if self.nmos is not None:
+            await self.nmos.stop()
         if self.conflict_scanner is not None:
             self.conflict_scanner.close()
         if self.follower:
@@ -196,6 +205,31 @@ class SapDaemon(service.Service):
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()
+
+    def _build_nmos(self) -> None:
+        """NMOS registration: a listener of committed events, reading the hub's store."""
+        config = self.config
+        if not config.nmos.enabled:
+            return
+        # imported here: aiohttp's client and the mapping cost nothing when it is off
+        from sapd.bridges.nmos import NmosBridge, machine_id  # noqa: PLC0415
+        from sapd.plumbing.web import parse_host_port  # noqa: PLC0415
+
+        assert config.web.listen is not None  # the configuration checked it
+        registries = None
+        if config.nmos.discover:
+            from sapd.bridges.nmos_discovery import RegistryBrowser  # noqa: PLC0415
+
+            browser = RegistryBrowser()
+            registries = browser.registries
+            self._tasks.append(asyncio.create_task(browser.run()))
+        hostname = socket.gethostname()
+        self.nmos = NmosBridge(config.nmos, f"{machine_id()}:{config.state_path}",
+                               self.hub.reader, self.clock,
+                               parse_host_port(config.web.listen), config.web.public_url,
+                               lambda: self.interfaces, config.nmos.label or hostname,
+                               registries)
+        self.hub.listeners.append(self.nmos.on_event)
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -258,6 +292,8 @@ class SapDaemon(service.Service):
             needs_restart.append("ldap")
         if new.ravenna != self.config.ravenna:
             needs_restart.append("ravenna")
+        if new.nmos != self.config.nmos:
+            needs_restart.append("nmos")
         self.config = new
         logs.setup(new.log_format, new.log_level)
         await self.resync_interfaces()
@@ -311,15 +347,19 @@ class SapDaemon(service.Service):
 
     def health(self) -> dict[str, Any]:
         """ok; starting; or degraded while the store refuses writes (they are held in
-        memory and land once it takes them again; "store" says why) or while LDAP
-        publication is on and its server is unreachable ("ldap" says which)."""
+        memory and land once it takes them again; "store" says why), while LDAP
+        publication is on and its server is unreachable ("ldap" says which), or while
+        the NMOS registry fails ("nmos": "backoff")."""
         problem = self.hub.degraded if self.hub is not None else None
         ldap_state = self.ldap.state if self.ldap is not None else "off"
-        degraded = problem or ldap_state == "down"
+        # backoff: the registry fails or is unreachable; no registry found yet: "none"
+        nmos_state = "off" if self.nmos is None else \
+            self.nmos.machine.state if self.nmos.registry else "none"
+        degraded = problem or ldap_state == "down" or nmos_state == "backoff"
         out: dict[str, Any] = {
             "status": "starting" if not self.ready else "degraded" if degraded else "ok",
             "version": __version__, "sessions": len(self.engine), "uptime": self.uptime(),
-            "ldap": ldap_state}
+            "ldap": ldap_state, "nmos": nmos_state}
         if problem:
             out["store"] = problem
             out["store_pending"] = self.hub.pending
@@ -363,6 +403,7 @@ class SapDaemon(service.Service):
             "ldap": self.ldap.stats() if self.ldap is not None else {"state": "off"},
             "ravenna": (self.ravenna.stats() if self.ravenna is not None
                         else {"state": "off"}),
+            "nmos": self.nmos.stats() if self.nmos is not None else {"state": "off"},
             "uptime": self.uptime(),
             "version": __version__,
         }
@@ -428,6 +469,8 @@ class SapDaemon(service.Service):
             lines += self.ldap.metrics_lines()
         if self.ravenna is not None:
             lines += self.ravenna.metrics_lines()
+        if self.nmos is not None:
+            lines += self.nmos.metrics_lines()
         return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -12,7 +12,10 @@ from sapd.announce import routes as announce_routes
 from sapd.announce.service import Announcer
 from sapd.plumbing.control import error_middleware, json_response
 from sapd.plumbing.web import esc, html_response, web_app
-from sapd.web import pages
+from sapd.web import nmos, pages
+
+if TYPE_CHECKING:
+    from sapd.bridges.nmos import NmosBridge
 
 PAGE_PARAMS = (*pages.FILTERS, "limit", "offset")
 
@@ -55,9 +58,11 @@ async def session_page(request: web.Request) -> web.Response:
                                        daemon.history.of(sid), _now(request)))
 
 
-def build_web_app(daemon: api.Service, announcer: Announcer) -> web.Application:
+def build_web_app(daemon: api.Service, announcer: Announcer,
+                  nmos_bridge: NmosBridge | None = None) -> web.Application:
     """Pages at / and /sessions/{id}; every GET route of the control API under /v1;
-    assets from sapd/web/assets and sapd/plumbing/assets."""
+    assets from sapd/web/assets and sapd/plumbing/assets; with NMOS registration on, the
+    IS-04 Node API under /x-nmos/node/v1.3."""
     app = web_app(["sapd.web"], error_middleware)
     app[api.DAEMON_KEY] = daemon
     app[announce_routes.ANNOUNCER_KEY] = announcer
@@ -72,4 +77,6 @@ def build_web_app(daemon: api.Service, announcer: Announcer) -> web.Application:
     app.router.add_get("/v1", index)
     for endpoint in endpoints:
         app.router.add_get(endpoint.path, endpoint.handler)
+    if nmos_bridge is not None:
+        nmos.add_routes(app, nmos_bridge)
     return app

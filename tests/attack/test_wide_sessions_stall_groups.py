@@ -54,7 +54,7 @@ def test_madcapd_takes_sapds_groups_without_stalling() -> None:
     groups = [f"239.{1 + n // 256}.{n % 256}.{i}" for n in range(SESSIONS) for i in range(256)]
     server = MadcapServer([scope_from_config({"name": "local", "range": "239.255.0.0/16"}, 0)],
                           [], 1000.0)
-    started = time.perf_counter()
+    started = time.process_time()
     server.set_avoided(groups)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.1, f"set_avoided of {len(groups)} groups took {elapsed:.2f} s"
+    elapsed = time.process_time() - started
+    assert elapsed < 0.1, f"set_avoided of {len(groups)} groups took {elapsed:.2f} s of CPU"

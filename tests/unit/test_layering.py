@@ -27,7 +27,7 @@ PURE = (
     "madcap.server", "sapd.bridges.ldap_entries", "sapd.bridges.rtsp",
     "sapd.bridges.ravenna_core",
     "sapd.plumbing.groupranges",
-    "madcap.avoided",
+    "madcap.avoided", "sapd.bridges.nmos_resources", "sapd.bridges.nmos_registration",
 )
 # Packages whose __init__ holds only a docstring: importing a pure module through them
 # runs nothing else.

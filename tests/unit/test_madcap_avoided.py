@@ -61,8 +61,8 @@ def test_an_answer_without_groups_or_ranges_is_an_error() -> None:
 
 def test_wide_sessions_groups_were_parsed_one_ipaddress_at_a_time() -> None:
     groups = [f"239.{1 + n // 256}.{n % 256}.{i}" for n in range(1000) for i in range(256)]
-    started = time.perf_counter()
+    started = time.process_time()
     avoided, bad = AvoidedGroups.from_directory({"groups": groups})
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert bad == [] and len(avoided) == len(groups)
-    assert elapsed < 0.1, f"{len(groups)} groups took {elapsed:.2f} s"
+    assert elapsed < 0.1, f"{len(groups)} groups took {elapsed:.2f} s of CPU"
