@@ -242,6 +242,7 @@ class Engine:
         self._own_addresses = _ALWAYS_OWN
         self.arrival_reader: ArrivalReader | None = None  # for heard_via; set by the daemon
         self.last_internal_error = ""  # the latest DROP_INTERNAL_ERROR, for the log
+        self.site = ""  # this sapd's site name, on every record it makes (set by the daemon)
 
     # -- state loading and own announcements ------------------------------------------
     def load(self, records: Iterable[SessionRecord]) -> int:
@@ -544,7 +545,8 @@ class Engine:
             auth_tag=auth_tag, period=period, expires=expires,
             verification=decision.verification, signed_by=decision.signed_by,
             signer_key=decision.signer_key,
-            header_source="" if header == source else header, heard_via=via)
+            header_source="" if header == source else header, heard_via=via,
+            site=self.site)
         entry = _Entry.of(_slim(record), stop_time)
         entry.arrivals = arrivals
         entry.size = size
@@ -618,6 +620,8 @@ class Engine:
             self._set_seen(previous, None)
         if not record.content_crc:
             record = record.with_changes(content_crc=zlib.crc32(record.sdp.encode()))
+        if record.site != self.site:  # announced here: this site's, wherever it was stored
+            record = record.with_changes(site=self.site)
         stop = record.options.get("stop_time")
         entry = _Entry.of(_slim(record), float(stop) if stop is not None else None)
         entry.size = size

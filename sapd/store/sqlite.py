@@ -35,7 +35,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -154,6 +154,11 @@ _MIGRATIONS: dict[int, str] = {
     6: """
     CREATE INDEX session_group_ranges ON session_groups(rid) WHERE instr(address, '-') > 0;
     """,
+    # The site that heard it ([site]): one value in a file of one host, shown in listings
+    # the same way as in a directory several sites share.
+    7: """
+    ALTER TABLE sessions ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -177,7 +182,7 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("verification", "r.verification"), ("signed_by", "r.signed_by"),
     ("signer_key", "r.signer_key"),
     ("header_source", "r.header_source"),  # '' when the same as source
-    ("heard_via", "_dump_via(r.heard_via)"),
+    ("heard_via", "_dump_via(r.heard_via)"), ("site", "r.site"),
 )
 _LOADS = {
     "version": "int(version)", "heard_via": "_load_via(heard_via)",
@@ -523,6 +528,7 @@ class SqliteDirectory:
         if not query.text or query.group is not None or query.origin is not None or \
                 query.source is not None or query.attribute is not None or \
                 query.stale is not None or query.clock is not None or \
+                query.site is not None or \
                 query.redundant is not None:
             return False
         return self._text_plan(query.text.lower()).common
@@ -586,6 +592,9 @@ class SqliteDirectory:
         if query.scope is not None:
             clauses.append("+scope=?")  # unary + keeps the planner on the name index
             args.append(query.scope)
+        if query.site is not None:
+            clauses.append("+site=?")
+            args.append(query.site)
         if query.local is not None:
             clauses.append("+local=?")
             args.append(int(query.local))
@@ -714,9 +723,10 @@ class SqliteDirectory:
             return int(self._db.execute(f"SELECT count(*) FROM ({inner})",
                                         args).fetchone()[0])
 
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]:
-        """Every session. ``light`` leaves out the SDP text and attributes (what the
-        engine keeps in memory), which is what makes start-up fast."""
+    def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
+        """Every session (one host's file holds only its own: ``own`` changes nothing).
+        ``light`` leaves out the SDP text and attributes (what the engine keeps in
+        memory), which is what makes start-up fast."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             records = self._records(self._db.execute(f"SELECT {columns}, rid FROM sessions"),
