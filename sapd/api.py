@@ -82,10 +82,17 @@ def _group(value: str | None) -> str | None:
                               "or FIRST-LAST range") from None
 
 
+def _site(value: str | None) -> str | None:
+    if value is not None and not 1 <= len(value) <= 256:
+        raise http_error(400, "query parameter site=: expected a site name of 1 to 256 "
+                              "characters")
+    return value
+
+
 def query_from_request(request: web.Request) -> SearchQuery:
     q = request.query
     known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
-             "local", "stale", "clock", "redundant", "limit", "offset"}
+             "local", "stale", "clock", "redundant", "site", "limit", "offset"}
     unknown = sorted(set(q) - known)
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
@@ -99,6 +106,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
         clock=q.get("clock") or None, redundant=_flag(q.get("redundant"), "redundant"),
+        site=_site(q.get("site")),
         limit=query_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
         offset=query_int(q.get("offset"), "offset", 0, 0, 10**9))
 

@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("text", args.text), ("media", args.media), ("group", args.group),
         ("origin", args.origin), ("source", args.source), ("scope", args.scope),
         ("attribute", args.attribute), ("value", args.value), ("clock", args.clock),
-        ("limit", args.limit), ("offset", args.offset)) if v is not None}
+        ("site", args.site), ("limit", args.limit), ("offset", args.offset)) if v is not None}
     if args.redundant:
         params["redundant"] = "1"
     if args.local:
@@ -59,10 +59,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     rows = [[s["id"], s["name"][:40], ",".join(s["groups"])[:40], ",".join(s["media"]),
-             s["source"], s["scope"], _ago(s["last_seen"]), _state(s)]
+             s["source"], s["scope"], (s.get("site") or "-")[:24], _ago(s["last_seen"]),
+             _state(s)]
             for s in result["sessions"]]
-    print(format_table(rows, ["ID", "NAME", "GROUPS", "MEDIA", "SOURCE", "SCOPE", "SEEN",
-                              "STATE"]))
+    print(format_table(rows, ["ID", "NAME", "GROUPS", "MEDIA", "SOURCE", "SCOPE", "SITE",
+                              "SEEN", "STATE"]))
     shown = len(result["sessions"])
     if result["total"] > shown:
         more = "" if result.get("total_exact", True) else "+"
@@ -217,6 +218,7 @@ def add_commands(sub: Any) -> None:
     for name in ("text", "media", "group", "origin", "source", "scope", "attribute", "value"):
         p.add_argument(f"--{name}", help=f"filter by {name}")
     p.add_argument("--clock", help="a=ts-refclk containing this (a PTP grandmaster id)")
+    p.add_argument("--site", help="only sessions of this sapd site (a shared directory)")
     p.add_argument("--redundant", action="store_true",
                    help="only sessions with ST 2022-7 legs (a=group:DUP)")
     p.add_argument("--local", action="store_true", help="only sessions announced here")

@@ -37,6 +37,7 @@ from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.clock import CLOCK_STEP_WARNING, SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
+from sapd.plumbing.errors import StoreUnusable
 from sapd.plumbing.multicast import (
     Interface,
     InterfaceFollower,
@@ -44,7 +45,13 @@ from sapd.plumbing.multicast import (
     arrival_of,
 )
 from sapd.plumbing.web import WebListener
-from sapd.store import open_directory, start_writer
+from sapd.store import (
+    backend_name,
+    open_directory,
+    schema_status,
+    site_name,
+    start_writer,
+)
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
@@ -62,6 +69,7 @@ class SapDaemon(service.Service):
         self.engine = Engine(profile=config.expiry_profile(),
                              limits=config.limits.to_limits(), scopes=config.scope_table(),
                              trust=config.trust.trust_policy())
+        self.engine.site = self.site = site_name(config)
         self.clock = SteadyClock()
         self.hub: Hub = None  # type: ignore[assignment]  # set in start()
         self.announcer: Announcer | None = None
@@ -95,9 +103,10 @@ class SapDaemon(service.Service):
         self.hub = Hub(self.engine, store, writer, loop, self.clock)
         self.hub.listeners.append(self.history)
         with service.collector_paused():
-            loaded = self.engine.load(store.iter_all(light=True))
+            loaded = self.engine.load(store.iter_all(light=True, own=True))
         service.settle_memory()
-        log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
+        log.info("directory loaded", sessions=loaded, stale=stale, site=self.site,
+                 backend=backend_name(self.config), path=str(state))
         self._start_ldap(state)
         groups = self.config.listen_groups()
         self.engine.arrival_reader = self._arrival
@@ -410,7 +419,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: every multicast-capable interface that is up)")
     p.add_argument("--profile", choices=sorted(PROFILES), help="expiry/announce profile")
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"])
+    p.add_argument("--migrate", nargs="?", const="apply", choices=["apply", "check"],
+                   help="bring the directory's schema up to date and exit (0); with "
+                        "'check', only say whether it is current (0) or not (1)")
     return p
+
+
+def migrate(config_path: str | None, overrides: dict[str, Any], mode: str) -> int:
+    """``sapd --migrate [check]``: the directory's schema, for an operator or a package
+    upgrade; several sapd on one database take turns (an advisory lock)."""
+    try:
+        config = load(config_path, overrides)
+        found, now, wanted = schema_status(config, config.state_path, mode == "apply")
+    except ConfigError as exc:
+        print(f"sapd: configuration: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnusable as exc:
+        print(f"sapd: {exc}", file=sys.stderr)
+        return 1
+    where = backend_name(config)
+    if mode == "check":
+        state = "current" if found == wanted else \
+            "newer than this sapd" if found > wanted else f"needs migrating to {wanted}"
+        print(f"sapd: {where} directory schema version {found}: {state}")
+        return 0 if found == wanted else 1
+    print(f"sapd: {where} directory schema version {now}"
+          + (f" (migrated from {found})" if found != now else " (current)"))
+    return 0
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -422,6 +457,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.migrate:
+        return migrate(args.config, overrides_from(args), args.migrate)
     return service.main("sapd", args.config, overrides_from(args), load, SapDaemon)
 
 

@@ -72,7 +72,8 @@ class SessionRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "site": self.site or None, "name": self.name, "info": self.info, "identity": self.identity,
+            "id": self.id, "site": self.site or None, "name": self.name, "info": self.info,
+            "identity": self.identity,
             # decimal strings: o= numbers reach 2**64 and beyond (VLC), which neither a
             # JavaScript number nor every JSON encoder holds
             "version": str(self.version), "source": self.source,

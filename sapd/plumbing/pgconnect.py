@@ -31,9 +31,9 @@ def read_password(path: str) -> str:
 
 
 def connection_options(dsn: str, password_file: str | None) -> dict[str, str]:
-    """Keyword arguments for psycopg.connect: the DSN, a connect timeout unless the DSN
-    names one, and the password from its file (libpq's own sources otherwise)."""
-    options = {"conninfo": dsn}
+    """What to add to the DSN (psycopg.conninfo.make_conninfo): a connect timeout unless
+    the DSN names one, and the password from its file (libpq's own sources otherwise)."""
+    options: dict[str, str] = {}
     if "connect_timeout" not in dsn:
         options["connect_timeout"] = str(CONNECT_TIMEOUT)
     if password_file is not None:

@@ -83,3 +83,22 @@ def start_writer(config: object, state_dir: Path, loop: asyncio.AbstractEventLoo
     if backend_name(config) == "postgresql":
         return StoreWriter(_postgres_target(config), loop, keep_fds=keep_fds)
     return StoreWriter(state_dir / SQLITE_FILE, loop, keep_fds=keep_fds)
+
+
+def schema_status(config: object, state_dir: Path, apply: bool) -> tuple[int, int, int]:
+    """(version found, version now, version this sapd writes) of the directory's schema,
+    migrated first with ``apply`` (``sapd --migrate``); a check only reads."""
+    if backend_name(config) == "postgresql":
+        from sapd.store import postgresql  # noqa: PLC0415  # psycopg: only for this backend
+
+        target = _postgres_target(config)
+        found, now = postgresql.schema_status(target.dsn, target.password_file, apply)
+        return found, now, postgresql.SCHEMA_VERSION
+    from sapd.store import sqlite  # noqa: PLC0415
+
+    path = state_dir / SQLITE_FILE
+    found = sqlite.file_schema_version(path)
+    if apply:
+        SqliteDirectory(path).close()  # opening migrates
+        return found, sqlite.SCHEMA_VERSION, sqlite.SCHEMA_VERSION
+    return found, found, sqlite.SCHEMA_VERSION

@@ -16,6 +16,7 @@ per batch: a handful of round trips whatever the batch size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg.conninfo import make_conninfo
 
 from sapd.plumbing.errors import StoreUnavailable, StoreUnusable
 from sapd.plumbing.pgconnect import connection_options
@@ -173,6 +175,11 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         header_source=header_source, heard_via=_load_via(heard_via), site=site)
 
 
+def conninfo(dsn: str, password_file: str | None) -> str:
+    """The DSN with a connect timeout and the password file's password (in memory only)."""
+    return make_conninfo(dsn, **connection_options(dsn, password_file))
+
+
 def unreachable(exc: BaseException) -> bool:
     """Is this a failure of the connection or the server (it passes), not of a value?"""
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not \
@@ -208,7 +215,7 @@ class PostgresDirectory:
             raise ValueError("a site name is needed to write a shared directory")
         self.site = site
         self.silent_after = silent_after
-        self._options = connection_options(dsn, password_file)
+        self._conninfo = conninfo(dsn, password_file)
         self._lock = threading.RLock()
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self.generation = 1
@@ -228,7 +235,7 @@ class PostgresDirectory:
         if self._db is None or self._db.closed or self._db.broken:
             self._drop()
             db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
-                **self._options, autocommit=True, application_name=f"sapd {self.site}"[:63])
+                self._conninfo, autocommit=True, application_name=f"sapd {self.site}"[:63])
             self._db = db
             self.connects += 1
             if self._joined:  # a reconnect: the generation may have moved meanwhile
@@ -237,10 +244,8 @@ class PostgresDirectory:
 
     def _drop(self) -> None:
         if self._db is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._db.close()
-            except psycopg.Error:
-                pass
             self._db = None
 
     @contextmanager
@@ -274,26 +279,10 @@ class PostgresDirectory:
         self._joined = True
 
     # -- schema ----------------------------------------------------------------------------
-    def schema_version(self) -> int:
-        with self._session() as db:
-            return _schema_version(db)
-
     def migrate(self) -> int:
-        """Bring the schema up to date, one version per transaction (several sapd starting
-        at once take turns on an advisory lock); returns the steps applied."""
-        with self._session() as db, db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP_LOCK - 1,))
-            current = _schema_version(db)
-            if current > SCHEMA_VERSION:
-                raise SchemaError(f"the directory schema is version {current}, newer than "
-                                  f"this sapd understands ({SCHEMA_VERSION})")
-            if current == 0:
-                db.execute("CREATE TABLE IF NOT EXISTS sapd_schema (version integer NOT NULL)")
-                db.execute("INSERT INTO sapd_schema VALUES (0)")
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                db.execute(_MIGRATIONS[version])
-                db.execute("UPDATE sapd_schema SET version = %s", (version,))
-            return SCHEMA_VERSION - current
+        """Bring the schema up to date; returns the steps applied."""
+        with self._session() as db:
+            return migrate_schema(db)
 
     # -- writes (the store process) ----------------------------------------------------------
     def apply(self, writes: Writes) -> Applied:
@@ -442,7 +431,8 @@ class PostgresDirectory:
             args.append(query.text.lower())
         if query.attribute:
             if query.attribute_value is not None:
-                clauses.append("s.attributes @> jsonb_build_array(jsonb_build_array(%s::text, %s::text))")
+                clauses.append("s.attributes @> "
+                               "jsonb_build_array(jsonb_build_array(%s::text, %s::text))")
                 args += [query.attribute, query.attribute_value]
             else:
                 clauses.append("EXISTS (SELECT 1 FROM jsonb_array_elements(s.attributes) a "
@@ -518,3 +508,35 @@ def _schema_version(db: psycopg.Connection[tuple[Any, ...]]) -> int:
         return 0
     row = db.execute("SELECT max(version) FROM sapd_schema").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate_schema(db: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """Bring the schema up to date in one transaction (several sapd starting at once take
+    turns on an advisory lock); returns the steps applied."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (SWEEP_LOCK - 1,))
+        current = _schema_version(db)
+        if current > SCHEMA_VERSION:
+            raise SchemaError(f"the directory schema is version {current}, newer than "
+                              f"this sapd understands ({SCHEMA_VERSION})")
+        if current == 0:
+            db.execute("CREATE TABLE IF NOT EXISTS sapd_schema (version integer NOT NULL)")
+            db.execute("INSERT INTO sapd_schema VALUES (0)")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            db.execute(_MIGRATIONS[version].encode())
+            db.execute("UPDATE sapd_schema SET version = %s", (version,))
+        return SCHEMA_VERSION - current
+
+
+def schema_status(dsn: str, password_file: str | None, apply: bool) -> tuple[int, int]:
+    """(version found, version now) of the directory schema at ``dsn``; migrated only
+    with ``apply``. For ``sapd --migrate``."""
+    try:
+        with psycopg.connect(conninfo(dsn, password_file), autocommit=True) as db:
+            found = _schema_version(db)
+            if apply:
+                migrate_schema(db)
+                return found, SCHEMA_VERSION
+            return found, found
+    except psycopg.Error as exc:
+        raise StoreUnusable(f"PostgreSQL directory: {str(exc).strip()}") from None

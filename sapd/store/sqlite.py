@@ -276,6 +276,20 @@ class SchemaError(StoreUnusable):
     """The database file was written by a newer sapd."""
 
 
+def file_schema_version(path: Path) -> int:
+    """The schema version of a directory file, read only (0: no file yet)."""
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnusable(f"{path}: not a usable database ({exc})") from None
+
+
 def _range_covers(entry: str, address: str) -> bool:
     """SQL's view of groupranges: does a session's group entry hold this address?"""
     try:

@@ -17,7 +17,6 @@ import pytest
 from sapd.records import Applied, DirectoryBackend, SearchQuery, SessionRecord, Writes
 from sapd.store import open_directory
 
-
 SITE = "contract"  # the site every record here is heard at
 
 
