@@ -55,6 +55,7 @@ from sapd.store import (
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
+    from sapd.store.campus import CampusFollower
 
 log = logs.get("sapd")
 
@@ -80,6 +81,7 @@ class SapDaemon(service.Service):
         self.conflict_scanner: ConflictScanner | None = None
         self.follower: InterfaceFollower | None = None
         self.ldap: LdapPublisher | None = None
+        self.campus: CampusFollower | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -108,6 +110,7 @@ class SapDaemon(service.Service):
         log.info("directory loaded", sessions=loaded, stale=stale, site=self.site,
                  backend=backend_name(self.config), path=str(state))
         self._start_ldap(state)
+        self._follow_campus()
         groups = self.config.listen_groups()
         self.engine.arrival_reader = self._arrival
         # pktinfo: each datagram comes with its sender, interface and destination group
@@ -153,6 +156,8 @@ class SapDaemon(service.Service):
         await service.cancel_all(self._tasks)
         if self.conflict_scanner is not None:
             self.conflict_scanner.close()
+        if self.campus is not None:
+            self.campus.close()
         if self.follower:
             self.follower.stop()
         if self.hub is not None:  # None when start() failed before the store opened
@@ -182,6 +187,18 @@ class SapDaemon(service.Service):
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()
+
+    def _follow_campus(self) -> None:
+        """A shared directory: other sites' sessions are events here too."""
+        if backend_name(self.config) != "postgresql":
+            return
+        from sapd.store import postgres_feed  # noqa: PLC0415
+        from sapd.store.campus import CampusFollower  # noqa: PLC0415  # psycopg
+
+        config = self.config
+        self.campus = CampusFollower(lambda: postgres_feed(config), self.hub.publish_remote,
+                                     asyncio.get_running_loop())
+        self.campus.start()
 
     # -- interfaces ----------------------------------------------------------------------
     @property

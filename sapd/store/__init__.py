@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sapd.plumbing.config import ConfigError
 from sapd.records import DirectoryBackend
 from sapd.store.sqlite import SqliteDirectory
 from sapd.store.writer import PostgresTarget, StoreWriter
+
+if TYPE_CHECKING:
+    from sapd.store.postgresql import PostgresDirectory
 
 BACKENDS = ("postgresql", "sqlite")
 DEFAULT_BACKEND = "sqlite"
@@ -75,6 +78,11 @@ def open_directory(config: object, state_dir: Path) -> DirectoryBackend:
     if backend_name(config) == "postgresql":
         return _postgres_target(config).open()
     return SqliteDirectory(state_dir / SQLITE_FILE)
+
+
+def postgres_feed(config: object) -> PostgresDirectory:
+    """A connection of its own to a shared directory, for following other sites."""
+    return _postgres_target(config).open(migrate=False)
 
 
 def start_writer(config: object, state_dir: Path, loop: asyncio.AbstractEventLoop,

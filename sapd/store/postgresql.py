@@ -43,6 +43,7 @@ from sapd.records import (
 SCHEMA_VERSION = 1
 NOTIFY_CHANNEL = "sapd_directory"  # payload: the site that committed
 SWEEP_LOCK = 0x5A9D0001  # pg_try_advisory_xact_lock key: one sweeper at a time
+REMOVED_KEPT = 600.0  # seconds a removal is kept for other sites' followers
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -89,8 +90,21 @@ _MIGRATIONS: dict[int, str] = {
         header_source text NOT NULL,
         heard_via text NOT NULL,
         has_range boolean NOT NULL,             -- a group entry is a FIRST-LAST range
+        change bigint NOT NULL DEFAULT 0,       -- the site's change number that wrote it
+        first_change bigint NOT NULL DEFAULT 0, -- and the one that inserted it
         PRIMARY KEY (site, id)
     );
+    CREATE INDEX sapd_sessions_change ON sapd_sessions (site, change);
+    -- what was deleted or expired, for other sites' followers (kept REMOVED_KEPT)
+    CREATE TABLE sapd_removed (
+        site text NOT NULL,
+        change bigint NOT NULL,
+        id text NOT NULL,
+        kind text NOT NULL,                     -- deleted, expired
+        name text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX sapd_removed_change ON sapd_removed (site, change);
     CREATE INDEX sapd_sessions_name ON sapd_sessions ((lower(name) COLLATE "C"), id, site);
     CREATE INDEX sapd_sessions_groups ON sapd_sessions USING gin (groups);
     CREATE INDEX sapd_sessions_ranges ON sapd_sessions (site) WHERE has_range;
@@ -180,6 +194,16 @@ def conninfo(dsn: str, password_file: str | None) -> str:
     return make_conninfo(dsn, **connection_options(dsn, password_file))
 
 
+Change = tuple[str, SessionRecord]  # (new | changed | deleted | expired, the record)
+
+
+def _removed(site: str, sid: str, name: str) -> SessionRecord:
+    """What a removal tells another site: which session of which site, by name."""
+    return SessionRecord(id=sid, source="", identity="", version=0, msg_hash=0,
+                         origin_address="", name=name, info=None, sdp="", scope="",
+                         sap_group="", first_seen=0.0, last_seen=0.0, site=site)
+
+
 def unreachable(exc: BaseException) -> bool:
     """Is this a failure of the connection or the server (it passes), not of a value?"""
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not \
@@ -263,6 +287,19 @@ class PostgresDirectory:
                                            f"({str(exc).strip()})") from exc
                 raise
 
+    def _fetch(self, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read. A connection the server ended since its last use (a
+        restart) is found out only by using it: that read is tried once more on a new
+        connection before the caller hears that the database is unreachable."""
+        for attempt in (1, 2):
+            try:
+                with self._session() as db:
+                    return db.execute(sql, args).fetchall()
+            except StoreUnavailable:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def _read_generation(self, db: psycopg.Connection[tuple[Any, ...]]) -> int:
         row = db.execute("SELECT generation FROM sapd_sites WHERE site = %s",
                          (self.site,)).fetchone()
@@ -285,38 +322,50 @@ class PostgresDirectory:
             return migrate_schema(db)
 
     # -- writes (the store process) ----------------------------------------------------------
+    # A write that changes what searches find takes the site's next change number
+    # (sapd_sites.content) first, and its rows (and sapd_removed's, for deletions) carry
+    # it: one writer per site commits in order, so another site's follower that has seen
+    # change N of a site has seen everything of it up to N (see changes_since).
     def apply(self, writes: Writes) -> Applied:
         """One batch in one transaction: deletes, upserts, refreshes, then this site's
-        heartbeat and a NOTIFY that other sites' readers hear. Only this site's rows are
-        touched, so nothing is refused."""
+        heartbeat (and a NOTIFY that other sites' followers hear). Only this site's rows
+        are touched, so nothing is refused."""
         with self._session() as db, db.transaction():
+            change = self._bump(db, self.site) if writes.deletes or writes.upserts else 0
             if writes.deletes:
-                self._delete(db, writes.deletes)
+                self._delete(db, writes.deletes, change)
             if writes.upserts:
-                self._upsert(db, writes.upserts.values())
+                self._upsert(db, writes.upserts.values(), change)
             if writes.refreshes:
                 self._refresh(db, [(sid, *values) for sid, values in writes.refreshes.items()])
-            self._beat(db, changed=bool(writes.deletes or writes.upserts))
+            self._beat(db)
         return Applied()
 
-    def _beat(self, db: psycopg.Connection[tuple[Any, ...]], changed: bool) -> None:
-        db.execute("UPDATE sapd_sites SET heartbeat = now(), content = content + %s, "
+    def _bump(self, db: psycopg.Connection[tuple[Any, ...]], site: str) -> int:
+        """The next change number of a site, and a NOTIFY sent when this commits."""
+        row = db.execute("UPDATE sapd_sites SET content = content + 1 WHERE site = %s "
+                         "RETURNING content", (site,)).fetchone()
+        db.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, site))
+        return int(row[0]) if row else 0
+
+    def _beat(self, db: psycopg.Connection[tuple[Any, ...]]) -> None:
+        db.execute("UPDATE sapd_sites SET heartbeat = now(), "
                    "skew = %s - extract(epoch FROM now())::double precision "
-                   "WHERE site = %s", (int(changed), time.time(), self.site))
-        if changed:
-            db.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self.site))
+                   "WHERE site = %s", (time.time(), self.site))
 
     def _upsert(self, db: psycopg.Connection[tuple[Any, ...]],
-                records: Iterable[SessionRecord]) -> None:
+                records: Iterable[SessionRecord], change: int) -> None:
         site, generation = self.site, self.generation
         db.execute("CREATE TEMP TABLE IF NOT EXISTS sapd_incoming "
-                   "(LIKE sapd_sessions) ON COMMIT DELETE ROWS")
+                   "(LIKE sapd_sessions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         with db.cursor() as cur, cur.copy(
                 f"COPY sapd_incoming ({_COLUMN_LIST}) FROM STDIN") as copy:
             for r in records:
                 copy.write_row(_row(r, site, generation))
-        db.execute(f"INSERT INTO sapd_sessions ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
-                   f"FROM sapd_incoming ON CONFLICT (site, id) DO UPDATE SET {_UPDATE_LIST}")
+        db.execute(f"INSERT INTO sapd_sessions ({_COLUMN_LIST}, change, first_change) "
+                   f"SELECT {_COLUMN_LIST}, %s, %s FROM sapd_incoming ON CONFLICT (site, id) "
+                   f"DO UPDATE SET {_UPDATE_LIST}, change = EXCLUDED.change",
+                   (change, change))
 
     def _refresh(self, db: psycopg.Connection[tuple[Any, ...]],
                  seen: list[Liveness]) -> None:
@@ -329,9 +378,12 @@ class PostgresDirectory:
                    "period = j.period, msg_hash = j.msg_hash, heard_gen = %s FROM sapd_seen j "
                    "WHERE s.site = %s AND s.id = j.id", (self.generation, self.site))
 
-    def _delete(self, db: psycopg.Connection[tuple[Any, ...]], ids: Iterable[str]) -> int:
-        cur = db.execute("DELETE FROM sapd_sessions WHERE site = %s AND id = ANY(%s)",
-                         (self.site, list(ids)))
+    def _delete(self, db: psycopg.Connection[tuple[Any, ...]], ids: Iterable[str],
+                change: int, kind: str = "deleted") -> int:
+        cur = db.execute(
+            "WITH gone AS (DELETE FROM sapd_sessions WHERE site = %s AND id = ANY(%s) "
+            "RETURNING site, id, name) INSERT INTO sapd_removed (site, change, id, kind, name) "
+            "SELECT site, %s, id, %s, name FROM gone", (self.site, list(ids), change, kind))
         return cur.rowcount
 
     def upsert(self, records: Iterable[SessionRecord]) -> None:
@@ -346,8 +398,8 @@ class PostgresDirectory:
         if not ids:
             return 0
         with self._session() as db, db.transaction():
-            removed = self._delete(db, ids)
-            self._beat(db, changed=removed > 0)
+            removed = self._delete(db, ids, self._bump(db, self.site))
+            self._beat(db)
         return removed
 
     def expire(self, now: float) -> list[SessionRecord]:
@@ -357,58 +409,111 @@ class PostgresDirectory:
                               (self.site, now)).fetchall()
             records = [_record(row) for row in rows]
             if records:
-                self._delete(db, [r.id for r in records])
-                self._beat(db, changed=True)
+                self._delete(db, [r.id for r in records], self._bump(db, self.site),
+                             "expired")
+                self._beat(db)
         return records
 
     def heartbeat(self) -> None:
         """This site is alive (the database dates it): between writes, every second."""
         with self._session() as db:
-            self._beat(db, changed=False)
+            self._beat(db)
 
     def sweep(self) -> int:
         """Delete the expired rows of silent sites; a no-op while another site sweeps.
         A row's expiry is in its owner's wall time: moved onto the database's clock by
-        the skew the owner's last heartbeat measured."""
+        the skew the owner's last heartbeat measured. Removals older than REMOVED_KEPT
+        seconds are forgotten (a follower further behind than that resynchronises)."""
         with self._session() as db, db.transaction():
             locked = db.execute("SELECT pg_try_advisory_xact_lock(%s)",
                                 (SWEEP_LOCK,)).fetchone()
             if not locked or not locked[0]:
                 return 0
-            cur = db.execute(
-                "DELETE FROM sapd_sessions s USING sapd_sites t WHERE t.site = s.site "
-                f"AND t.site <> %s AND {_SILENT} AND s.expires IS NOT NULL "
+            db.execute("DELETE FROM sapd_removed WHERE at < now() - make_interval(secs => %s)",
+                       (REMOVED_KEPT,))
+            due = db.execute(
+                "SELECT DISTINCT s.site FROM sapd_sessions s JOIN sapd_sites t ON "
+                f"t.site = s.site WHERE t.site <> %s AND {_SILENT} AND s.expires IS NOT NULL "
                 "AND s.expires - t.skew <= extract(epoch FROM now())::double precision",
-                (self.site,))
-            if cur.rowcount:
-                self._beat(db, changed=True)
-            return cur.rowcount
+                (self.site,)).fetchall()
+            swept = 0
+            for (site,) in due:
+                cur = db.execute(
+                    "WITH gone AS (DELETE FROM sapd_sessions s USING sapd_sites t "
+                    "WHERE t.site = s.site AND s.site = %s AND s.expires IS NOT NULL "
+                    "AND s.expires - t.skew <= extract(epoch FROM now())::double precision "
+                    "RETURNING s.site, s.id, s.name) INSERT INTO sapd_removed "
+                    "(site, change, id, kind, name) SELECT site, %s, id, 'expired', name "
+                    "FROM gone",
+                    (site, self._bump(db, site)))
+                swept += cur.rowcount
+            return swept
+
+    # -- other sites' changes (the follower, sapd.store.campus) -------------------------------
+    def listen(self) -> None:
+        """Be told (NOTIFY) when another site commits a change."""
+        with self._session() as db:
+            db.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """Until a site commits a change (True) or ``timeout`` passes (False)."""
+        with self._session() as db:
+            return any(True for _ in db.notifies(timeout=timeout, stop_after=1))
+
+    def watermarks(self) -> dict[str, int]:
+        """Each site's latest change number: where following starts."""
+        return {site: int(content) for site, content in
+                self._fetch("SELECT site, content FROM sapd_sites")}
+
+    def changes_since(self, seen: dict[str, int]) -> tuple[dict[str, int], list[Change]]:
+        """Other sites' writes after the change numbers in ``seen`` (a site not in it:
+        all of its rows), as (kind, record) with kind new, changed, deleted or expired
+        (a removed row as a record of its id, name and site only), read in one snapshot;
+        and the change numbers to follow from next."""
+        changes: list[Change] = []
+        after = dict(seen)
+        with self._session() as db, db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            for site, content in db.execute("SELECT site, content FROM sapd_sites "
+                                            "WHERE site <> %s", (self.site,)).fetchall():
+                last = seen.get(site, 0)
+                if content <= last:
+                    continue
+                for row in db.execute(f"SELECT {_LIGHT_READ}, s.first_change{_FROM} "
+                                      "WHERE s.site = %s AND s.change > %s ORDER BY s.change",
+                                      (site, last)).fetchall():
+                    changes.append(("new" if row[-1] > last else "changed",
+                                    _record(row[:-1])))
+                for sid, kind, name in db.execute(
+                        "SELECT id, kind, name FROM sapd_removed WHERE site = %s AND "
+                        "change > %s ORDER BY change", (site, last)).fetchall():
+                    changes.append((kind, _removed(site, sid, name)))
+                after[site] = int(content)
+        return after, changes
 
     def mark_remote_stale(self) -> int:
         """At start-up: this site's heard sessions are stale until heard again (a new
         generation); other sites' rows are theirs."""
         with self._session() as db, db.transaction():
-            db.execute("UPDATE sapd_sites SET generation = generation + 1, content = "
-                       "content + 1, heartbeat = now() WHERE site = %s", (self.site,))
+            db.execute("UPDATE sapd_sites SET generation = generation + 1, "
+                       "heartbeat = now() WHERE site = %s", (self.site,))
+            self._bump(db, self.site)  # staleness changes what searches find
             self.generation = self._read_generation(db)
             row = db.execute("SELECT count(*) FROM sapd_sessions WHERE site = %s "
                              "AND NOT local", (self.site,)).fetchone()
             return int(row[0]) if row else 0
 
     def content_version(self) -> int:
-        with self._session() as db:
-            row = db.execute("SELECT coalesce(sum(content), 0) + count(*) "
-                             "FROM sapd_sites").fetchone()
-            return int(row[0]) if row else 0
+        ((version,),) = self._fetch("SELECT coalesce(sum(content), 0) + count(*) "
+                                    "FROM sapd_sites")
+        return int(version)
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord | None:
         """This site's session of that id, else another site's (the first by name)."""
-        with self._session() as db:
-            row = db.execute(f"SELECT {_READ}{_FROM} WHERE s.id = %s "
-                             "ORDER BY s.site <> %s, s.site LIMIT 1",
-                             (session_id, self.site)).fetchone()
-        return _record(row) if row else None
+        rows = self._fetch(f"SELECT {_READ}{_FROM} WHERE s.id = %s "
+                           "ORDER BY s.site <> %s, s.site LIMIT 1", (session_id, self.site))
+        return _record(rows[0]) if rows else None
 
     def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -458,42 +563,36 @@ class PostgresDirectory:
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         where, args = self._where(query)
-        with self._session() as db:
-            rows = db.execute(f"SELECT {_LIGHT_READ if light else _READ}{_FROM}{where}"
-                              f"{_ORDER} LIMIT %s OFFSET %s",
-                              [*args, query.limit, query.offset]).fetchall()
+        rows = self._fetch(f"SELECT {_LIGHT_READ if light else _READ}{_FROM}{where}"
+                           f"{_ORDER} LIMIT %s OFFSET %s", [*args, query.limit, query.offset])
         return [_record(row) for row in rows]
 
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int:
         where, args = self._where(query or SearchQuery())
         inner = f"SELECT 1{_FROM}{where}" + (f" LIMIT {int(cap) + 1}" if cap else "")
-        with self._session() as db:
-            row = db.execute(f"SELECT count(*) FROM ({inner}) AS matching", args).fetchone()
-        return int(row[0]) if row else 0
+        ((found,),) = self._fetch(f"SELECT count(*) FROM ({inner}) AS matching", args)
+        return int(found)
 
     def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
         where = " WHERE s.site = %s" if own else ""
-        with self._session() as db:
-            rows = db.execute(f"SELECT {_LIGHT_READ if light else _READ}{_FROM}{where}",
-                              [self.site] if own else []).fetchall()
+        rows = self._fetch(f"SELECT {_LIGHT_READ if light else _READ}{_FROM}{where}",
+                           [self.site] if own else [])
         yield from (_record(row) for row in rows)
 
     def shared_group_sessions(self, limit: int) -> list[SessionRecord]:
         """Sessions on a group that another row uses too (of any site)."""
-        with self._session() as db:
-            rows = db.execute(
-                f"SELECT {_READ}{_FROM} WHERE s.groups && (SELECT coalesce(array_agg(g), "
-                "'{}') FROM (SELECT unnest(groups) AS g FROM sapd_sessions GROUP BY 1 "
-                "HAVING count(*) > 1) AS shared) LIMIT %s", (limit,)).fetchall()
+        rows = self._fetch(
+            f"SELECT {_READ}{_FROM} WHERE s.groups && (SELECT coalesce(array_agg(g), "
+            "'{}') FROM (SELECT unnest(groups) AS g FROM sapd_sessions GROUP BY 1 "
+            "HAVING count(*) > 1) AS shared) LIMIT %s", (limit,))
         return [_record(row).with_changes(attributes=()) for row in rows]
 
     def sites(self) -> list[dict[str, Any]]:
         """Every site of the directory: its sessions, last heartbeat age, silence."""
-        with self._session() as db:
-            rows = db.execute(
-                "SELECT t.site, extract(epoch FROM now() - t.heartbeat)::double precision, "
-                f"{_SILENT}, (SELECT count(*) FROM sapd_sessions s WHERE s.site = t.site) "
-                "FROM sapd_sites t ORDER BY t.site").fetchall()
+        rows = self._fetch(
+            "SELECT t.site, extract(epoch FROM now() - t.heartbeat)::double precision, "
+            f"{_SILENT}, (SELECT count(*) FROM sapd_sessions s WHERE s.site = t.site) "
+            "FROM sapd_sites t ORDER BY t.site")
         return [{"site": site, "heartbeat_age": round(age, 3), "silent": silent,
                  "sessions": count} for site, age, silent, count in rows]
 
