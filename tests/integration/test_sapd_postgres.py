@@ -1,0 +1,111 @@
+"""sapd on a PostgreSQL directory (issue 18): the password's ways in, --migrate, a value
+the server cannot hold, and a server that is down at start-up. The server is the suite's
+(tests/postgres.py); TCP asks for the password, the Unix socket trusts."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.daemons import Daemon, send_local_multicast
+from tests.packets import announce, sdp_text
+from tests.postgres import PASSWORD, PostgresDatabase
+from tests.support import children, script, wait_for
+
+
+def config(dsn: str, extra: str = "") -> str:
+    return f'site = "lab"\n[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n{extra}'
+
+
+def start(sapd_factory: Any, text: str, env: dict[str, str] | None = None,
+          name: str = "a") -> Daemon:
+    daemon: Daemon = sapd_factory(config=text, name=name)
+    daemon.env = env
+    return daemon.start()
+
+
+def store_command_line(daemon: Daemon) -> str:
+    assert daemon.proc is not None
+    (store,) = children(daemon.proc.pid)
+    return Path(f"/proc/{store}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_the_password_comes_from_its_file_the_environment_or_pgpass_never_argv(
+        sapd_factory: Any, postgres_database: PostgresDatabase, tmp_path: Path) -> None:
+    dsn = postgres_database.tcp_dsn()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    password_file = secrets / "password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    pgpass = secrets / "pgpass"
+    pgpass.write_text(f"*:*:*:*:{PASSWORD}\n")
+    pgpass.chmod(0o600)
+    ways = [("file", config(dsn, f'password_file = "{password_file}"\n'), None),
+            ("environment", config(dsn), {"PGPASSWORD": PASSWORD}),
+            ("pgpass", config(dsn), {"PGPASSFILE": str(pgpass)})]
+    for way, text, env in ways:
+        sapd = start(sapd_factory, text, env, name=way)
+        assert sapd.get("/v1/health")["status"] == "ok", way
+        line = store_command_line(sapd)
+        assert "--postgresql" in line and PASSWORD not in line and "dbname" not in line, line
+        sapd.stop()
+
+
+def test_without_a_password_sapd_exits_naming_why(
+        sapd_factory: Any, postgres_database: PostgresDatabase) -> None:
+    sapd: Daemon = sapd_factory(config=config(postgres_database.tcp_dsn()), name="none")
+    sapd.env = {"PGPASSFILE": "/nonexistent"}
+    sapd.start(wait=False)
+    assert sapd.proc is not None
+    assert sapd.proc.wait(15) == 1
+    assert "password" in sapd.logs()
+
+
+def test_a_database_down_at_start_up_is_exit_1_naming_it(
+        sapd_factory: Any, tmp_path: Path) -> None:
+    sapd: Daemon = sapd_factory(
+        config=config(f"host={tmp_path} port=1 dbname=none user=nobody"), name="down")
+    sapd.start(wait=False)
+    assert sapd.proc is not None
+    assert sapd.proc.wait(15) == 1
+    assert "PostgreSQL directory" in sapd.logs()
+
+
+def migrate(tmp_path: Path, text: str, *mode: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "migrate.toml"
+    path.write_text(text)
+    return subprocess.run([script("sapd"), "--config", str(path), "--state-dir",
+                           str(tmp_path / "state"), "--migrate", *mode],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_migrate_checks_then_brings_the_schema_up_to_date(
+        postgres_database: PostgresDatabase, tmp_path: Path) -> None:
+    for text in (config(postgres_database.dsn), ""):  # PostgreSQL, then SQLite
+        check = migrate(tmp_path, text, "check")
+        assert check.returncode == 1 and "version 0: needs migrating" in check.stdout, check
+        applied = migrate(tmp_path, text)
+        assert applied.returncode == 0 and "migrated from 0" in applied.stdout, applied
+        again = migrate(tmp_path, text, "check")
+        assert again.returncode == 0 and ": current" in again.stdout, again
+    assert migrate(tmp_path, config("host=/nonexistent dbname=x"), "check").returncode == 1
+
+
+def test_a_value_postgresql_cannot_hold_costs_only_its_session(
+        sapd_factory: Any, postgres_database: PostgresDatabase) -> None:
+    """PostgreSQL's text holds no NUL, which SDP text may carry: that one session is
+    found by halving the batch, undone and counted; the others of its batch land."""
+    sapd = start(sapd_factory, config(postgres_database.dsn))
+    packets = [announce(sdp_text(session=n, name=f"fine {n}")) for n in range(1, 6)]
+    packets.insert(2, announce(sdp_text(session=99, name="bad\0name")))
+    for packet in packets:
+        send_local_multicast(packet)
+    wait_for(lambda: len(sapd.sessions()) == 5, 5, what="the five that fit")
+    time.sleep(0.3)
+    assert sorted(s["name"] for s in sapd.sessions()) == [f"fine {n}" for n in range(1, 6)]
+    failures = sapd.stats()["store"]["failures"]
+    assert failures.get("undone") == 1 and failures.get("unstorable_value", 0) >= 1, failures
+    assert sapd.get("/v1/health")["status"] == "ok"
