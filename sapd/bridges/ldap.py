@@ -326,7 +326,7 @@ class LdapPublisher:
         existing = self._list_ours()
         ops: list[_Op] = []
         wanted: set[str] = set()
-        for record in reader.iter_all():
+        for record in reader.iter_all(own=True):
             wanted.add(record.id)
             entry = build_entry(record, self.base, self.profile, self.site, self.dynamic)
             have = existing.get(record.id)

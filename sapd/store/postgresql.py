@@ -44,6 +44,8 @@ SCHEMA_VERSION = 1
 NOTIFY_CHANNEL = "sapd_directory"  # payload: the site that committed
 SWEEP_LOCK = 0x5A9D0001  # pg_try_advisory_xact_lock key: one sweeper at a time
 REMOVED_KEPT = 600.0  # seconds a removal is kept for other sites' followers
+PRUNE_EVERY = 60.0  # seconds between prunes of old removals
+RECONNECT_PAUSE = 1.0  # seconds after a failed connect before the next is tried
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -105,6 +107,7 @@ _MIGRATIONS: dict[int, str] = {
         at timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX sapd_removed_change ON sapd_removed (site, change);
+    CREATE INDEX sapd_removed_at ON sapd_removed (at);
     CREATE INDEX sapd_sessions_name ON sapd_sessions ((lower(name) COLLATE "C"), id, site);
     CREATE INDEX sapd_sessions_groups ON sapd_sessions USING gin (groups);
     CREATE INDEX sapd_sessions_ranges ON sapd_sessions (site) WHERE has_range;
@@ -245,6 +248,9 @@ class PostgresDirectory:
         self.generation = 1
         self.connects = 0
         self._joined = False
+        self._retry_at = 0.0  # monotonic time before which no connect is tried
+        self._temp_tables: set[str] = set()  # created on this connection
+        self._prune_at = 0.0  # monotonic time of the next prune of sapd_removed
         try:
             self._connect()
             if migrate:
@@ -256,11 +262,23 @@ class PostgresDirectory:
 
     # -- the connection -------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, made again if it broke. After a connect that failed, the next
+        attempt waits RECONNECT_PAUSE: the API's reads run on the event loop, and each
+        attempt at an unreachable host could take the connect timeout."""
         if self._db is None or self._db.closed or self._db.broken:
             self._drop()
-            db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
-                self._conninfo, autocommit=True, application_name=f"sapd {self.site}"[:63])
+            if time.monotonic() < self._retry_at:
+                raise psycopg.OperationalError("the directory database did not answer "
+                                               "just now; trying again shortly")
+            try:
+                db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                    self._conninfo, autocommit=True,
+                    application_name=f"sapd {self.site}"[:63])
+            except psycopg.OperationalError:
+                self._retry_at = time.monotonic() + RECONNECT_PAUSE
+                raise
             self._db = db
+            self._temp_tables = set()
             self.connects += 1
             if self._joined:  # a reconnect: the generation may have moved meanwhile
                 self.generation = self._read_generation(db)
@@ -331,21 +349,29 @@ class PostgresDirectory:
         heartbeat (and a NOTIFY that other sites' followers hear). Only this site's rows
         are touched, so nothing is refused."""
         with self._session() as db, db.transaction():
-            change = self._bump(db, self.site) if writes.deletes or writes.upserts else 0
-            if writes.deletes:
-                self._delete(db, writes.deletes, change)
-            if writes.upserts:
-                self._upsert(db, writes.upserts.values(), change)
+            if writes.deletes or writes.upserts:
+                change = self._bump(db, self.site)  # and the heartbeat
+                if writes.deletes:
+                    self._delete(db, writes.deletes, change)
+                if writes.upserts:
+                    self._upsert(db, writes.upserts.values(), change)
+            else:
+                self._beat(db)
             if writes.refreshes:
                 self._refresh(db, [(sid, *values) for sid, values in writes.refreshes.items()])
-            self._beat(db)
         return Applied()
 
     def _bump(self, db: psycopg.Connection[tuple[Any, ...]], site: str) -> int:
-        """The next change number of a site, and a NOTIFY sent when this commits."""
-        row = db.execute("UPDATE sapd_sites SET content = content + 1 WHERE site = %s "
-                         "RETURNING content", (site,)).fetchone()
-        db.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, site))
+        """The next change number of a site, and a NOTIFY sent when this commits; for
+        this site, its heartbeat too (one round trip)."""
+        ours = site == self.site
+        row = db.execute(
+            "WITH bumped AS (UPDATE sapd_sites SET content = content + 1, "
+            "heartbeat = CASE WHEN %s THEN now() ELSE heartbeat END, "
+            "skew = CASE WHEN %s THEN %s - extract(epoch FROM now())::double precision "
+            "ELSE skew END WHERE site = %s RETURNING content) "
+            "SELECT content, pg_notify(%s, %s) FROM bumped",
+            (ours, ours, time.time(), site, NOTIFY_CHANNEL, site)).fetchone()
         return int(row[0]) if row else 0
 
     def _beat(self, db: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -353,11 +379,18 @@ class PostgresDirectory:
                    "skew = %s - extract(epoch FROM now())::double precision "
                    "WHERE site = %s", (time.time(), self.site))
 
+    def _temp_table(self, db: psycopg.Connection[tuple[Any, ...]], name: str,
+                    columns: str) -> None:
+        """A temporary table for COPY, made once per connection."""
+        if name not in self._temp_tables:
+            db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} {columns} "
+                       "ON COMMIT DELETE ROWS")
+            self._temp_tables.add(name)
+
     def _upsert(self, db: psycopg.Connection[tuple[Any, ...]],
                 records: Iterable[SessionRecord], change: int) -> None:
         site, generation = self.site, self.generation
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS sapd_incoming "
-                   "(LIKE sapd_sessions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        self._temp_table(db, "sapd_incoming", "(LIKE sapd_sessions INCLUDING DEFAULTS)")
         with db.cursor() as cur, cur.copy(
                 f"COPY sapd_incoming ({_COLUMN_LIST}) FROM STDIN") as copy:
             for r in records:
@@ -369,8 +402,8 @@ class PostgresDirectory:
 
     def _refresh(self, db: psycopg.Connection[tuple[Any, ...]],
                  seen: list[Liveness]) -> None:
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS sapd_seen (id text, last_seen float8, "
-                   "expires float8, period float8, msg_hash integer) ON COMMIT DELETE ROWS")
+        self._temp_table(db, "sapd_seen", "(id text, last_seen float8, expires float8, "
+                         "period float8, msg_hash integer)")
         with db.cursor() as cur, cur.copy("COPY sapd_seen FROM STDIN") as copy:
             for row in seen:
                 copy.write_row(row)
@@ -398,9 +431,7 @@ class PostgresDirectory:
         if not ids:
             return 0
         with self._session() as db, db.transaction():
-            removed = self._delete(db, ids, self._bump(db, self.site))
-            self._beat(db)
-        return removed
+            return self._delete(db, ids, self._bump(db, self.site))
 
     def expire(self, now: float) -> list[SessionRecord]:
         """Remove and return this site's sessions whose expiry time has passed."""
@@ -411,7 +442,6 @@ class PostgresDirectory:
             if records:
                 self._delete(db, [r.id for r in records], self._bump(db, self.site),
                              "expired")
-                self._beat(db)
         return records
 
     def heartbeat(self) -> None:
@@ -429,22 +459,24 @@ class PostgresDirectory:
                                 (SWEEP_LOCK,)).fetchone()
             if not locked or not locked[0]:
                 return 0
-            db.execute("DELETE FROM sapd_removed WHERE at < now() - make_interval(secs => %s)",
-                       (REMOVED_KEPT,))
-            due = db.execute(
-                "SELECT DISTINCT s.site FROM sapd_sessions s JOIN sapd_sites t ON "
-                f"t.site = s.site WHERE t.site <> %s AND {_SILENT} AND s.expires IS NOT NULL "
-                "AND s.expires - t.skew <= extract(epoch FROM now())::double precision",
-                (self.site,)).fetchall()
+            if time.monotonic() >= self._prune_at:
+                self._prune_at = time.monotonic() + PRUNE_EVERY
+                db.execute("DELETE FROM sapd_removed WHERE at < now() - "
+                           "make_interval(secs => %s)", (REMOVED_KEPT,))
+            silent = db.execute("SELECT site FROM sapd_sites t WHERE site <> %s AND "
+                                f"{_SILENT}", (self.site,)).fetchall()
             swept = 0
-            for (site,) in due:
+            for (site,) in silent:  # each by the index on (site, expires)
+                due = ("t.site = s.site AND s.site = %s AND s.expires <= "
+                       "extract(epoch FROM now())::double precision + t.skew")
+                if db.execute("SELECT EXISTS (SELECT 1 FROM sapd_sessions s JOIN sapd_sites "
+                              f"t ON {due})", (site,)).fetchone() != (True,):
+                    continue
                 cur = db.execute(
-                    "WITH gone AS (DELETE FROM sapd_sessions s USING sapd_sites t "
-                    "WHERE t.site = s.site AND s.site = %s AND s.expires IS NOT NULL "
-                    "AND s.expires - t.skew <= extract(epoch FROM now())::double precision "
-                    "RETURNING s.site, s.id, s.name) INSERT INTO sapd_removed "
-                    "(site, change, id, kind, name) SELECT site, %s, id, 'expired', name "
-                    "FROM gone",
+                    f"WITH gone AS (DELETE FROM sapd_sessions s USING sapd_sites t WHERE {due} "
+                    "RETURNING s.site, s.id, s.name) "
+                    "INSERT INTO sapd_removed (site, change, id, kind, name) "
+                    "SELECT site, %s, id, 'expired', name FROM gone",
                     (site, self._bump(db, site)))
                 swept += cur.rowcount
             return swept
