@@ -47,6 +47,7 @@ class Service(Protocol):
     def conflicts(self) -> list[Conflict]: ...
     def conflicted(self) -> set[str]: ...
     def web_urls(self) -> tuple[str | None, str | None]: ...
+    def sites(self) -> list[dict[str, Any]]: ...
 
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
@@ -288,6 +289,10 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(request.app[DAEMON_KEY].stats())
 
 
+async def sites(request: web.Request) -> web.Response:
+    return json_response({"sites": request.app[DAEMON_KEY].sites()})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[DAEMON_KEY].metrics_text(),
                         content_type="text/plain", charset="utf-8")
@@ -330,6 +335,8 @@ ENDPOINTS = [
              "stream of new/changed/deleted/expired with ids; Last-Event-ID resumes, "
              "resync when too far behind (SSE; ?format=jsonl)"),
     Endpoint("GET", "/v1/stats", stats, "counters, sessions by scope, group memberships"),
+    Endpoint("GET", "/v1/sites", sites,
+             "the sapd sites writing this directory: sessions, heartbeat age, silent"),
     Endpoint("GET", "/v1/whoami", whoami, "the peer credentials sapd sees for you"),
     Endpoint("GET", "/v1/groups", groups, "every multicast group a listed session uses"),
     Endpoint("GET", "/metrics", metrics, "Prometheus text format"),

@@ -163,6 +163,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sites(args: argparse.Namespace) -> int:
+    result = _client(args).get_json("/v1/sites")
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    rows = [[s["site"], str(s["sessions"]), f"{s['heartbeat_age']:.1f}s",
+             "silent" if s["silent"] else "live"] for s in result["sites"]]
+    print(format_table(rows, ["SITE", "SESSIONS", "HEARTBEAT", "STATE"]))
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     result = _client(args).get_json("/v1/stats")
     if args.json:
@@ -246,6 +257,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=60.0,
                    help="with --exec: kill a command after this many seconds (default 60)")
     p.set_defaults(func=_with_errors(cmd_watch))
+
+    p = sub.add_parser("sites", help="the sapd sites writing a shared directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_with_errors(cmd_sites))
 
     p = sub.add_parser("stats", help="counters and memberships")
     p.add_argument("--json", action="store_true")

@@ -294,6 +294,17 @@ class SapDaemon(service.Service):
         """How others reach the web listener ([web] public_url), and its own address."""
         return self.config.web.public_url, self.web.url if self.web is not None else None
 
+    def sites(self) -> list[dict[str, Any]]:
+        """The sites of a shared directory (the database's view: heartbeat age, whether
+        other sites take it for gone); this one alone with SQLite."""
+        reader = self.hub.reader if self.hub is not None else None
+        listed = getattr(reader, "sites", None)
+        if callable(listed):
+            found: list[dict[str, Any]] = listed()
+            return found
+        return [{"site": self.site, "heartbeat_age": 0.0, "silent": False,
+                 "sessions": len(self.engine)}]
+
     def _store_backlog(self) -> int:
         """Batches not yet committed: the hub holds all but the one with the writer."""
         return max(self.hub.pending, self.hub.writer.backlog) if self.hub else 0
@@ -344,6 +355,10 @@ class SapDaemon(service.Service):
             "sessions": len(self.engine),
             "store_backlog": self._store_backlog(),
             "store_restarts": self.hub.writer.restarts if self.hub else 0,
+            "site": self.site,
+            "campus": {"backend": backend_name(self.config),
+                       "following": self.campus.state if self.campus else "off",
+                       "heard": self.campus.heard if self.campus else 0},
             "store": {"problem": self.hub.degraded if self.hub else None,
                       "pending": self.hub.pending if self.hub else 0,
                       "failures": self.hub.failure_counts() if self.hub else {}},

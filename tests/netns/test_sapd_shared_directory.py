@@ -8,6 +8,7 @@ namespaces share with the host.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tests.daemons import Daemon, collect_events, netns_send, wait_session
 from tests.netns.harness import Host, Network
 from tests.packets import announce, sdp_text
 from tests.postgres import PostgresDatabase
-from tests.support import wait_for
+from tests.support import script, wait_for
 
 # A quick profile: a session heard once lives 10 s (10 x default_period, at least the
 # floor); a site is silent after max(3 heartbeats, default_period) = 3 s.
@@ -80,6 +81,11 @@ def test_each_sites_sessions_reach_the_other_within_a_second_of_commit(
         assert own["id"] == listed["id"]
     assert {s["site"] for s in north.sessions()} == {"north", "south"}
     assert [s["name"] for s in south.sessions("?site=north")] == ["heard at north"]
+    listing = subprocess.run([script("sapctl"), "--socket", str(south.socket), "list",
+                              "--site", "north"], capture_output=True, text=True, check=True,
+                             timeout=30).stdout
+    header, line = listing.splitlines()
+    assert line[header.index("SITE"):].split()[0] == "north", listing
 
     # A local announcement stays its site's: listed everywhere, withdrawn only there.
     made = north.client.send_json("POST", "/v1/announcements", {
@@ -106,6 +112,8 @@ def test_a_killed_site_goes_stale_then_expires(
     wait_for(lambda: [s["stale"] for s in south.sessions("?site=north")] == [True],
              SILENT_AFTER + 1.5, what="north's session stale at south")
     assert time.monotonic() - killed < SILENT_AFTER + 1.5
+    sites = {s["site"]: s for s in south.get("/v1/sites")["sites"]}
+    assert (sites["north"]["silent"], sites["south"]["silent"]) == (True, False), sites
     thread, events = collect_events(south, 1)
     wait_for(lambda: not south.sessions("?site=north"), EXPIRES_AFTER + 3,
              what="north's session expired at south")
