@@ -323,9 +323,12 @@ class SapDaemon(service.Service):
 
     def health(self) -> dict[str, Any]:
         """ok; starting; or degraded while the store refuses writes (they are held in
-        memory and land once it takes them again; "store" says why) or while LDAP
+        memory and land once it takes them again; "store" says why), while a shared
+        directory's database is unreachable even with nothing to write, or while LDAP
         publication is on and its server is unreachable ("ldap" says which)."""
         problem = self.hub.degraded if self.hub is not None else None
+        if problem is None and self.campus is not None and self.campus.state == "down":
+            problem = "database_unreachable"  # nothing to write now, but reads fail
         ldap_state = self.ldap.state if self.ldap is not None else "off"
         degraded = problem or ldap_state == "down"
         out: dict[str, Any] = {
@@ -358,7 +361,8 @@ class SapDaemon(service.Service):
             "site": self.site,
             "campus": {"backend": backend_name(self.config),
                        "following": self.campus.state if self.campus else "off",
-                       "heard": self.campus.heard if self.campus else 0},
+                       "heard": self.campus.heard if self.campus else 0,
+                       "outages": self.campus.outages if self.campus else 0},
             "store": {"problem": self.hub.degraded if self.hub else None,
                       "pending": self.hub.pending if self.hub else 0,
                       "failures": self.hub.failure_counts() if self.hub else {}},

@@ -40,6 +40,7 @@ class CampusFollower:
         self._thread = threading.Thread(target=self._run, name="sapd-campus", daemon=True)
         self.heard = 0  # events of other sites published
         self.state = "starting"  # following, or down while the database is away
+        self.outages = 0  # times it went down
 
     def start(self) -> None:
         self._thread.start()
@@ -67,6 +68,7 @@ class CampusFollower:
             except Exception as exc:  # the database is away: look again soon
                 if self.state != "down":
                     log.warning("cannot follow other sites' changes", error=str(exc))
+                    self.outages += 1
                 self.state = "down"
                 if feed is not None:
                     feed.close()

@@ -109,3 +109,20 @@ def test_a_value_postgresql_cannot_hold_costs_only_its_session(
     failures = sapd.stats()["store"]["failures"]
     assert failures.get("undone") == 1 and failures.get("unstorable_value", 0) >= 1, failures
     assert sapd.get("/v1/health")["status"] == "ok"
+
+
+def test_a_quiet_sapd_is_degraded_while_its_database_is_down(
+        sapd_factory: Any, postgres_database: PostgresDatabase) -> None:
+    """Nothing to write, so no write is refused: health must still say the database is
+    away (reads fail meanwhile), and be ok again once it is back, without a restart."""
+    sapd = start(sapd_factory, config(postgres_database.dsn))
+    server = postgres_database.server
+    server.stop()
+    try:
+        wait_for(lambda: sapd.get("/v1/health")["status"] == "degraded", 5,
+                 what="degraded with the database down")
+        assert sapd.get("/v1/health")["store"] == "database_unreachable"
+    finally:
+        server.start()
+    wait_for(lambda: sapd.get("/v1/health")["status"] == "ok", 10, what="ok again")
+    assert sapd.stats()["campus"]["outages"] == 1
