@@ -299,6 +299,8 @@ class PostgresDirectory:
             try:
                 yield self._connect()
             except psycopg.Error as exc:
+                # a temporary table made in a transaction that rolled back is gone
+                self._temp_tables.clear()
                 if unreachable(exc):
                     self._drop()
                     raise StoreUnavailable(f"the directory database is unreachable "

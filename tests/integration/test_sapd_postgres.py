@@ -9,6 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+
+from sapd.records import Writes
+from sapd.store.postgresql import PostgresDirectory
+from tests.contract.test_directory_backend import record
 from tests.daemons import Daemon, send_local_multicast
 from tests.packets import announce, sdp_text
 from tests.postgres import PASSWORD, PostgresDatabase
@@ -126,3 +132,19 @@ def test_a_quiet_sapd_is_degraded_while_its_database_is_down(
         server.start()
     wait_for(lambda: sapd.get("/v1/health")["status"] == "ok", 10, what="ok again")
     assert sapd.stats()["campus"]["outages"] == 1
+
+
+def test_a_first_batch_refused_for_a_value_leaves_the_next_batch_storable(
+        postgres_database: PostgresDatabase) -> None:
+    """The temporary table a batch is copied through is made in the batch's transaction:
+    when that rolls back, the next batch must make it again, not retry forever."""
+    store = PostgresDirectory(postgres_database.dsn, "lab")
+    try:
+        bad = record(1, name="bad\0name")
+        with pytest.raises(psycopg.DataError):
+            store.apply(Writes(upserts={bad.id: bad}))
+        good = record(2)
+        store.apply(Writes(upserts={good.id: good}))
+        assert [r.id for r in store.iter_all()] == [good.id]
+    finally:
+        store.close()
