@@ -20,6 +20,7 @@ import contextlib
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -162,8 +163,6 @@ def _load_via(text: str) -> tuple[HeardVia, ...]:
 
 
 def _row(r: SessionRecord, site: str, generation: int) -> tuple[Any, ...]:
-    import zlib  # noqa: PLC0415  # only for records that come without their CRC
-
     return (site, r.id, r.source, r.identity, r.auth_tag, str(r.version), r.msg_hash,
             r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group, r.first_seen,
             r.last_seen, r.local, r.owner_uid, _dumps(r.acl), _dumps(r.blob),
