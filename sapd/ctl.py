@@ -92,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     s = result["session"]
-    for key in ("id", "name", "info", "identity", "version", "source", "header_source",
+    for key in ("id", "site", "name", "info", "identity", "version", "source", "header_source",
                 "origin_address", "scope", "sap_group", "groups", "media", "codecs",
                 "redundant", "conflict", "owner_uid", "period", "expires"):
         value = s.get(key)
