@@ -97,7 +97,7 @@ class SapDaemon(service.Service):
         state.mkdir(parents=True, exist_ok=True)
         self._state_lock = service.lock_state(state)
         service.private_state(state)
-        store = open_directory(self.config, state)  # opens first: it migrates
+        store = open_directory(self.config, state, own=True)  # opens first: it migrates
         stale = store.mark_remote_stale()
         # The store process starts while the engine loads; it keeps the state lock until
         # it has committed the last batch, even if this process is killed.

@@ -72,11 +72,12 @@ def _postgres_target(config: object) -> PostgresTarget:
                           silent_after(config), HEARTBEAT)
 
 
-def open_directory(config: object, state_dir: Path) -> DirectoryBackend:
+def open_directory(config: object, state_dir: Path, own: bool = False) -> DirectoryBackend:
     """The reader: the directory as the API and the engine's start-up load see it.
-    Opened before the writer, since opening migrates the schema."""
+    Opened before the writer, since opening migrates the schema. ``own``: the daemon's
+    own reader, which holds its site in a shared directory while it runs."""
     if backend_name(config) == "postgresql":
-        return _postgres_target(config).open()
+        return _postgres_target(config).open(exclusive=own)
     return SqliteDirectory(state_dir / SQLITE_FILE)
 
 

@@ -46,6 +46,7 @@ NOTIFY_CHANNEL = "sapd_directory"  # payload: the site that committed
 SWEEP_LOCK = 0x5A9D0001  # pg_try_advisory_xact_lock key: one sweeper at a time
 REMOVED_KEPT = 600.0  # seconds a removal is kept for other sites' followers
 PRUNE_EVERY = 60.0  # seconds between prunes of old removals
+SITE_LOCK = 0x5A9D  # pg_try_advisory_lock(SITE_LOCK, hashtext(site)): one sapd a site
 RECONNECT_PAUSE = 1.0  # seconds after a failed connect before the next is tried
 
 _MIGRATIONS: dict[int, str] = {
@@ -145,6 +146,10 @@ class SchemaError(StoreUnusable):
     """The database was migrated by a newer sapd."""
 
 
+class SiteInUse(StoreUnusable):
+    """Another running sapd writes the directory as this site."""
+
+
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value) if value else "{}"
 
@@ -236,7 +241,10 @@ class PostgresDirectory:
     """One site's view of the shared directory: reads the campus, writes its own rows."""
 
     def __init__(self, dsn: str, site: str, password_file: str | None = None,
-                 silent_after: float = 30.0, migrate: bool = True) -> None:
+                 silent_after: float = 30.0, migrate: bool = True,
+                 exclusive: bool = False) -> None:
+        """``exclusive``: the daemon's own reader, which holds the site for as long as it
+        runs (a session advisory lock): a second sapd with the same site is refused."""
         if not site:
             raise ValueError("a site name is needed to write a shared directory")
         self.site = site
@@ -250,6 +258,7 @@ class PostgresDirectory:
         self._retry_at = 0.0  # monotonic time before which no connect is tried
         self._temp_tables: set[str] = set()  # created on this connection
         self._prune_at = 0.0  # monotonic time of the next prune of sapd_removed
+        self._exclusive = exclusive
         try:
             self._connect()
             if migrate:
@@ -279,9 +288,22 @@ class PostgresDirectory:
             self._db = db
             self._temp_tables = set()
             self.connects += 1
+            if self._exclusive:
+                self._hold_site(db)
             if self._joined:  # a reconnect: the generation may have moved meanwhile
                 self.generation = self._read_generation(db)
         return self._db
+
+    def _hold_site(self, db: psycopg.Connection[tuple[Any, ...]]) -> None:
+        held = db.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                          (SITE_LOCK, self.site)).fetchone()
+        if held != (True,):
+            self._drop()
+            message = (f"site {self.site!r} is in use by another sapd on this directory "
+                       "database: give each sapd its own site name")
+            # at start: refused; later (another took it while the server was away): the
+            # reads fail as unavailable until it is ours again
+            raise StoreUnavailable(message) if self._joined else SiteInUse(message)
 
     def _drop(self) -> None:
         if self._db is not None:

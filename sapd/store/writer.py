@@ -58,11 +58,11 @@ class PostgresTarget:
     silent_after: float
     heartbeat: float
 
-    def open(self, migrate: bool = True) -> PostgresDirectory:
+    def open(self, migrate: bool = True, exclusive: bool = False) -> PostgresDirectory:
         from sapd.store.postgresql import PostgresDirectory  # noqa: PLC0415  # psycopg
 
         return PostgresDirectory(self.dsn, self.site, self.password_file,
-                                 self.silent_after, migrate=migrate)
+                                 self.silent_after, migrate=migrate, exclusive=exclusive)
 
     def hello(self) -> bytes:
         return frame((self.dsn, self.site, self.password_file, self.silent_after,

@@ -148,3 +148,15 @@ def test_a_first_batch_refused_for_a_value_leaves_the_next_batch_storable(
         assert [r.id for r in store.iter_all()] == [good.id]
     finally:
         store.close()
+
+
+def test_a_second_sapd_with_the_same_site_name_is_refused(
+        sapd_factory: Any, postgres_database: PostgresDatabase) -> None:
+    """Two sapd writing as one site would expire and mark stale each other's rows: the
+    second is told at start, and exits 1."""
+    start(sapd_factory, config(postgres_database.dsn), name="first")
+    second: Daemon = sapd_factory(config=config(postgres_database.dsn), name="second")
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(15) == 1
+    assert "site 'lab' is in use by another sapd" in second.logs()
