@@ -180,10 +180,10 @@ class SapDaemon(service.Service):
         if not self.config.ldap.enabled:
             return
         # imported here: python-ldap is optional (sapd[ldap]); the config checked it is there
-        from sapd.bridges.ldap import LdapPublisher, default_site  # noqa: PLC0415
+        from sapd.bridges.ldap import LdapPublisher  # noqa: PLC0415
 
         config = self.config
-        self.ldap = LdapPublisher(config.ldap, default_site(config.site),
+        self.ldap = LdapPublisher(config.ldap, self.site,
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -537,8 +536,3 @@ def _text(exc: ldap.LDAPError) -> str:
     if info.get("info"):
         parts.append(str(info["info"]))
     return ": ".join(parts)
-
-
-def default_site(configured: str | None) -> str:
-    """The name our entries carry (sapdSite): the configured site, else the host name."""
-    return configured or socket.gethostname()
