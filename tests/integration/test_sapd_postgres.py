@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sapd.records import Writes
+from sapd.records import SearchQuery, Writes
 from sapd.store.postgresql import PostgresDirectory
 from tests.contract.test_directory_backend import record
 from tests.daemons import Daemon, send_local_multicast
@@ -160,3 +160,34 @@ def test_a_second_sapd_with_the_same_site_name_is_refused(
     assert second.proc is not None
     assert second.proc.wait(15) == 1
     assert "site 'lab' is in use by another sapd" in second.logs()
+
+
+def test_two_sites_write_only_their_own_rows_and_one_at_a_time_sweeps_a_silent_one(
+        postgres_database: PostgresDatabase) -> None:
+    """Sites on one database: a delete of one site never removes another's row of the
+    same id; a silent site's rows read as stale, and once past their expiry exactly one
+    of two sweepers deletes them (the other finds nothing left or the lock taken)."""
+    north = PostgresDirectory(postgres_database.dsn, "north", silent_after=0.5)
+    south = PostgresDirectory(postgres_database.dsn, "south", silent_after=0.5)
+    east = PostgresDirectory(postgres_database.dsn, "east", silent_after=0.5)
+    try:
+        now = time.time()
+        north.upsert([record(1, site="north", expires=now + 0.5, last_seen=now),
+                      record(2, site="north", expires=None, last_seen=now)])
+        south.upsert([record(1, site="south", expires=now + 60, last_seen=now)])
+        assert south.delete(["s0001"]) == 1
+        assert sorted((r.site, r.id) for r in east.iter_all()) == [("north", "s0001"),
+                                                                  ("north", "s0002")]
+        assert [r.site for r in east.search(SearchQuery(site="north"))] == ["north"] * 2
+        time.sleep(1.0)  # north has gone silent: its heartbeat is older than 0.5 s
+        assert all(r.stale for r in east.search(SearchQuery(site="north")))
+        south.heartbeat()
+        east.heartbeat()
+        swept = south.sweep() + east.sweep()
+        assert swept == 1  # s0001 was due; s0002 has no expiry and stays, stale
+        assert [(r.id, r.stale) for r in east.iter_all()] == [("s0002", True)]
+        north.heartbeat()  # back: no longer stale
+        assert [r.stale for r in east.iter_all()] == [False]
+    finally:
+        for store in (north, south, east):
+            store.close()
