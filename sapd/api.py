@@ -47,6 +47,7 @@ class Service(Protocol):
     def conflicts(self) -> list[Conflict]: ...
     def conflicted(self) -> set[str]: ...
     def web_urls(self) -> tuple[str | None, str | None]: ...
+    def sites(self) -> list[dict[str, Any]]: ...
 
 
 DAEMON_KEY: web.AppKey[Service] = web.AppKey("daemon")
@@ -82,10 +83,17 @@ def _group(value: str | None) -> str | None:
                               "or FIRST-LAST range") from None
 
 
+def _site(value: str | None) -> str | None:
+    if value is not None and not 1 <= len(value) <= 256:
+        raise http_error(400, "query parameter site=: expected a site name of 1 to 256 "
+                              "characters")
+    return value
+
+
 def query_from_request(request: web.Request) -> SearchQuery:
     q = request.query
     known = {"text", "media", "group", "origin", "source", "scope", "attribute", "value",
-             "local", "stale", "clock", "redundant", "limit", "offset"}
+             "local", "stale", "clock", "redundant", "site", "limit", "offset"}
     unknown = sorted(set(q) - known)
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
@@ -99,6 +107,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
         attribute=q.get("attribute"), attribute_value=q.get("value"),
         local=_flag(q.get("local"), "local"), stale=_flag(q.get("stale"), "stale"),
         clock=q.get("clock") or None, redundant=_flag(q.get("redundant"), "redundant"),
+        site=_site(q.get("site")),
         limit=query_int(q.get("limit"), "limit", 100, 1, MAX_LIMIT),
         offset=query_int(q.get("offset"), "offset", 0, 0, 10**9))
 
@@ -280,6 +289,10 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(request.app[DAEMON_KEY].stats())
 
 
+async def sites(request: web.Request) -> web.Response:
+    return json_response({"sites": request.app[DAEMON_KEY].sites()})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=request.app[DAEMON_KEY].metrics_text(),
                         content_type="text/plain", charset="utf-8")
@@ -322,6 +335,8 @@ ENDPOINTS = [
              "stream of new/changed/deleted/expired with ids; Last-Event-ID resumes, "
              "resync when too far behind (SSE; ?format=jsonl)"),
     Endpoint("GET", "/v1/stats", stats, "counters, sessions by scope, group memberships"),
+    Endpoint("GET", "/v1/sites", sites,
+             "the sapd sites writing this directory: sessions, heartbeat age, silent"),
     Endpoint("GET", "/v1/whoami", whoami, "the peer credentials sapd sees for you"),
     Endpoint("GET", "/v1/groups", groups, "every multicast group a listed session uses"),
     Endpoint("GET", "/metrics", metrics, "Prometheus text format"),

@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ("text", args.text), ("media", args.media), ("group", args.group),
         ("origin", args.origin), ("source", args.source), ("scope", args.scope),
         ("attribute", args.attribute), ("value", args.value), ("clock", args.clock),
-        ("limit", args.limit), ("offset", args.offset)) if v is not None}
+        ("site", args.site), ("limit", args.limit), ("offset", args.offset)) if v is not None}
     if args.redundant:
         params["redundant"] = "1"
     if args.local:
@@ -59,10 +59,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     rows = [[s["id"], s["name"][:40], ",".join(s["groups"])[:40], ",".join(s["media"]),
-             s["source"], s["scope"], _ago(s["last_seen"]), _state(s)]
+             s["source"], s["scope"], (s.get("site") or "-")[:24], _ago(s["last_seen"]),
+             _state(s)]
             for s in result["sessions"]]
-    print(format_table(rows, ["ID", "NAME", "GROUPS", "MEDIA", "SOURCE", "SCOPE", "SEEN",
-                              "STATE"]))
+    print(format_table(rows, ["ID", "NAME", "GROUPS", "MEDIA", "SOURCE", "SCOPE", "SITE",
+                              "SEEN", "STATE"]))
     shown = len(result["sessions"])
     if result["total"] > shown:
         more = "" if result.get("total_exact", True) else "+"
@@ -91,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         _print_json(result)
         return EXIT_OK
     s = result["session"]
-    for key in ("id", "name", "info", "identity", "version", "source", "header_source",
+    for key in ("id", "site", "name", "info", "identity", "version", "source", "header_source",
                 "origin_address", "scope", "sap_group", "groups", "media", "codecs",
                 "redundant", "conflict", "owner_uid", "period", "expires"):
         value = s.get(key)
@@ -164,6 +165,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sites(args: argparse.Namespace) -> int:
+    result = _client(args).get_json("/v1/sites")
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    rows = [[s["site"], str(s["sessions"]), f"{s['heartbeat_age']:.1f}s",
+             "silent" if s["silent"] else "live"] for s in result["sites"]]
+    print(format_table(rows, ["SITE", "SESSIONS", "HEARTBEAT", "STATE"]))
+    return EXIT_OK
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     result = _client(args).get_json("/v1/stats")
     if args.json:
@@ -228,6 +240,7 @@ def add_commands(sub: Any) -> None:
     for name in ("text", "media", "group", "origin", "source", "scope", "attribute", "value"):
         p.add_argument(f"--{name}", help=f"filter by {name}")
     p.add_argument("--clock", help="a=ts-refclk containing this (a PTP grandmaster id)")
+    p.add_argument("--site", help="only sessions of this sapd site (a shared directory)")
     p.add_argument("--redundant", action="store_true",
                    help="only sessions with ST 2022-7 legs (a=group:DUP)")
     p.add_argument("--local", action="store_true", help="only sessions announced here")
@@ -255,6 +268,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=60.0,
                    help="with --exec: kill a command after this many seconds (default 60)")
     p.set_defaults(func=_with_errors(cmd_watch))
+
+    p = sub.add_parser("sites", help="the sapd sites writing a shared directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_with_errors(cmd_sites))
 
     p = sub.add_parser("stats", help="counters and memberships")
     p.add_argument("--json", action="store_true")

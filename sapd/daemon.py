@@ -38,6 +38,7 @@ from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.clock import CLOCK_STEP_WARNING, SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
+from sapd.plumbing.errors import StoreUnusable
 from sapd.plumbing.multicast import (
     Interface,
     InterfaceFollower,
@@ -45,12 +46,19 @@ from sapd.plumbing.multicast import (
     arrival_of,
 )
 from sapd.plumbing.web import WebListener
-from sapd.store import open_directory, start_writer
+from sapd.store import (
+    backend_name,
+    open_directory,
+    schema_status,
+    site_name,
+    start_writer,
+)
 
 if TYPE_CHECKING:
     from sapd.bridges.ldap import LdapPublisher
     from sapd.bridges.nmos import NmosBridge
     from sapd.bridges.ravenna import RavennaBridge
+    from sapd.store.campus import CampusFollower
 
 log = logs.get("sapd")
 
@@ -65,6 +73,7 @@ class SapDaemon(service.Service):
         self.engine = Engine(profile=config.expiry_profile(),
                              limits=config.limits.to_limits(), scopes=config.scope_table(),
                              trust=config.trust.trust_policy())
+        self.engine.site = self.site = site_name(config)
         self.clock = SteadyClock()
         self.hub: Hub = None  # type: ignore[assignment]  # set in start()
         self.announcer: Announcer | None = None
@@ -77,6 +86,7 @@ class SapDaemon(service.Service):
         self.ldap: LdapPublisher | None = None
         self.ravenna: RavennaBridge | None = None
         self.nmos: NmosBridge | None = None
+        self.campus: CampusFollower | None = None
         self.notifier = systemd.Notifier()
         self.started = self.clock.monotonic()
         self.ready = False
@@ -92,7 +102,7 @@ class SapDaemon(service.Service):
         state.mkdir(parents=True, exist_ok=True)
         self._state_lock = service.lock_state(state)
         service.private_state(state)
-        store = open_directory(self.config, state)  # opens first: it migrates
+        store = open_directory(self.config, state, own=True)  # opens first: it migrates
         stale = store.mark_remote_stale()
         # The store process starts while the engine loads; it keeps the state lock until
         # it has committed the last batch, even if this process is killed.
@@ -100,12 +110,14 @@ class SapDaemon(service.Service):
         self.hub = Hub(self.engine, store, writer, loop, self.clock)
         self.hub.listeners.append(self.history)
         with service.collector_paused():
-            loaded = self.engine.load(store.iter_all(light=True))
+            loaded = self.engine.load(store.iter_all(light=True, own=True))
         service.settle_memory()
-        log.info("directory loaded", sessions=loaded, stale=stale, path=str(state))
+        log.info("directory loaded", sessions=loaded, stale=stale, site=self.site,
+                 backend=backend_name(self.config), path=str(state))
         self._start_ldap(state)
         # rows a previous run heard over RAVENNA: kept while the browse finds them again
         self.engine.ravenna_grace(self.clock.now(), self.config.ravenna.grace)
+        self._follow_campus()
         groups = self.config.listen_groups()
         self.engine.arrival_reader = self._arrival
         # pktinfo: each datagram comes with its sender, interface and destination group
@@ -160,6 +172,8 @@ class SapDaemon(service.Service):
             await self.nmos.stop()
         if self.conflict_scanner is not None:
             self.conflict_scanner.close()
+        if self.campus is not None:
+            self.campus.close()
         if self.follower:
             self.follower.stop()
         if self.hub is not None:  # None when start() failed before the store opened
@@ -198,10 +212,10 @@ class SapDaemon(service.Service):
         if not self.config.ldap.enabled:
             return
         # imported here: python-ldap is optional (sapd[ldap]); the config checked it is there
-        from sapd.bridges.ldap import LdapPublisher, default_site  # noqa: PLC0415
+        from sapd.bridges.ldap import LdapPublisher  # noqa: PLC0415
 
         config = self.config
-        self.ldap = LdapPublisher(config.ldap, default_site(config.site),
+        self.ldap = LdapPublisher(config.ldap, self.site,
                                   lambda: open_directory(config, state))
         self.hub.listeners.append(self.ldap.on_event)
         self.ldap.start()
@@ -230,6 +244,18 @@ class SapDaemon(service.Service):
                                lambda: self.interfaces, config.nmos.label or hostname,
                                registries)
         self.hub.listeners.append(self.nmos.on_event)
+
+    def _follow_campus(self) -> None:
+        """A shared directory: other sites' sessions are events here too."""
+        if backend_name(self.config) != "postgresql":
+            return
+        from sapd.store import postgres_feed  # noqa: PLC0415
+        from sapd.store.campus import CampusFollower  # noqa: PLC0415  # psycopg
+
+        config = self.config
+        self.campus = CampusFollower(lambda: postgres_feed(config), self.hub.publish_remote,
+                                     asyncio.get_running_loop())
+        self.campus.start()
 
     # -- interfaces ----------------------------------------------------------------------
     @property
@@ -329,6 +355,17 @@ class SapDaemon(service.Service):
         """How others reach the web listener ([web] public_url), and its own address."""
         return self.config.web.public_url, self.web.url if self.web is not None else None
 
+    def sites(self) -> list[dict[str, Any]]:
+        """The sites of a shared directory (the database's view: heartbeat age, whether
+        other sites take it for gone); this one alone with SQLite."""
+        reader = self.hub.reader if self.hub is not None else None
+        listed = getattr(reader, "sites", None)
+        if callable(listed):
+            found: list[dict[str, Any]] = listed()
+            return found
+        return [{"site": self.site, "heartbeat_age": 0.0, "silent": False,
+                 "sessions": len(self.engine)}]
+
     def _store_backlog(self) -> int:
         """Batches not yet committed: the hub holds all but the one with the writer."""
         return max(self.hub.pending, self.hub.writer.backlog) if self.hub else 0
@@ -347,10 +384,13 @@ class SapDaemon(service.Service):
 
     def health(self) -> dict[str, Any]:
         """ok; starting; or degraded while the store refuses writes (they are held in
-        memory and land once it takes them again; "store" says why), while LDAP
+        memory and land once it takes them again; "store" says why), while a shared
+        directory's database is unreachable even with nothing to write, while LDAP
         publication is on and its server is unreachable ("ldap" says which), or while
         the NMOS registry fails ("nmos": "backoff")."""
         problem = self.hub.degraded if self.hub is not None else None
+        if problem is None and self.campus is not None and self.campus.state == "down":
+            problem = "database_unreachable"  # nothing to write now, but reads fail
         ldap_state = self.ldap.state if self.ldap is not None else "off"
         # backoff: the registry fails or is unreachable; no registry found yet: "none"
         nmos_state = "off" if self.nmos is None else \
@@ -383,6 +423,11 @@ class SapDaemon(service.Service):
             "sessions": len(self.engine),
             "store_backlog": self._store_backlog(),
             "store_restarts": self.hub.writer.restarts if self.hub else 0,
+            "site": self.site,
+            "campus": {"backend": backend_name(self.config),
+                       "following": self.campus.state if self.campus else "off",
+                       "heard": self.campus.heard if self.campus else 0,
+                       "outages": self.campus.outages if self.campus else 0},
             "store": {"problem": self.hub.degraded if self.hub else None,
                       "pending": self.hub.pending if self.hub else 0,
                       "failures": self.hub.failure_counts() if self.hub else {}},
@@ -482,7 +527,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: every multicast-capable interface that is up)")
     p.add_argument("--profile", choices=sorted(PROFILES), help="expiry/announce profile")
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"])
+    p.add_argument("--migrate", nargs="?", const="apply", choices=["apply", "check"],
+                   help="bring the directory's schema up to date and exit (0); with "
+                        "'check', only say whether it is current (0) or not (1)")
     return p
+
+
+def migrate(config_path: str | None, overrides: dict[str, Any], mode: str) -> int:
+    """``sapd --migrate [check]``: the directory's schema, for an operator or a package
+    upgrade; several sapd on one database take turns (an advisory lock)."""
+    try:
+        config = load(config_path, overrides)
+        found, now, wanted = schema_status(config, config.state_path, mode == "apply")
+    except ConfigError as exc:
+        print(f"sapd: configuration: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnusable as exc:
+        print(f"sapd: {exc}", file=sys.stderr)
+        return 1
+    where = backend_name(config)
+    if mode == "check":
+        state = "current" if found == wanted else \
+            "newer than this sapd" if found > wanted else f"needs migrating to {wanted}"
+        print(f"sapd: {where} directory schema version {found}: {state}")
+        return 0 if found == wanted else 1
+    print(f"sapd: {where} directory schema version {now}"
+          + (f" (migrated from {found})" if found != now else " (current)"))
+    return 0
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -494,6 +565,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.migrate:
+        return migrate(args.config, overrides_from(args), args.migrate)
     return service.main("sapd", args.config, overrides_from(args), load, SapDaemon)
 
 

@@ -406,6 +406,13 @@ class Hub:
                 listener(event)
             self.events.publish(event.kind, event.to_json)
 
+    def publish_remote(self, events: list[Event]) -> None:
+        """Other sites' committed changes to a shared directory (sapd.store.campus): for
+        subscribers only. In-process listeners (LDAP publication, history) are about
+        this site's sessions."""
+        for event in events:
+            self.events.publish(event.kind, event.to_json)
+
     def subscribe(self, last_event_id: str | None = None) -> Subscription:
         return self.events.subscribe(last_event_id)
 

@@ -257,6 +257,7 @@ class Engine:
         # Rows a RAVENNA service holds now (the bridge said so since start): their
         # lifetime is the service's, not SAP's timers.
         self._ravenna_live: set[str] = set()
+        self.site = ""  # this sapd's site name, on every record it makes (set by the daemon)
 
     # -- state loading and own announcements ------------------------------------------
     def load(self, records: Iterable[SessionRecord]) -> int:
@@ -579,7 +580,7 @@ class Engine:
             verification=decision.verification, signed_by=decision.signed_by,
             signer_key=decision.signer_key,
             header_source="" if header == source else header, heard_via=via,
-            options=options)
+            options=options, site=self.site)
         entry = _Entry.of(self._kept(record), stop_time)
         entry.arrivals = arrivals
         entry.size = size
@@ -825,6 +826,8 @@ class Engine:
             self._set_seen(previous, None)
         if not record.content_crc:
             record = record.with_changes(content_crc=zlib.crc32(record.sdp.encode()))
+        if record.site != self.site:  # announced here: this site's, wherever it was stored
+            record = record.with_changes(site=self.site)
         stop = record.options.get("stop_time")
         entry = _Entry.of(_slim(record), float(stop) if stop is not None else None)
         entry.size = size

@@ -69,6 +69,10 @@ class SessionRecord:
     # right follows it. '' when the same as source (the usual case): one string, not two.
     header_source: str = ""
     heard_via: tuple[HeardVia, ...] = ()  # where the current content was heard
+    # The sapd site that heard or announces it ([site], default the host name): in a
+    # directory shared by several sites, each site writes, refreshes and expires only
+    # its own rows. '' in rows written before sites were recorded.
+    site: str = ""
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
@@ -94,7 +98,8 @@ class SessionRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "info": self.info, "identity": self.identity,
+            "id": self.id, "site": self.site or None, "name": self.name, "info": self.info,
+            "identity": self.identity,
             # decimal strings: o= numbers reach 2**64 and beyond (VLC), which neither a
             # JavaScript number nor every JSON encoder holds
             "version": str(self.version), "source": self.source,
@@ -151,6 +156,7 @@ class SearchQuery:
     stale: bool | None = None
     clock: str | None = None  # a=ts-refclk containing this (a PTP grandmaster, say)
     redundant: bool | None = None  # has an a=group:DUP (SMPTE ST 2022-7 legs)
+    site: str | None = None  # the sapd site that heard or announces it (shared directory)
     limit: int = 100
     offset: int = 0
 
@@ -226,7 +232,9 @@ class DirectoryBackend(Protocol):
     def get(self, session_id: str) -> SessionRecord | None: ...
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]: ...
     def count(self, query: SearchQuery | None = None, cap: int | None = None) -> int: ...
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]: ...
+    def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
+        """Every session; ``own``: only this site's (what its engine loads)."""
+        ...
     def mark_remote_stale(self) -> int: ...
     def content_version(self) -> int: ...
     def shared_group_sessions(self, limit: int) -> list[SessionRecord]: ...

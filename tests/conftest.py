@@ -9,6 +9,7 @@ import pytest
 
 from tests.daemons import Daemon, stop_daemons
 from tests.netns.harness import Network
+from tests.postgres import postgres_database, postgres_server  # noqa: F401 (fixtures)
 from tests.support import need_root
 
 

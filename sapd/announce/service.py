@@ -538,6 +538,8 @@ class Announcer:
         while True:
             batch = self.hub.reader.search(SearchQuery(local=True, limit=500, offset=offset))
             for stored in batch:
+                if stored.site and stored.site != self.engine.site:
+                    continue  # another site's (a shared directory): announced there
                 record = self._within_bounds(stored)
                 session, errors, _ = sdp.validate(record.sdp)
                 if session is None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -326,7 +325,7 @@ class LdapPublisher:
         existing = self._list_ours()
         ops: list[_Op] = []
         wanted: set[str] = set()
-        for record in reader.iter_all():
+        for record in reader.iter_all(own=True):
             wanted.add(record.id)
             entry = build_entry(record, self.base, self.profile, self.site, self.dynamic)
             have = existing.get(record.id)
@@ -537,8 +536,3 @@ def _text(exc: ldap.LDAPError) -> str:
     if info.get("info"):
         parts.append(str(info["info"]))
     return ": ".join(parts)
-
-
-def default_site(configured: str | None) -> str:
-    """The name our entries carry (sapdSite): the configured site, else the host name."""
-    return configured or socket.gethostname()

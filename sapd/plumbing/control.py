@@ -33,6 +33,7 @@ from aiohttp import web
 
 from sapd.plumbing import logs, systemd
 from sapd.plumbing.config import DEFAULT_CONNECTIONS_PER_UID
+from sapd.plumbing.errors import StoreUnavailable
 
 log = logs.get("sapd.control")
 REFUSAL_LOG_EVERY = 10.0  # seconds: one log line per uid per period, not one per refusal
@@ -196,6 +197,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status >= 400 and exc.content_type != "application/json":
             return json_error(exc.status, exc.reason if exc.text is None else exc.text)
         raise
+    except StoreUnavailable as exc:  # the database is down: try again, nothing is lost
+        return json_error(503, str(exc), retry=True)
 
 
 def _remove_stale(path: Path) -> None:

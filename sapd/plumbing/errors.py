@@ -6,3 +6,8 @@ from __future__ import annotations
 class StoreUnusable(RuntimeError):
     """The store cannot be opened as it is (a corrupt or foreign file, a schema from a
     newer version); the message names the file."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be read just now (its database server is down or unreachable);
+    the next read tries again. The control API answers 503 with the message."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from sapd.plumbing.errors import StoreUnavailable
 from sapd.records import StoreFailure
 
 # SQLite's primary result code (the name before any "_" extension) -> (reason, passing)
@@ -40,6 +41,12 @@ def classify(exc: BaseException) -> tuple[str, bool]:
     """(reason, passing) of an exception raised while applying a batch."""
     if isinstance(exc, StoreFailure):
         return exc.reason, exc.transient
+    if isinstance(exc, StoreUnavailable):
+        return "database_unreachable", True
+    if type(exc).__module__.startswith("psycopg"):  # only imported with that backend
+        from sapd.store.postgresql import classify as classify_postgres  # noqa: PLC0415
+
+        return classify_postgres(exc)
     if isinstance(exc, sqlite3.IntegrityError):
         return "constraint", False
     if isinstance(exc, (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError,

@@ -35,7 +35,7 @@ from sapd.records import (
     shared_media_types,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -164,6 +164,11 @@ _MIGRATIONS: dict[int, str] = {
         FROM json_each(sessions.heard_via))
     WHERE heard_via != '';
     """,
+    # The site that heard it ([site]): one value in a file of one host, shown in listings
+    # the same way as in a directory several sites share.
+    8: """
+    ALTER TABLE sessions ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -187,7 +192,7 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("verification", "r.verification"), ("signed_by", "r.signed_by"),
     ("signer_key", "r.signer_key"),
     ("header_source", "r.header_source"),  # '' when the same as source
-    ("heard_via", "_dump_via(r.heard_via)"),
+    ("heard_via", "_dump_via(r.heard_via)"), ("site", "r.site"),
 )
 _LOADS = {
     "version": "int(version)", "heard_via": "_load_via(heard_via)",
@@ -279,6 +284,20 @@ _to_row, _to_record = _builders()
 
 class SchemaError(StoreUnusable):
     """The database file was written by a newer sapd."""
+
+
+def file_schema_version(path: Path) -> int:
+    """The schema version of a directory file, read only (0: no file yet)."""
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnusable(f"{path}: not a usable database ({exc})") from None
 
 
 def _range_covers(entry: str, address: str) -> bool:
@@ -533,6 +552,7 @@ class SqliteDirectory:
         if not query.text or query.group is not None or query.origin is not None or \
                 query.source is not None or query.attribute is not None or \
                 query.stale is not None or query.clock is not None or \
+                query.site is not None or \
                 query.redundant is not None:
             return False
         return self._text_plan(query.text.lower()).common
@@ -596,6 +616,9 @@ class SqliteDirectory:
         if query.scope is not None:
             clauses.append("+scope=?")  # unary + keeps the planner on the name index
             args.append(query.scope)
+        if query.site is not None:
+            clauses.append("+site=?")
+            args.append(query.site)
         if query.local is not None:
             clauses.append("+local=?")
             args.append(int(query.local))
@@ -724,9 +747,10 @@ class SqliteDirectory:
             return int(self._db.execute(f"SELECT count(*) FROM ({inner})",
                                         args).fetchone()[0])
 
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]:
-        """Every session. ``light`` leaves out the SDP text and attributes (what the
-        engine keeps in memory), which is what makes start-up fast."""
+    def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
+        """Every session (one host's file holds only its own: ``own`` changes nothing).
+        ``light`` leaves out the SDP text and attributes (what the engine keeps in
+        memory), which is what makes start-up fast."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             records = self._records(self._db.execute(f"SELECT {columns}, rid FROM sessions"),

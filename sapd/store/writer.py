@@ -24,11 +24,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sapd
 from sapd.plumbing import logs
 from sapd.records import StoreFailure, Writes
-from sapd.store.frames import FrameReader, encode_writes
+from sapd.store.frames import FrameReader, encode_writes, frame
+
+if TYPE_CHECKING:
+    from sapd.store.postgresql import PostgresDirectory
 
 log = logs.get("sapd.store")
 
@@ -40,6 +44,29 @@ _RECEIVE = 1 << 16
 class StoreError(StoreFailure):
     """The store process could not commit a batch (its message says why, its reason
     and kind what the hub makes of it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    """A shared directory on PostgreSQL, as its store process is told of it: in the first
+    frame over the socket pair, not on the command line, which anyone can read (the
+    password stays in its file, or with libpq: PGPASSWORD, pgpass)."""
+
+    dsn: str
+    site: str
+    password_file: str | None
+    silent_after: float
+    heartbeat: float
+
+    def open(self, migrate: bool = True, exclusive: bool = False) -> PostgresDirectory:
+        from sapd.store.postgresql import PostgresDirectory  # noqa: PLC0415  # psycopg
+
+        return PostgresDirectory(self.dsn, self.site, self.password_file,
+                                 self.silent_after, migrate=migrate, exclusive=exclusive)
+
+    def hello(self) -> bytes:
+        return frame((self.dsn, self.site, self.password_file, self.silent_after,
+                      self.heartbeat))
 
 
 @dataclass(slots=True)
@@ -69,10 +96,11 @@ def _drain(fd: int) -> None:
 
 
 class StoreWriter:
-    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop,
+    def __init__(self, path: Path | PostgresTarget, loop: asyncio.AbstractEventLoop,
                  keep_fds: tuple[int, ...] = ()) -> None:
-        """Start the store process on the directory at ``path``; it also keeps
-        ``keep_fds`` open (the daemon's state lock, held until the last write is in)."""
+        """Start the store process on the directory at ``path`` (a SQLite file, or a
+        PostgreSQL target); it also keeps ``keep_fds`` open (the daemon's state lock,
+        held until the last write is in)."""
         self.path = path
         self._loop = loop
         self._keep_fds = keep_fds
@@ -93,10 +121,13 @@ class StoreWriter:
         package_root = str(Path(sapd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                          env.get("PYTHONPATH")]))
+        target = "--postgresql" if isinstance(self.path, PostgresTarget) else str(self.path)
         with theirs:
             child = subprocess.Popen(
-                [sys.executable, "-P", "-m", "sapd.store.process", str(self.path),
+                [sys.executable, "-P", "-m", "sapd.store.process", target,
                  str(theirs.fileno())], pass_fds=(theirs.fileno(), *self._keep_fds), env=env)
+        if isinstance(self.path, PostgresTarget):
+            ours.sendall(self.path.hello())  # small: the socket buffer takes it at once
         ours.setblocking(False)
         return _Link(child, ours)
 

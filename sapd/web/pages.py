@@ -19,8 +19,8 @@ from sapd.records import SessionRecord
 
 LIMITS = (25, 50, 100, 250)
 MEDIA_KINDS = ("audio", "video", "application", "text", "message")
-FILTERS = ("text", "media", "group", "source", "origin", "scope", "clock", "redundant",
-           "local", "stale")
+FILTERS = ("text", "media", "group", "source", "origin", "scope", "site", "clock",
+           "redundant", "local", "stale")
 NAV = '<nav><a href="/">Sessions</a><a href="/v1/conflicts">Conflicts</a>' \
       '<a href="/v1">API</a></nav>'
 
@@ -89,6 +89,7 @@ def row(session: dict[str, Any], now: float) -> str:
             f"<td>{esc(media_text(session))}</td>"
             f'<td class="mono">{esc(source_text(session))}</td>'
             f'<td>{esc(session["scope"] or "-")}</td>'
+            f'<td>{esc(session.get("site") or "-")}</td>'
             f"<td>{esc(heard_via_text(session))}</td>"
             f'<td class="num" data-first-seen="{session["first_seen"]}">'
             f'{esc(ago(session["first_seen"], now))}</td>'
@@ -124,6 +125,7 @@ def directory(result: dict[str, Any], params: dict[str, str], scopes: list[str],
             + _input("source", "Source", params.get("source"))
             + _select("scope", "Scope", params.get("scope"),
                       [("", "any"), *((s, s or "unscoped") for s in scopes)])
+            + _input("site", "Site", params.get("site"), "any")
             + _input("clock", "PTP clock", params.get("clock"), "grandmaster id")
             + _select("redundant", "ST 2022-7", params.get("redundant"),
                       [("", "any"), ("1", "redundant"), ("0", "single")])
@@ -151,7 +153,7 @@ def directory(result: dict[str, Any], params: dict[str, str], scopes: list[str],
     pager = (f'<div class="pager"><span id="shown">{esc(shown)}</span>{"".join(links)}'
              f'{exports}<span id="live" hidden>live</span></div>')
     header = "".join(f"<th>{h}</th>" for h in (
-        "Name", "Groups", "Media", "Source", "Scope", "Heard via", "Age", "State"))
+        "Name", "Groups", "Media", "Source", "Scope", "Site", "Heard via", "Age", "State"))
     body = "".join(row(s, now) for s in sessions)
     empty = "" if sessions else '<p id="empty">No sessions match.</p>'
     table = (f'<table id="sessions" data-query="{esc(query_string(params))}">'
@@ -240,6 +242,7 @@ def session(record: SessionRecord, info: dict[str, Any],
         ("Source", record.source), ("Origin", record.origin_address),
         ("Identity", record.identity), ("Version", record.version),
         ("Scope", record.scope or "-"), ("SAP group", record.sap_group or "-"),
+        ("Site", record.site or "-"),
         ("Groups", ", ".join(record.groups) or "-"), ("Heard via", heard_via_text(info)),
         ("First seen", f"{when(record.first_seen)} ({ago(record.first_seen, now)} ago)"),
         ("Last seen", f"{when(record.last_seen)} ({ago(record.last_seen, now)} ago)"),

@@ -17,10 +17,13 @@ import pytest
 from sapd.records import Applied, DirectoryBackend, SearchQuery, SessionRecord, Writes
 from sapd.store import open_directory
 
+SITE = "contract"  # the site every record here is heard at
+
 
 @dataclass(frozen=True)
 class StoreSection:
     backend: str
+    dsn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,19 @@ class Config:
     """The part of a daemon's configuration the factory reads."""
 
     store: StoreSection
+    site: str = SITE
 
 
-# backend name -> how to prepare an empty place for it (a directory for SQLite; a fresh
-# database on a server the suite starts, for a server backend)
-BACKENDS: dict[str, Callable[[Path], Path]] = {
-    "sqlite": lambda tmp: tmp,
+def _postgresql(request: pytest.FixtureRequest) -> StoreSection:
+    database = request.getfixturevalue("postgres_database")
+    return StoreSection("postgresql", database.dsn)
+
+
+# backend name -> how to prepare an empty place for it (SQLite: the test's directory; a
+# server backend: a fresh database on the server the suite starts)
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], StoreSection]] = {
+    "sqlite": lambda request: StoreSection("sqlite"),
+    "postgresql": _postgresql,
 }
 
 
@@ -41,16 +51,16 @@ BACKENDS: dict[str, Callable[[Path], Path]] = {
 class Home:
     """Where one backend keeps one directory: open it, and open it again."""
 
-    backend: str
+    section: StoreSection
     place: Path
 
     def open(self) -> DirectoryBackend:
-        return open_directory(Config(StoreSection(self.backend)), self.place)
+        return open_directory(Config(self.section), self.place)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def home(request: pytest.FixtureRequest, tmp_path: Path) -> Home:
-    return Home(request.param, BACKENDS[request.param](tmp_path))
+    return Home(BACKENDS[request.param](request), tmp_path)
 
 
 @pytest.fixture
@@ -70,7 +80,7 @@ def record(n: int, **changes: object) -> SessionRecord:
         groups=(f"239.255.1.{n % 250}",),
         media_types=("audio",) if n % 3 else ("video", "audio"),
         attributes=(("keywds", "Dante"),) if n % 5 == 0 else (("tool", "vlc"),),
-        expires=5000.0 + n)
+        expires=5000.0 + n, site=SITE)
     return base.with_changes(**changes)
 
 

@@ -338,4 +338,4 @@ def test_version_6_heard_via_entries_become_sap_paths_in_7(tmp_path: Path) -> No
     got = {r.id: r for r in SqliteDirectory(path).iter_all()}
     assert got["a"].heard_via == (("sap", "239.255.255.255", "eth0", "10.0.0.1"),)
     assert got["b"].heard_via == ()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 7
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -22,8 +22,9 @@ def evil_record() -> SessionRecord:
             f"a=rtpmap:96 L24/48000/2\r\na=mid:{EVIL}\r\n")
     record = record_from_session(sdp.parse(text), ScopeTable(), sid="abc", source="10.0.0.1",
                                  msg_hash=1, now=10.0, first_seen=10.0)
+    # site: another sapd of a shared directory names it, so it is escaped like the rest
     return record.with_changes(local=True, owner_uid=1000, acl={"users": [EVIL]},
-                               blob={EVIL: EVIL})
+                               blob={EVIL: EVIL}, site=EVIL)
 
 
 def info(record: SessionRecord) -> dict[str, Any]:
@@ -41,9 +42,10 @@ def test_directory_escapes_rows_and_the_query_it_reflects() -> None:
     record = evil_record()
     result = {"sessions": [info(record)], "total": 1, "total_exact": True, "limit": 100,
               "offset": 0}
-    params = {"text": EVIL, "group": EVIL, "limit": "100"}
+    params = {"text": EVIL, "group": EVIL, "site": EVIL, "limit": "100"}
     html = pages.directory(result, params, [EVIL], now=20.0)
     assert_clean(html)
+    assert "<th>Site</th>" in html and html.count("&lt;script&gt;alert(1)") >= 4
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'value="&quot;&gt;&lt;script&gt;' in html  # the search box keeps the text
     assert 'class="badge conflict"' in html

@@ -66,13 +66,14 @@
     cell(tr, mediaText(s));
     cell(tr, sourceText(s), "mono");
     cell(tr, s.scope || "-");
+    cell(tr, s.site || "-");
     cell(tr, heardVia(s));
     cell(tr, ago(s.first_seen, now), "num").dataset.firstSeen = s.first_seen;
     const state = stateOf(s);
     cell(tr, state, "state-" + state);
     tr.dataset.sig = JSON.stringify([s.name, s.version, s.groups, s.media, s.codecs,
-      s.source, s.origin_address, s.scope, s.heard_via, s.local, s.stale, s.conflict,
-      s.redundant]);
+      s.source, s.origin_address, s.scope, s.site, s.heard_via, s.local, s.stale,
+      s.conflict, s.redundant]);
     return tr;
   }
   function render(result) {
