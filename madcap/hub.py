@@ -77,7 +77,11 @@ class LeaseHub(Generic[A]):
         replies, self._replies = self._replies, []
         batch, self._batch = self._batch, {}
         refused: frozenset[bytes] = frozenset()
-        if batch:
+        # A shared store also writes the batch's replies (so that another server answers
+        # a retransmission alike) and, while failing, is probed: recovery needs no lease.
+        shared = self.store.shared and (replies or self.problem is not None
+                                        or self.store.problem is not None)
+        if batch or shared:
             try:
                 result = self.store.commit(list(batch.values()))
             except LeaseStoreError as exc:
@@ -85,6 +89,10 @@ class LeaseHub(Generic[A]):
                 self.problem = str(exc)
                 refused = frozenset(batch)
                 self.server.settle(refused)
+                if self.store.shared:
+                    # nothing of this batch is in the database: no answer at all, and the
+                    # clients retransmit (RFC 2730 s. 2.3) until it is back
+                    refused = frozenset(lid for _, lid, _ in replies if lid is not None)
             else:
                 self.problem = None
                 refused = result.refused

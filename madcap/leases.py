@@ -226,6 +226,7 @@ class LeaseStore(Protocol):
     backend: str
     commits: int
     problem: str | None  # why the store is degraded (None: healthy)
+    shared: bool  # other servers write to it too (a shared database)
 
     def now(self) -> float:
         """The clock lease decisions use (a shared database's, when there is one)."""
@@ -246,6 +247,19 @@ class LeaseStore(Protocol):
 
     def purge(self, before: float) -> int:
         """Forget leases whose guard time ended before ``before``; returns how many."""
+        ...
+
+    def changes(self) -> list[Lease]:
+        """Leases other servers committed since the last call (a shared store; [])."""
+        ...
+
+    def usage(self, now: float) -> dict[str, dict[str, int]] | None:
+        """Per scope, addresses "leased" and "held" as the store counts them (every
+        server sharing it alike), or None: the server's own view is the whole truth."""
+        ...
+
+    def page(self, query: LeaseQuery, now: float) -> LeasePage | None:
+        """The operator's listing as the store has it, or None (as for usage)."""
         ...
 
     def reply_cache(self) -> ReplyCache: ...

@@ -39,10 +39,13 @@ from typing import Any
 import psycopg
 
 from madcap.leases import (
+    ACTIVE,
     COMMITTED,
     CachedReply,
     CommitResult,
     Lease,
+    LeasePage,
+    LeaseQuery,
     LeaseStoreError,
     MemoryReplyCache,
 )
@@ -131,7 +134,11 @@ MIGRATIONS: tuple[str, ...] = (
                    OR (l.state = 'active' AND l.end_time = EXCLUDED.end_time);
                 GET DIAGNOSTICS written = ROW_COUNT;
                 IF written = 0 THEN
-                    lease_id := ids[i]; why := 'stale'; RETURN NEXT;
+                    -- an expiry already written by another server is no news
+                    IF NOT EXISTS (SELECT 1 FROM madcap_leases l WHERE l.lease_id = ids[i]
+                                   AND l.state = 'expired' AND l.end_time = ends[i]) THEN
+                        lease_id := ids[i]; why := 'stale'; RETURN NEXT;
+                    END IF;
                     CONTINUE;
                 END IF;
                 DELETE FROM madcap_holds h WHERE h.lease_id = ids[i];
@@ -211,6 +218,11 @@ def read_password(password_file: str | None) -> str | None:
     return lines[0] if lines and lines[0] else None
 
 
+def _like(text: str) -> str:
+    """``text`` matched literally in a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _reason(exc: psycopg.Error) -> str:
     if isinstance(exc, psycopg.OperationalError):
         return "unavailable"
@@ -273,9 +285,10 @@ class PostgresReplyCache(MemoryReplyCache):
 
 class PostgresLeaseStore:
     backend = "postgresql"
+    shared = True
 
     def __init__(self, dsn: str, password: str | None = None, migrate: bool = True,
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None, check: bool = True) -> None:
         self.dsn = dsn
         self.password = password
         self.name = server_name or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -293,7 +306,8 @@ class PostgresLeaseStore:
             self._connect()
             if migrate:
                 self.migrate()
-            self._check_version()
+            if check:
+                self._check_version()
         except psycopg.Error as exc:
             self.close()
             raise LeaseStoreError(_reason(exc), f"{self._where()}: {exc}") from None
@@ -372,6 +386,12 @@ class PostgresLeaseStore:
 
     def migrate(self, check_only: bool = False) -> MigrationReport:
         """Bring the schema to SCHEMA_VERSION (or, check_only, just say where it is)."""
+        try:
+            return self._migrate(check_only)
+        except psycopg.Error as exc:
+            raise self._failed(exc) from None
+
+    def _migrate(self, check_only: bool) -> MigrationReport:
         db = self._conn()
         with db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_MIGRATE,))
@@ -593,6 +613,42 @@ class PostgresLeaseStore:
             out.setdefault(scope, {"leased": 0, "held": 0})[
                 "leased" if active else "held"] += int(count or 0)
         return out
+
+    def page(self, query: LeaseQuery, now: float) -> LeasePage:
+        """The listing from the database: the same on every server."""
+        where = ["hold_until > %s" if query.include_held else
+                 "state = %s AND end_time > %s"]
+        args: list[object] = [now] if query.include_held else [ACTIVE, now]
+        if query.scope is not None:
+            where.append("scope = %s")
+            args.append(query.scope)
+        if query.state is not None:
+            where.append("state = %s")
+            args.append(query.state)
+        if query.address is not None:
+            where.append("' ' || addresses || ' ' LIKE %s")
+            args.append(f"% {_like(query.address)} %")
+        if query.client is not None:
+            where.append("client LIKE %s")
+            args.append(f"{_like(query.client)}%")
+        if query.lease_id is not None:
+            where.append("encode(lease_id, 'hex') LIKE %s")
+            args.append(f"{_like(query.lease_id.lower())}%")
+        db = self._conn()
+        try:
+            rows = db.execute(
+                f"SELECT {_COLUMNS}, count(*) OVER () FROM madcap_leases "
+                f"WHERE {' AND '.join(where)} ORDER BY scope, addresses, lease_id "
+                "LIMIT %s OFFSET %s", (*args, query.limit, query.offset)).fetchall()
+            total = int(rows[0][10]) if rows else 0
+            if not rows and query.offset:
+                found = db.execute(f"SELECT count(*) FROM madcap_leases "
+                                   f"WHERE {' AND '.join(where)}", args).fetchone()
+                total = int(found[0]) if found else 0
+            db.commit()
+        except psycopg.Error as exc:
+            raise self._failed(exc) from None
+        return LeasePage([_lease(r) for r in rows], total, query.limit, query.offset)
 
     def close(self) -> None:
         if self._db is not None:

@@ -246,8 +246,6 @@ def test_socket_path_and_interface_name() -> None:
      "store.password_file: only with backend = \"postgresql\""),
     ('[store]\ndsn = "postgresql://db/sapd"\n', "store.dsn: only with backend"),
     ('[store]\nbackend = "postgresql"\n', "store.dsn: required with backend"),
-    ('[store]\nbackend = "postgresql"\ndsn = "postgresql://db/sapd"\n',
-     "store.backend: 'postgresql' is not available in this version (available: sqlite)"),
     ('[store]\nbackend = "postgresql"\ndsn = "db"\n', "store.dsn: expected postgresql://"),
     ('[store]\nbackend = "postgresql"\ndsn = "host=db"\npassword_file = "/nonexistent"\n',
      "store.password_file: cannot read /nonexistent"),
