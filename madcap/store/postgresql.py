@@ -201,6 +201,11 @@ def spans(addresses: Iterable[str]) -> str:
     return " ".join(f"{a}-{b}" for a, b in runs)
 
 
+def _address_order(lease: Lease) -> tuple[str, int, int]:
+    first = min(ipaddress.ip_address(a) for a in lease.addresses) if lease.addresses else None
+    return (lease.scope, first.version if first else 0, int(first) if first else 0)
+
+
 def _lease(r: Sequence[Any]) -> Lease:
     return Lease(bytes(r[0]), r[1], tuple(r[2].split()), r[3], r[4], r[5], r[6], r[7], r[8],
                  int(r[9]))
@@ -488,14 +493,17 @@ class PostgresLeaseStore:
         if not leases and not replies:
             return COMMITTED
         db = self._conn()
-        keys = list(replies)
+        keys = sorted(replies)  # in one order on every server (row locks, as below)
         try:
             with db.transaction():
                 lost: dict[tuple[int, int, bytes, str], CachedReply] = {}
                 if keys:
                     lost = self._put_replies(db, keys, replies)
                 gone = {k[2] for k in lost}
-                todo = [le for le in leases if le.lease_id not in gone]
+                # in address order: two servers' batches then wait for each other's rows in
+                # one order, not into a deadlock
+                todo = sorted((le for le in leases if le.lease_id not in gone),
+                              key=_address_order)
                 runs = [spans(le.addresses) for le in todo]
                 rows = db.execute(
                     "SELECT lease_id, why FROM madcap_commit(%s, %s::bytea[], %s::text[], "
