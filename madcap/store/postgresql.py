@@ -325,7 +325,9 @@ class PostgresLeaseStore:
         extra: dict[str, Any] = {}
         if self.password is not None:
             extra["password"] = self.password
-        db = psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT, prepare_threshold=0,
+        # autocommit: a read is one round trip; writes are explicit transactions
+        db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                             prepare_threshold=0,
                              options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
                              application_name="madcapd", **extra)
         if self._db is not None:
@@ -361,11 +363,6 @@ class PostgresLeaseStore:
         if reason == "unavailable" or db is None or db.broken:
             self._down(exc)
             reason = "unavailable"
-        else:
-            try:
-                db.rollback()
-            except psycopg.Error as again:
-                self._down(again)
         return LeaseStoreError(reason, f"{self._where()}: {str(exc).strip()}")
 
     def _read_clock(self) -> None:
@@ -373,7 +370,6 @@ class PostgresLeaseStore:
         before = time.monotonic()
         row = self._db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
         after = time.monotonic()
-        self._db.commit()
         assert row is not None
         self._clock_offset = float(row[0]) - (before + after) / 2
         self._clock_read = after
@@ -426,7 +422,6 @@ class PostgresLeaseStore:
         db = self._conn()
         try:
             rows = db.execute(f"SELECT {_COLUMNS} FROM madcap_leases {where}", args).fetchall()
-            db.commit()
         except psycopg.Error as exc:
             raise self._failed(exc) from None
         return [_lease(r) for r in rows]
@@ -438,7 +433,6 @@ class PostgresLeaseStore:
     def _mark_seen(self) -> None:
         db = self._conn()
         row = db.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
-        db.commit()
         assert row is not None
         self._seen = str(row[0])
 
@@ -464,7 +458,6 @@ class PostgresLeaseStore:
                     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
                 assert row is not None
                 self._seen = str(row[0])
-            db.commit()
         except psycopg.Error as exc:
             raise self._failed(exc) from None
         if rows:
@@ -479,7 +472,6 @@ class PostgresLeaseStore:
         try:
             row = db.execute("SELECT reply, stamp FROM madcap_replies WHERE xid = %s AND "
                              "msgtype = %s AND lease_id = %s AND client = %s", key).fetchone()
-            db.commit()
         except psycopg.Error as exc:
             self._failed(exc)
             return None
@@ -497,6 +489,10 @@ class PostgresLeaseStore:
         try:
             with db.transaction():
                 lost: dict[tuple[int, int, bytes, str], CachedReply] = {}
+                if not leases:
+                    # only replies (offers, scope lists): no need to wait for the disk,
+                    # losing them in a database crash costs a client one retransmission
+                    db.execute("SET LOCAL synchronous_commit = off")
                 if keys:
                     lost = self._put_replies(db, keys, replies)
                 gone = {k[2] for k in lost}
@@ -613,7 +609,6 @@ class PostgresLeaseStore:
                 "sum(array_length(string_to_array(addresses, ' '), 1)) "
                 "FROM madcap_leases WHERE hold_until > %s GROUP BY 1, 2",
                 (now, now)).fetchall()
-            db.commit()
         except psycopg.Error as exc:
             raise self._failed(exc) from None
         out: dict[str, dict[str, int]] = {}
@@ -653,7 +648,6 @@ class PostgresLeaseStore:
                 found = db.execute(f"SELECT count(*) FROM madcap_leases "
                                    f"WHERE {' AND '.join(where)}", args).fetchone()
                 total = int(found[0]) if found else 0
-            db.commit()
         except psycopg.Error as exc:
             raise self._failed(exc) from None
         return LeasePage([_lease(r) for r in rows], total, query.limit, query.offset)
