@@ -76,7 +76,10 @@ class MadcapDaemon(service.Service):
             store = open_lease_store(self.config.store.backend, state,
                                      self.config.durability, self.config.store.dsn,
                                      self.config.store.password_file)
-        except LeaseStoreError as exc:  # exit 1, the file named
+        except LeaseStoreError as exc:  # exit 1, the file or the database named
+            if self.config.store.backend == "postgresql":
+                # the service manager restarts us; the database is not ours to move away
+                raise StoreUnusable(f"lease store: {exc}") from None
             raise StoreUnusable(f"lease store: {exc}: not a usable database; move it away "
                                 "to start with no leases (clients then re-request)") from None
         self.store = store

@@ -7,13 +7,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 from madcap import wire
 from madcap.wire import Message, MsgType
 from tests.daemons import Daemon
 from tests.postgres import PostgresDatabase
-from tests.support import free_udp_port, wait_for
+from tests.support import free_udp_port, script, wait_for
 
 
 def ask(raw: bytes, port: int, timeout: float) -> Message | None:
@@ -65,3 +66,16 @@ def test_database_down_no_ack_degraded_then_recovered(postgres_database: Postgre
         assert daemon.stats()["store"]["reconnects"] >= 1
     finally:
         daemon.stop()
+
+
+def test_database_unreachable_at_start_exits_1_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text('[store]\nbackend = "postgresql"\n'
+                      f'dsn = "host={tmp_path / "nowhere"} dbname=leases"\n')
+    done = subprocess.run([script("madcapd"), "--config", str(config), "--state-dir",
+                           str(tmp_path / "state"), "--socket", str(tmp_path / "m.sock"),
+                           "--listen", f"127.0.0.1:{free_udp_port()}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "unavailable" in done.stderr and "nowhere" in done.stderr
+    assert "move it away" not in done.stderr  # a database is not a file to move
