@@ -147,6 +147,10 @@ class ReplyCache(Protocol):
         ...
 
     def discard(self, key: tuple[int, int, bytes, str]) -> None: ...
+    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+        """Look these up at once (a batch's requests), before they are got one by one."""
+        ...
+
     def expire(self, cutoff: float, now: float) -> None:
         """Drop the entries stamped before ``cutoff``, and those stamped after ``now``
         (from before the clock stepped back: their age is unknown)."""
@@ -194,6 +198,9 @@ class MemoryReplyCache:
 
     def discard(self, key: tuple[int, int, bytes, str]) -> None:
         self.entries.pop(key, None)
+
+    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+        pass  # all here
 
     def expire(self, cutoff: float, now: float) -> None:
         # The stale entries are at the front: stop at the first fresh one rather than

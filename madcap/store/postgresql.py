@@ -247,7 +247,7 @@ class PostgresReplyCache(MemoryReplyCache):
     looked up there, so a retransmission sent to another server gets the first one's
     bytes. New entries are written with the next commit (the store's ``pending``)."""
 
-    __slots__ = ("ahead", "cutoff", "pending", "store")
+    __slots__ = ("ahead", "cutoff", "fetched", "looked_up", "pending", "store")
 
     def __init__(self, store: PostgresLeaseStore) -> None:
         super().__init__()
@@ -255,13 +255,23 @@ class PostgresReplyCache(MemoryReplyCache):
         self.pending: dict[tuple[int, int, bytes, str], CachedReply] = {}
         self.cutoff = float("-inf")  # the last sweep's: older stored replies are stale
         self.ahead = float("inf")
+        # the last prefetch: what the database had for a batch's keys, and which keys
+        # were asked (a miss among them needs no second look)
+        self.fetched: dict[tuple[int, int, bytes, str], CachedReply] = {}
+        self.looked_up: set[tuple[int, int, bytes, str]] = set()
         self.get = self._get
+
+    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+        wanted = [k for k in keys if k not in self.entries]
+        self.fetched = self.store.stored_replies(wanted) if wanted else {}
+        self.looked_up = set(wanted)
 
     def _get(self, key: tuple[int, int, bytes, str]) -> CachedReply | None:
         found = self.entries.get(key)
         if found is not None:
             return found
-        stored = self.store.stored_reply(key)
+        stored = self.fetched.get(key) if key in self.looked_up else \
+            self.store.stored_reply(key)
         if stored is not None and self.cutoff <= stored.stamp <= self.ahead:
             return stored
         return None
@@ -478,6 +488,28 @@ class PostgresLeaseStore:
         if row is None:
             return None
         return CachedReply(bytes(row[0]) if row[0] is not None else None, float(row[1]))
+
+    def stored_replies(self, keys: list[tuple[int, int, bytes, str]]
+                       ) -> dict[tuple[int, int, bytes, str], CachedReply]:
+        """The stored replies to these requests (one round trip); {} while the database
+        is down (the store says so on its next commit)."""
+        db = self._db
+        if db is None or db.closed or db.broken:
+            return {}
+        try:
+            rows = db.execute(
+                "SELECT r.xid, r.msgtype, r.lease_id, r.client, r.reply, r.stamp "
+                "FROM unnest(%s::bigint[], %s::int[], %s::bytea[], %s::text[]) "
+                "AS k (xid, msgtype, lease_id, client) JOIN madcap_replies r "
+                "USING (xid, msgtype, lease_id, client)",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                 [k[3] for k in keys])).fetchall()
+        except psycopg.Error as exc:
+            self._failed(exc)
+            return {}
+        return {(int(x), int(m), bytes(lid), c): CachedReply(
+                    bytes(reply) if reply is not None else None, float(stamp))
+                for x, m, lid, c, reply, stamp in rows}
 
     # -- writes ----------------------------------------------------------------------------
     def commit(self, leases: Sequence[Lease]) -> CommitResult:

@@ -59,7 +59,8 @@ def madcapd_config(tmp: Path, name: str, store: str) -> Path:
     config = tmp / f"{name}.toml"
     config.write_text(f'durability = "full"\n{store}\n[[scope]]\nname = "org"\n'
                       'range = "239.128.0.0/10"\nlease_default = 3600\n'
-                      'max_addresses_per_client = 1000000\n')  # the load is one host
+                      'max_addresses_per_client = 1000000\n'  # the load is one host
+                      'max_offers_per_client = 1024\n')  # and holds many offers at once
     return config
 
 
