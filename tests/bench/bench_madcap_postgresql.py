@@ -33,7 +33,7 @@ from tests.netns.harness import Network, ip
 from tests.postgres import PASSWORD, PostgresServer, running_postgres
 
 RATES = [int(r) for r in os.environ.get(
-    "BENCH_RATES", "500,1000,1500,2000,3000,4000,5000,6000,8000").split(",")]
+    "BENCH_RATES", "100,200,300,500,750,1000,1500,2000,3000,4000,6000").split(",")]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 GROUP = "239.191.255.254"  # the scope's MADCAP server address
 
