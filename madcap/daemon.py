@@ -217,6 +217,10 @@ class MadcapDaemon(service.Service):
         drift = time.time() - now
         if abs(drift - self._step_warned) >= CLOCK_STEP_WARNING:
             self._step_warned = drift
+            if self.store is not None and self.store.shared:
+                log.warning("system clock and the lease database's clock differ; leases "
+                            "keep to the database's", difference=round(drift, 3))
+                return
             log.warning("system clock and lease clock differ; leases run on elapsed time "
                         "and the times stored and sent are off by the difference until "
                         "madcapd restarts", difference=round(drift, 3))
