@@ -107,7 +107,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX madcap_replies_stamp ON madcap_replies (stamp);
     -- One lease per element of the arrays, each in a subtransaction: a lease whose
     -- addresses another holds is skipped and named ('overlap'), as is an expiry of a
-    -- lease that another server renewed or ended meanwhile ('stale').
+    -- lease that another server renewed or ended meanwhile, or a change of a lease
+    -- that another host holds ('stale': the stored lease is what stands).
     CREATE FUNCTION madcap_commit(me text, ids bytea[], scopes text[], addrs text[],
                                   spans text[], starts float8[], ends float8[],
                                   states text[], clients text[], granteds float8[],
@@ -130,8 +131,12 @@ MIGRATIONS: tuple[str, ...] = (
                     granted = EXCLUDED.granted, hold_until = EXCLUDED.hold_until,
                     xid = EXCLUDED.xid, server = EXCLUDED.server,
                     writer = pg_current_xact_id()
-                WHERE EXCLUDED.state <> 'expired'
-                   OR (l.state = 'active' AND l.end_time = EXCLUDED.end_time);
+                WHERE (EXCLUDED.state <> 'expired'
+                       OR (l.state = 'active' AND l.end_time = EXCLUDED.end_time))
+                  -- a lease id is no secret (RFC 2730 s. 4): only its holder's host may
+                  -- change its lease, whichever server it asks
+                  AND regexp_replace(l.client, ':[^:]*$', '')
+                      = regexp_replace(EXCLUDED.client, ':[^:]*$', '');
                 GET DIAGNOSTICS written = ROW_COUNT;
                 IF written = 0 THEN
                     -- an expiry already written by another server is no news

@@ -198,3 +198,18 @@ def test_database_down_then_back_without_a_new_store(postgres_database: Postgres
     assert [le.xid for le in sorted(store.load(T0), key=lambda le: le.xid)] == [1, 2]
     assert store.get(lease(1).lease_id) is not None and lease(1).state == ACTIVE
     store.close()
+
+
+def test_a_lease_id_another_host_holds_is_not_taken_over_through_another_server(
+        two: list[PostgresLeaseStore]) -> None:
+    # lease ids are no secret (RFC 2730 s. 4): a second host naming one at a server that
+    # has not seen the lease yet must not overwrite the first host's lease
+    a, b = two
+    mine = lease(1, "239.255.0.1", client="10.0.0.9:40000")
+    a.commit([mine])
+    theirs = lease(1, "239.255.0.7", client="10.0.0.66:40000")
+    result = b.commit([theirs])
+    assert result.refused == frozenset({mine.lease_id}) and result.taken == (mine,)
+    assert a.get(mine.lease_id) == mine
+    renewed = lease(1, "239.255.0.1", end=T0 + 900, client="10.0.0.9:40001")  # same host
+    assert b.commit([renewed]).refused == frozenset()
