@@ -37,6 +37,8 @@ from tests.postgres import PASSWORD, PostgresServer, running_postgres
 RATES = [int(r) for r in os.environ.get(
     "BENCH_RATES", "100,200,300,500,750,1000,1500,2000,3000,4000,6000").split(",")]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+# BENCH_ONLY=one: only one madcapd on PostgreSQL against one on SQLite (a finer sweep)
+ONLY_ONE = os.environ.get("BENCH_ONLY") == "one"
 GROUP = "239.191.255.254"  # the scope's MADCAP server address
 # bench_madcap's generator, with lease ids random per generator: its lease ids come from
 # the clock's second, and three generators started together would reuse each other's
@@ -167,15 +169,18 @@ def main() -> None:
         try:
             for repeat in range(REPEATS):
                 print(f"== repeat {repeat + 1}/{REPEATS}", flush=True)
-                figures["three"].append(
-                    bench_madcapds(net, tmp, f"3x-pg-r{repeat}", 3, store, 40 + 10 * repeat,
-                                   fresh))
+                if not ONLY_ONE:
+                    figures["three"].append(
+                        bench_madcapds(net, tmp, f"3x-pg-r{repeat}", 3, store,
+                                       40 + 10 * repeat, fresh))
                 figures["one_pg"].append(
                     bench_madcapds(net, tmp, f"1x-pg-r{repeat}", 1, store, 100 + repeat,
                                    fresh))
                 figures["sqlite"].append(
                     bench_madcapds(net, tmp, f"1x-sqlite-r{repeat}", 1, "", 110 + repeat,
                                    lambda: None))
+                if ONLY_ONE:
+                    continue
                 kea_net = Network(tmp)
                 try:
                     figures["kea"].append(kea_on_postgres(kea_net, tmp, pg))
