@@ -61,7 +61,10 @@ async def leases(request: web.Request) -> web.Response:
                        include_held=q.get("all", "").lower() in ("1", "true", "yes"),
                        limit=query_int(q.get("limit"), "limit", PAGE_LIMIT, 1, PAGE_LIMIT),
                        offset=query_int(q.get("offset"), "offset", 0, 0, 10**9))
-    page, now = request.app[SERVICE_KEY].leases(query)
+    try:
+        page, now = request.app[SERVICE_KEY].leases(query)
+    except LeaseStoreError as exc:  # a shared database that is down
+        return json_error(503, f"lease store: {exc}")
     return json_response(page.to_json(now))
 
 

@@ -31,7 +31,7 @@ from sapd.plumbing.client import ClientError, UnixClient
 from sapd.plumbing.clock import CLOCK_STEP_WARNING
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.plumbing.errors import StoreUnusable
+from sapd.plumbing.errors import NEEDS_MIGRATING, StoreUnusable
 from sapd.plumbing.multicast import InterfaceFollower, MulticastReceiver, with_packet_info
 from sapd.plumbing.web import WebListener
 
@@ -73,8 +73,12 @@ class MadcapDaemon(service.Service):
         service.private_state(state)
         try:
             store = open_lease_store(self.config.store.backend, state,
-                                     self.config.durability)
-        except LeaseStoreError as exc:  # exit 1, the file named
+                                     self.config.durability, self.config.store.dsn,
+                                     self.config.store.password_file)
+        except LeaseStoreError as exc:  # exit 1, the file or the database named
+            if self.config.store.backend == "postgresql":
+                # the service manager restarts us; the database is not ours to move away
+                raise StoreUnusable(f"lease store: {exc}") from None
             raise StoreUnusable(f"lease store: {exc}: not a usable database; move it away "
                                 "to start with no leases (clients then re-request)") from None
         self.store = store
@@ -86,6 +90,8 @@ class MadcapDaemon(service.Service):
                                        self.config.settings(), cache=store.reply_cache())
         self.hub = LeaseHub(self.server, store)
         self._now = store.now
+        if store.shared:
+            self.server.scatter()  # each server starts its searches somewhere else
         self.hub.stage(self.server.expire(now))
         self.hub.flush()
         service.settle_memory()
@@ -161,6 +167,8 @@ class MadcapDaemon(service.Service):
             settler.note(self.server.counters["acks"])
             now = self._now()
             self._check_clock(now)
+            if self.store is not None and self.store.shared:
+                self._catch_up()
             expired = self.server.expire(now)
             self.hub.stage(expired)
             self._after_batch()
@@ -175,6 +183,19 @@ class MadcapDaemon(service.Service):
                 log.info("lease expired", lease_id=lease.lease_id.hex(),
                          addresses=list(lease.addresses))
             self.notifier.status(self.status_line())
+
+    def _catch_up(self) -> None:
+        """Adopt what the other servers on the shared database committed (leases they
+        granted, renewed or ended), so that this one stops offering those addresses."""
+        assert self.store is not None
+        try:
+            changes = self.store.changes()
+        except LeaseStoreError as exc:
+            self.hub.failures[exc.reason] += 1
+            self.hub.problem = str(exc)
+            return
+        if changes:
+            self.server.counters["leases_from_other_servers"] += self.server.absorb(changes)
 
     def _fetch_groups(self, client: UnixClient) -> AvoidedGroups | None:
         """sapd's groups in use, parsed (None: the same answer as last time)."""
@@ -195,6 +216,10 @@ class MadcapDaemon(service.Service):
         drift = time.time() - now
         if abs(drift - self._step_warned) >= CLOCK_STEP_WARNING:
             self._step_warned = drift
+            if self.store is not None and self.store.shared:
+                log.warning("system clock and the lease database's clock differ; leases "
+                            "keep to the database's", difference=round(drift, 3))
+                return
             log.warning("system clock and lease clock differ; leases run on elapsed time "
                         "and the times stored and sent are off by the difference until "
                         "madcapd restarts", difference=round(drift, 3))
@@ -251,10 +276,33 @@ class MadcapDaemon(service.Service):
         return out
 
     def scope_status(self) -> list[dict[str, Any]]:
-        return self.server.scope_status(self._now())
+        return self._scope_status(self._now())
+
+    def _scope_status(self, now: float) -> list[dict[str, Any]]:
+        """Scope usage: counted in a shared database when there is one (every server
+        then reports the same), else this server's own; offers are each server's."""
+        scopes = self.server.scope_status(now)
+        if self.store is None or not self.store.shared:
+            return scopes
+        try:
+            usage = self.store.usage(now)
+        except LeaseStoreError:
+            usage = None  # the database is down: this server's view, health degraded
+        if usage is None:
+            return scopes
+        for scope in scopes:
+            counted = usage.get(scope["name"], {"leased": 0, "held": 0})
+            scope["leased"] = counted["leased"]
+            scope["held"] = counted["leased"] + counted["held"] + scope["offered"]
+            scope["free"] = max(0, scope["addresses"] - scope["held"])
+        return scopes
 
     def leases(self, query: LeaseQuery) -> tuple[LeasePage, float]:
-        return self.server.page(query), self._now()
+        """The listing: from a shared database when there is one (raises
+        LeaseStoreError when it is down), else from this server's memory."""
+        now = self._now()
+        page = self.store.page(query, now) if self.store is not None else None
+        return (page if page is not None else self.server.page(query)), now
 
     def revoke(self, lease_id: bytes) -> Lease | None:
         """End a lease now; durable before this returns (raises LeaseStoreError if not)."""
@@ -275,7 +323,7 @@ class MadcapDaemon(service.Service):
     def stats(self) -> dict[str, Any]:
         now = self._now()
         return {"counters": dict(sorted(self.server.counters.items())),
-                "scopes": self.server.scope_status(now),
+                "scopes": self._scope_status(now),
                 "leases": len(self.server.leases), "held": len(self.server.held),
                 "sapd": self.sapd_status, "sapd_groups_unparsed": self.sapd_unparsed,
                 "interfaces": self.follower.names if self.follower else [],
@@ -284,7 +332,8 @@ class MadcapDaemon(service.Service):
                 "commits": self.store.commits if self.store else 0,
                 "store": {"backend": self.store.backend if self.store else None,
                           "problem": self.hub.health if self.hub else None,
-                          "failures": dict(self.hub.failures) if self.hub else {}},
+                          "failures": dict(self.hub.failures) if self.hub else {},
+                          "reconnects": getattr(self.store, "reconnects", 0)},
                 "control": self.control.gate.stats() if self.control else {},
                 "uptime": round(time.monotonic() - self.started, 3), "version": __version__}
 
@@ -307,7 +356,7 @@ class MadcapDaemon(service.Service):
             lines.append(f'madcap_refusals_total{{reason="{kind}"}} {counters[kind]}')
         lines += ["# HELP madcap_addresses Addresses per scope, by state.",
                   "# TYPE madcap_addresses gauge"]
-        for scope in self.server.scope_status(self._now()):
+        for scope in self._scope_status(self._now()):
             for state in ("leased", "offered", "held", "free"):
                 lines.append(f'madcap_addresses{{scope="{scope["name"]}",state="{state}"}} '
                              f'{scope[state]}')
@@ -318,6 +367,10 @@ class MadcapDaemon(service.Service):
         lines += ["# HELP madcap_store_degraded 1 while the lease store is damaged or failing.",
                   "# TYPE madcap_store_degraded gauge",
                   f"madcap_store_degraded {int(self.hub.health is not None)}"]
+        lines += ["# HELP madcap_store_reconnects_total Connections to the lease database "
+                  "made again after it was lost.",
+                  "# TYPE madcap_store_reconnects_total counter",
+                  f"madcap_store_reconnects_total {getattr(self.store, 'reconnects', 0)}"]
         lines += ["# HELP madcap_sapd_connected 1 when the session directory answers.",
                   "# TYPE madcap_sapd_connected gauge",
                   f"madcap_sapd_connected {int(self.sapd_status.startswith('connected'))}"]
@@ -334,15 +387,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", action="append", default=[], metavar="IFACE",
                    help="join the MADCAP server groups on IFACE (default: all)")
     p.add_argument("--sapd-socket", help="sapd's control socket (groups in use)")
+    p.add_argument("--migrate", nargs="?", const="apply", choices=["apply", "check"],
+                   help="bring the PostgreSQL lease schema up to date (or, with check, "
+                        "only say whether it is) and exit: 0 it is current (or now "
+                        f"migrated), check: {NEEDS_MIGRATING} it needs migrating; 1 it "
+                        "cannot be used")
     return p
+
+
+def migrate(config: MadcapdConfig, check_only: bool) -> int:
+    """madcapd --migrate: the schema of ``[store]``'s database, brought to this
+    version's. Exit 0: it is current (or migrated now); check: NEEDS_MIGRATING if not."""
+    if config.store.backend != "postgresql" or config.store.dsn is None:
+        print("madcapd: --migrate: the SQLite lease file migrates itself when madcapd "
+              "opens it; nothing to do", file=sys.stderr)
+        return 0
+    from madcap.store.postgresql import (  # noqa: PLC0415  # only here
+        SCHEMA_VERSION,
+        PostgresLeaseStore,
+        read_password,
+    )
+
+    try:
+        store = PostgresLeaseStore(config.store.dsn, read_password(config.store.password_file),
+                                   migrate=False, check=False)
+        try:
+            report = store.migrate(check_only=check_only)
+        finally:
+            store.close()
+    except LeaseStoreError as exc:
+        print(f"madcapd: --migrate: {exc}", file=sys.stderr)
+        return 1
+    if report.before == SCHEMA_VERSION:
+        print(f"lease schema current (version {SCHEMA_VERSION})")
+        return 0
+    print(f"lease schema at version {report.before}, this madcapd's is {SCHEMA_VERSION}: "
+          + ("run madcapd --migrate" if check_only else "migrated"))
+    return NEEDS_MIGRATING if check_only else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {"state_dir": args.state_dir, "socket": args.socket, "listen": args.listen,
-                 "interfaces": args.interface, "sapd_socket": args.sapd_socket,
-                 "log_format": args.log_format, "log_level": args.log_level,
-                 "web": {"listen": args.web} if args.web else None}
+    overrides: dict[str, Any] = {
+        "state_dir": args.state_dir, "socket": args.socket, "listen": args.listen,
+        "interfaces": args.interface, "sapd_socket": args.sapd_socket,
+        "log_format": args.log_format, "log_level": args.log_level,
+        "web": {"listen": args.web} if args.web else None}
+    if args.migrate:
+        try:
+            config = load(args.config, overrides)
+        except ConfigError as exc:
+            print(f"madcapd: configuration: {exc}", file=sys.stderr)
+            return 2
+        return migrate(config, args.migrate == "check")
     return service.main("madcapd", args.config, overrides, load, MadcapDaemon)
 
 

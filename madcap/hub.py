@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from madcap.leases import Lease, LeaseStore, LeaseStoreError
 from madcap.server import MadcapServer
-from madcap.wire import IPAddress, MsgType
+from madcap.wire import IPAddress, MsgType, request_key
 
 A = TypeVar("A")  # where a reply goes (the daemon's (host, port))
 # Reply kinds by the message type octet (the second octet of every MADCAP message).
@@ -36,6 +36,10 @@ class LeaseHub(Generic[A]):
     # (local address, destination) text -> parsed: parsing two addresses per datagram
     # cost a fifth of the time per exchange
     _arrivals: dict[tuple[str, str], tuple[IPAddress, bool]] = field(default_factory=dict)
+    # A shared store's datagrams wait for the batch end, so that its reply cache is
+    # looked up once for all of them (a round trip per datagram blocked the loop).
+    _queued: list[tuple[bytes, str, IPAddress, bool, tuple[str, int]]] = \
+        field(default_factory=list)
 
     def receive(self, data: bytes, client: str, server_address: IPAddress, now: float,
                 reply_to: A, multicast: bool = False) -> None:
@@ -60,6 +64,10 @@ class LeaseHub(Generic[A]):
                 return
             if len(self._arrivals) < 1024:  # a few local addresses and groups
                 self._arrivals[(local, destination)] = arrival
+        if self.store.shared:
+            self._queued.append((data, f"{source[0]}:{source[1]}", arrival[0], arrival[1],
+                                 source))
+            return
         reply, lease_id, staged = self.server.handle(
             data, f"{source[0]}:{source[1]}", arrival[0], self.store.now(), arrival[1])
         if staged is not None:
@@ -72,12 +80,35 @@ class LeaseHub(Generic[A]):
         for lease in leases:
             self._batch[lease.lease_id] = lease
 
+    def _handle_queued(self: LeaseHub[tuple[str, int]]) -> None:
+        queued, self._queued = self._queued, []
+        keys = []
+        for data, client, _, _, _ in queued:
+            key = request_key(data)
+            if key is not None:
+                keys.append((*key, client))
+        self.store.reply_cache().prefetch(keys)
+        now = self.store.now()
+        handle, batch, out = self.server.handle, self._batch, self._replies
+        for data, client, local, multicast, source in queued:
+            reply, lease_id, staged = handle(data, client, local, now, multicast)
+            if staged is not None:
+                batch[staged.lease_id] = staged
+            if reply is not None:
+                out.append((reply, lease_id, source))
+
     def flush(self) -> list[tuple[bytes, A]]:
         """Commit the batch; the replies that may be sent now, in arrival order."""
+        if self._queued:
+            self._handle_queued()  # type: ignore[misc]
         replies, self._replies = self._replies, []
         batch, self._batch = self._batch, {}
         refused: frozenset[bytes] = frozenset()
-        if batch:
+        # A shared store also writes the batch's replies (so that another server answers
+        # a retransmission alike) and, while failing, is probed: recovery needs no lease.
+        shared = self.store.shared and (replies or self.problem is not None
+                                        or self.store.problem is not None)
+        if batch or shared:
             try:
                 result = self.store.commit(list(batch.values()))
             except LeaseStoreError as exc:
@@ -85,6 +116,10 @@ class LeaseHub(Generic[A]):
                 self.problem = str(exc)
                 refused = frozenset(batch)
                 self.server.settle(refused)
+                if self.store.shared:
+                    # nothing of this batch is in the database: no answer at all, and the
+                    # clients retransmit (RFC 2730 s. 2.3) until it is back
+                    refused = frozenset(lid for _, lid, _ in replies if lid is not None)
             else:
                 self.problem = None
                 refused = result.refused

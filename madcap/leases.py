@@ -147,6 +147,10 @@ class ReplyCache(Protocol):
         ...
 
     def discard(self, key: tuple[int, int, bytes, str]) -> None: ...
+    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+        """Look these up at once (a batch's requests), before they are got one by one."""
+        ...
+
     def expire(self, cutoff: float, now: float) -> None:
         """Drop the entries stamped before ``cutoff``, and those stamped after ``now``
         (from before the clock stepped back: their age is unknown)."""
@@ -195,6 +199,9 @@ class MemoryReplyCache:
     def discard(self, key: tuple[int, int, bytes, str]) -> None:
         self.entries.pop(key, None)
 
+    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+        pass  # all here
+
     def expire(self, cutoff: float, now: float) -> None:
         # The stale entries are at the front: stop at the first fresh one rather than
         # visit every entry, which at 8,000 exchanges/s is a million entries a second.
@@ -226,6 +233,7 @@ class LeaseStore(Protocol):
     backend: str
     commits: int
     problem: str | None  # why the store is degraded (None: healthy)
+    shared: bool  # other servers write to it too (a shared database)
 
     def now(self) -> float:
         """The clock lease decisions use (a shared database's, when there is one)."""
@@ -246,6 +254,19 @@ class LeaseStore(Protocol):
 
     def purge(self, before: float) -> int:
         """Forget leases whose guard time ended before ``before``; returns how many."""
+        ...
+
+    def changes(self) -> list[Lease]:
+        """Leases other servers committed since the last call (a shared store; [])."""
+        ...
+
+    def usage(self, now: float) -> dict[str, dict[str, int]] | None:
+        """Per scope, addresses "leased" and "held" as the store counts them (every
+        server sharing it alike), or None: the server's own view is the whole truth."""
+        ...
+
+    def page(self, query: LeaseQuery, now: float) -> LeasePage | None:
+        """The operator's listing as the store has it, or None (as for usage)."""
         ...
 
     def reply_cache(self) -> ReplyCache: ...

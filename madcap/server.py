@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+import secrets
 import socket
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -237,8 +238,55 @@ class MadcapServer:
                 if key[2] in gone:
                     self._cache.discard(key)
         taken = list(taken)
+        if taken:
+            # another server's leases, or its newer version of one refused here: that
+            # one replaces ours, and the next search starts elsewhere (at random, so two
+            # servers do not walk into each other again)
+            newer = {le.lease_id for le in taken}
+            restore = [le for le in restore if le.lease_id not in newer]
+            self._forget(newer)
+            self.scatter({le.scope for le in taken})
         if restore or taken:  # _adopt re-heapifies every lease end: only when needed
             self._adopt(restore + taken)
+
+    def _forget(self, lease_ids: Iterable[bytes]) -> None:
+        """Drop what this server holds of these leases (another version replaces it)."""
+        for lid in lease_ids:
+            current = self.leases.pop(lid, None) or self.held.pop(lid, None)
+            self.held.pop(lid, None)
+            if current is None:
+                continue
+            pool = self.pools.get(current.scope)
+            if pool is not None:
+                for address in current.addresses:
+                    pool.give_back(address_value(address), lid)
+            self._uncharge(lid)
+
+    def absorb(self, leases: Iterable[Lease]) -> int:
+        """Leases other servers committed to a shared database: they replace what this
+        one knew of them (leases staged here and not yet settled are left to their
+        commit). Returns how many changed anything."""
+        changed = []
+        for lease in leases:
+            lid = lease.lease_id
+            if lid in self._undo or (self.leases.get(lid) or self.held.get(lid)) == lease:
+                continue
+            changed.append(lease)
+        if changed:
+            self._forget(le.lease_id for le in changed)
+            self._adopt(changed)
+        return len(changed)
+
+    def scatter(self, scopes: Iterable[str] | None = None) -> None:
+        """Start the pools' next-fit searches at random places: servers sharing a
+        database then pick different addresses, and a collision sends the one that lost
+        elsewhere rather than on to the other's next address."""
+        for name in scopes if scopes is not None else self.pools:
+            pool = self.pools.get(name)
+            if pool is not None:
+                size = int(pool.scope.pool_end) - int(pool.scope.pool_start) + 1
+                pool.cursor = secrets.randbelow(size)
+                pool.deep_cursor = secrets.randbelow(size)
 
     def _uncount(self, before: Lease | None, current: Lease) -> None:
         """Counters say what happened: a change undone did not."""

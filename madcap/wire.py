@@ -333,6 +333,25 @@ def decode(data: bytes) -> Message:
                    **values)  # type: ignore[arg-type]
 
 
+def request_key(data: bytes) -> tuple[int, int, bytes] | None:
+    """(xid, message type, lease id) of a datagram, read without decoding it (None when
+    there is no lease id to be found): what a shared reply cache is looked up by before
+    the datagrams of a batch are handled."""
+    if len(data) < 12:
+        return None
+    _, msgtype, _, xid = _HEADER.unpack_from(data)
+    pos, size = 8, len(data)
+    while pos + 4 <= size:
+        code, length = _OPTION_HEAD.unpack_from(data, pos)
+        pos += 4
+        if code == Opt.LEASE_ID:
+            return (xid, msgtype, data[pos:pos + length]) if pos + length <= size else None
+        if code == Opt.END:
+            return None
+        pos += length
+    return None
+
+
 def _decode_option(code: int, value: bytes, family: int, alen: int) -> object:
     if code in _U32_OPTIONS:
         if len(value) != 4:

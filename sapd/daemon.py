@@ -38,7 +38,7 @@ from sapd.plumbing import logs, service, systemd
 from sapd.plumbing.clock import CLOCK_STEP_WARNING, SteadyClock
 from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
-from sapd.plumbing.errors import StoreUnusable
+from sapd.plumbing.errors import NEEDS_MIGRATING, StoreUnusable
 from sapd.plumbing.multicast import (
     Interface,
     InterfaceFollower,
@@ -529,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"])
     p.add_argument("--migrate", nargs="?", const="apply", choices=["apply", "check"],
                    help="bring the directory's schema up to date and exit (0); with "
-                        "'check', only say whether it is current (0) or not (1)")
+                        f"'check', only say whether it is current (0) or not "
+                        f"({NEEDS_MIGRATING}); 1: the directory cannot be used")
     return p
 
 
@@ -550,7 +551,7 @@ def migrate(config_path: str | None, overrides: dict[str, Any], mode: str) -> in
         state = "current" if found == wanted else \
             "newer than this sapd" if found > wanted else f"needs migrating to {wanted}"
         print(f"sapd: {where} directory schema version {found}: {state}")
-        return 0 if found == wanted else 1
+        return 0 if found == wanted else NEEDS_MIGRATING
     print(f"sapd: {where} directory schema version {now}"
           + (f" (migrated from {found})" if found != now else " (current)"))
     return 0

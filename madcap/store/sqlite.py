@@ -19,6 +19,8 @@ from madcap.leases import (
     COMMITTED,
     CommitResult,
     Lease,
+    LeasePage,
+    LeaseQuery,
     LeaseStoreError,
     MemoryReplyCache,
     ReplyCache,
@@ -70,6 +72,7 @@ def _lease(r: tuple[Any, ...]) -> Lease:
 
 class SqliteLeaseStore:
     backend = "sqlite"
+    shared = False  # one madcapd owns the file: its memory is the whole truth
 
     def __init__(self, path: str | Path, durability: str = "full",
                  clock: SteadyClock | None = None) -> None:
@@ -265,6 +268,15 @@ class SqliteLeaseStore:
             if not self._more[address]:
                 del self._more[address]
         return cur.rowcount
+
+    def changes(self) -> list[Lease]:
+        return []
+
+    def usage(self, now: float) -> dict[str, dict[str, int]] | None:
+        return None
+
+    def page(self, query: LeaseQuery, now: float) -> LeasePage | None:
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -433,7 +433,7 @@ LogFormat = typing.Literal["auto", "json", "console"]
 LogLevel = typing.Literal["debug", "info", "warning", "error"]
 DAY = 86_400.0  # seconds
 StoreBackend = typing.Literal["sqlite", "postgresql"]
-AVAILABLE_BACKENDS = ("sqlite", "postgresql")  # a backend's room adds its name here when it lands
+AVAILABLE_BACKENDS = ("sqlite", "postgresql")
 
 
 def _dsn(value: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# ``sapd --migrate check`` / ``madcapd --migrate check``: the schema is behind this
+# version's (0: current; 1: the store cannot be used; --migrate itself exits 0 once done).
+NEEDS_MIGRATING = 3
+
 
 class StoreUnusable(RuntimeError):
     """The store cannot be opened as it is (a corrupt or foreign file, a schema from a

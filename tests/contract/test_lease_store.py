@@ -26,9 +26,12 @@ Opener = Callable[[], LeaseStore]
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens the same store again on every call (a restart)."""
     opened: list[LeaseStore] = []
+    dsn = None
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_database").dsn
 
     def open_store() -> LeaseStore:
-        store = open_lease_store(request.param, tmp_path)
+        store = open_lease_store(request.param, tmp_path, dsn=dsn)
         opened.append(store)
         return store
     request.addfinalizer(lambda: [s.close() for s in opened])

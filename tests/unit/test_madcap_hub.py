@@ -61,7 +61,9 @@ def test_a_lease_refused_by_the_store_gets_no_ack_and_its_retransmission_a_free_
     assert server.counters["refused"] == 1 and server.counters["replies_dropped"] == 1
     assert lid(1) not in server.leases and lid(99) in server.leases  # now known here
     again = exchange(hub, raw, T0 + 4)  # the client's retransmission, byte-identical
-    assert addresses(again) == ["239.255.0.2"]
+    # another address, found from a random place (not the other server's next one)
+    (address,) = addresses(again)
+    assert address != "239.255.0.1"
     assert server.counters["acks"] == 1 and server.counters["retransmissions"] == 0
     assert store.get(lid(1)) is not None
 
@@ -179,5 +181,5 @@ def test_a_lease_refused_for_another_servers_lease_is_not_charged_twice(
                   T0, T0 + 610)
     store.commit([other])  # another server on the same database, for another host
     assert exchange(hub, request(1)) is None
-    assert addresses(exchange(hub, request(1), T0 + 1)) == ["239.255.0.2"]
+    assert addresses(exchange(hub, request(1), T0 + 1)) != ["239.255.0.1"]
     assert addresses(exchange(hub, request(2, xid=2), T0 + 1))

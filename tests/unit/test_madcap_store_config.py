@@ -13,9 +13,9 @@ from madcap.store import BACKENDS, open_lease_store
 from sapd.plumbing.config import ConfigError
 
 
-def test_sqlite_is_the_default_and_the_only_backend(tmp_path: Path) -> None:
+def test_sqlite_is_the_default_of_two_backends(tmp_path: Path) -> None:
     config = load(None, {})
-    assert config.store.backend == "sqlite" and BACKENDS == ("sqlite",)
+    assert config.store.backend == "sqlite" and BACKENDS == ("sqlite", "postgresql")
     store = open_lease_store(config.store.backend, tmp_path)
     assert store.backend == "sqlite" and (tmp_path / "leases.sqlite3").exists()
     store.close()

@@ -188,3 +188,16 @@ def test_fuzz_decoder_raises_only_typed_errors() -> None:
         except MadcapDecodeError:
             bad += 1
     assert ok > 1000 and bad > 1000
+
+
+def test_request_key_reads_xid_type_and_lease_id_without_decoding() -> None:
+    import ipaddress  # noqa: PLC0415
+
+    from madcap.wire import Message, MsgType, decode, encode, request_key  # noqa: PLC0415
+
+    raw = encode(Message(msgtype=MsgType.REQUEST, xid=77, lease_id=b"\0" + b"\7" * 16,
+                         scope=ipaddress.ip_address("239.255.0.0"), lease_time=60))
+    msg = decode(raw)
+    assert request_key(raw) == (msg.xid, msg.msgtype, msg.lease_id)
+    assert request_key(raw[:10]) is None
+    assert request_key(raw[:8] + b"\0\0\0\0") is None  # End before any lease id
