@@ -258,3 +258,17 @@ def test_batches_folded_together_store_what_they_store_one_by_one(tmp_path: Path
                 for r in store.search(SearchQuery())]
     assert rows(together) == rows(one_by_one)
     assert [name for name, *_ in rows(together)] == ["S0", "S1 back", "S2 v2"]
+
+
+def test_memory_held_heard_via_for_every_session() -> None:
+    """heard_via is stored and shown (the write and the event carry it), but memory no
+    longer holds it for every session: ~110 bytes a session, 11 MB at 100,000."""
+    e = Engine()
+    e.arrival_reader = lambda arrival: ("239.255.255.255", "eth0")
+    assert e.receive_datagram(announce(sdp_text(name="A")), 0.0, "10.0.0.9", object()) == "new"
+    via = (("239.255.255.255", "eth0", "10.0.0.9"),)
+    (stored,) = e.take_writes().upserts.values()
+    event = e.next_event()
+    assert stored.heard_via == via and event is not None and event.record.heard_via == via
+    (held,) = e._entries.values()
+    assert held.record.heard_via == () and held.record.sdp == ""
