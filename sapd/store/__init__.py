@@ -8,13 +8,17 @@ store process of its own (writer.py, process.py, frames.py).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sapd.plumbing.config import ConfigError
 from sapd.records import DirectoryBackend
 from sapd.store.sqlite import SqliteDirectory
-from sapd.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sapd.store.writer import StoreWriter
 
 BACKENDS = ("sqlite",)
 DEFAULT_BACKEND = "sqlite"
@@ -50,4 +54,8 @@ def start_writer(config: object, state_dir: Path, loop: asyncio.AbstractEventLoo
                  keep_fds: tuple[int, ...] = ()) -> StoreWriter:
     """The writer: ``keep_fds`` stay open in it until its last batch is committed."""
     backend_name(config)
+    # imported here: the store process (python -m sapd.store.process) runs this package's
+    # __init__ too, and the writer's asyncio is ~4 MB it never uses
+    from sapd.store.writer import StoreWriter  # noqa: PLC0415
+
     return StoreWriter(state_dir / SQLITE_FILE, loop, keep_fds=keep_fds)

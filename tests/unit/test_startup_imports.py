@@ -19,3 +19,13 @@ def test_a_daemon_without_signing_loaded_cryptography() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_store_process_loaded_asyncio() -> None:
+    """The store process (python -m sapd.store.process) runs sapd.store's __init__,
+    which imported the daemon-side writer and its asyncio: ~7 MB of its RSS."""
+    code = ("import sys, sapd.store.process\n"
+            "assert 'asyncio' not in sys.modules and 'sapd.store.writer' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
