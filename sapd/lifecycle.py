@@ -35,7 +35,7 @@ from typing import Any
 
 from sapd import sdp, wire
 from sapd.plumbing import groupranges
-from sapd.records import HeardVia, SessionRecord, Writes, shared_media_types
+from sapd.records import HeardVia, SessionRecord, Writes, shared_media_types, via_json
 from sapd.scopes import ScopeTable
 from sapd.trust import UNVERIFIED_SLOT, Decision, TrustPolicy, auth_kind
 
@@ -106,11 +106,16 @@ class Event:
     kind: str  # new, changed, deleted, expired
     session_id: str
     time: float
-    record: SessionRecord
+    record: SessionRecord  # the engine's own (slim) record: no copy per event
+    # where the new content was heard (the slim record holds none; the store has it)
+    heard_via: tuple[HeardVia, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        session = self.record.to_json()
+        if self.heard_via:
+            session["heard_via"] = via_json(self.heard_via)
         return {"event": self.kind, "id": self.session_id, "time": self.time,
-                "session": self.record.to_json()}
+                "session": session}
 
 
 @dataclass(slots=True)
@@ -568,10 +573,9 @@ class Engine:
         self._writes.deletes.discard(sid)
         self._dirty.discard(sid)
         kind = ACCEPTED_CHANGED if previous is not None else ACCEPTED_NEW
-        # Events show no SDP, so they hold the slim record (a burst's queued events then
-        # do not hold every SDP text until the store catches up), with heard_via.
-        self._events.append(Event(kind, sid, now,
-                                  slim.with_changes(heard_via=via) if via else slim))
+        # The slim record: events show no SDP, and a burst's queued events then do not
+        # hold every SDP text until the store catches up.
+        self._events.append(Event(kind, sid, now, slim, via))
         return kind
 
     def _set_seen(self, entry: _Entry, key: bytes | None) -> None:

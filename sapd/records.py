@@ -73,8 +73,7 @@ class SessionRecord:
             # JavaScript number nor every JSON encoder holds
             "version": str(self.version), "source": self.source,
             "header_source": self.header_source or self.source,
-            "heard_via": [{"via": "sap", "group": group, "interface": interface,
-                           "source": source} for group, interface, source in self.heard_via],
+            "heard_via": via_json(self.heard_via),
             "msg_hash": self.msg_hash,
             "origin_address": self.origin_address, "scope": self.scope,
             "sap_group": self.sap_group, "groups": list(self.groups),
@@ -92,6 +91,11 @@ class SessionRecord:
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "period": self.period, "expires": self.expires,
         }
+
+
+def via_json(heard_via: tuple[HeardVia, ...]) -> list[dict[str, str]]:
+    return [{"via": "sap", "group": group, "interface": interface, "source": source}
+            for group, interface, source in heard_via]
 
 
 _MEDIA_TYPES: dict[tuple[str, ...], tuple[str, ...]] = {}

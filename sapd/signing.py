@@ -17,32 +17,27 @@ from __future__ import annotations
 import datetime
 import enum
 import hashlib
-import importlib.util
-import sys
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sapd import wire
 
 
-def _lazy(name: str) -> ModuleType:
-    """A module that loads on first use (importlib's LazyLoader). cryptography and
-    asn1crypto cost ~100 ms and ~15 MB at start-up, which a sapd without [signing] or
-    [trust] never uses; the rest of this module and its Status values are cheap."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None, name
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)
-    return module
+class _OnFirstUse:
+    """A module imported on first attribute use. cryptography and asn1crypto cost ~100 ms
+    and ~15 MB at start-up, which a sapd without [signing] or [trust] never uses; the
+    rest of this module and its Status values are cheap. (importlib's LazyLoader breaks
+    on packages that import their own submodules, as cryptography's do.)"""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(importlib.import_module(self._name), attribute)
+        setattr(self, attribute, value)  # found directly from now on
+        return value
 
 
 if TYPE_CHECKING:
@@ -52,12 +47,14 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 else:
-    algos, cms, asn1_x509 = (_lazy(f"asn1crypto.{m}") for m in ("algos", "cms", "x509"))
-    exceptions, x509 = _lazy("cryptography.exceptions"), _lazy("cryptography.x509")
-    hashes, serialization = (_lazy(f"cryptography.hazmat.primitives.{m}")
+    algos, cms, asn1_x509 = (_OnFirstUse(f"asn1crypto.{m}") for m in ("algos", "cms", "x509"))
+    exceptions = _OnFirstUse("cryptography.exceptions")
+    x509 = _OnFirstUse("cryptography.x509")
+    hashes, serialization = (_OnFirstUse(f"cryptography.hazmat.primitives.{m}")
                              for m in ("hashes", "serialization"))
-    ec, ed25519, padding, rsa = (_lazy(f"cryptography.hazmat.primitives.asymmetric.{m}")
-                                 for m in ("ec", "ed25519", "padding", "rsa"))
+    ec, ed25519, padding, rsa = (
+        _OnFirstUse(f"cryptography.hazmat.primitives.asymmetric.{m}")
+        for m in ("ec", "ed25519", "padding", "rsa"))
 
 MAX_AUTH_BYTES = 255 * 4  # the auth length is 8 bits of 32-bit words
 MAX_CERTIFICATES = 4  # in one packet: a signer and a few intermediates, no more

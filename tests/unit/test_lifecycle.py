@@ -269,6 +269,8 @@ def test_memory_held_heard_via_for_every_session() -> None:
     via = (("239.255.255.255", "eth0", "10.0.0.9"),)
     (stored,) = e.take_writes().upserts.values()
     event = e.next_event()
-    assert stored.heard_via == via and event is not None and event.record.heard_via == via
+    assert stored.heard_via == via and event is not None
+    assert event.to_json()["session"]["heard_via"] == [
+        {"via": "sap", "group": "239.255.255.255", "interface": "eth0", "source": "10.0.0.9"}]
     (held,) = e._entries.values()
     assert held.record.heard_via == () and held.record.sdp == ""
