@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from sapd.conflicts import CANDIDATES, Conflict, conflicting_ids, find_conflicts
+from sapd.conflicts import CANDIDATES, Conflict, Parsed, conflicting_ids, find_conflicts
 from sapd.plumbing import logs
 from sapd.records import DirectoryBackend
 
@@ -34,6 +34,7 @@ class ConflictScanner:
         self.scans = 0
         self._version: int | None = None
         self._scanned_at = float("-inf")
+        self._parsed: Parsed = {}  # destinations by content, used on the scanner's thread
 
     def _scan(self) -> tuple[int, list[Conflict]] | None:
         """On the scanner's thread: None when nothing changed since the last scan."""
@@ -42,7 +43,8 @@ class ConflictScanner:
         version = self._reader.content_version()
         if version == self._version and time.monotonic() - self._scanned_at < MAX_AGE:
             return None
-        return version, find_conflicts(self._reader.shared_group_sessions(CANDIDATES))
+        return version, find_conflicts(self._reader.shared_group_sessions(CANDIDATES),
+                                       self._parsed)
 
     async def scan(self) -> None:
         loop = asyncio.get_running_loop()

@@ -261,7 +261,7 @@ class Hub:
         for n, event in enumerate(events):
             events[n] = Event(event.kind, event.session_id,
                               event.time + self._offset_at(event.time),
-                              self._record_in_wall_time(event.record))
+                              self._record_in_wall_time(event.record), event.heard_via)
 
     def _enqueue(self, writes: Writes, events: list[Event]) -> _Batch | None:
         """Queue a batch behind the others (joining the last one while it waits); events

@@ -41,7 +41,9 @@ from sapd.records import (
     HeardVia,
     SessionRecord,
     Writes,
+    shared_heard_via,
     shared_media_types,
+    via_json,
     via_of,
     without_via,
 )
@@ -118,11 +120,16 @@ class Event:
     kind: str  # new, changed, deleted, expired
     session_id: str
     time: float
-    record: SessionRecord
+    record: SessionRecord  # the engine's own (slim) record: no copy per event
+    # where the new content was heard (the slim record holds none; the store has it)
+    heard_via: tuple[HeardVia, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
+        session = self.record.to_json()
+        if self.heard_via:
+            session["heard_via"] = via_json(self.heard_via, self.record.options)
         return {"event": self.kind, "id": self.session_id, "time": self.time,
-                "session": self.record.to_json()}
+                "session": session}
 
 
 @dataclass(slots=True)
@@ -159,35 +166,46 @@ class _Bucket:
 def record_from_session(session: sdp.SessionDescription, scopes: ScopeTable, *, sid: str,
                         source: str, msg_hash: int, now: float, first_seen: float,
                         auth_tag: str = "", period: float | None = None,
-                        expires: float | None = None, **extra: Any) -> SessionRecord:
-    """The directory record for a validated SDP, heard or published here."""
+                        expires: float | None = None, local: bool = False,
+                        owner_uid: int | None = None, acl: dict[str, Any] | None = None,
+                        blob: dict[str, Any] | None = None,
+                        options: dict[str, Any] | None = None, verification: str = "",
+                        signed_by: str = "", signer_key: str = "", header_source: str = "",
+                        heard_via: tuple[HeardVia, ...] = (), site: str = "") -> SessionRecord:
+    """The directory record for a validated SDP, heard or published here. Built with
+    positional arguments: this runs for every new or changed announcement, and keywords
+    cost a quarter more."""
     groups = session.groups
-    first_group = session.first_group
+    # the first multicast connection's first address (its scope), from its entry
+    first_group = groups[0].partition(groupranges.SEPARATOR)[0] if groups else None
     scope = scopes.for_address(first_group) if first_group else None
     attributes = [(a.name, a.value) for a in session.attributes]
     for media in session.media:
         attributes.extend((a.name, a.value) for a in media.attributes)
     stop = session.stop_time
-    options = dict(extra.pop("options", {}))
+    options = dict(options or ())
     if stop is not None:
         options["stop_time"] = stop.timestamp()
     origin_address = session.origin.address
     if origin_address == source:  # the usual case: one string, not two, per session
         origin_address = source
     media_types = tuple(dict.fromkeys(m.kind for m in session.media))
+    raw = session.raw
     return SessionRecord(
-        id=sid, source=source, identity=session.identity, version=session.version,
-        msg_hash=msg_hash, origin_address=origin_address, name=session.name,
-        info=session.info, sdp=session.raw, scope=scope.name if scope else "",
-        sap_group=scope.sap_group_text if scope else "", first_seen=first_seen,
-        last_seen=now, auth_tag=auth_tag, period=period, expires=expires, options=options,
-        groups=groups, media_types=shared_media_types(media_types),
-        attributes=tuple(attributes), content_crc=zlib.crc32(session.raw.encode()), **extra)
+        sid, source, session.identity, session.version, msg_hash, origin_address,
+        session.name, session.info, raw, scope.name if scope else "",
+        scope.sap_group_text if scope else "", first_seen, now, local, owner_uid, auth_tag,
+        acl if acl is not None else {}, blob if blob is not None else {}, options, period,
+        expires, False, groups, shared_media_types(media_types), tuple(attributes),
+        zlib.crc32(raw.encode()), verification, signed_by, signer_key, header_source,
+        heard_via, site)
 
 
 def _slim(record: SessionRecord) -> SessionRecord:
     """What memory keeps: everything but the SDP text and attributes (the store has
-    them; ~300 bytes a session saved at 100,000 sessions)."""
+    them, and only what is shown needs them: ~300 bytes a session saved at 100,000
+    sessions). heard_via stays, shared (records.shared_heard_via): RAVENNA's rules and
+    the relay's loop guard read it."""
     return record.with_changes(sdp="", attributes=(), acl=record.acl or _EMPTY,
                                blob=record.blob or _EMPTY, options=record.options or _EMPTY)
 
@@ -214,6 +232,7 @@ def session_id(source: str, identity: str, auth_tag: str) -> str:
 
 
 auth_tag_of = auth_kind  # without a trust policy the auth kind alone is the tag
+_UNCHECKED = {kind: Decision(None, kind, "") for kind in ("", "cms", "pgp")}
 
 
 def announcer_key(sender: str, header_source: str) -> str:
@@ -494,8 +513,8 @@ class Engine:
         or why it is dropped (sapd.trust)."""
         kind = auth_tag_of(packet)
         trust = self.trust
-        if trust is None:
-            return Decision(None, kind, "")
+        if trust is None:  # one shared decision per kind: this runs for every new packet
+            return _UNCHECKED.get(kind) or Decision(None, kind, "")
         announcer = announcer_key(source, header)  # its sender's entries only
         slot = self._entries.get(session_id(announcer, identity, kind))
         if slot is None and session is None:  # a deletion of an entry kept apart
@@ -530,7 +549,7 @@ class Engine:
         via: tuple[HeardVia, ...] = ()
         if arrival is not None and self.arrival_reader is not None:
             group, interface = self.arrival_reader(arrival)
-            via = ((SAP, group, interface, source),)
+            via = shared_heard_via(((SAP, group, interface, source),))
         if previous is not None:
             old = previous.record
             if old.local:
@@ -581,7 +600,8 @@ class Engine:
             signer_key=decision.signer_key,
             header_source="" if header == source else header, heard_via=via,
             options=options, site=self.site)
-        entry = _Entry.of(self._kept(record), stop_time)
+        slim = self._kept(record)
+        entry = _Entry.of(slim, stop_time)
         entry.arrivals = arrivals
         entry.size = size
         if previous is not None:
@@ -594,7 +614,7 @@ class Engine:
         kind = ACCEPTED_CHANGED if previous is not None else ACCEPTED_NEW
         # The slim record: events show no SDP, and a burst's queued events then do not
         # hold every SDP text until the store catches up.
-        self._events.append(Event(kind, sid, now, entry.record))
+        self._events.append(Event(kind, sid, now, slim, via))
         return kind
 
     def _set_seen(self, entry: _Entry, key: bytes | None) -> None:
@@ -762,7 +782,7 @@ class Engine:
             first_seen=old.first_seen if old is not None else now,
             period=old.period if old is not None else None,
             expires=old.expires if sap_via and old is not None else None,
-            heard_via=(*sap_via, via), options=ravenna_options)
+            heard_via=(*sap_via, via), options=ravenna_options, site=self.site)
         entry = _Entry.of(record, stop_time)
         if previous is not None:
             entry.arrivals, entry.size = previous.arrivals, previous.size
@@ -801,9 +821,10 @@ class Engine:
     def sap_sources_of(self, identity: str) -> list[str]:
         """Who announces this o= identity on SAP (a scan without copies: called when a
         RAVENNA row is considered for re-announcement, which is rare)."""
+        # memory keeps heard_via only for rows RAVENNA holds: any other remote row is SAP's
         return [e.record.source for e in self._entries.values()
                 if e.record.identity == identity and not e.record.local
-                and any(v[0] == SAP for v in e.record.heard_via)]
+                and (not e.record.ravenna or via_of(e.record.heard_via, SAP))]
 
     def ravenna_grace(self, now: float, grace: float) -> int:
         """At start-up: rows the store holds as heard over RAVENNA expire after

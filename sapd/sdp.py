@@ -245,6 +245,8 @@ def _is_number(text: str) -> bool:
 
 def _number(b: _Builder, n: int, what: str, text: str) -> int | None:
     """A ``1*DIGIT`` field as an exact int, or a line-numbered error naming the rule."""
+    if len(text) <= MAX_NUMBER_DIGITS and text.isdigit() and text.isascii():
+        return int(text)  # the usual case, checked in one go (int() takes leading zeros)
     if not _is_number(text):
         b.error(n, f"{what} {_shown(text)} is not numeric (RFC 8866: ASCII digits only)")
         return None
@@ -465,7 +467,7 @@ def _parse_time(b: _Builder, n: int, value: str) -> None:
         b.error(n, "t= must be '<start-time> <stop-time>' in NTP seconds")
         return
     start = _number(b, n, "t= start time", fields[0])
-    stop = _number(b, n, "t= stop time", fields[1])
+    stop = _number(b, n, "t= stop time", fields[1]) if start is not None else None
     if start is None or stop is None:
         return
     for what, value_ in (("start", start), ("stop", stop)):

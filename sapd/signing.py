@@ -17,22 +17,54 @@ from __future__ import annotations
 import datetime
 import enum
 import hashlib
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from asn1crypto import algos, cms
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from sapd import wire
 
+
+class _OnFirstUse:
+    """A module imported on first attribute use. cryptography and asn1crypto cost ~100 ms
+    and ~15 MB at start-up, which a sapd without [signing] or [trust] never uses; the
+    rest of this module and its Status values are cheap. (importlib's LazyLoader breaks
+    on packages that import their own submodules, as cryptography's do.)"""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(importlib.import_module(self._name), attribute)
+        setattr(self, attribute, value)  # found directly from now on
+        return value
+
+
+if TYPE_CHECKING:
+    from asn1crypto import algos, cms
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import exceptions, x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+else:
+    algos, cms, asn1_x509 = (_OnFirstUse(f"asn1crypto.{m}") for m in ("algos", "cms", "x509"))
+    exceptions = _OnFirstUse("cryptography.exceptions")
+    x509 = _OnFirstUse("cryptography.x509")
+    hashes, serialization = (_OnFirstUse(f"cryptography.hazmat.primitives.{m}")
+                             for m in ("hashes", "serialization"))
+    ec, ed25519, padding, rsa = (
+        _OnFirstUse(f"cryptography.hazmat.primitives.asymmetric.{m}")
+        for m in ("ec", "ed25519", "padding", "rsa"))
+
 MAX_AUTH_BYTES = 255 * 4  # the auth length is 8 bits of 32-bit words
 MAX_CERTIFICATES = 4  # in one packet: a signer and a few intermediates, no more
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES = frozenset(("sha256", "sha384", "sha512"))
+
+
+def _hash(name: str) -> hashes.HashAlgorithm:
+    """One of _HASHES, as cryptography's algorithm."""
+    algorithm: hashes.HashAlgorithm = getattr(hashes, name.upper())()
+    return algorithm
 
 
 class Status(enum.StrEnum):
@@ -157,7 +189,7 @@ class SigningKey:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             signature = self._key.sign(to_sign)
         else:
-            signature = self._key.sign(to_sign, ec.ECDSA(_HASHES[self._digest]()))
+            signature = self._key.sign(to_sign, ec.ECDSA(_hash(self._digest)))
         issuer_serial = cms.IssuerAndSerialNumber({
             "issuer": self._asn1_cert.issuer, "serial_number": self._asn1_cert.serial_number})
         signer_info = cms.SignerInfo({
@@ -289,7 +321,7 @@ def is_ca(certificate: x509.Certificate) -> bool:
 def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, exceptions.InvalidSignature):
         return False
     return True
 
@@ -385,15 +417,15 @@ def _check_signature(certificate: x509.Certificate, algorithm: algos.SignedDiges
             if algorithm.signature_algo != "ecdsa":
                 return Status.UNSUPPORTED_ALGORITHM
             hash_name = digest_name if name == "ecdsa" else algorithm.hash_algo
-            public.verify(signature, data, ec.ECDSA(_HASHES[hash_name]()))
+            public.verify(signature, data, ec.ECDSA(_hash(hash_name)))
         elif isinstance(public, rsa.RSAPublicKey):
             if algorithm.signature_algo != "rsassa_pkcs1v15":
                 return Status.UNSUPPORTED_ALGORITHM
             hash_name = digest_name if name == "rsassa_pkcs1v15" else algorithm.hash_algo
-            public.verify(signature, data, padding.PKCS1v15(), _HASHES[hash_name]())
+            public.verify(signature, data, padding.PKCS1v15(), _hash(hash_name))
         else:
             return Status.UNSUPPORTED_ALGORITHM
-    except InvalidSignature:
+    except exceptions.InvalidSignature:
         return Status.BAD_SIGNATURE
     except KeyError:
         return Status.UNSUPPORTED_ALGORITHM

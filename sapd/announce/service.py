@@ -355,7 +355,7 @@ class Announcer:
             now=now, first_seen=previous.first_seen if previous else now, local=True,
             owner_uid=owner, acl=acl, blob=blob,
             options={k: v for k, v in options.items() if v is not None},
-            **self._signed_here())
+            site=self.engine.site, **self._signed_here())
         local = self._build(record, session)  # raises before anything is stored
         # The record names the SAP group it is really sent to ("sap_group" overrides
         # the scope's), not the one its scope would have chosen.

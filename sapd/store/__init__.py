@@ -9,7 +9,6 @@ its own (writer.py, process.py, frames.py).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 from sapd.plumbing.config import ConfigError
 from sapd.records import DirectoryBackend
 from sapd.store.sqlite import SqliteDirectory
-from sapd.store.writer import PostgresTarget, StoreWriter
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sapd.store.writer import PostgresTarget, StoreWriter
 
 if TYPE_CHECKING:
     from sapd.store.postgresql import PostgresDirectory
@@ -64,6 +67,8 @@ def silent_after(config: object) -> float:
 
 
 def _postgres_target(config: object) -> PostgresTarget:
+    from sapd.store.writer import PostgresTarget  # noqa: PLC0415  # asyncio: see start_writer
+
     store = getattr(config, "store", None)
     dsn = _setting(store, "dsn")
     if not dsn:
@@ -89,6 +94,10 @@ def postgres_feed(config: object) -> PostgresDirectory:
 def start_writer(config: object, state_dir: Path, loop: asyncio.AbstractEventLoop,
                  keep_fds: tuple[int, ...] = ()) -> StoreWriter:
     """The writer: ``keep_fds`` stay open in it until its last batch is committed."""
+    # imported here: the store process (python -m sapd.store.process) runs this package's
+    # __init__ too, and the writer's asyncio is ~4 MB it never uses
+    from sapd.store.writer import StoreWriter  # noqa: PLC0415
+
     if backend_name(config) == "postgresql":
         return StoreWriter(_postgres_target(config), loop, keep_fds=keep_fds)
     return StoreWriter(state_dir / SQLITE_FILE, loop, keep_fds=keep_fds)

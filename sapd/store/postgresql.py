@@ -33,11 +33,12 @@ from sapd.plumbing.errors import StoreUnavailable, StoreUnusable
 from sapd.plumbing.pgconnect import connection_options
 from sapd.records import (
     Applied,
-    HeardVia,
     Liveness,
     SearchQuery,
     SessionRecord,
     Writes,
+    heard_via_from_json,
+    heard_via_to_json,
     shared_media_types,
 )
 
@@ -161,12 +162,6 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-def _load_via(text: str) -> tuple[HeardVia, ...]:
-    if not text:
-        return ()
-    return tuple((str(h), str(g), str(i), str(s)) for h, g, i, s in json.loads(text))
-
-
 def _row(r: SessionRecord, site: str, generation: int) -> tuple[Any, ...]:
     return (site, r.id, r.source, r.identity, r.auth_tag, str(r.version), r.msg_hash,
             r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group, r.first_seen,
@@ -175,7 +170,7 @@ def _row(r: SessionRecord, site: str, generation: int) -> tuple[Any, ...]:
             r.content_crc or zlib.crc32(r.sdp.encode()), list(r.groups),
             " ".join(r.media_types), json.dumps(r.attributes),
             f"{r.name}\n{r.info or ''}".lower(), r.verification, r.signed_by, r.signer_key,
-            r.header_source, json.dumps(r.heard_via) if r.heard_via else "",
+            r.header_source, heard_via_to_json(r.heard_via),
             any("-" in g for g in r.groups))
 
 
@@ -193,7 +188,7 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         groups=tuple(groups), media_types=shared_media_types(tuple(media_types.split())),
         attributes=tuple((n, v) for n, v in attributes), content_crc=content_crc,
         verification=verification, signed_by=signed_by, signer_key=signer_key,
-        header_source=header_source, heard_via=_load_via(heard_via), site=site)
+        header_source=header_source, heard_via=heard_via_from_json(heard_via), site=site)
 
 
 def conninfo(dsn: str, password_file: str | None) -> str:

@@ -24,14 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sapd.plumbing import logs
 from sapd.records import Applied, StoreFailure, Writes
 from sapd.store.failures import classify
 from sapd.store.frames import FRAME, FrameReader, decode_writes, frame
 from sapd.store.sqlite import SqliteDirectory
 
 _RECEIVE = 1 << 20
-log = logs.get("sapd.store")
 
 
 class Applies(Protocol):
@@ -109,6 +107,11 @@ class SharedDirectory:
     def idle(self) -> None:
         """Heartbeat, and delete what silent sites left expired; the database being
         away is not news here (the next batch reports it)."""
+        # imported here: structlog brings asyncio (~4 MB), which a SQLite store process
+        # never needs
+        from sapd.plumbing import logs  # noqa: PLC0415
+
+        log = logs.get("sapd.store")
         try:
             store = self._open()
             store.heartbeat()

@@ -27,11 +27,12 @@ from sapd.plumbing import groupranges
 from sapd.plumbing.errors import StoreUnusable
 from sapd.records import (
     Applied,
-    HeardVia,
     Liveness,
     SearchQuery,
     SessionRecord,
     Writes,
+    heard_via_from_json,
+    heard_via_to_json,
     shared_media_types,
 )
 
@@ -192,17 +193,18 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("verification", "r.verification"), ("signed_by", "r.signed_by"),
     ("signer_key", "r.signer_key"),
     ("header_source", "r.header_source"),  # '' when the same as source
-    ("heard_via", "_dump_via(r.heard_via)"), ("site", "r.site"),
+    ("heard_via", "heard_via_to_json(r.heard_via)"), ("site", "r.site"),
 )
 _LOADS = {
-    "version": "int(version)", "heard_via": "_load_via(heard_via)",
+    "version": "int(version)", "heard_via": "heard_via_from_json(heard_via)",
     "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",
     "options": "_json(options)", "stale": "not local and heard_gen < generation",
     "groups": "tuple(groups.split())",
     "media_types": "shared_media_types(tuple(media_types.split()))",
     "attributes": "tuple(attrs)",
 }
-_LIGHT = {"sdp": "''", "haystack": "''"}  # what a light read leaves out
+# What a light read (the engine's start-up load) leaves out: what memory does not keep.
+_LIGHT = {"sdp": "''", "haystack": "''"}
 _NAMES = [name for name, _ in _STORED]
 _COLUMNS = ", ".join(_NAMES)
 _LIGHT_COLUMNS = ", ".join(_LIGHT.get(name, name) for name in _NAMES)
@@ -240,23 +242,13 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-def _dump_via(via: tuple[HeardVia, ...]) -> str:
-    return json.dumps(via) if via else ""
-
-
-def _load_via(text: str) -> tuple[HeardVia, ...]:
-    if not text:
-        return ()
-    return tuple((str(h), str(g), str(i), str(s)) for h, g, i, s in json.loads(text))
-
-
 def _compile(source: str, name: str) -> Any:
     """A function from generated source: positional tuple and constructor calls, as fast
     as hand-written ones (keywords cost ~25 % more, and start-up builds 100,000 records)
     and derived from the column table, so they cannot fall out of its order."""
     scope: dict[str, Any] = {"SessionRecord": SessionRecord, "_dumps": _dumps,
-                             "_json": _json, "zlib": zlib, "_dump_via": _dump_via,
-                             "_load_via": _load_via,
+                             "_json": _json, "zlib": zlib, "heard_via_to_json": heard_via_to_json,
+                             "heard_via_from_json": heard_via_from_json,
                              "shared_media_types": shared_media_types}
     exec(source, scope)
     return scope[name]
@@ -650,8 +642,8 @@ class SqliteDirectory:
         return hit[1] if hit is not None and hit[0] == self.content_version() else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
-        """A page of sessions in name order. ``light`` leaves out the SDP text and
-        attributes, which a listing does not show (a page of 100: 0.9 -> 0.7 ms)."""
+        """A page of sessions in name order. ``light`` leaves out the SDP text,
+        attributes and heard_via (a page of 100: 0.9 -> 0.7 ms)."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             rows = self._window_page(query, columns) if self._walk_window(query) else None
@@ -749,8 +741,8 @@ class SqliteDirectory:
 
     def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
         """Every session (one host's file holds only its own: ``own`` changes nothing).
-        ``light`` leaves out the SDP text and attributes (what the engine keeps in
-        memory), which is what makes start-up fast."""
+        ``light`` leaves out the SDP text, attributes and SAP's heard_via (what the
+        engine does not keep in memory), which is what makes start-up fast."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             records = self._records(self._db.execute(f"SELECT {columns}, rid FROM sessions"),

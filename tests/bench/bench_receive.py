@@ -9,7 +9,12 @@
   three runs), and a fresh sapd sent 100,000 new announcements at 10,000/s (with its
   RSS after that burst);
 - packet-to-event latency p99 (event stream, JSON lines);
-- list p99 and RSS with 100,000 sessions; restart-to-ready with 100,000 sessions.
+- list p99 and RSS with 100,000 sessions; restart-to-ready with 100,000 sessions;
+- new sessions stored over sdp-transform's parse rate of the same SDP, same run;
+- a fresh sapd with default caps under a flood of 300,000 unique sessions from 200 IP
+  sources: GET /v1/sessions p99 and packet-to-event latency p99 during it, and whether
+  every datagram is counted (by sapd, accepted or dropped by reason, or by the kernel's
+  receive-buffer overflow counter).
 
 Run: .venv/bin/python -m tests.bench.bench_receive [--ingest-only] [--compare-with TREE]
 """
@@ -30,11 +35,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import sdp_transform
+
 from sapd.lifecycle import Engine, Limits
 from sapd.plumbing import service
 from sapd.store.sqlite import SqliteDirectory
 from sapd.store.writer import StoreWriter
-from tests.bench.common import percentile, report
+from tests.bench.common import percentile, rate, report
 from tests.daemons import Daemon
 from tests.packets import announce, sdp_text
 from tests.support import children
@@ -45,10 +52,15 @@ FILL_RATE = 5_000  # new announcements/s filling the directory for lists, RSS, r
 BURST_RATE = 10_000  # new announcements/s sent to a fresh daemon
 STORED_RUNS = 3  # the in-process stored rate is the median of this many runs
 GROUP = "239.255.255.255"
+FLOOD_SESSIONS = 300_000
+FLOOD_SOURCES = 200  # IP senders: 127.0.1.1 and up, all on lo
+FLOOD_RATE = 50_000  # datagrams/s
 
 
-def _sender_socket() -> socket.socket:
+def _sender_socket(bind: str | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if bind is not None:  # any 127/8 address is this host's on lo: one IP sender each
+        sock.bind((bind, 0))
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
                     struct.pack("@4s4si", b"\0" * 4, b"\0" * 4, socket.if_nametoindex("lo")))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
@@ -148,8 +160,7 @@ def stored_per_second(total: int = 50_000) -> float:
         SqliteDirectory(Path(tmp) / "d.sqlite3").close()  # created, as the daemon does
         writer = StoreWriter(Path(tmp) / "d.sqlite3", loop)
         engine = Engine(limits=Limits(source_rate=1e9, source_burst=1e9, max_sessions=10**6))
-        packets = [announce(sdp_text(session=i, name=f"S{i}", group=f"239.255.{i >> 8 & 255}."
-                                     f"{i & 255}")) for i in range(total)]
+        packets = [announce(stored_sdp(i)) for i in range(total)]
         start = time.perf_counter()
         now = 1.0
         for base in range(0, total, 1000):
@@ -165,6 +176,17 @@ def stored_per_second(total: int = 50_000) -> float:
         assert check.count() == total, check.count()
         loop.close()
         return total / elapsed
+
+
+def stored_sdp(i: int) -> str:
+    """The SDP of stored_per_second's i-th announcement."""
+    return sdp_text(session=i, name=f"S{i}", group=f"239.255.{i >> 8 & 255}.{i & 255}")
+
+
+def transform_rate() -> float:
+    """sdp-transform's bare parse rate of the same SDP as the stored announcements."""
+    text = stored_sdp(1234)
+    return rate(lambda: sdp_transform.parse(text), rounds=3)
 
 
 def fill(daemon: Daemon, packets: list[bytes], rate: float) -> tuple[int, float]:
@@ -210,6 +232,128 @@ def latency(daemon: Daemon, samples: int = 400) -> list[float]:
     thread.join(10)
     stop.set()
     return [s * 1000 for s in seen]
+
+
+def flood_source(n: int) -> str:
+    return f"127.0.{1 + n // 250}.{1 + n % 250}"
+
+
+def kernel_drops() -> int:
+    """UDP datagrams the kernel dropped for a full receive buffer (this namespace)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+             if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
+def counted(daemon: Daemon) -> int:
+    stats = daemon.stats()
+    return sum(stats["packets"].values()) + sum(stats["drops"].values())
+
+
+def flood_with_api(daemon: Daemon) -> None:
+    """FLOOD_SESSIONS unique sessions from FLOOD_SOURCES IP senders at FLOOD_RATE, while
+    one client lists sessions back to back and another times marker events."""
+    packets = [announce(sdp_text(session=i, name=f"Flood {i}",
+                                 group=f"239.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                                 origin=flood_source(i % FLOOD_SOURCES)),
+                        source=flood_source(i % FLOOD_SOURCES))
+               for i in range(FLOOD_SESSIONS)]
+    socks = [_sender_socket(flood_source(n)) for n in range(FLOOD_SOURCES)]
+    done = threading.Event()
+    lists: list[float] = []
+    events: list[float] = []
+
+    def lister() -> None:
+        client = daemon.client
+        while not done.is_set():
+            t0 = time.perf_counter()
+            client.request("GET", "/v1/sessions")
+            lists.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.005)
+
+    def consume() -> None:
+        for line in daemon.client.stream_lines("/v1/events?format=jsonl"):
+            if line.strip():
+                event = json.loads(line)
+                name = event.get("session", {}).get("name", "")
+                if event.get("event") == "new" and name.startswith("lat "):
+                    events.append((time.time() - float(name.split()[1])) * 1000)
+            if done.is_set():
+                return
+
+    sent_markers = [0]
+
+    def markers() -> None:
+        sock, n = _sender_socket("127.0.9.9"), 0
+        while not done.is_set():
+            sent_markers[0] = n + 1
+            pkt = announce(sdp_text(session=800_000 + n, name=f"lat {time.time():.6f}",
+                                    origin="127.0.9.9"), source="127.0.9.9")
+            sock.sendto(pkt, (GROUP, PORT))
+            n += 1
+            time.sleep(0.02)
+    before, dropped_before = counted(daemon), kernel_drops()
+    threads = [threading.Thread(target=f, daemon=True) for f in (consume, lister, markers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    start, burst = time.perf_counter(), 250
+    for i in range(0, FLOOD_SESSIONS, burst):
+        for j in range(i, min(i + burst, FLOOD_SESSIONS)):
+            while True:
+                try:
+                    socks[j % FLOOD_SOURCES].sendto(packets[j], (GROUP, PORT))
+                    break
+                except BlockingIOError:
+                    time.sleep(0.0005)
+        delay = start + (i + burst) / FLOOD_RATE - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    sent_for = time.perf_counter() - start
+    time.sleep(1.0)
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    seen, changed_at = counted(daemon), time.perf_counter()
+    while time.perf_counter() - changed_at < 2:  # until the counters stand still
+        time.sleep(0.2)
+        now = counted(daemon)
+        if now != seen:
+            seen, changed_at = now, time.perf_counter()
+    sent = FLOOD_SESSIONS + sent_markers[0]
+    stats = daemon.stats()
+    report(f"flood: {FLOOD_SESSIONS:,} unique sessions, {FLOOD_SOURCES} sources, rate",
+           FLOOD_SESSIONS / sent_for, "per s")
+    report(f"  GET /v1/sessions p99 during it ({len(lists)} requests)",
+           percentile(lists, 99), "ms", "<= 5 ms")
+    report("  GET /v1/sessions p50 during it", percentile(lists, 50), "ms")
+    report(f"  packet-to-event latency p99 during it ({len(events)} markers)",
+           percentile(events, 99) if events else float("nan"), "ms", "<= 50 ms")
+    report("  datagrams counted by sapd (accepted or dropped by reason)", seen - before,
+           "pkts")
+    report("  dropped by the kernel (receive buffer full)", kernel_drops() - dropped_before,
+           "pkts")
+    report("  sent and neither (unaccounted; other traffic may offset it)",
+           sent - (seen - before) - (kernel_drops() - dropped_before), "pkts", "0")
+    report("  sessions listed after it", stats["sessions"], "sessions")
+    for reason, value in sorted(stats["drops"].items()):
+        report(f"  dropped: {reason}", value, "pkts")
+    for sock in socks:
+        sock.close()
+
+
+def flood_figures(tmp: Path) -> None:
+    """The flood, on a fresh sapd with default caps (a config saying where to listen)."""
+    defaults = tmp / "defaults.toml"
+    defaults.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n")
+    flooded = _daemon(tmp / "flood", defaults)
+    flooded.start()
+    try:
+        flood_with_api(flooded)
+        assert flooded.proc is not None
+        report_rss("  RSS after the flood", flooded.proc.pid)
+    finally:
+        flooded.stop()
 
 
 def rss_mb(pid: int) -> float:
@@ -280,6 +424,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ingest-only", action="store_true",
                         help="only the re-announcement ingest figures")
+    parser.add_argument("--flood-only", action="store_true",
+                        help="only the flood with API figures")
     parser.add_argument("--compare-with", type=Path, metavar="TREE",
                         help="also measure the ingest of the sapd in this source tree")
     args = parser.parse_args()
@@ -294,6 +440,9 @@ def main() -> None:
         config.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n"
                           "[limits]\nsource_rate = 1000000.0\nsource_burst = 1000000.0\n"
                           "max_sessions = 200000\n")
+        if args.flood_only:
+            flood_figures(Path(tmp))
+            return
         daemon = _daemon(Path(tmp) / "d", config)
         daemon.start()
         other = None
@@ -311,6 +460,10 @@ def main() -> None:
                    rates[len(rates) // 2], "per s", ">= 10,000/s")
             report("  lowest of them", rates[0], "per s")
             report("  highest of them", rates[-1], "per s")
+            parse_rate = transform_rate()
+            report("sdp_transform.parse of the same SDP (reference)", parse_rate, "per s")
+            report("  stored over sdp-transform's parse rate", rates[len(rates) // 2] / parse_rate,
+                   "x", ">= 3x")
             lat = latency(daemon)
             report(f"packet-to-event latency p50 ({len(lat)} samples)", percentile(lat, 50), "ms")
             report("packet-to-event latency p99", percentile(lat, 99), "ms", "<= 50 ms")
@@ -357,6 +510,7 @@ def main() -> None:
             report_rss("  RSS after the burst", burst.proc.pid)
         finally:
             burst.stop()
+        flood_figures(Path(tmp))
 
 
 if __name__ == "__main__":
