@@ -2,10 +2,14 @@
 
 Datagrams of one socket drain go through the sans-IO server, their staged lease
 changes go to the store in one transaction, and only the replies whose change the
-store took are released. What a failed commit means is decided here once: the
-changes are undone in the server (a retransmission is answered afresh), the replies
-that depended on them are dropped (the clients retransmit), the failure is counted
-under its reason and the hub reports itself degraded until a commit succeeds.
+store took are released. ``flush`` does it in one call; the daemon splits it into
+``take`` and ``settle`` and runs the commit between them in a thread of its own, so
+that the next batch is handled while this one is written (its fsync no longer stops
+the loop); a batch waits until the one before it is settled. What a failed commit
+means is decided here once: the changes are undone in the server (a retransmission
+is answered afresh), the replies that depended on them are dropped (the clients
+retransmit), the failure is counted under its reason and the hub reports itself
+degraded until a commit succeeds.
 """
 
 from __future__ import annotations
@@ -16,13 +20,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from madcap.leases import Lease, LeaseStore, LeaseStoreError
-from madcap.server import MadcapServer
+from madcap.leases import COMMITTED, CommitResult, Lease, LeaseStore, LeaseStoreError
+from madcap.server import Journal, MadcapServer
 from madcap.wire import IPAddress, MsgType
 
 A = TypeVar("A")  # where a reply goes (the daemon's (host, port))
 # Reply kinds by the message type octet (the second octet of every MADCAP message).
 _SENT_AS: dict[int, str] = {MsgType.OFFER: "offers", MsgType.ACK: "acks", MsgType.NAK: "naks"}
+
+
+@dataclass(slots=True)
+class Batch(Generic[A]):
+    """One batch on its way to the store: its lease changes, the replies waiting for
+    them (reply, the lease id it speaks of, where it goes) and the server's journal."""
+
+    leases: list[Lease]
+    replies: list[tuple[bytes, bytes | None, A]]
+    journal: Journal
 
 
 @dataclass
@@ -72,31 +86,41 @@ class LeaseHub(Generic[A]):
         for lease in leases:
             self._batch[lease.lease_id] = lease
 
-    def flush(self) -> list[tuple[bytes, A]]:
-        """Commit the batch; the replies that may be sent now, in arrival order."""
+    def take(self) -> Batch[A]:
+        """The batch so far, for the store; what arrives from now on is the next one."""
         replies, self._replies = self._replies, []
         batch, self._batch = self._batch, {}
-        refused: frozenset[bytes] = frozenset()
-        if batch:
-            try:
-                result = self.store.commit(list(batch.values()))
-            except LeaseStoreError as exc:
-                self.failures[exc.reason] += 1
-                self.problem = str(exc)
-                refused = frozenset(batch)
-                self.server.settle(refused)
-            else:
+        return Batch(list(batch.values()), replies, self.server.seal())
+
+    def settle(self, batch: Batch[A], result: CommitResult | LeaseStoreError
+               ) -> list[tuple[bytes, A]]:
+        """What the store made of a batch (its answer, or the error that refused it all);
+        the batch's replies that may be sent now, in arrival order. A reply of the
+        next batch that was built on a refused change is dropped with it."""
+        if isinstance(result, LeaseStoreError):
+            self.failures[result.reason] += 1
+            self.problem = str(result)
+            refused = frozenset(lease.lease_id for lease in batch.leases)
+            self.server.settle(refused, (), batch.journal)
+        else:
+            if batch.leases:
                 self.problem = None
-                refused = result.refused
-                self.server.settle(refused, result.taken)
+            refused = result.refused
+            self.server.settle(refused, result.taken, batch.journal)
         tally = [0] * 256  # replies sent, by message type (a list: cheap per reply)
         out = []
-        for data, lease_id, reply_to in replies:
+        for data, lease_id, reply_to in batch.replies:
             if lease_id in refused:
                 tally[0] += 1  # type 0 is no MADCAP type: the dropped ones
                 continue
             tally[data[1]] += 1
             out.append((data, reply_to))
+        if refused and (self._batch or self._replies):
+            for lease_id in refused:
+                self._batch.pop(lease_id, None)
+            kept = [reply for reply in self._replies if reply[1] not in refused]
+            tally[0] += len(self._replies) - len(kept)
+            self._replies = kept
         counters = self.server.counters
         for msgtype, name in _SENT_AS.items():
             if tally[msgtype]:
@@ -104,6 +128,17 @@ class LeaseHub(Generic[A]):
         if tally[0]:
             counters["replies_dropped"] += tally[0]
         return out
+
+    def flush(self) -> list[tuple[bytes, A]]:
+        """Commit the batch here and now; the replies that may be sent now."""
+        batch = self.take()
+        result: CommitResult | LeaseStoreError = COMMITTED
+        if batch.leases:
+            try:
+                result = self.store.commit(batch.leases)
+            except LeaseStoreError as exc:
+                result = exc
+        return self.settle(batch, result)
 
     @property
     def health(self) -> str | None:

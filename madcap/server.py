@@ -102,6 +102,15 @@ Handled = tuple[bytes | None, bytes | None, Lease | None]
 NOTHING: Handled = (None, None, None)
 
 
+@dataclass(slots=True)
+class Journal:
+    """What one batch staged: each lease as it was before (None: new), for an undo, and
+    the cache keys of the replies that announced a change."""
+
+    undo: dict[bytes, Lease | None]
+    keys: list[tuple[int, int, bytes, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Terms:
     start: float
@@ -209,16 +218,29 @@ class MadcapServer:
             self.leases.pop(lease.lease_id, None)
             self.held[lease.lease_id] = lease
 
-    def settle(self, refused: Iterable[bytes] = (), taken: Iterable[Lease] = ()) -> None:
-        """The store has taken the staged changes, except those of ``refused`` (because
-        of ``taken``, other servers' leases, or a failed commit). Refused changes are
-        undone, so that a retransmission is answered afresh and never by a cached ACK."""
-        undo, self._undo = self._undo, {}
-        keys, self._undo_keys = self._undo_keys, []
+    def seal(self) -> Journal:
+        """Close the journal of what was staged so far: a batch on its way to the store.
+        Later changes go to a new journal, so that the next batch can be handled while
+        this one is being written, and each is settled on its own."""
+        journal = Journal(self._undo, self._undo_keys)
+        self._undo, self._undo_keys = {}, []
+        return journal
+
+    def settle(self, refused: Iterable[bytes] = (), taken: Iterable[Lease] = (),
+               journal: Journal | None = None) -> None:
+        """The store has taken the staged changes of ``journal`` (by default: all staged
+        so far), except those of ``refused`` (because of ``taken``, other servers'
+        leases, or a failed commit). Refused changes are undone, so that a
+        retransmission is answered afresh and never by a cached ACK. A change staged
+        since, on top of a refused one, is undone with it (the hub drops its reply)."""
+        if journal is None:
+            journal = self.seal()
+        undo, keys = journal.undo, journal.keys
         restore = []
         refused = [lid for lid in refused if lid in undo]
         for lid in refused:
             before = undo[lid]
+            self._undo.pop(lid, None)  # a later batch's change of it goes too
             current = self.leases.pop(lid, None) or self.held.pop(lid, None)
             if current is not None:
                 pool = self.pools[current.scope]
@@ -236,6 +258,11 @@ class MadcapServer:
             for key in keys:
                 if key[2] in gone:
                     self._cache.discard(key)
+            if self._undo_keys:
+                for key in self._undo_keys:
+                    if key[2] in gone:
+                        self._cache.discard(key)
+                self._undo_keys = [k for k in self._undo_keys if k[2] not in gone]
         taken = list(taken)
         if restore or taken:  # _adopt re-heapifies every lease end: only when needed
             self._adopt(restore + taken)

@@ -204,7 +204,7 @@ def bench_madcapd(net: Network, tmp: Path, durability: str, subnet: int,
     # many clients, so its quotas are off
     config.write_text(f'durability = "{durability}"\n[[scope]]\nname = "org"\n'
                       'range = "239.128.0.0/10"\nlease_default = 3600\n'
-                      'max_addresses_per_client = 4000000\nmax_offers_per_client = 1000000\n')
+                      'max_addresses_per_client = 4000000\nmax_offers_per_client = 1024\n')
     daemon = Daemon("madcapd", tmp / f"madcapd-{durability}",
                     ["--config", str(config), "--interface", s0, "--log-level", "warning"],
                     netns=srv.name)
