@@ -78,6 +78,7 @@ class MadcapDaemon(service.Service):
         self._commits = ThreadPoolExecutor(1, thread_name_prefix="lease-commit")
         self._in_flight: tuple[Future[CommitResult | LeaseStoreError],
                                Batch[tuple[str, int]]] | None = None
+        self._threaded = False
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -93,6 +94,9 @@ class MadcapDaemon(service.Service):
             raise StoreUnusable(f"lease store: {exc}: not a usable database; move it away "
                                 "to start with no leases (clients then re-request)") from None
         self.store = store
+        # A backend says its commit may run beside the loop (SQLite: the connection is
+        # locked, the holders are the commit's own); another commits on the loop.
+        self._threaded = bool(getattr(store, "threaded_commit", False))
         if store.problem:
             log.error("lease store damaged; health degraded", problem=store.problem)
         now = store.now()
@@ -166,6 +170,9 @@ class MadcapDaemon(service.Service):
         more leases per fsync) while the loop goes on receiving."""
         if self._in_flight is not None:
             return
+        if not self._threaded:
+            self._settle(*self._take_and_commit())
+            return
         batch = self.hub.take()
         if not batch.leases:  # nothing to make durable, and nothing is waiting before it
             self._send(self.hub.settle(batch, COMMITTED))
@@ -231,7 +238,11 @@ class MadcapDaemon(service.Service):
                 # rows whose guard time is over are never loaded again: forget them
                 purged_at = now
                 try:  # in the commit thread: the store's holders are its to change
-                    await self.loop.run_in_executor(self._commits, self.store.purge, now)
+                    if self._threaded:
+                        await self.loop.run_in_executor(self._commits, self.store.purge,
+                                                        now)
+                    else:
+                        self.store.purge(now)
                 except LeaseStoreError as exc:
                     log.error("lease purge failed", error=str(exc))
             for lease in expired:
