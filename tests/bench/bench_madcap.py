@@ -6,7 +6,9 @@ Each server runs in its own namespace with its load generator in a peer namespac
   open loop at a fixed rate like perfdhcp, DISCOVER and REQUEST sent by multicast to the
   scope's server group as RFC 2730 has it.
 Each is swept over rising offered rates until it stops keeping up (two rates in a row
-not kept up: one noisy dip does not end a sweep); the figure is the highest achieved
+not kept up: one noisy dip does not end a sweep), rate by rate in turn (Kea, madcapd
+without fsync, madcapd with fsync at one rate, then the next rate), so that all meet
+the same machine; the figure is the highest achieved
 exchange rate at which the server kept up: at most 1% of exchanges lost and at least 97%
 of the offered rate achieved (a server that queues falls behind the offered rate before
 it loses). Afterwards madcapd's lease file is checked: one lease per ACK, no address
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -152,38 +155,41 @@ def sweep_done(results: list[Result]) -> bool:
     return len(last) == STOP_AFTER and not any(kept_up(*r) for r in last)
 
 
-def bench_kea(net: Network, tmp: Path) -> list[Result]:
-    srv, cli = net.host("ksrv"), net.host("kcli")
-    s0, c0 = net.link(srv, cli, 0, multicast_route=False, up=False)
-    ip("addr", "add", "10.210.0.1/16", "dev", s0, netns=srv.name)
-    ip("addr", "add", "10.210.0.2/16", "dev", c0, netns=cli.name)
-    for ns, dev in ((srv.name, s0), (cli.name, c0)):
-        ip("link", "set", dev, "up", netns=ns)
-    results: list[Result] = []
-    for rate in RATES:
-        config = json.loads(json.dumps(KEA_CONFIG).replace("IFACE", s0)
+class KeaBench:
+    """Kea in its namespace, restarted for each rate with a fresh lease file."""
+
+    def __init__(self, net: Network, tmp: Path) -> None:
+        self.tmp = tmp
+        self.srv, self.cli = net.host("ksrv"), net.host("kcli")
+        self.s0, self.c0 = net.link(self.srv, self.cli, 0, multicast_route=False, up=False)
+        ip("addr", "add", "10.210.0.1/16", "dev", self.s0, netns=self.srv.name)
+        ip("addr", "add", "10.210.0.2/16", "dev", self.c0, netns=self.cli.name)
+        for ns, dev in ((self.srv.name, self.s0), (self.cli.name, self.c0)):
+            ip("link", "set", dev, "up", netns=ns)
+
+    def run(self, rate: int) -> Result:
+        tmp = self.tmp
+        config = json.loads(json.dumps(KEA_CONFIG).replace("IFACE", self.s0)
                             .replace("LEASEFILE", str(tmp / f"kea-{rate}.csv"))
                             .replace("LOGFILE", str(tmp / "kea.log")))
         (tmp / "kea4.json").write_text(json.dumps(config))
         Path("/run/kea").mkdir(parents=True, exist_ok=True)
-        kea = subprocess.Popen(["ip", "netns", "exec", srv.name, "kea-dhcp4", "-c",
+        kea = subprocess.Popen(["ip", "netns", "exec", self.srv.name, "kea-dhcp4", "-c",
                                 str(tmp / "kea4.json")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         time.sleep(1.5)
         try:
-            achieved, drops = run_perfdhcp(cli.name, c0, rate)
+            achieved, drops = run_perfdhcp(self.cli.name, self.c0, rate)
         finally:
             kea.terminate()
             kea.wait(10)
-        results.append((rate, achieved, drops))
         print(f"  kea     offered {rate:5}/s -> {achieved:8.1f}/s, {drops:6.1%} lost", flush=True)
-        if sweep_done(results):
-            break
-    return results
+        return rate, achieved, drops
 
 
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling madcapd (its own threads, native frames off) for ``seconds``."""
+    """py-spy sampling madcapd for ``seconds`` (it pauses the process for each sample:
+    the figures of a profiled rate are not comparable)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("  (no py-spy: pip install py-spy)", flush=True)
@@ -193,49 +199,51 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def bench_madcapd(net: Network, tmp: Path, durability: str, subnet: int,
-                  profile_at: int | None = None
-                  ) -> tuple[list[Result], dict[int, list[float]], Daemon]:
-    srv, cli = net.host(f"msrv{subnet}"), net.host(f"mcli{subnet}")
-    s0, c0 = net.link(srv, cli, subnet)
-    server = srv.address()
-    config = tmp / f"madcapd-{durability}.toml"
-    # a /10: room for every lease of the whole sweep; the load is one host standing for
-    # many clients, so its quotas are off
-    config.write_text(f'durability = "{durability}"\n[[scope]]\nname = "org"\n'
-                      'range = "239.128.0.0/10"\nlease_default = 3600\n'
-                      'max_addresses_per_client = 4000000\nmax_offers_per_client = 1024\n')
-    daemon = Daemon("madcapd", tmp / f"madcapd-{durability}",
-                    ["--config", str(config), "--interface", s0, "--log-level", "warning"],
-                    netns=srv.name)
-    # Write back what earlier phases left dirty (Kea's lease file, the no-fsync run), or
-    # madcapd's first fsyncs carry it: p99 at 2,000/s was ~90 ms after the earlier
-    # phases (28 ms with this sync) against ~2 ms for madcapd alone.
-    os.sync()
-    daemon.start()
-    results: list[Result] = []
-    latencies: dict[int, list[float]] = {}  # offered rate -> exchange latencies, ms
-    group = "239.191.255.254"  # the scope's MADCAP server address
-    for rate in RATES:
+class MadcapBench:
+    """One madcapd in its namespace, up for the whole sweep (its leases pile up), and
+    its load generator in a peer namespace."""
+
+    def __init__(self, net: Network, tmp: Path, durability: str, subnet: int) -> None:
+        self.durability = durability
+        self.srv, self.cli = net.host(f"msrv{subnet}"), net.host(f"mcli{subnet}")
+        self.s0, self.c0 = net.link(self.srv, self.cli, subnet)
+        self.server = self.srv.address()
+        config = tmp / f"madcapd-{durability}.toml"
+        # a /10: room for every lease of the whole sweep; the load is one host standing
+        # for many clients, so its quotas are off
+        config.write_text(f'durability = "{durability}"\n[[scope]]\nname = "org"\n'
+                          'range = "239.128.0.0/10"\nlease_default = 3600\n'
+                          'max_addresses_per_client = 4000000\nmax_offers_per_client = 1024\n')
+        self.daemon = Daemon("madcapd", tmp / f"madcapd-{durability}",
+                             ["--config", str(config), "--interface", self.s0,
+                              "--log-level", "warning"], netns=self.srv.name)
+        self.latencies: dict[int, list[float]] = {}  # offered rate -> latencies, ms
+        self.profile_dir = tmp.parent
+        # Write back what earlier phases left dirty (Kea's lease file), or madcapd's
+        # first fsyncs carry it: p99 at 2,000/s was ~90 ms after the earlier phases
+        # (28 ms with this sync) against ~2 ms for madcapd alone.
+        os.sync()
+        self.daemon.start()
+
+    def run(self, rate: int, profile_it: bool = False) -> Result:
         spy = None
-        if rate == profile_at and daemon.proc is not None:
-            spy = profile(daemon.proc.pid, SECONDS - 1, tmp.parent / f"madcapd-{rate}.spy")
-        data = run_generator(cli.name, rate, group, server, c0)
+        out = self.profile_dir / f"madcapd-{rate}.spy"
+        if profile_it and self.daemon.proc is not None:
+            spy = profile(self.daemon.proc.pid, SECONDS - 1, out)
+        data = run_generator(self.cli.name, rate, "239.191.255.254", self.server, self.c0)
         if spy is not None:
             spy.wait(30)
-            print(f"  profile: {tmp.parent / f'madcapd-{rate}.spy'}", flush=True)
+            print(f"  profile: {out}", flush=True)
         achieved = data["acks"] / data["duration"]
         lost = 1 - data["acks"] / data["sent"]
-        results.append((rate, achieved, lost))
         ms = [x * 1000 for x in cast(list[float], data["latencies"])]
         if kept_up(rate, achieved, lost):
-            latencies[rate] = ms
+            self.latencies[rate] = ms
         p99 = f"p99 {percentile(ms, 99):6.1f} ms" if ms else ""
-        print(f"  madcapd ({durability}) offered {rate:5}/s (generator {data['offered']:8.1f}/s)"
-              f" -> {achieved:8.1f}/s, {lost:6.1%} lost, {p99}", flush=True)
-        if sweep_done(results):
-            break
-    return results, latencies, daemon
+        print(f"  madcapd ({self.durability}) offered {rate:5}/s (generator "
+              f"{data['offered']:8.1f}/s) -> {achieved:8.1f}/s, {lost:6.1%} lost, {p99}",
+              flush=True)
+        return rate, achieved, lost
 
 
 def kept_up(rate: int, achieved: float, lost: float) -> bool:
@@ -291,25 +299,42 @@ def main() -> None:
         tmp = Path(tmpdir)
         net = Network(tmp)
         try:
-            kea = [] if args.no_kea else bench_kea(net, tmp)
-            normal, _, daemon = bench_madcapd(net, tmp, "normal", 31)
-            daemon.stop()
-            full, latencies, daemon = bench_madcapd(net, tmp, "full", 30, args.profile)
-            commits = daemon.get("/v1/stats")["commits"]
-            acks = daemon.get("/v1/stats")["counters"].get("acks", 0)
-            daemon.stop()
-            leases, twice = stored_leases(daemon.state)
+            # Rate by rate, each server in turn, so that all three meet the same machine
+            # (its speed drifts by tens of % within minutes when others are busy on it)
+            kea = None if args.no_kea else KeaBench(net, tmp)
+            normal = MadcapBench(net, tmp, "normal", 31)
+            full = MadcapBench(net, tmp, "full", 30)
+            runs: dict[str, Callable[[int], Result]] = {
+                "kea": kea.run if kea else (lambda rate: (rate, 0.0, 1.0)),
+                "normal": normal.run,
+                "full": lambda rate: full.run(rate, rate == args.profile)}
+            results: dict[str, list[Result]] = {name: [] for name in runs}
+            if kea is None:
+                results["kea"] = [(0, 0.0, 1.0)] * STOP_AFTER  # done before it starts
+            for rate in RATES:
+                for name, run in runs.items():
+                    if not sweep_done(results[name]):
+                        results[name].append(run(rate))
+                if all(map(sweep_done, results.values())):
+                    break
+            normal.daemon.stop()
+            commits = full.daemon.get("/v1/stats")["commits"]
+            acks = full.daemon.get("/v1/stats")["counters"].get("acks", 0)
+            full.daemon.stop()
+            leases, twice = stored_leases(full.daemon.state)
         finally:
             net.teardown()
-    table(kea, normal, full, latencies)
+    latencies = full.latencies
+    table([r for r in results["kea"] if r[0]], results["normal"], results["full"], latencies)
     print(f"{'figure':58} {'value':>14} {'unit':10} target")
-    (kea_offered, kea_rate), (_, madcap_rate) = best(kea), best(full)
+    (kea_offered, kea_rate), (_, madcap_rate) = best(results["kea"]), best(results["full"])
+    normal_rate = best(results["normal"])[1]
     report("Kea 4-way exchanges/s (kept up: <=1% lost, >=97% of offered)", kea_rate, "per s")
     report("madcapd D/O/R/A exchanges/s, fsync per commit (kept up)", madcap_rate, "per s")
-    report("madcapd, durability=normal (no fsync, like Kea memfile)", best(normal)[1], "per s")
+    report("madcapd, durability=normal (no fsync, like Kea memfile)", normal_rate, "per s")
     report("ratio madcapd (fsync) / Kea", madcap_rate / kea_rate if kea_rate else 0, "x",
            ">= 1.5 (stretch 2)")
-    report("ratio madcapd (normal) / Kea", best(normal)[1] / kea_rate if kea_rate else 0, "x")
+    report("ratio madcapd (normal) / Kea", normal_rate / kea_rate if kea_rate else 0, "x")
     shown = sorted({min(latencies), kea_offered, max(latencies)} & set(latencies)) \
         if latencies else []
     for rate in shown:
