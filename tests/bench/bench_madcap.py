@@ -38,8 +38,8 @@ from tests.daemons import Daemon
 from tests.netns.harness import Network, ip
 
 # Offered rates, rising until a server stops keeping up (STOP_AFTER rates in a row).
-RATES = [2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000, 13000, 14000,
-         15000, 16000, 18000, 20000, 22000, 24000, 26000, 28000, 30000]
+RATES = [1000, 1500, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000,
+         13000, 14000, 15000, 16000, 18000, 20000, 22000, 24000, 26000, 28000, 30000]
 STOP_AFTER = 2
 SECONDS = 8
 LOSS_LIMIT = 0.01
