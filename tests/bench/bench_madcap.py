@@ -188,14 +188,15 @@ class KeaBench:
 
 
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling madcapd for ``seconds`` (it pauses the process for each sample:
-    the figures of a profiled rate are not comparable)."""
+    """py-spy sampling madcapd for ``seconds``, without pausing it (a paused madcapd lost
+    half the exchanges of the rate it was profiled at)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("  (no py-spy: pip install py-spy)", flush=True)
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "250", "--format", "raw", "--output", str(out)],
+                             "--rate", "250", "--nonblocking", "--format", "raw",
+                             "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
