@@ -163,7 +163,7 @@ class MemoryReplyCache:
     steps over every slot deleted since its last resize: ~40 us a put at the cap), and
     the hosts left with nothing are at the front of ``per_host``."""
 
-    __slots__ = ("entries", "get", "limit", "per_host")
+    __slots__ = ("_last_host", "entries", "get", "limit", "per_host")
 
     def __init__(self, limit: int = REPLY_CACHE_ENTRIES) -> None:
         self.entries: OrderedDict[CacheKey, CachedReply] = OrderedDict()
@@ -173,6 +173,7 @@ class MemoryReplyCache:
         # its own oldest replies go. Items whose entry was re-put or dropped since are
         # skipped. Hosts are in the order of their newest put.
         self.per_host: OrderedDict[str, deque[tuple[CacheKey, CachedReply]]] = OrderedDict()
+        self._last_host = ""  # the host of the last put: already at the end of per_host
         # the dict's own get: one call per datagram, no frame of ours
         self.get: Callable[[CacheKey], CachedReply | None] = self.entries.get
 
@@ -190,8 +191,9 @@ class MemoryReplyCache:
         puts = per_host.get(host)
         if puts is None:
             puts = per_host[host] = deque()
-        else:
+        elif host != self._last_host:
             per_host.move_to_end(host)
+        self._last_host = host
         puts.append((key, cached))
         if len(puts) > REPLY_CACHE_PER_HOST:
             old, was = puts.popleft()
