@@ -319,8 +319,9 @@ def main() -> None:
                 if all(map(sweep_done, results.values())):
                     break
             normal.daemon.stop()
-            commits = full.daemon.get("/v1/stats")["commits"]
-            acks = full.daemon.get("/v1/stats")["counters"].get("acks", 0)
+            stats = full.daemon.get("/v1/stats")
+            commits, counters = stats["commits"], stats["counters"]
+            acks = counters.get("acks", 0)
             full.daemon.stop()
             leases, twice = stored_leases(full.daemon.state)
         finally:
@@ -348,6 +349,9 @@ def main() -> None:
     report("  ACKs sent (with fsync)", acks, "count", "= leases")
     report("  addresses leased twice", twice, "count", "0")
     report("  durable commits (group commit: one per socket drain)", commits, "commits")
+    # what madcapd itself declined (the load is one host: its offer quota is 1,024)
+    for name in ("client_offer_quota", "client_address_quota", "replies_dropped", "invalid"):
+        report(f"  counter {name}", counters.get(name, 0), "count")
 
 
 if __name__ == "__main__":
