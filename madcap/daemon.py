@@ -168,6 +168,7 @@ class MadcapDaemon(service.Service):
         """End of a socket drain: the batch goes to the store in the commit thread, unless
         a commit is in flight; then it waits and grows (group commit: the busier, the
         more leases per fsync) while the loop goes on receiving."""
+        self._send(self.hub.ready())  # what waits for no commit goes at once
         if self._in_flight is not None:
             return
         if not self._threaded:
@@ -201,6 +202,7 @@ class MadcapDaemon(service.Service):
     def _commit_now(self) -> None:
         """Everything staged durable (and its replies sent) before this returns: the
         commit in flight is waited for, then the rest is committed here."""
+        self._send(self.hub.ready())
         if self._in_flight is not None:
             future, batch = self._in_flight
             self._in_flight = None

@@ -225,3 +225,23 @@ def test_a_batch_written_while_the_next_is_handled_settles_on_its_own(
     assert lid(1) in server.leases and lid(2) not in server.leases  # only the second undone
     assert store.get(lid(1)) is not None and store.get(lid(2)) is None
     assert hub.failures == {"disk_full": 1}
+
+
+def test_an_offer_waits_for_no_commit_and_a_reply_about_a_lease_in_flight_does(
+        tmp_path: Path) -> None:
+    # An OFFER of free addresses promises nothing durable: it goes at once, while a
+    # batch is being written (an exchange no longer waits for two commits). A reply
+    # about a lease whose change is on its way to the store waits for that commit.
+    server, store, hub = setup(tmp_path)
+    hub.receive(wire.encode(request(1)), CLIENT, SERVER, T0, CLIENT)
+    granting = hub.take()  # lease 1 on its way to the store
+    discover = Message(msgtype=MsgType.DISCOVER, xid=3, lease_id=lid(2), scope=SCOPE_ID)
+    hub.receive(wire.encode(discover), CLIENT, SERVER, T0 + 0.001, CLIENT)
+    again = Message(msgtype=MsgType.REQUEST, xid=4, lease_id=lid(1), scope=SCOPE_ID)
+    hub.receive(wire.encode(again), CLIENT, SERVER, T0 + 0.002, CLIENT)  # lease 1 again
+    ready = hub.ready()
+    assert [wire.decode(data).msgtype for data, _ in ready] == [MsgType.OFFER]
+    assert server.counters["offers"] == 1 and server.counters["acks"] == 0
+    assert len(hub.settle(granting, store.commit(granting.leases))) == 1  # its ACK
+    assert hub.ready() == [] and len(hub.flush()) == 1  # the second ACK, after it
+    assert server.counters["acks"] == 2
