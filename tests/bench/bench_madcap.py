@@ -192,7 +192,7 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
     half the exchanges of the rate it was profiled at)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
-        print("  (no py-spy: pip install py-spy)", flush=True)
+        print("  (no py-spy: pip install -e .[profile])", flush=True)
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
                              "--rate", "250", "--nonblocking", "--format", "raw",
