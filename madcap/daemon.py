@@ -3,7 +3,8 @@
 Each socket drain is one batch: every datagram goes through the hub (madcap/hub.py:
 ``MadcapServer.handle`` stages lease changes), one commit makes the batch's leases
 durable, and only then are the replies the store took sent (group commit: an ACK
-never leaves before its lease is on disk).
+never leaves before its lease is on disk). The commit runs in a thread of its own
+while the loop handles the next drains, which wait for it and go as one batch.
 """
 
 from __future__ import annotations
@@ -15,14 +16,23 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from madcap import __version__
 from madcap.api import build_app
 from madcap.avoided import AvoidedGroups
 from madcap.config import MadcapdConfig, load, parse_listen
-from madcap.hub import LeaseHub
-from madcap.leases import Lease, LeasePage, LeaseQuery, LeaseStore, LeaseStoreError
+from madcap.hub import Batch, LeaseHub
+from madcap.leases import (
+    COMMITTED,
+    CommitResult,
+    Lease,
+    LeasePage,
+    LeaseQuery,
+    LeaseStore,
+    LeaseStoreError,
+)
 from madcap.server import MadcapServer
 from madcap.store import open_lease_store
 from madcap.wire import PORT
@@ -63,6 +73,12 @@ class MadcapDaemon(service.Service):
         self.sapd_unparsed = 0  # entries of sapd's last /v1/groups that were not addresses
         self._tasks: list[asyncio.Task[None]] = []
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        # The store's commits (and purges) run here, one at a time, so that the loop
+        # handles the next batch while one is written; the commit in flight and its batch.
+        self._commits = ThreadPoolExecutor(1, thread_name_prefix="lease-commit")
+        self._in_flight: tuple[Future[CommitResult | LeaseStoreError],
+                               Batch[tuple[str, int]]] | None = None
+        self._threaded = False
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -82,6 +98,9 @@ class MadcapDaemon(service.Service):
             raise StoreUnusable(f"lease store: {exc}: not a usable database; move it away "
                                 "to start with no leases (clients then re-request)") from None
         self.store = store
+        # A backend says its commit may run beside the loop (SQLite: the connection is
+        # locked, the holders are the commit's own); another commits on the loop.
+        self._threaded = bool(getattr(store, "threaded_commit", False))
         if store.problem:
             log.error("lease store damaged; health degraded", problem=store.problem)
         now = store.now()
@@ -93,7 +112,7 @@ class MadcapDaemon(service.Service):
         if store.shared:
             self.server.scatter()  # each server starts its searches somewhere else
         self.hub.stage(self.server.expire(now))
-        self.hub.flush()
+        self.hub.flush()  # nothing listens yet: no reply to send
         service.settle_memory()
         log.info("leases loaded", active=len(self.server.leases), held=len(self.server.held),
                  path=str(state))
@@ -142,7 +161,9 @@ class MadcapDaemon(service.Service):
         if self.receiver:
             self.receiver.close()
         if self.store:
-            self.hub.flush()
+            if self.receiver is not None:
+                self._commit_now()
+            self._commits.shutdown()
             self.store.close()
         if self._state_lock is not None:
             os.close(self._state_lock)
@@ -150,11 +171,62 @@ class MadcapDaemon(service.Service):
 
     # -- packets ---------------------------------------------------------------------------
     def _after_batch(self) -> None:
-        failures = sum(self.hub.failures.values())
-        replies = self.hub.flush()
-        if sum(self.hub.failures.values()) != failures:
+        """End of a socket drain: the batch goes to the store in the commit thread, unless
+        a commit is in flight; then it waits and grows (group commit: the busier, the
+        more leases per fsync) while the loop goes on receiving."""
+        self._send(self.hub.ready())  # what waits for no commit goes at once
+        if self._in_flight is not None:
+            return
+        if not self._threaded:
+            self._settle(*self._take_and_commit())
+            return
+        batch = self.hub.take()
+        if not self.hub.commit_needed(batch):  # nothing to make durable, nothing before it
+            self._send(self.hub.settle(batch, COMMITTED))
+            return
+        future = self._commits.submit(self._commit, batch.leases)
+        self._in_flight = (future, batch)
+        future.add_done_callback(
+            lambda done: self.loop.call_soon_threadsafe(self._committed, done))
+
+    def _commit(self, leases: list[Lease]) -> CommitResult | LeaseStoreError:
+        assert self.store is not None
+        try:
+            return self.store.commit(leases)
+        except LeaseStoreError as exc:
+            return exc
+
+    def _committed(self, future: Future[CommitResult | LeaseStoreError]) -> None:
+        """On the loop: the commit in flight is done; its replies go, the next batch goes."""
+        if self._in_flight is None or self._in_flight[0] is not future:
+            return  # settled already by _commit_now
+        batch = self._in_flight[1]
+        self._in_flight = None
+        self._settle(batch, future.result())
+        self._after_batch()
+
+    def _commit_now(self) -> None:
+        """Everything staged durable (and its replies sent) before this returns: the
+        commit in flight is waited for, then the rest is committed here."""
+        self._send(self.hub.ready())
+        if self._in_flight is not None:
+            future, batch = self._in_flight
+            self._in_flight = None
+            self._settle(batch, future.result())
+        self._settle(*self._take_and_commit())
+
+    def _take_and_commit(self) -> tuple[Batch[tuple[str, int]], CommitResult | LeaseStoreError]:
+        batch = self.hub.take()
+        return batch, self._commit(batch.leases) if self.hub.commit_needed(batch) else COMMITTED
+
+    def _settle(self, batch: Batch[tuple[str, int]],
+                result: CommitResult | LeaseStoreError) -> None:
+        if isinstance(result, LeaseStoreError):
             # nothing acknowledged for the refused changes: the clients will retransmit
-            log.error("lease commit failed; replies dropped", error=self.hub.problem)
+            log.error("lease commit failed; replies dropped", error=str(result))
+        self._send(self.hub.settle(batch, result))
+
+    def _send(self, replies: list[tuple[bytes, tuple[str, int]]]) -> None:
         assert self.receiver is not None
         for data, address in replies:
             self.receiver.send(data, address)
@@ -175,8 +247,12 @@ class MadcapDaemon(service.Service):
             if now - purged_at >= PURGE_EVERY and self.store is not None:
                 # rows whose guard time is over are never loaded again: forget them
                 purged_at = now
-                try:
-                    self.store.purge(now)
+                try:  # in the commit thread: the store's holders are its to change
+                    if self._threaded:
+                        await self.loop.run_in_executor(self._commits, self.store.purge,
+                                                        now)
+                    else:
+                        self.store.purge(now)
                 except LeaseStoreError as exc:
                     log.error("lease purge failed", error=str(exc))
             for lease in expired:
@@ -310,7 +386,7 @@ class MadcapDaemon(service.Service):
         if done is None:
             return None
         self.hub.stage([done])
-        self._after_batch()
+        self._commit_now()
         if self.server.leases.get(lease_id) is not None:
             raise LeaseStoreError("refused", self.hub.problem or "the store refused it")
         return done

@@ -10,7 +10,7 @@ every backend passes.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -133,6 +133,9 @@ REPLY_CACHE_ENTRIES = 200_000
 REPLY_CACHE_PER_HOST = 4_096  # replies one client host keeps: a few seconds of a busy one
 
 
+CacheKey = tuple[int, int, bytes, str]  # (xid, message type, lease id, client)
+
+
 class ReplyCache(Protocol):
     """RFC 2730's response cache: a retransmitted request gets the same reply. Keys are
     (xid, message type, lease id, client). Entries come in time order; at most ``limit``
@@ -140,14 +143,13 @@ class ReplyCache(Protocol):
 
     limit: int
 
-    def get(self, key: tuple[int, int, bytes, str]) -> CachedReply | None: ...
-    def put(self, key: tuple[int, int, bytes, str], reply: bytes | None,
-            stamp: float) -> bool:
+    def get(self, key: CacheKey) -> CachedReply | None: ...
+    def put(self, key: CacheKey, reply: bytes | None, stamp: float) -> bool:
         """Store a reply; True when the oldest entry was evicted to make room."""
         ...
 
-    def discard(self, key: tuple[int, int, bytes, str]) -> None: ...
-    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+    def discard(self, key: CacheKey) -> None: ...
+    def prefetch(self, keys: list[CacheKey]) -> None:
         """Look these up at once (a batch's requests), before they are got one by one."""
         ...
 
@@ -158,48 +160,56 @@ class ReplyCache(Protocol):
 
 
 class MemoryReplyCache:
-    """The cache in this process (one server per store: SQLite)."""
+    """The cache in this process (one server per store: SQLite).
 
-    __slots__ = ("entries", "get", "limit", "per_host")
+    Ordered dicts, so that what a put or a sweep costs does not grow with the cache: the
+    oldest entry is found and dropped in constant time (a plain dict's next(iter())
+    steps over every slot deleted since its last resize: ~40 us a put at the cap), and
+    the hosts left with nothing are at the front of ``per_host``."""
+
+    __slots__ = ("_last_host", "entries", "get", "limit", "per_host")
 
     def __init__(self, limit: int = REPLY_CACHE_ENTRIES) -> None:
-        self.entries: dict[tuple[int, int, bytes, str], CachedReply] = {}
+        self.entries: OrderedDict[CacheKey, CachedReply] = OrderedDict()
         self.limit = limit
         # Each host's puts, oldest first, so that one sender (whose xids and lease ids
         # cost it nothing to vary) cannot hold the whole cache: past REPLY_CACHE_PER_HOST
-        # its own oldest replies go. Items whose entry was re-put or expired are skipped.
-        self.per_host: dict[str, deque[tuple[tuple[int, int, bytes, str], float]]] = {}
+        # its own oldest replies go. Items whose entry was re-put or dropped since are
+        # skipped. Hosts are in the order of their newest put.
+        self.per_host: OrderedDict[str, deque[tuple[CacheKey, CachedReply]]] = OrderedDict()
+        self._last_host = ""  # the host of the last put: already at the end of per_host
         # the dict's own get: one call per datagram, no frame of ours
-        self.get: Callable[[tuple[int, int, bytes, str]], CachedReply | None] = \
-            self.entries.get
+        self.get: Callable[[CacheKey], CachedReply | None] = self.entries.get
 
-    def put(self, key: tuple[int, int, bytes, str], reply: bytes | None,
-            stamp: float) -> bool:
+    def put(self, key: CacheKey, reply: bytes | None, stamp: float) -> bool:
         entries = self.entries
         evicted = False
         if key in entries:
             del entries[key]  # re-inserted at the end: the dict stays in time order
         elif len(entries) >= self.limit:
-            del entries[next(iter(entries))]  # the oldest
+            entries.popitem(last=False)  # the oldest
             evicted = True
-        entries[key] = CachedReply(reply, stamp)
+        cached = entries[key] = CachedReply(reply, stamp)
         host = key[3].rpartition(":")[0]
-        puts = self.per_host.get(host)
+        per_host = self.per_host
+        puts = per_host.get(host)
         if puts is None:
-            puts = self.per_host[host] = deque()
-        puts.append((key, stamp))
+            puts = per_host[host] = deque()
+        elif host != self._last_host:
+            per_host.move_to_end(host)
+        self._last_host = host
+        puts.append((key, cached))
         if len(puts) > REPLY_CACHE_PER_HOST:
-            old, when = puts.popleft()
-            cached = entries.get(old)
-            if cached is not None and cached.stamp == when:
+            old, was = puts.popleft()
+            if entries.get(old) is was:
                 del entries[old]
                 evicted = True
         return evicted
 
-    def discard(self, key: tuple[int, int, bytes, str]) -> None:
+    def discard(self, key: CacheKey) -> None:
         self.entries.pop(key, None)
 
-    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+    def prefetch(self, keys: list[CacheKey]) -> None:
         pass  # all here
 
     def expire(self, cutoff: float, now: float) -> None:
@@ -216,10 +226,14 @@ class MemoryReplyCache:
             stale.append(key)
         for key in stale:
             del entries[key]
-        # a host whose newest put is gone has nothing left here
-        for host in [h for h, puts in self.per_host.items()
-                     if (newest := entries.get(puts[-1][0])) is None
-                     or newest.stamp != puts[-1][1]]:
+        # a host whose newest put is gone has nothing left here; those are at the front
+        gone = []
+        for host, puts in self.per_host.items():
+            newest, cached = puts[-1]
+            if entries.get(newest) is cached:
+                break
+            gone.append(host)
+        for host in gone:
             del self.per_host[host]
 
     def __len__(self) -> int:

@@ -213,6 +213,13 @@ class Pool:
     # address has one is skipped whole by the next-fit scan.
     occupied: dict[int, int] = field(default_factory=dict)
     _capacity: dict[int, int] = field(default_factory=dict)
+    # the pool's bounds as integers, once (an address's int() is a Python method: two
+    # of them were a third of a usual search)
+    low: int = field(init=False)
+    high: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.low, self.high = int(self.scope.pool_start), int(self.scope.pool_end)
 
     def take(self, value: int, start: float, until: float, owner: bytes) -> None:
         held = self.windows.get(value)
@@ -283,7 +290,7 @@ class Pool:
             freed, avoided, when = self.dry
             if freed == self.freed and avoided is avoid and 0 <= start - when < DRY_MEMO:
                 return []
-        low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        low, high = self.low, self.high
         size = high - low + 1
         if count == 1 and not wanted:  # the usual request: is the cursor's address free?
             value = low + self.cursor % size
@@ -328,7 +335,7 @@ class Pool:
         """Next-fit from ``value`` until ``count`` are chosen, the pool has been gone
         round once or ``budget`` steps are spent; returns where it stopped and how many
         addresses it went past."""
-        low, high = int(self.scope.pool_start), int(self.scope.pool_end)
+        low, high = self.low, self.high
         size = high - low + 1
         scanned = 0
         while len(chosen) < count and scanned < size and budget > 0:

@@ -100,7 +100,17 @@ class _Offer:
 # (the lease change it depends on, if any) is durable; the lease id names the lease the
 # reply speaks of. A plain tuple: a NamedTuple's constructor cost 3% of an exchange.
 Handled = tuple[bytes | None, bytes | None, Lease | None]
+Reply = Message | bytes | None  # what a handler answers: a Message, or its bytes already
 NOTHING: Handled = (None, None, None)
+
+
+@dataclass(slots=True)
+class Journal:
+    """What one batch staged: each lease as it was before (None: new), for an undo, and
+    the cache keys of the replies that announced a change."""
+
+    undo: dict[bytes, Lease | None]
+    keys: list[tuple[int, int, bytes, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,16 +220,29 @@ class MadcapServer:
             self.leases.pop(lease.lease_id, None)
             self.held[lease.lease_id] = lease
 
-    def settle(self, refused: Iterable[bytes] = (), taken: Iterable[Lease] = ()) -> None:
-        """The store has taken the staged changes, except those of ``refused`` (because
-        of ``taken``, other servers' leases, or a failed commit). Refused changes are
-        undone, so that a retransmission is answered afresh and never by a cached ACK."""
-        undo, self._undo = self._undo, {}
-        keys, self._undo_keys = self._undo_keys, []
+    def seal(self) -> Journal:
+        """Close the journal of what was staged so far: a batch on its way to the store.
+        Later changes go to a new journal, so that the next batch can be handled while
+        this one is being written, and each is settled on its own."""
+        journal = Journal(self._undo, self._undo_keys)
+        self._undo, self._undo_keys = {}, []
+        return journal
+
+    def settle(self, refused: Iterable[bytes] = (), taken: Iterable[Lease] = (),
+               journal: Journal | None = None) -> None:
+        """The store has taken the staged changes of ``journal`` (by default: all staged
+        so far), except those of ``refused`` (because of ``taken``, other servers'
+        leases, or a failed commit). Refused changes are undone, so that a
+        retransmission is answered afresh and never by a cached ACK. A change staged
+        since, on top of a refused one, is undone with it (the hub drops its reply)."""
+        if journal is None:
+            journal = self.seal()
+        undo, keys = journal.undo, journal.keys
         restore = []
         refused = [lid for lid in refused if lid in undo]
         for lid in refused:
             before = undo[lid]
+            self._undo.pop(lid, None)  # a later batch's change of it goes too
             current = self.leases.pop(lid, None) or self.held.pop(lid, None)
             if current is not None:
                 pool = self.pools[current.scope]
@@ -237,6 +260,11 @@ class MadcapServer:
             for key in keys:
                 if key[2] in gone:
                     self._cache.discard(key)
+            if self._undo_keys:
+                for key in self._undo_keys:
+                    if key[2] in gone:
+                        self._cache.discard(key)
+                self._undo_keys = [k for k in self._undo_keys if k[2] not in gone]
         taken = list(taken)
         if taken:
             # another server's leases, or its newer version of one refused here: that
@@ -395,7 +423,7 @@ class MadcapServer:
         server_id = self.settings.server_id or server_address
         self._staged = None
         reply = self._dispatch(msg, client, server_id, now, multicast)
-        out = wire.encode(reply) if reply is not None else None
+        out = wire.encode(reply) if isinstance(reply, Message) else reply
         if self._cache.put(key, out, now):
             self.counters["response_cache_evictions"] += 1
         staged = self._staged
@@ -421,7 +449,7 @@ class MadcapServer:
         return Features(SUPPORTED_FEATURES, (), ()) if msg.features is not None else None
 
     def _dispatch(self, msg: Message, client: str, server_id: IPAddress, now: float,
-                  multicast: bool) -> Message | None:
+                  multicast: bool) -> Reply:
         counter = _COUNTER_OF.get(msg.msgtype)
         if counter is None:
             # RFC 2730 s. 2.2: an unrecognized type is an Invalid Request, NAKed (s. 2.6);
@@ -595,7 +623,7 @@ class MadcapServer:
         return msg.family != self._family_of[lease.scope]
 
     def _discover(self, msg: Message, server_id: IPAddress, now: float,
-                  client: str) -> Message | None:
+                  client: str) -> Reply:
         assert msg.lease_id is not None
         scope = self._scope_of(msg, now)
         if scope is None:
@@ -636,7 +664,7 @@ class MadcapServer:
         return self._reply(MsgType.OFFER, msg, server_id, scope, addresses, start, end, now)
 
     def _request(self, msg: Message, server_id: IPAddress, now: float,
-                 client: str) -> Message | None:
+                 client: str) -> Reply:
         assert msg.lease_id is not None
         if msg.server_id is not None and msg.server_id != server_id:
             self._drop_offer(msg.lease_id)  # the client chose another server
@@ -682,7 +710,7 @@ class MadcapServer:
         self.scope_counters[scope.name]["granted"] += 1
         return self._reply(MsgType.ACK, msg, server_id, scope, addresses, start, end, now)
 
-    def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message:
+    def _renew(self, msg: Message, server_id: IPAddress, now: float) -> Message | bytes:
         assert msg.lease_id is not None
         lease = self.leases.get(msg.lease_id)
         if lease is not None and lease.end <= now:
@@ -732,19 +760,25 @@ class MadcapServer:
                        features=self._reply_features(msg))
 
     def _lease_reply(self, msgtype: int, msg: Message, server_id: IPAddress, lease: Lease,
-                     now: float) -> Message:
+                     now: float) -> Message | bytes:
         scope = next(s for s in self.scopes if s.name == lease.scope)
         values = [address_value(a) for a in lease.addresses]
         return self._reply(msgtype, msg, server_id, scope, values, lease.start, lease.end, now)
 
     def _reply(self, msgtype: int, msg: Message, server_id: IPAddress, scope: ScopeConfig,
-               addresses: list[int], start: float, end: float, now: float) -> Message:
+               addresses: list[int], start: float, end: float, now: float) -> Message | bytes:
         future = start > now + 1
         remaining = round(end - (start if start > now else now))  # for renewals too
+        lease_time = remaining if 0 <= remaining <= INFINITE else _u32(remaining)
+        if len(addresses) == 1 and not future and msg.current_time is None \
+                and msg.features is None:
+            # the usual OFFER or ACK: its bytes without a Message (a third of an exchange)
+            assert msg.lease_id is not None
+            return wire.encode_lease_reply(msgtype, msg.family, msg.xid, msg.lease_id,
+                                           lease_time, server_id, scope.start, addresses[0], 1)
         return Message(
             msgtype=msgtype, xid=msg.xid, family=msg.family, lease_id=msg.lease_id,
-            server_id=server_id, scope=scope.start,
-            lease_time=remaining if 0 <= remaining <= INFINITE else _u32(remaining),
+            server_id=server_id, scope=scope.start, lease_time=lease_time,
             start_time=int(start) if future else None,
             current_time=int(now) if future or msg.current_time is not None else None,
             address_ranges=coalesce(addresses, scope.start.version),

@@ -41,6 +41,7 @@ from madcap.leases import (
     ACTIVE,
     COMMITTED,
     CachedReply,
+    CacheKey,
     CommitResult,
     Lease,
     LeasePage,
@@ -256,21 +257,21 @@ class PostgresReplyCache(MemoryReplyCache):
     def __init__(self, store: PostgresLeaseStore) -> None:
         super().__init__()
         self.store = store
-        self.pending: dict[tuple[int, int, bytes, str], CachedReply] = {}
+        self.pending: dict[CacheKey, CachedReply] = {}
         self.cutoff = float("-inf")  # the last sweep's: older stored replies are stale
         self.ahead = float("inf")
         # the last prefetch: what the database had for a batch's keys, and which keys
         # were asked (a miss among them needs no second look)
-        self.fetched: dict[tuple[int, int, bytes, str], CachedReply] = {}
-        self.looked_up: set[tuple[int, int, bytes, str]] = set()
+        self.fetched: dict[CacheKey, CachedReply] = {}
+        self.looked_up: set[CacheKey] = set()
         self.get = self._get
 
-    def prefetch(self, keys: list[tuple[int, int, bytes, str]]) -> None:
+    def prefetch(self, keys: list[CacheKey]) -> None:
         wanted = [k for k in keys if k not in self.entries]
         self.fetched = self.store.stored_replies(wanted) if wanted else {}
         self.looked_up = set(wanted)
 
-    def _get(self, key: tuple[int, int, bytes, str]) -> CachedReply | None:
+    def _get(self, key: CacheKey) -> CachedReply | None:
         found = self.entries.get(key)
         if found is not None:
             return found
@@ -280,12 +281,12 @@ class PostgresReplyCache(MemoryReplyCache):
             return stored
         return None
 
-    def put(self, key: tuple[int, int, bytes, str], reply: bytes | None,
+    def put(self, key: CacheKey, reply: bytes | None,
             stamp: float) -> bool:
         self.pending[key] = CachedReply(reply, stamp)
         return super().put(key, reply, stamp)
 
-    def discard(self, key: tuple[int, int, bytes, str]) -> None:
+    def discard(self, key: CacheKey) -> None:
         self.pending.pop(key, None)
         super().discard(key)
 
@@ -295,7 +296,7 @@ class PostgresReplyCache(MemoryReplyCache):
         for key in [k for k, c in self.pending.items() if not cutoff <= c.stamp <= now]:
             del self.pending[key]  # not worth writing any more
 
-    def adopt(self, key: tuple[int, int, bytes, str], reply: CachedReply) -> None:
+    def adopt(self, key: CacheKey, reply: CachedReply) -> None:
         """Another server's reply to this request: ours is forgotten, its is answered."""
         self.pending.pop(key, None)
         super().discard(key)
@@ -478,7 +479,7 @@ class PostgresLeaseStore:
             self._seen = str(rows[0][10])
         return [_lease(r) for r in rows]
 
-    def stored_reply(self, key: tuple[int, int, bytes, str]) -> CachedReply | None:
+    def stored_reply(self, key: CacheKey) -> CachedReply | None:
         """Another server's reply to this request, if the database answers now."""
         db = self._db
         if db is None or db.closed or db.broken:
@@ -493,8 +494,8 @@ class PostgresLeaseStore:
             return None
         return CachedReply(bytes(row[0]) if row[0] is not None else None, float(row[1]))
 
-    def stored_replies(self, keys: list[tuple[int, int, bytes, str]]
-                       ) -> dict[tuple[int, int, bytes, str], CachedReply]:
+    def stored_replies(self, keys: list[CacheKey]
+                       ) -> dict[CacheKey, CachedReply]:
         """The stored replies to these requests (one round trip); {} while the database
         is down (the store says so on its next commit)."""
         db = self._db
@@ -524,7 +525,7 @@ class PostgresLeaseStore:
         keys = sorted(replies)  # in one order on every server (row locks, as below)
         try:
             with db.transaction():
-                lost: dict[tuple[int, int, bytes, str], CachedReply] = {}
+                lost: dict[CacheKey, CachedReply] = {}
                 if not leases:
                     # only replies (offers, scope lists): no need to wait for the disk,
                     # losing them in a database crash costs a client one retransmission
@@ -570,9 +571,9 @@ class PostgresLeaseStore:
             return CommitResult(frozenset(refused), tuple(taken))
         return COMMITTED
 
-    def _put_replies(self, db: psycopg.Connection[Any], keys: list[tuple[int, int, bytes, str]],
-                     replies: dict[tuple[int, int, bytes, str], CachedReply]
-                     ) -> dict[tuple[int, int, bytes, str], CachedReply]:
+    def _put_replies(self, db: psycopg.Connection[Any], keys: list[CacheKey],
+                     replies: dict[CacheKey, CachedReply]
+                     ) -> dict[CacheKey, CachedReply]:
         """Store the batch's replies; the keys another server answered first, with its
         replies."""
         lost_keys = db.execute(_PUT_REPLIES, (

@@ -73,6 +73,9 @@ def _lease(r: tuple[Any, ...]) -> Lease:
 class SqliteLeaseStore:
     backend = "sqlite"
     shared = False  # one madcapd owns the file: its memory is the whole truth
+    # madcapd may run commit() and purge() in a thread of their own beside the loop:
+    # the connection is used under _lock, and the holders are touched only by them
+    threaded_commit = True
 
     def __init__(self, path: str | Path, durability: str = "full",
                  clock: SteadyClock | None = None) -> None:

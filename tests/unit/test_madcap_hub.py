@@ -8,7 +8,7 @@ from pathlib import Path
 
 from madcap import wire
 from madcap.hub import LeaseHub
-from madcap.leases import ACTIVE, Lease
+from madcap.leases import ACTIVE, COMMITTED, Lease, LeaseStoreError
 from madcap.pool import scope_from_config
 from madcap.server import MadcapServer, ServerSettings
 from madcap.wire import Message, MsgType
@@ -183,3 +183,67 @@ def test_a_lease_refused_for_another_servers_lease_is_not_charged_twice(
     assert exchange(hub, request(1)) is None
     assert addresses(exchange(hub, request(1), T0 + 1)) != ["239.255.0.1"]
     assert addresses(exchange(hub, request(2, xid=2), T0 + 1))
+
+
+def test_a_change_staged_while_a_failing_batch_was_written_goes_with_it(
+        tmp_path: Path) -> None:
+    # madcapd handles the next batch while one is being written (hub.take, the commit in
+    # a thread, hub.settle). A renewal of a lease granted by the batch in flight is built
+    # on it: when that commit fails, the renewal and its ACK go too, never to the store.
+    server, store, hub = setup(tmp_path)
+    hub.receive(wire.encode(request(1)), CLIENT, SERVER, T0, CLIENT)
+    granting = hub.take()
+    renew = Message(msgtype=MsgType.RENEW, xid=2, lease_id=lid(1), lease_time=900)
+    hub.receive(wire.encode(renew), CLIENT, SERVER, T0 + 1, CLIENT)  # staged on top
+    store.full = True
+    try:
+        store.commit(granting.leases)
+    except LeaseStoreError as exc:
+        assert hub.settle(granting, exc) == []  # no ACK for the grant
+    store.full = False
+    renewing = hub.take()
+    assert renewing.leases == [] and hub.settle(renewing, COMMITTED) == []  # nor for it
+    assert lid(1) not in server.leases and store.get(lid(1)) is None
+    assert server.counters["replies_dropped"] == 2 and server.counters["acks"] == 0
+    assert server.pools["small"].windows == {}  # no address held for it
+    # the client's retransmission of the REQUEST is answered afresh, and made durable
+    assert len(addresses(exchange(hub, request(1), T0 + 4))) == 1
+    assert store.get(lid(1)) is not None
+
+
+def test_a_batch_written_while_the_next_is_handled_settles_on_its_own(
+        tmp_path: Path) -> None:
+    server, store, hub = setup(tmp_path)
+    hub.receive(wire.encode(request(1)), CLIENT, SERVER, T0, CLIENT)
+    first = hub.take()
+    hub.receive(wire.encode(request(2)), CLIENT, SERVER, T0 + 0.001, CLIENT)
+    assert len(hub.settle(first, store.commit(first.leases))) == 1  # the first one's ACK
+    second = hub.take()
+    store.full = True  # the second batch's commit fails
+    try:
+        store.commit(second.leases)
+    except LeaseStoreError as exc:
+        assert hub.settle(second, exc) == []
+    assert lid(1) in server.leases and lid(2) not in server.leases  # only the second undone
+    assert store.get(lid(1)) is not None and store.get(lid(2)) is None
+    assert hub.failures == {"disk_full": 1}
+
+
+def test_an_offer_waits_for_no_commit_and_a_reply_about_a_lease_in_flight_does(
+        tmp_path: Path) -> None:
+    # An OFFER of free addresses promises nothing durable: it goes at once, while a
+    # batch is being written (an exchange no longer waits for two commits). A reply
+    # about a lease whose change is on its way to the store waits for that commit.
+    server, store, hub = setup(tmp_path)
+    hub.receive(wire.encode(request(1)), CLIENT, SERVER, T0, CLIENT)
+    granting = hub.take()  # lease 1 on its way to the store
+    discover = Message(msgtype=MsgType.DISCOVER, xid=3, lease_id=lid(2), scope=SCOPE_ID)
+    hub.receive(wire.encode(discover), CLIENT, SERVER, T0 + 0.001, CLIENT)
+    again = Message(msgtype=MsgType.REQUEST, xid=4, lease_id=lid(1), scope=SCOPE_ID)
+    hub.receive(wire.encode(again), CLIENT, SERVER, T0 + 0.002, CLIENT)  # lease 1 again
+    ready = hub.ready()
+    assert [wire.decode(data).msgtype for data, _ in ready] == [MsgType.OFFER]
+    assert server.counters["offers"] == 1 and server.counters["acks"] == 0
+    assert len(hub.settle(granting, store.commit(granting.leases))) == 1  # its ACK
+    assert hub.ready() == [] and len(hub.flush()) == 1  # the second ACK, after it
+    assert server.counters["acks"] == 2

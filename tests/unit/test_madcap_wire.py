@@ -201,3 +201,23 @@ def test_request_key_reads_xid_type_and_lease_id_without_decoding() -> None:
     assert request_key(raw) == (msg.xid, msg.msgtype, msg.lease_id)
     assert request_key(raw[:10]) is None
     assert request_key(raw[:8] + b"\0\0\0\0") is None  # End before any lease id
+def test_the_usual_reply_encoded_without_a_message_is_the_same_bytes() -> None:
+    # encode_lease_reply is the server's fast path for OFFER and ACK: it must be encode()
+    # of the same message, byte for byte, whatever the families and values
+    rng = random.Random(7)
+    for _ in range(3000):
+        v6 = rng.random() < 0.3
+        make = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
+        scope: wire.IPAddress = make(rng.getrandbits(128 if v6 else 32))
+        server_id: wire.IPAddress = ipaddress.IPv6Address(rng.getrandbits(128)) \
+            if rng.random() < 0.3 else ipaddress.IPv4Address(rng.getrandbits(32))
+        first, count = rng.getrandbits(128 if v6 else 32), rng.randint(1, 0xFFFF)
+        lease_id = rng.randbytes(rng.randint(1, 300))
+        msgtype, family = rng.choice((MsgType.OFFER, MsgType.ACK)), rng.choice((1, 2))
+        xid, lease_time = rng.getrandbits(32), rng.getrandbits(32)
+        expected = wire.encode(Message(
+            msgtype=msgtype, xid=xid, family=family, lease_id=lease_id, server_id=server_id,
+            scope=scope, lease_time=lease_time,
+            address_ranges=(wire.AddressRange(make(first), count),)))
+        assert wire.encode_lease_reply(msgtype, family, xid, lease_id, lease_time, server_id,
+                                       scope, first, count) == expected
