@@ -739,8 +739,10 @@ class Engine:
         self._ravenna_live.add(sid)
         old = previous.snapshot() if previous is not None else None
         if previous is not None and old is not None and old.sdp \
-                and session.version < old.version:
-            # the SAP side has a newer version: its content stays, RAVENNA's path joins
+                and session.version < old.version and via_of(old.heard_via, SAP):
+            # the SAP side has a newer version: its content stays, RAVENNA's path joins.
+            # Not on a row heard over RAVENNA alone: the device's answer is all there is
+            # (a device that rebooted counts its o= version from 1 again)
             heard = (*via_of(old.heard_via, SAP), via)
             options = {**old.options, **ravenna_options}
             if heard == old.heard_via and options == old.options:

@@ -76,6 +76,7 @@ class _Service:
     session_id: str | None = None  # the directory row it feeds, once described
     failures: int = 0
     connected: bool = False  # holds a connection (counts against max_connections)
+    again: bool = False  # its records changed while a DESCRIBE was in flight
 
 
 @dataclass(slots=True)
@@ -127,6 +128,8 @@ class RavennaCore:
             return self.added(name, now)
         if service.state == READY:
             service.due = now
+        elif service.state == BUSY:  # the answer on its way may predate the change
+            service.again = True
         return self.due(now)
 
     def resolved(self, name: str, host: str, port: int, now: float) -> list[Action]:
@@ -134,15 +137,27 @@ class RavennaCore:
         if service is None:
             return []
         actions: list[Action] = []
-        if (service.host, service.port) != (host, port) and service.connected:
-            service.connected = False  # moved: the old connection is to the wrong place
-            actions.append(Close(name))
-        if service.host != host and service.session_id is None:
+        if (service.host, service.port) != (host, port):
+            if service.state == BUSY:
+                # the DESCRIBE in flight is answered (or fails) on its own; the next one
+                # goes to the new place at once. Closing it would drop the row.
+                service.again = True
+            elif service.connected:
+                service.connected = False  # moved: the old connection is to the wrong place
+                actions.append(Close(name))
+        if service.host != host:
+            # every service on that host counts, described or not: services resolved
+            # before the first DESCRIBE is answered must not all get through
             on_host = sum(1 for s in self._services.values()
-                          if s.host == host and s.session_id is not None)
+                          if s.host == host and s is not service)
             if on_host >= self.bounds.max_per_host:
                 self.refusals[HOST_CAP] += 1
+                if (service.state == BUSY or service.connected) and not actions:
+                    actions.append(Close(name))  # moved onto a full host: let go of it
+                old, service.session_id = service.session_id, None
+                actions += self._release(name, old)
                 service.host, service.port, service.state = None, None, WAITING
+                service.due, service.connected, service.again = None, False, False
                 return actions
         service.host, service.port = host, port
         if service.state != BUSY:
@@ -157,8 +172,7 @@ class RavennaCore:
         actions: list[Action] = []
         if service.connected or service.state == BUSY:
             actions.append(Close(name))
-        if service.session_id is not None:
-            actions.append(Drop(name, service.session_id))
+        actions += self._release(name, service.session_id)
         return actions + self.due(now)
 
     # -- RTSP ------------------------------------------------------------------------
@@ -186,16 +200,18 @@ class RavennaCore:
         A different id than before (a new o= identity) drops the old row's path."""
         service = self._services.get(name)
         if service is None:
-            return [Drop(name, session_id)]  # withdrawn while we asked
+            return self._release(name, session_id)  # withdrawn while we asked
         actions: list[Action] = []
         if service.session_id is not None and service.session_id != session_id:
-            actions.append(Drop(name, service.session_id))
+            old, service.session_id = service.session_id, session_id
+            actions += self._release(name, old)
         service.session_id = session_id
         service.failures = 0
         service.connected = True
         if service.state == BUSY:
             service.state = READY
-            service.due = now + self.bounds.period
+            service.due = now if service.again else now + self.bounds.period
+            service.again = False
         return actions
 
     def announced(self, name: str, session_id: str, now: float) -> list[Action]:
@@ -218,15 +234,22 @@ class RavennaCore:
         if service.connected or service.state == BUSY:
             actions.append(Close(name))
         service.connected = False
-        if service.session_id is not None:
-            actions.append(Drop(name, service.session_id))
-            service.session_id = None
+        old, service.session_id, service.again = service.session_id, None, False
+        actions += self._release(name, old)
         pause = min(self.bounds.period, self.bounds.retry_floor * 2 ** min(service.failures, 16))
         service.failures += 1
         if service.host is not None:
             service.state = READY
             service.due = now + pause
         return actions + self.due(now)
+
+    def _release(self, name: str, session_id: str | None) -> list[Action]:
+        """``name`` no longer feeds ``session_id``: its row goes unless another service
+        still serves the same SDP (one row, two names)."""
+        if session_id is None or any(s.session_id == session_id
+                                     for s in self._services.values()):
+            return []
+        return [Drop(name, session_id)]
 
     def closed(self, name: str, now: float) -> list[Action]:
         """The server closed a held connection: describe again (a new connection) now;

@@ -1,0 +1,102 @@
+"""Hostile RAVENNA devices and networks against the sans-IO layers (core, codec, engine):
+each test is named after a defect found by attacking them, and failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from sapd.bridges import ravenna_core as core
+from sapd.bridges import rtsp
+from sapd.bridges.ravenna_core import Bounds, Describe, Drop, RavennaCore
+from sapd.lifecycle import Engine
+from tests.packets import sdp_text
+
+HOST = "10.0.0.5"
+URL = "rtsp://10.0.0.5:8554/by-name/A"
+
+
+def test_host_cap_was_bypassed_by_services_resolved_before_any_was_described() -> None:
+    """10,000 services from one host resolve within a second, long before the first
+    DESCRIBE is answered: the cap counted described sessions only, so all got through."""
+    c = RavennaCore(Bounds(max_per_host=2))
+    names = [f"S{n}" for n in range(10)]
+    for name in names:
+        c.added(name, 0.0)
+    describes = [a for name in names for a in c.resolved(name, HOST, 8554, 0.0)
+                 if isinstance(a, Describe)]
+    assert len(describes) == 2
+    assert c.refusals[core.HOST_CAP] == 8
+
+
+def test_a_record_change_during_a_describe_was_missed_for_a_whole_period() -> None:
+    """The device changed its SDP and said so on mDNS (TXT) while our DESCRIBE was in
+    flight: that answer may predate the change, yet the next DESCRIBE came a period later."""
+    c = RavennaCore(Bounds(period=30.0))
+    c.added("A", 0.0)
+    c.resolved("A", HOST, 8554, 0.0)  # BUSY
+    assert c.updated("A", 0.5) == []  # in flight: nothing more at once
+    c.described("A", "sid-a", 1.0)
+    assert c.next_timer() == 1.0  # asked again now, not at 31.0
+
+
+def test_an_address_change_during_a_describe_dropped_the_row() -> None:
+    """A new A record while a DESCRIBE is in flight closed that DESCRIBE's connection:
+    the failure dropped the row (listed, gone, listed again a second later)."""
+    c = RavennaCore(Bounds(period=30.0))
+    c.added("A", 0.0)
+    c.resolved("A", HOST, 8554, 0.0)
+    c.described("A", "sid-a", 1.0)
+    assert c.due(31.0) == [Describe("A", HOST, 8554)]  # BUSY, held connection too
+    assert c.resolved("A", "10.0.0.6", 8554, 31.5) == []  # no Close of the in-flight one
+    assert c.described("A", "sid-a", 32.0) == []
+    assert c.due(32.0) == [Describe("A", "10.0.0.6", 8554)]  # the new address, at once
+
+
+def test_withdrawing_one_of_two_services_with_one_session_dropped_the_other() -> None:
+    """Two service names serving the same SDP (one row): withdrawing one removed the
+    row while the other still served it."""
+    c = RavennaCore()
+    for name in ("A", "B"):
+        c.added(name, 0.0)
+        c.resolved(name, HOST, 8554, 0.0)
+        c.described(name, "sid", 1.0)
+    assert not [a for a in c.removed("A", 2.0) if isinstance(a, Drop)]
+    assert c.removed("B", 3.0)[-1] == Drop("B", "sid")
+
+
+def test_a_unicode_digit_in_content_length_raised_an_untyped_error() -> None:
+    """'\u00b2'.isdigit() is true and int('\u00b2') raises ValueError: the read task died
+    silently instead of counting rtsp_malformed and closing."""
+    parser = rtsp.RtspParser()
+    with pytest.raises(rtsp.RtspError) as refused:
+        parser.feed("RTSP/1.0 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode())
+    assert refused.value.reason == rtsp.MALFORMED
+
+
+def test_a_unicode_digit_in_cseq_raised_an_untyped_error() -> None:
+    """The same in CSeq: read when the answer is matched to its request. Not a number
+    we sent, so no CSeq at all."""
+    (message,) = rtsp.RtspParser().feed("RTSP/1.0 200 OK\r\nCSeq: \u00b9\r\n\r\n".encode())
+    assert message.cseq is None
+
+
+def test_a_device_whose_o_version_went_back_stayed_listed_with_its_old_sdp() -> None:
+    """A device rebooted and serves its session from version 1 again: on a row heard
+    over RAVENNA only there is no SAP side whose newer version should win, yet the old
+    content stayed for as long as the service lived (refreshed, never replaced)."""
+    e = Engine()
+    e.put_ravenna(sdp_text(version=5, name="before reboot"), HOST, URL, "A", 0.0)
+    outcome, _ = e.put_ravenna(sdp_text(version=1, name="after reboot"), HOST, URL, "A", 30.0)
+    assert outcome == "changed"
+    assert [r.name for r in e.records()] == ["after reboot"]
+
+
+def test_a_described_service_moved_onto_a_full_host_lets_go_of_its_row() -> None:
+    c = RavennaCore(Bounds(max_per_host=1))
+    for name, host in (("A", HOST), ("B", "10.0.0.6")):
+        c.added(name, 0.0)
+        c.resolved(name, host, 8554, 0.0)
+        c.described(name, f"sid-{name}", 1.0)
+    assert c.resolved("B", HOST, 8554, 2.0) == [core.Close("B"), Drop("B", "sid-B")]
+    assert c.refusals[core.HOST_CAP] == 1 and c.session_of("B") is None
+    assert c.due(100.0) == [Describe("A", HOST, 8554)]  # B waits for its next record
