@@ -35,6 +35,9 @@ SERVICE_TYPE = "_rtsp._tcp.local."
 BROWSED_TYPE = "_ravenna_session._sub._rtsp._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 READ_SIZE = 4096
+# Our answers (to ANNOUNCE, 501 to anything else) a server has not read yet: past this
+# it is closed, or a server that sends requests and never reads would grow our memory
+MAX_UNSENT = 64 * 1024
 
 
 class DescribeFailed(Exception):
@@ -105,6 +108,11 @@ class _Connection:
                     else:
                         self.writer.write(rtsp.build_reply(message.cseq, 501,
                                                            "Not Implemented"))
+                if self.writer.transport.get_write_buffer_size() > MAX_UNSENT:
+                    reason = core.REPLIES_UNREAD
+                    log.warning("RAVENNA server does not read our answers; closed",
+                                service=self.name)
+                    break
         except rtsp.RtspError as exc:
             reason = exc.reason
             log.warning("RAVENNA server sent what RTSP does not allow; closed",
@@ -203,6 +211,7 @@ class RavennaBridge:
         now = self.hub.clock.now()
         if state_change is ServiceStateChange.Removed:
             log.info("RAVENNA service withdrawn", service=name)
+            self._hosts.pop(name, None)
             self._run(self.core.removed(name, now))
             return
         if state_change is ServiceStateChange.Added:
@@ -294,6 +303,9 @@ class RavennaBridge:
             # GStreamer's server answers a DESCRIBE again on one connection from the
             # media it made for the first, so a changed session would never be seen.
             connection = await self._connect(name, host, port)
+            if not self.core.follows(name):  # withdrawn while we connected
+                self._let_go(connection)
+                return
             if held is not None:
                 connection.path = held.path
                 held.close()
@@ -313,7 +325,15 @@ class RavennaBridge:
             log.error("RAVENNA DESCRIBE raised", service=name, error=repr(exc))
             self._failed(name, "internal_error")
             return
+        if not self.core.follows(name):  # withdrawn while we asked: list nothing
+            self._let_go(connection)
+            return
         self._take(name, text, host, url, announced=False)
+
+    def _let_go(self, connection: _Connection) -> None:
+        if self._connections.get(connection.name) is connection:
+            del self._connections[connection.name]
+        connection.close()
 
     async def _ask(self, connection: _Connection, instance: str, host: str,
                    port: int) -> tuple[str, str]:
@@ -369,9 +389,9 @@ class RavennaBridge:
         except UnicodeDecodeError:
             self.core.refusals[core.NOT_SDP] += 1
             return
-        log.info("RAVENNA ANNOUNCE", service=connection.name)
-        url = request.url if request.url.startswith("rtsp://") else ""
-        self._take(connection.name, text, host, url or self._url(connection), True)
+        log.info("RAVENNA ANNOUNCE", service=connection.name, url=request.url[:200])
+        # where it came from, not the URL the server wrote on its request line
+        self._take(connection.name, text, host, self._url(connection), True)
 
     def _url(self, connection: _Connection) -> str:
         peer = connection.writer.get_extra_info("peername") or ("", 0)

@@ -26,6 +26,7 @@ TIMEOUT = "timeout"
 NOT_FOUND = "describe_status"  # a DESCRIBE answered other than 200
 NOT_SDP = "not_sdp"
 CLOSED = "connection_closed"
+REPLIES_UNREAD = "replies_unread"  # the server sends requests and never reads our answers
 
 
 @dataclass(frozen=True, slots=True)
