@@ -756,6 +756,10 @@ class Engine:
                 and via in old.heard_via and old.options.get("rtsp_url") == url)
         if same and previous is not None:
             return self._ravenna_refresh(sid, previous, now), sid
+        if not self._take_token(host, now):
+            # a change costs what it costs on SAP: one token of its host's bucket (an
+            # ANNOUNCE flood would otherwise write and publish thousands a second)
+            return DROP_RATE_LIMITED, None
         sap_via = via_of(old.heard_via, SAP) if old is not None else ()
         record = record_from_session(
             session, self.scopes, sid=sid, source=host,

@@ -20,6 +20,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from sapd.bridges import ravenna_core as core
 from sapd.bridges import rtsp
+from sapd.lifecycle import DROP_RATE_LIMITED
 from sapd.plumbing import logs
 from sapd.records import SAP, SessionRecord, via_of
 
@@ -366,6 +367,9 @@ class RavennaBridge:
         now = self.hub.clock.now()
         outcome, sid = self.engine.put_ravenna(text, host, url, instance_of(name), now)
         self.outcomes[outcome] += 1
+        if outcome == DROP_RATE_LIMITED:  # put off, not refused: the row stays
+            self._run(self.core.deferred(name, outcome, now))
+            return
         if sid is None:
             log.warning("RAVENNA SDP refused", service=name, reason=outcome)
             self._failed(name, outcome)
@@ -389,7 +393,7 @@ class RavennaBridge:
         except UnicodeDecodeError:
             self.core.refusals[core.NOT_SDP] += 1
             return
-        log.info("RAVENNA ANNOUNCE", service=connection.name, url=request.url[:200])
+        log.debug("RAVENNA ANNOUNCE", service=connection.name, url=request.url[:200])
         # where it came from, not the URL the server wrote on its request line
         self._take(connection.name, text, host, self._url(connection), True)
 

@@ -223,6 +223,21 @@ class RavennaCore:
             service.due = now + self.bounds.period
         return actions
 
+    def deferred(self, name: str, reason: str, now: float) -> list[Action]:
+        """The directory put an answer off (rate limited): the row stays as it was and
+        the session is described again after ``retry_floor``, which takes the latest."""
+        self.refusals[reason] += 1
+        service = self._services.get(name)
+        if service is None:
+            return []
+        if service.state == BUSY:
+            service.state = READY
+            service.connected = True
+        if service.state == READY:
+            soon = now + self.bounds.retry_floor
+            service.due = soon if service.due is None else min(service.due, soon)
+        return []
+
     def failed(self, name: str, reason: str, now: float) -> list[Action]:
         """A DESCRIBE did not give a session (refused, timed out, not 200, not an SDP
         the directory takes, a hostile answer) or the connection ended: the server no

@@ -189,3 +189,44 @@ def test_a_server_that_never_reads_grew_our_unsent_replies_without_bound() -> No
             assert peak <= 256 * 1024, f"{peak} bytes of replies held"
             assert bridge.core.refusals[core.REPLIES_UNREAD] >= 1
     run(scenario)
+
+
+def announce_request(version: int) -> bytes:
+    body = sdp_text(session=7, version=version, name=f"Stage v{version}",
+                    origin=LOOPBACK).encode()
+    return (b"ANNOUNCE rtsp://peer/by-name/Stage RTSP/1.0\r\nCSeq: 1\r\n"
+            b"Content-Type: application/sdp\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_an_announce_flood_wrote_thousands_of_changes_a_second() -> None:
+    """15,806 changed SDPs in 3 s from one server (a store write, an event and a log line
+    each); SAP takes 100 a second from one source. After the flood the latest is listed
+    (the row was put off, never dropped)."""
+    latest = [1]
+
+    async def flood(server: Server, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        cseq = await cseq_of(reader)
+        if server.accepted > 1:  # a later DESCRIBE: the latest
+            writer.write(answer(cseq, announce_request(latest[0]).split(b"\r\n\r\n", 1)[1]))
+            return
+        writer.write(answer(cseq))
+        drained = asyncio.ensure_future(reader.read())  # our 200s to its ANNOUNCEs
+        for _ in range(60):
+            writer.write(b"".join(announce_request(latest[0] + n) for n in range(1, 51)))
+            latest[0] += 50
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        await drained
+
+    async def scenario() -> None:
+        async with rig(flood) as (bridge, server):
+            follow(bridge, "Stage", server.port)
+            await until(lambda: latest[0] == 3001, 10)
+            changed = bridge.outcomes["changed"]
+            assert changed <= 500, f"{changed} changes taken from one flood"
+            assert bridge.core.refusals["rate_limited"] >= 1
+            await until(lambda: [r.name for r in bridge.engine.records()]
+                        == [f"Stage v{latest[0]}"], 5)
+    run(scenario)

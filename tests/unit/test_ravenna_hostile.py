@@ -100,3 +100,27 @@ def test_a_described_service_moved_onto_a_full_host_lets_go_of_its_row() -> None
     assert c.resolved("B", HOST, 8554, 2.0) == [core.Close("B"), Drop("B", "sid-B")]
     assert c.refusals[core.HOST_CAP] == 1 and c.session_of("B") is None
     assert c.due(100.0) == [Describe("A", HOST, 8554)]  # B waits for its next record
+
+
+def test_an_announce_flood_changed_the_directory_without_any_rate_limit() -> None:
+    """One RTSP server pushed 15,806 changed SDPs in 3 s (every one a store write and an
+    event) where SAP takes 100 a second from one source: now the same bucket."""
+    e = Engine()
+    outcomes = [e.put_ravenna(sdp_text(version=v, name=f"v{v}"), HOST, URL, "A", 0.0)[0]
+                for v in range(1, 1001)]
+    burst = int(e.limits.source_burst)
+    assert outcomes[:burst] == ["new"] + ["changed"] * (burst - 1)
+    assert set(outcomes[burst:]) == {"rate_limited"}
+    assert [r.name for r in e.records()] == [f"v{burst}"]  # the row stays as it was
+
+
+def test_a_rate_limited_answer_keeps_the_row_and_describes_again_soon() -> None:
+    c = RavennaCore(Bounds(period=30.0, retry_floor=1.0))
+    c.added("A", 0.0)
+    c.resolved("A", HOST, 8554, 0.0)
+    c.described("A", "sid-a", 0.5)
+    assert c.deferred("A", "rate_limited", 2.0) == []  # an ANNOUNCE put off
+    assert c.session_of("A") == "sid-a" and c.next_timer() == 3.0
+    assert c.due(3.0) == [Describe("A", HOST, 8554)]
+    assert c.deferred("A", "rate_limited", 3.5) == []  # a DESCRIBE's answer put off
+    assert c.next_timer() == 4.5 and c.refusals["rate_limited"] == 2
