@@ -78,6 +78,8 @@ class _Service:
     failures: int = 0
     connected: bool = False  # holds a connection (counts against max_connections)
     again: bool = False  # its records changed while a DESCRIBE was in flight
+    described_at: float = 0.0  # the last answer taken
+    quick_closes: int = 0  # held connections the server closed within a period, in a row
 
 
 @dataclass(slots=True)
@@ -209,6 +211,7 @@ class RavennaCore:
         service.session_id = session_id
         service.failures = 0
         service.connected = True
+        service.described_at = now
         if service.state == BUSY:
             service.state = READY
             service.due = now if service.again else now + self.bounds.period
@@ -275,7 +278,17 @@ class RavennaCore:
             return []
         service.connected = False
         if service.state == READY:
-            service.due = now
+            # at once when it was held a while (the device may be gone); a server that
+            # closes after each answer is paused, doubling up to the period, or it
+            # would be reconnected to as fast as it answers
+            if now - service.described_at >= self.bounds.period:
+                service.quick_closes = 0
+            pause = 0.0 if service.quick_closes == 0 else min(
+                self.bounds.period,
+                self.bounds.retry_floor * 2 ** min(service.quick_closes - 1, 16))
+            service.quick_closes += 1
+            soon = now + pause
+            service.due = soon if service.due is None else min(service.due, soon)
         return self.due(now)
 
 

@@ -230,3 +230,21 @@ def test_an_announce_flood_wrote_thousands_of_changes_a_second() -> None:
             await until(lambda: [r.name for r in bridge.engine.records()]
                         == [f"Stage v{latest[0]}"], 5)
     run(scenario)
+
+
+async def closing(server: Server, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+    writer.write(answer(await cseq_of(reader)))
+    await writer.drain()
+    writer.close()
+
+
+def test_a_server_closing_after_each_answer_was_reconnected_in_a_busy_loop() -> None:
+    """3,014 connections and DESCRIBEs in 2 s to one server that closes after answering."""
+    async def scenario() -> None:
+        async with rig(closing) as (bridge, server):
+            follow(bridge, "Stage", server.port)
+            await asyncio.sleep(2.0)
+            assert server.accepted <= 4, f"{server.accepted} connections in 2 s"
+            assert len(bridge.engine) == 1
+    run(scenario)

@@ -124,3 +124,36 @@ def test_a_rate_limited_answer_keeps_the_row_and_describes_again_soon() -> None:
     assert c.due(3.0) == [Describe("A", HOST, 8554)]
     assert c.deferred("A", "rate_limited", 3.5) == []  # a DESCRIBE's answer put off
     assert c.next_timer() == 4.5 and c.refusals["rate_limited"] == 2
+
+
+def test_a_server_closing_after_each_answer_was_described_again_in_a_busy_loop() -> None:
+    """A server that closes the connection after each DESCRIBE (as an HTTP/1.0 server
+    would) was asked again at once, every time: 1,500 connections a second."""
+    c = RavennaCore(Bounds(period=30.0, retry_floor=1.0))
+    c.added("A", 0.0)
+    c.resolved("A", HOST, 8554, 0.0)
+    now, asked = 0.0, 1
+    for _ in range(1000):
+        if now >= 300.0:
+            break
+        c.described("A", "sid-a", now)
+        if not c.closed("A", now):  # closed right after the answer; asked again at once?
+            due = c.next_timer()
+            assert due is not None and c.due(due)
+            now = due
+        asked += 1
+    assert asked <= 300.0 / 30.0 + 8  # a few quick retries, then once a period
+    assert c.session_of("A") == "sid-a"
+
+
+def test_a_long_held_connection_closed_is_still_described_again_at_once() -> None:
+    c = RavennaCore(Bounds(period=30.0, retry_floor=1.0))
+    c.added("A", 0.0)
+    c.resolved("A", HOST, 8554, 0.0)
+    c.described("A", "sid-a", 0.0)
+    assert c.closed("A", 3.0) == [Describe("A", HOST, 8554)]
+    c.described("A", "sid-a", 3.0)
+    assert c.closed("A", 3.1) == []  # quick again: paused
+    c.due(c.next_timer() or 0.0)
+    c.described("A", "sid-a", 5.0)
+    assert c.closed("A", 100.0) == [Describe("A", HOST, 8554)]  # held long: at once
