@@ -632,6 +632,12 @@ class Engine:
             return DROP_LOCAL
         if origin.version < entry.record.version:
             return DROP_STALE_DELETION  # deletes a version already replaced, not the session
+        if sid in self._ravenna_live and entry.record.ravenna:
+            # its RAVENNA service still serves it: only the SAP path ends (as when SAP
+            # goes silent); the service's withdrawal ends the row
+            if via_of(entry.record.heard_via, SAP):
+                self._drop_path(sid, entry, SAP, now)
+            return ACCEPTED_DELETE
         self._remove(sid, "deleted", now)
         return ACCEPTED_DELETE
 

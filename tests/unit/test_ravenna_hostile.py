@@ -157,3 +157,24 @@ def test_a_long_held_connection_closed_is_still_described_again_at_once() -> Non
     c.due(c.next_timer() or 0.0)
     c.described("A", "sid-a", 5.0)
     assert c.closed("A", 100.0) == [Describe("A", HOST, 8554)]  # held long: at once
+
+
+def test_a_sap_deletion_removed_a_row_its_ravenna_service_still_serves() -> None:
+    """The device stops announcing on SAP (its deletion) but still advertises and
+    serves the session over RAVENNA: the whole row went, and came back as new at the
+    next DESCRIBE. A silent SAP path only ends that path; a deletion is the same."""
+    from sapd.records import RAVENNA, SAP  # noqa: PLC0415
+    from tests.packets import announce, delete  # noqa: PLC0415
+
+    e = Engine()
+    e.arrival_reader = lambda arrival: ("239.255.255.255", "eth0")
+    sap_host = "10.0.0.1"
+    url = "rtsp://10.0.0.1:8554/by-name/A"
+    assert e.receive_datagram(announce(sdp_text(), source=sap_host), 0.0, sap_host,
+                              arrival=object()) == "new"
+    e.put_ravenna(sdp_text(), sap_host, url, "A", 1.0)
+    assert sorted(v[0] for r in e.records() for v in r.heard_via) == [RAVENNA, SAP]
+    assert e.receive_datagram(delete(source=sap_host), 2.0, sap_host) == "deleted"
+    assert [[v[0] for v in r.heard_via] for r in e.records()] == [[RAVENNA]]
+    (record,) = e.records()
+    assert record.expires is None
