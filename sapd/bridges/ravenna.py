@@ -220,9 +220,13 @@ class RavennaBridge:
             self._run(self.core.added(name, now))
         else:
             self._run(self.core.updated(name, now))
-        # not refused for a cap, and one resolve a service at a time (a flood of record
-        # changes must not pile up queries)
-        if self.core.follows(name) and name not in self._resolving:
+        if self.core.follows(name):  # not refused for a cap
+            self._resolve_soon(name)
+
+    def _resolve_soon(self, name: str) -> None:
+        """One resolve a service at a time: a flood of record changes must not pile up
+        queries."""
+        if name not in self._resolving and self._zeroconf is not None:
             self._resolving.add(name)
             self._spawn(self._resolve(name))
 
@@ -252,6 +256,8 @@ class RavennaBridge:
                 connection = self._connections.pop(action.name, None)
                 if connection is not None:
                     connection.close()
+            elif isinstance(action, core.Resolve):
+                self._resolve_soon(action.name)
             elif self.engine.remove_ravenna(action.session_id, self.hub.clock.now()):
                 self.outcomes["removed"] += 1
                 changed = True

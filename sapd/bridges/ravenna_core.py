@@ -60,7 +60,14 @@ class Drop:
     session_id: str
 
 
-Action = Describe | Close | Drop
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Resolve this service (again): it was refused for a cap and room has freed."""
+
+    name: str
+
+
+Action = Describe | Close | Drop | Resolve
 
 WAITING = "waiting"  # seen on mDNS, not resolved yet (or refused for a cap: retried)
 READY = "ready"  # resolved, waits for its DESCRIBE time
@@ -80,6 +87,7 @@ class _Service:
     again: bool = False  # its records changed while a DESCRIBE was in flight
     described_at: float = 0.0  # the last answer taken
     quick_closes: int = 0  # held connections the server closed within a period, in a row
+    capped_on: str | None = None  # refused for the host cap on this host: waits for room
 
 
 @dataclass(slots=True)
@@ -87,6 +95,9 @@ class RavennaCore:
     bounds: Bounds = field(default_factory=Bounds)
     refusals: Counter[str] = field(default_factory=Counter)
     _services: dict[str, _Service] = field(default_factory=dict)
+    # names refused for the service cap, oldest first (mDNS says Added only once): the
+    # first is followed when room frees. As many as max_services; past that, forgotten.
+    _refused: dict[str, None] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -120,6 +131,10 @@ class RavennaCore:
             return self.updated(name, now)
         if len(self._services) >= self.bounds.max_services:
             self.refusals[SERVICE_CAP] += 1
+            self._refused.pop(name, None)
+            self._refused[name] = None
+            if len(self._refused) > self.bounds.max_services:
+                del self._refused[next(iter(self._refused))]
             return []
         self._services[name] = _Service(name)
         return []
@@ -161,7 +176,9 @@ class RavennaCore:
                 actions += self._release(name, old)
                 service.host, service.port, service.state = None, None, WAITING
                 service.due, service.connected, service.again = None, False, False
+                service.capped_on = host
                 return actions
+        service.capped_on = None
         service.host, service.port = host, port
         if service.state != BUSY:
             service.state = READY
@@ -169,10 +186,11 @@ class RavennaCore:
         return actions + self.due(now)
 
     def removed(self, name: str, now: float) -> list[Action]:
+        self._refused.pop(name, None)
         service = self._services.pop(name, None)
         if service is None:
             return []
-        actions: list[Action] = []
+        actions: list[Action] = self._room_freed(service.host)
         if service.connected or service.state == BUSY:
             actions.append(Close(name))
         actions += self._release(name, service.session_id)
@@ -261,6 +279,22 @@ class RavennaCore:
             service.state = READY
             service.due = now + pause
         return actions + self.due(now)
+
+    def _room_freed(self, host: str | None) -> list[Action]:
+        """A service went: the first refused for the service cap is followed, and one
+        refused for the host cap on ``host`` is resolved again."""
+        actions: list[Action] = []
+        if self._refused and len(self._services) < self.bounds.max_services:
+            name = next(iter(self._refused))
+            del self._refused[name]
+            self._services[name] = _Service(name)
+            actions.append(Resolve(name))
+        if host is not None:
+            waiting = next((s for s in self._services.values() if s.capped_on == host), None)
+            if waiting is not None:
+                waiting.capped_on = None
+                actions.append(Resolve(waiting.name))
+        return actions
 
     def _release(self, name: str, session_id: str | None) -> list[Action]:
         """``name`` no longer feeds ``session_id``: its row goes unless another service

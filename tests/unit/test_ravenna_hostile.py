@@ -178,3 +178,26 @@ def test_a_sap_deletion_removed_a_row_its_ravenna_service_still_serves() -> None
     assert [[v[0] for v in r.heard_via] for r in e.records()] == [[RAVENNA]]
     (record,) = e.records()
     assert record.expires is None
+
+
+def test_a_service_refused_for_the_service_cap_was_never_followed_when_room_freed() -> None:
+    """"Retried when room frees", said the core, but a refused name was forgotten:
+    mDNS says Added once, so it stayed unlisted while it was advertised."""
+    c = RavennaCore(Bounds(max_services=2))
+    for name in ("A", "B", "C"):
+        c.added(name, 0.0)
+    assert c.removed("A", 1.0) == [core.Resolve("C")]
+    assert c.follows("C")
+    c.added("D", 2.0)  # refused in turn; withdrawn while waiting: forgotten
+    assert c.removed("D", 3.0) == []
+    assert c.removed("B", 4.0) == []
+
+
+def test_a_service_refused_for_the_host_cap_was_never_tried_again() -> None:
+    c = RavennaCore(Bounds(max_per_host=1))
+    for name in ("A", "B"):
+        c.added(name, 0.0)
+        c.resolved(name, HOST, 8554, 0.0)
+    assert c.refusals[core.HOST_CAP] == 1
+    assert core.Resolve("B") in c.removed("A", 1.0)
+    assert c.resolved("B", HOST, 8554, 1.5) == [Describe("B", HOST, 8554)]
