@@ -4,6 +4,7 @@ advertise ``_ravenna_session._sub._rtsp._tcp`` in one namespace, GStreamer's RTS
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,5 +188,53 @@ def test_a_server_that_mounted_the_name_as_written_is_found_by_the_second_try(
         wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described on the 2nd try")
         (via,) = ravenna_rows(sapd)[0]["heard_via"]
         assert via["url"] == f"rtsp://{dev.address()}:8604/by-name/Desk:%20Main"
+    finally:
+        peer.close()
+
+
+def test_an_announce_flood_is_rate_limited_and_the_latest_is_listed(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """3,000 ANNOUNCEs as fast as the server can send them: thousands of directory
+    changes a second before; now the host's SAP bucket, the refusals counted, the row
+    never dropped, the latest version listed, and the same host's SAP still heard."""
+    dev, listener, avahi = device
+    first = write_sdp(tmp_path / "f.sdp", sdp_text(session=41, version=1, name="Flood",
+                                                   origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "flood_announce", 8605, first)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Flood", 8605)
+        wait_for(lambda: sapd.stats()["ravenna"]["refusals"].get("rate_limited", 0) >= 1, 20,
+                 what="the flood rate limited")
+        wait_for(lambda: [s["version"] for s in ravenna_rows(sapd)] == ["3001"], 20,
+                 what="the latest version listed")
+        changed = sapd.stats()["ravenna"]["sdps"].get("changed", 0)
+        assert changed < 1000, f"{changed} changes taken from one flood"
+        assert sapd.get("/v1/health")["status"] == "ok"
+        packet = tmp_path / "sap"
+        packet.write_bytes(announce(sdp_text(session=42, name="Same host on SAP",
+                                             origin=dev.address()), source=dev.address()))
+        netns_send(dev.name, "239.255.255.255", [packet], next(iter(dev.interfaces)))
+        wait_for(lambda: "Same host on SAP" in [s["name"] for s in sapd.sessions()], 10,
+                 what="the host's SAP announcement listed")
+    finally:
+        peer.close()
+
+
+def test_a_server_closing_after_each_answer_is_not_reconnected_in_a_loop(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    dev, listener, avahi = device
+    sdp = write_sdp(tmp_path / "c.sdp", sdp_text(session=43, name="Closer",
+                                                 origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "close_each", 8606, sdp)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Closer", 8606)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described")
+        before = sapd.stats()["ravenna"]["sdps"].get("refresh", 0)
+        time.sleep(3.0)
+        asked = sapd.stats()["ravenna"]["sdps"].get("refresh", 0) - before
+        assert asked <= 8, f"{asked} DESCRIBEs in 3 s with period = 1"
+        assert len(ravenna_rows(sapd)) == 1
     finally:
         peer.close()
