@@ -765,6 +765,8 @@ class Engine:
         if not self._take_token(host, now):
             # a change costs what it costs on SAP: one token of its host's bucket (an
             # ANNOUNCE flood would otherwise write and publish thousands a second)
+            if old is None or not old.ravenna:
+                self._ravenna_live.discard(sid)  # put off: RAVENNA holds nothing yet
             return DROP_RATE_LIMITED, None
         sap_via = via_of(old.heard_via, SAP) if old is not None else ()
         record = record_from_session(

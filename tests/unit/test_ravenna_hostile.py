@@ -201,3 +201,18 @@ def test_a_service_refused_for_the_host_cap_was_never_tried_again() -> None:
     assert c.refusals[core.HOST_CAP] == 1
     assert core.Resolve("B") in c.removed("A", 1.0)
     assert c.resolved("B", HOST, 8554, 1.5) == [Describe("B", HOST, 8554)]
+
+
+def test_a_rate_limited_new_ravenna_sdp_left_its_id_held_by_ravenna() -> None:
+    """A put-off RAVENNA SDP of a session not listed yet must hold nothing: its id held
+    as RAVENNA's made SAP's later changes of that session count as mere refreshes."""
+    from tests.packets import announce  # noqa: PLC0415
+
+    e = Engine()
+    for v in range(int(e.limits.source_burst)):  # the host's bucket emptied
+        e.put_ravenna(sdp_text(session=9, version=v + 1), HOST, URL, "B", 0.0)
+    assert e.put_ravenna(sdp_text(session=1), HOST, URL, "A", 0.0)[0] == "rate_limited"
+    assert e.receive_datagram(announce(sdp_text(session=1, name="one"), source=HOST),
+                              10.0, HOST) == "new"
+    assert e.receive_datagram(announce(sdp_text(session=1, name="two"), source=HOST),
+                              11.0, HOST) == "changed"
