@@ -238,3 +238,32 @@ def test_a_server_closing_after_each_answer_is_not_reconnected_in_a_loop(
         assert len(ravenna_rows(sapd)) == 1
     finally:
         peer.close()
+
+
+def test_sigkill_with_ravenna_rows_keeps_one_row_and_a_gone_device_expires_after_grace(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """SIGKILL while a RAVENNA row is listed: after the restart it is one row, found
+    again (kept past the grace); killed again and the device withdrawn meanwhile (nobody
+    tells sapd), the stored row goes after the grace."""
+    dev, listener, avahi = device
+    sdp = write_sdp(tmp_path / "k.sdp", sdp_text(session=44, name="Kept",
+                                                 origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "announce", 8607, sdp)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG + "grace = 3.0\n").start()
+        published = avahi.publish("Kept", 8607)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described")
+        time.sleep(0.5)  # stored
+        sapd.kill()
+        sapd.start()
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 10, what="listed after SIGKILL")
+        time.sleep(5.0)  # past the grace: found again, so kept
+        rows = sapd.sessions()
+        assert [r["name"] for r in rows] == ["Kept"]
+        assert rows[0]["expires"] is None
+        sapd.kill()
+        avahi.withdraw(published)
+        sapd.start()
+        wait_for(lambda: sapd.sessions() == [], 10, what="the gone device's row expired")
+    finally:
+        peer.close()

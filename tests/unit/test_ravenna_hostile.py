@@ -216,3 +216,20 @@ def test_a_rate_limited_new_ravenna_sdp_left_its_id_held_by_ravenna() -> None:
                               10.0, HOST) == "new"
     assert e.receive_datagram(announce(sdp_text(session=1, name="two"), source=HOST),
                               11.0, HOST) == "changed"
+
+
+def test_an_rtsp_server_serving_another_hosts_o_identity_hijacks_nothing() -> None:
+    """A server at 10.0.0.66 answers DESCRIBE with the o= identity (and a higher
+    version) of a session 10.0.0.1 announces on SAP: the SAP row keeps its content and
+    paths; the forged one is a row of its own, listed as coming from 10.0.0.66."""
+    from tests.packets import announce  # noqa: PLC0415
+
+    e = Engine()
+    victim, forger = "10.0.0.1", "10.0.0.66"
+    e.receive_datagram(announce(sdp_text(name="real"), source=victim), 0.0, victim)
+    forged = sdp_text(version=99, name="forged")  # o=... IN IP4 10.0.0.1
+    outcome, sid = e.put_ravenna(forged, forger, f"rtsp://{forger}:554/by-name/x", "x", 1.0)
+    assert outcome == "new"
+    rows = {r.source: r for r in e.records()}
+    assert rows[victim].name == "real" and rows[victim].version == 1
+    assert rows[forger].name == "forged" and rows[forger].id == sid
