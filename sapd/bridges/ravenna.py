@@ -470,7 +470,8 @@ class RavennaRelay:
         own = self.announcer.relays.get(record.id)
         own_source = own.source if own is not None else self.announcer.relay_source(record)
         if not record.sdp or not core.should_relay(
-                on_sap, self.engine.sap_sources_of(record.identity), own_source):
+                on_sap, self.engine.sap_sources_of(record.identity), own_source,
+                origin=record.origin_address):
             self._stop(record.id, record.identity)
             return
         if self.announcer.relay(record) is not None:

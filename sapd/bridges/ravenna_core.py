@@ -326,13 +326,16 @@ class RavennaCore:
         return self.due(now)
 
 
-def should_relay(on_sap: bool, sap_sources: list[str], own_source: str) -> bool:
+def should_relay(on_sap: bool, sap_sources: list[str], own_source: str,
+                 origin: str = "") -> bool:
     """[ravenna] announce_on_sap, the loop guard: re-announce a RAVENNA row on SAP only
     while nobody else does. Not when the row is itself heard on SAP (the device announces
     it), nor when another host announces the same o= identity from a lower address
     (another sapd relaying it: of two, the lower keeps it, so they never take turns).
-    Our own re-announcements never come back as SAP rows (the own-packet filter)."""
-    if on_sap:
+    Our own re-announcements never come back as SAP rows (the own-packet filter).
+    Nor when the host its o= names (``origin``) announces it on SAP: the original is
+    heard already, whatever an RTSP server elsewhere says of it."""
+    if on_sap or (origin and origin in sap_sources):
         return False
     return not any(_address_key(source) < _address_key(own_source)
                    for source in sap_sources if source != own_source)

@@ -233,3 +233,13 @@ def test_an_rtsp_server_serving_another_hosts_o_identity_hijacks_nothing() -> No
     rows = {r.source: r for r in e.records()}
     assert rows[victim].name == "real" and rows[victim].version == 1
     assert rows[forger].name == "forged" and rows[forger].id == sid
+
+
+def test_the_relay_re_announced_a_session_its_own_origin_host_announces_on_sap() -> None:
+    """[ravenna] announce_on_sap: the RTSP server at 10.0.0.66 serves the o= identity of
+    10.0.0.9, which announces it on SAP itself. The loop guard took 10.0.0.9 for another
+    relaying sapd and, its address being higher than ours, re-announced the copy (with
+    whatever version the RTSP server wrote) beside the original."""
+    assert core.should_relay(False, ["10.0.0.9"], "10.0.0.2", origin="10.0.0.9") is False
+    assert core.should_relay(False, ["10.0.0.9"], "10.0.0.2", origin="10.0.0.66") is True
+    assert core.should_relay(False, [], "10.0.0.2", origin="10.0.0.66") is True
