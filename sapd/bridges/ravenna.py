@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,7 +241,13 @@ class RavennaBridge:
             log.info("RAVENNA service not resolved; waits for its next record",
                      service=name)
             return
-        host = str(ipaddress.ip_address(addresses[0]))
+        host = core.pick_address(addresses, info.port)
+        if host is None:
+            self.core.refusals[core.BAD_ADDRESS] += 1
+            log.warning("RAVENNA service points nowhere a device can be; waits for its "
+                        "next record", service=name, addresses=addresses[:4],
+                        port=info.port)
+            return
         self._run(self.core.resolved(name, host, info.port, self.hub.clock.now()))
 
     # -- actions ------------------------------------------------------------------------

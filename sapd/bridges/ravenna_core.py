@@ -26,6 +26,7 @@ TIMEOUT = "timeout"
 NOT_FOUND = "describe_status"  # a DESCRIBE answered other than 200
 NOT_SDP = "not_sdp"
 CLOSED = "connection_closed"
+BAD_ADDRESS = "bad_address"  # resolved to nowhere a device can be (port 0, 0.0.0.0, ...)
 REPLIES_UNREAD = "replies_unread"  # the server sends requests and never reads our answers
 
 
@@ -324,6 +325,24 @@ class RavennaCore:
             soon = now + pause
             service.due = soon if service.due is None else min(service.due, soon)
         return self.due(now)
+
+
+def pick_address(addresses: list[str], port: int) -> str | None:
+    """The first address a RAVENNA device can be reached at over the network, or None:
+    never port 0, the unspecified address (connect() takes it as this host), loopback (a
+    record from the LAN must not point sapd at its own host's local services; a server
+    on this host is advertised at its LAN address), multicast, broadcast or reserved."""
+    if not 0 < port < 65536:
+        return None
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if not (address.is_unspecified or address.is_loopback or address.is_multicast
+                or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255")):
+            return str(address)
+    return None
 
 
 def should_relay(on_sap: bool, sap_sources: list[str], own_source: str,

@@ -267,3 +267,30 @@ def test_sigkill_with_ravenna_rows_keeps_one_row_and_a_gone_device_expires_after
         wait_for(lambda: sapd.sessions() == [], 10, what="the gone device's row expired")
     finally:
         peer.close()
+
+
+def test_a_service_pointing_at_sapds_own_loopback_is_refused_and_counted(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """A device's mDNS says its session is at 127.0.0.1 (the A record is the device's
+    to write): sapd sent DESCRIBEs to its own host's loopback services. Now counted as
+    bad_address and never connected to; an honest session beside it is listed."""
+    dev, listener, avahi = device
+    good = write_sdp(tmp_path / "g.sdp", sdp_text(session=45, name="Honest",
+                                                  origin=dev.address()))
+    honest = ScriptPeer(dev.name, tmp_path, "announce", 8608, good)
+    # what sapd would reach on its own loopback if it followed the record
+    lure = ScriptPeer(listener.name, tmp_path, "announce", 8609, write_sdp(
+        tmp_path / "l.sdp", sdp_text(session=46, name="Own loopback", origin="127.0.0.1")))
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish_address("lure.local", "127.0.0.1")
+        avahi.publish("Lure", 8609, host="lure.local")
+        avahi.publish("Honest", 8608)
+        wait_for(lambda: sapd.stats()["ravenna"]["refusals"].get("bad_address", 0) >= 1, 20,
+                 what="the loopback record refused")
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="the honest session")
+        time.sleep(1.0)
+        assert [s["name"] for s in ravenna_rows(sapd)] == ["Honest"]
+    finally:
+        lure.close()
+        honest.close()

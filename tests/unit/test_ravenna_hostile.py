@@ -243,3 +243,20 @@ def test_the_relay_re_announced_a_session_its_own_origin_host_announces_on_sap()
     assert core.should_relay(False, ["10.0.0.9"], "10.0.0.2", origin="10.0.0.9") is False
     assert core.should_relay(False, ["10.0.0.9"], "10.0.0.2", origin="10.0.0.66") is True
     assert core.should_relay(False, [], "10.0.0.2", origin="10.0.0.66") is True
+
+
+@pytest.mark.parametrize(("addresses", "port", "picked"), [
+    (["0.0.0.0"], 8554, None),  # connect() takes it as this host
+    (["127.0.0.1"], 8554, None),  # sapd's own loopback services, asked from the LAN
+    (["224.0.0.251"], 8554, None),
+    (["255.255.255.255"], 8554, None),
+    (["10.0.0.5"], 0, None),  # port 0
+    (["127.0.0.1", "10.0.0.5"], 8554, "10.0.0.5"),  # the first usable one
+    (["10.0.0.5"], 8554, "10.0.0.5"),
+])
+def test_mdns_records_pointing_at_this_host_or_nowhere_were_connected_to(
+        addresses: list[str], port: int, picked: str | None) -> None:
+    """An A record of 127.0.0.1 or 0.0.0.0 made sapd send DESCRIBEs to its own host's
+    loopback services (any port the record named), and port 0, a multicast or the
+    broadcast address were tried for ever; only the first address was looked at."""
+    assert core.pick_address(addresses, port) == picked
