@@ -93,7 +93,10 @@ class _Connection:
         try:
             while True:
                 # idle (nothing asked, nothing half-read) a held connection may wait for
-                # ANNOUNCE forever; a message begun must end within read_timeout
+                # ANNOUNCE forever; while a message is half-read each read must come
+                # within read_timeout. A server dribbling an ANNOUNCE so holds only its
+                # own connection, which the next DESCRIBE replaces (answers to our
+                # requests have a deadline of their own: request())
                 timeout = self.read_timeout if (self.parser.buffered or self.waiting) \
                     else None
                 data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
