@@ -653,6 +653,12 @@ class Engine:
             return DROP_LOCAL
         if origin.version < entry.record.version:
             return DROP_STALE_DELETION  # deletes a version already replaced, not the session
+        if sid in self._ravenna_live and entry.record.ravenna:
+            # its RAVENNA service still serves it: only the SAP path ends (as when SAP
+            # goes silent); the service's withdrawal ends the row
+            if via_of(entry.record.heard_via, SAP):
+                self._drop_path(sid, entry, SAP, now)
+            return ACCEPTED_DELETE
         self._remove(sid, "deleted", now)
         return ACCEPTED_DELETE
 
@@ -760,8 +766,10 @@ class Engine:
         self._ravenna_live.add(sid)
         old = previous.snapshot() if previous is not None else None
         if previous is not None and old is not None and old.sdp \
-                and session.version < old.version:
-            # the SAP side has a newer version: its content stays, RAVENNA's path joins
+                and session.version < old.version and via_of(old.heard_via, SAP):
+            # the SAP side has a newer version: its content stays, RAVENNA's path joins.
+            # Not on a row heard over RAVENNA alone: the device's answer is all there is
+            # (a device that rebooted counts its o= version from 1 again)
             heard = (*via_of(old.heard_via, SAP), via)
             options = {**old.options, **ravenna_options}
             if heard == old.heard_via and options == old.options:
@@ -775,6 +783,12 @@ class Engine:
                 and via in old.heard_via and old.options.get("rtsp_url") == url)
         if same and previous is not None:
             return self._ravenna_refresh(sid, previous, now), sid
+        if not self._take_token(host, now):
+            # a change costs what it costs on SAP: one token of its host's bucket (an
+            # ANNOUNCE flood would otherwise write and publish thousands a second)
+            if old is None or not old.ravenna:
+                self._ravenna_live.discard(sid)  # put off: RAVENNA holds nothing yet
+            return DROP_RATE_LIMITED, None
         sap_via = via_of(old.heard_via, SAP) if old is not None else ()
         record = record_from_session(
             session, self.scopes, sid=sid, source=host,

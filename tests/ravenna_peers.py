@@ -65,13 +65,27 @@ class Avahi:
         # sh exec'd avahi-daemon: the process ip netns exec started is it (unshare execs)
         return self.proc.pid
 
-    def publish(self, name: str, port: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([*self._inside(), "avahi-publish", "-s",
+    def publish(self, name: str, port: int, host: str | None = None
+                ) -> subprocess.Popen[bytes]:
+        """Advertise a session; ``host``: a host name of ours (publish_address) as its
+        SRV target instead of this host's."""
+        target = ["-H", host] if host is not None else []
+        proc = subprocess.Popen([*self._inside(), "avahi-publish", "-s", *target,
                                  f"--subtype={SUBTYPE}", name, "_rtsp._tcp", str(port)],
                                 stdout=self.log, stderr=self.log)
         self.published.append(proc)
         wait_for(lambda: f"Established under name '{name}'" in self._log_text()
                  or proc.poll() is not None, 10, what=f"{name} published")
+        assert proc.poll() is None, self._log_text()
+        return proc
+
+    def publish_address(self, host: str, address: str) -> subprocess.Popen[bytes]:
+        """An A record: ``host`` (a .local name) is at ``address``, whatever that is."""
+        proc = subprocess.Popen([*self._inside(), "avahi-publish", "-a", "-R", host, address],
+                                stdout=self.log, stderr=self.log)
+        self.published.append(proc)
+        wait_for(lambda: f"Established under name '{host}'" in self._log_text()
+                 or proc.poll() is not None, 10, what=f"{host} published")
         assert proc.poll() is None, self._log_text()
         return proc
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from sapd.bridges import ravenna_core as core
 from sapd.bridges import rtsp
+from sapd.lifecycle import DROP_RATE_LIMITED
 from sapd.plumbing import logs
 from sapd.records import SAP, SessionRecord, via_of
 
@@ -35,6 +35,9 @@ SERVICE_TYPE = "_rtsp._tcp.local."
 BROWSED_TYPE = "_ravenna_session._sub._rtsp._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 READ_SIZE = 4096
+# Our answers (to ANNOUNCE, 501 to anything else) a server has not read yet: past this
+# it is closed, or a server that sends requests and never reads would grow our memory
+MAX_UNSENT = 64 * 1024
 
 
 class DescribeFailed(Exception):
@@ -90,7 +93,10 @@ class _Connection:
         try:
             while True:
                 # idle (nothing asked, nothing half-read) a held connection may wait for
-                # ANNOUNCE forever; a message begun must end within read_timeout
+                # ANNOUNCE forever; while a message is half-read each read must come
+                # within read_timeout. A server dribbling an ANNOUNCE so holds only its
+                # own connection, which the next DESCRIBE replaces (answers to our
+                # requests have a deadline of their own: request())
                 timeout = self.read_timeout if (self.parser.buffered or self.waiting) \
                     else None
                 data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
@@ -105,6 +111,11 @@ class _Connection:
                     else:
                         self.writer.write(rtsp.build_reply(message.cseq, 501,
                                                            "Not Implemented"))
+                if self.writer.transport.get_write_buffer_size() > MAX_UNSENT:
+                    reason = core.REPLIES_UNREAD
+                    log.warning("RAVENNA server does not read our answers; closed",
+                                service=self.name)
+                    break
         except rtsp.RtspError as exc:
             reason = exc.reason
             log.warning("RAVENNA server sent what RTSP does not allow; closed",
@@ -203,6 +214,7 @@ class RavennaBridge:
         now = self.hub.clock.now()
         if state_change is ServiceStateChange.Removed:
             log.info("RAVENNA service withdrawn", service=name)
+            self._hosts.pop(name, None)
             self._run(self.core.removed(name, now))
             return
         if state_change is ServiceStateChange.Added:
@@ -210,9 +222,13 @@ class RavennaBridge:
             self._run(self.core.added(name, now))
         else:
             self._run(self.core.updated(name, now))
-        # not refused for a cap, and one resolve a service at a time (a flood of record
-        # changes must not pile up queries)
-        if self.core.follows(name) and name not in self._resolving:
+        if self.core.follows(name):  # not refused for a cap
+            self._resolve_soon(name)
+
+    def _resolve_soon(self, name: str) -> None:
+        """One resolve a service at a time: a flood of record changes must not pile up
+        queries."""
+        if name not in self._resolving and self._zeroconf is not None:
             self._resolving.add(name)
             self._spawn(self._resolve(name))
 
@@ -228,7 +244,13 @@ class RavennaBridge:
             log.info("RAVENNA service not resolved; waits for its next record",
                      service=name)
             return
-        host = str(ipaddress.ip_address(addresses[0]))
+        host = core.pick_address(addresses, info.port)
+        if host is None:
+            self.core.refusals[core.BAD_ADDRESS] += 1
+            log.warning("RAVENNA service points nowhere a device can be; waits for its "
+                        "next record", service=name, addresses=addresses[:4],
+                        port=info.port)
+            return
         self._run(self.core.resolved(name, host, info.port, self.hub.clock.now()))
 
     # -- actions ------------------------------------------------------------------------
@@ -242,6 +264,8 @@ class RavennaBridge:
                 connection = self._connections.pop(action.name, None)
                 if connection is not None:
                     connection.close()
+            elif isinstance(action, core.Resolve):
+                self._resolve_soon(action.name)
             elif self.engine.remove_ravenna(action.session_id, self.hub.clock.now()):
                 self.outcomes["removed"] += 1
                 changed = True
@@ -294,6 +318,9 @@ class RavennaBridge:
             # GStreamer's server answers a DESCRIBE again on one connection from the
             # media it made for the first, so a changed session would never be seen.
             connection = await self._connect(name, host, port)
+            if not self.core.follows(name):  # withdrawn while we connected
+                self._let_go(connection)
+                return
             if held is not None:
                 connection.path = held.path
                 held.close()
@@ -313,7 +340,15 @@ class RavennaBridge:
             log.error("RAVENNA DESCRIBE raised", service=name, error=repr(exc))
             self._failed(name, "internal_error")
             return
+        if not self.core.follows(name):  # withdrawn while we asked: list nothing
+            self._let_go(connection)
+            return
         self._take(name, text, host, url, announced=False)
+
+    def _let_go(self, connection: _Connection) -> None:
+        if self._connections.get(connection.name) is connection:
+            del self._connections[connection.name]
+        connection.close()
 
     async def _ask(self, connection: _Connection, instance: str, host: str,
                    port: int) -> tuple[str, str]:
@@ -346,6 +381,9 @@ class RavennaBridge:
         now = self.hub.clock.now()
         outcome, sid = self.engine.put_ravenna(text, host, url, instance_of(name), now)
         self.outcomes[outcome] += 1
+        if outcome == DROP_RATE_LIMITED:  # put off, not refused: the row stays
+            self._run(self.core.deferred(name, outcome, now))
+            return
         if sid is None:
             log.warning("RAVENNA SDP refused", service=name, reason=outcome)
             self._failed(name, outcome)
@@ -369,9 +407,9 @@ class RavennaBridge:
         except UnicodeDecodeError:
             self.core.refusals[core.NOT_SDP] += 1
             return
-        log.info("RAVENNA ANNOUNCE", service=connection.name)
-        url = request.url if request.url.startswith("rtsp://") else ""
-        self._take(connection.name, text, host, url or self._url(connection), True)
+        log.debug("RAVENNA ANNOUNCE", service=connection.name, url=request.url[:200])
+        # where it came from, not the URL the server wrote on its request line
+        self._take(connection.name, text, host, self._url(connection), True)
 
     def _url(self, connection: _Connection) -> str:
         peer = connection.writer.get_extra_info("peername") or ("", 0)
@@ -440,7 +478,8 @@ class RavennaRelay:
         own = self.announcer.relays.get(record.id)
         own_source = own.source if own is not None else self.announcer.relay_source(record)
         if not record.sdp or not core.should_relay(
-                on_sap, self.engine.sap_sources_of(record.identity), own_source):
+                on_sap, self.engine.sap_sources_of(record.identity), own_source,
+                origin=record.origin_address):
             self._stop(record.id, record.identity)
             return
         if self.announcer.relay(record) is not None:

@@ -26,6 +26,8 @@ TIMEOUT = "timeout"
 NOT_FOUND = "describe_status"  # a DESCRIBE answered other than 200
 NOT_SDP = "not_sdp"
 CLOSED = "connection_closed"
+BAD_ADDRESS = "bad_address"  # resolved to nowhere a device can be (port 0, 0.0.0.0, ...)
+REPLIES_UNREAD = "replies_unread"  # the server sends requests and never reads our answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,14 @@ class Drop:
     session_id: str
 
 
-Action = Describe | Close | Drop
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Resolve this service (again): it was refused for a cap and room has freed."""
+
+    name: str
+
+
+Action = Describe | Close | Drop | Resolve
 
 WAITING = "waiting"  # seen on mDNS, not resolved yet (or refused for a cap: retried)
 READY = "ready"  # resolved, waits for its DESCRIBE time
@@ -76,6 +85,10 @@ class _Service:
     session_id: str | None = None  # the directory row it feeds, once described
     failures: int = 0
     connected: bool = False  # holds a connection (counts against max_connections)
+    again: bool = False  # its records changed while a DESCRIBE was in flight
+    described_at: float = 0.0  # the last answer taken
+    quick_closes: int = 0  # held connections the server closed within a period, in a row
+    capped_on: str | None = None  # refused for the host cap on this host: waits for room
 
 
 @dataclass(slots=True)
@@ -83,6 +96,9 @@ class RavennaCore:
     bounds: Bounds = field(default_factory=Bounds)
     refusals: Counter[str] = field(default_factory=Counter)
     _services: dict[str, _Service] = field(default_factory=dict)
+    # names refused for the service cap, oldest first (mDNS says Added only once): the
+    # first is followed when room frees. As many as max_services; past that, forgotten.
+    _refused: dict[str, None] = field(default_factory=dict)
 
     # -- queries ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -116,6 +132,10 @@ class RavennaCore:
             return self.updated(name, now)
         if len(self._services) >= self.bounds.max_services:
             self.refusals[SERVICE_CAP] += 1
+            self._refused.pop(name, None)
+            self._refused[name] = None
+            if len(self._refused) > self.bounds.max_services:
+                del self._refused[next(iter(self._refused))]
             return []
         self._services[name] = _Service(name)
         return []
@@ -127,6 +147,8 @@ class RavennaCore:
             return self.added(name, now)
         if service.state == READY:
             service.due = now
+        elif service.state == BUSY:  # the answer on its way may predate the change
+            service.again = True
         return self.due(now)
 
     def resolved(self, name: str, host: str, port: int, now: float) -> list[Action]:
@@ -134,16 +156,30 @@ class RavennaCore:
         if service is None:
             return []
         actions: list[Action] = []
-        if (service.host, service.port) != (host, port) and service.connected:
-            service.connected = False  # moved: the old connection is to the wrong place
-            actions.append(Close(name))
-        if service.host != host and service.session_id is None:
+        if (service.host, service.port) != (host, port):
+            if service.state == BUSY:
+                # the DESCRIBE in flight is answered (or fails) on its own; the next one
+                # goes to the new place at once. Closing it would drop the row.
+                service.again = True
+            elif service.connected:
+                service.connected = False  # moved: the old connection is to the wrong place
+                actions.append(Close(name))
+        if service.host != host:
+            # every service on that host counts, described or not: services resolved
+            # before the first DESCRIBE is answered must not all get through
             on_host = sum(1 for s in self._services.values()
-                          if s.host == host and s.session_id is not None)
+                          if s.host == host and s is not service)
             if on_host >= self.bounds.max_per_host:
                 self.refusals[HOST_CAP] += 1
+                if (service.state == BUSY or service.connected) and not actions:
+                    actions.append(Close(name))  # moved onto a full host: let go of it
+                old, service.session_id = service.session_id, None
+                actions += self._release(name, old)
                 service.host, service.port, service.state = None, None, WAITING
+                service.due, service.connected, service.again = None, False, False
+                service.capped_on = host
                 return actions
+        service.capped_on = None
         service.host, service.port = host, port
         if service.state != BUSY:
             service.state = READY
@@ -151,14 +187,14 @@ class RavennaCore:
         return actions + self.due(now)
 
     def removed(self, name: str, now: float) -> list[Action]:
+        self._refused.pop(name, None)
         service = self._services.pop(name, None)
         if service is None:
             return []
-        actions: list[Action] = []
+        actions: list[Action] = self._room_freed(service.host)
         if service.connected or service.state == BUSY:
             actions.append(Close(name))
-        if service.session_id is not None:
-            actions.append(Drop(name, service.session_id))
+        actions += self._release(name, service.session_id)
         return actions + self.due(now)
 
     # -- RTSP ------------------------------------------------------------------------
@@ -186,16 +222,19 @@ class RavennaCore:
         A different id than before (a new o= identity) drops the old row's path."""
         service = self._services.get(name)
         if service is None:
-            return [Drop(name, session_id)]  # withdrawn while we asked
+            return self._release(name, session_id)  # withdrawn while we asked
         actions: list[Action] = []
         if service.session_id is not None and service.session_id != session_id:
-            actions.append(Drop(name, service.session_id))
+            old, service.session_id = service.session_id, session_id
+            actions += self._release(name, old)
         service.session_id = session_id
         service.failures = 0
         service.connected = True
+        service.described_at = now
         if service.state == BUSY:
             service.state = READY
-            service.due = now + self.bounds.period
+            service.due = now if service.again else now + self.bounds.period
+            service.again = False
         return actions
 
     def announced(self, name: str, session_id: str, now: float) -> list[Action]:
@@ -205,6 +244,21 @@ class RavennaCore:
         if service is not None and service.state == READY:
             service.due = now + self.bounds.period
         return actions
+
+    def deferred(self, name: str, reason: str, now: float) -> list[Action]:
+        """The directory put an answer off (rate limited): the row stays as it was and
+        the session is described again after ``retry_floor``, which takes the latest."""
+        self.refusals[reason] += 1
+        service = self._services.get(name)
+        if service is None:
+            return []
+        if service.state == BUSY:
+            service.state = READY
+            service.connected = True
+        if service.state == READY:
+            soon = now + self.bounds.retry_floor
+            service.due = soon if service.due is None else min(service.due, soon)
+        return []
 
     def failed(self, name: str, reason: str, now: float) -> list[Action]:
         """A DESCRIBE did not give a session (refused, timed out, not 200, not an SDP
@@ -218,15 +272,38 @@ class RavennaCore:
         if service.connected or service.state == BUSY:
             actions.append(Close(name))
         service.connected = False
-        if service.session_id is not None:
-            actions.append(Drop(name, service.session_id))
-            service.session_id = None
+        old, service.session_id, service.again = service.session_id, None, False
+        actions += self._release(name, old)
         pause = min(self.bounds.period, self.bounds.retry_floor * 2 ** min(service.failures, 16))
         service.failures += 1
         if service.host is not None:
             service.state = READY
             service.due = now + pause
         return actions + self.due(now)
+
+    def _room_freed(self, host: str | None) -> list[Action]:
+        """A service went: the first refused for the service cap is followed, and one
+        refused for the host cap on ``host`` is resolved again."""
+        actions: list[Action] = []
+        if self._refused and len(self._services) < self.bounds.max_services:
+            name = next(iter(self._refused))
+            del self._refused[name]
+            self._services[name] = _Service(name)
+            actions.append(Resolve(name))
+        if host is not None:
+            waiting = next((s for s in self._services.values() if s.capped_on == host), None)
+            if waiting is not None:
+                waiting.capped_on = None
+                actions.append(Resolve(waiting.name))
+        return actions
+
+    def _release(self, name: str, session_id: str | None) -> list[Action]:
+        """``name`` no longer feeds ``session_id``: its row goes unless another service
+        still serves the same SDP (one row, two names)."""
+        if session_id is None or any(s.session_id == session_id
+                                     for s in self._services.values()):
+            return []
+        return [Drop(name, session_id)]
 
     def closed(self, name: str, now: float) -> list[Action]:
         """The server closed a held connection: describe again (a new connection) now;
@@ -236,17 +313,48 @@ class RavennaCore:
             return []
         service.connected = False
         if service.state == READY:
-            service.due = now
+            # at once when it was held a while (the device may be gone); a server that
+            # closes after each answer is paused, doubling up to the period, or it
+            # would be reconnected to as fast as it answers
+            if now - service.described_at >= self.bounds.period:
+                service.quick_closes = 0
+            pause = 0.0 if service.quick_closes == 0 else min(
+                self.bounds.period,
+                self.bounds.retry_floor * 2 ** min(service.quick_closes - 1, 16))
+            service.quick_closes += 1
+            soon = now + pause
+            service.due = soon if service.due is None else min(service.due, soon)
         return self.due(now)
 
 
-def should_relay(on_sap: bool, sap_sources: list[str], own_source: str) -> bool:
+def pick_address(addresses: list[str], port: int) -> str | None:
+    """The first address a RAVENNA device can be reached at over the network, or None:
+    never port 0, the unspecified address (connect() takes it as this host), loopback (a
+    record from the LAN must not point sapd at its own host's local services; a server
+    on this host is advertised at its LAN address), multicast, broadcast or reserved."""
+    if not 0 < port < 65536:
+        return None
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if not (address.is_unspecified or address.is_loopback or address.is_multicast
+                or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255")):
+            return str(address)
+    return None
+
+
+def should_relay(on_sap: bool, sap_sources: list[str], own_source: str,
+                 origin: str = "") -> bool:
     """[ravenna] announce_on_sap, the loop guard: re-announce a RAVENNA row on SAP only
     while nobody else does. Not when the row is itself heard on SAP (the device announces
     it), nor when another host announces the same o= identity from a lower address
     (another sapd relaying it: of two, the lower keeps it, so they never take turns).
-    Our own re-announcements never come back as SAP rows (the own-packet filter)."""
-    if on_sap:
+    Our own re-announcements never come back as SAP rows (the own-packet filter).
+    Nor when the host its o= names (``origin``) announces it on SAP: the original is
+    heard already, whatever an RTSP server elsewhere says of it."""
+    if on_sap or (origin and origin in sap_sources):
         return False
     return not any(_address_key(source) < _address_key(own_source)
                    for source in sap_sources if source != own_source)

@@ -29,6 +29,8 @@ MALFORMED = "rtsp_malformed"
 _STATUS = re.compile(r"RTSP/1\.0 ([0-9]{3})(?: (.*))?\Z")
 _REQUEST = re.compile(r"([A-Z_]{1,32}) (\S{1,4096}) RTSP/1\.0\Z")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}\Z")
+# ASCII digits only: str.isdigit() takes '\u00b2', which int() then refuses (ValueError)
+_NUMBER = re.compile(r"[0-9]{1,12}\Z")
 
 
 class RtspError(ValueError):
@@ -78,7 +80,7 @@ Message = Response | Request
 
 def _cseq(headers: dict[str, str]) -> int | None:
     value = headers.get("cseq", "").strip()
-    return int(value) if value.isdigit() and len(value) <= 10 else None
+    return int(value) if _NUMBER.match(value) and len(value) <= 10 else None
 
 
 # What stays as written in the second try: RFC 3986 sub-delims and ':' '@' '/' (what a
@@ -215,7 +217,7 @@ class RtspParser:
 
     def _content_length(self, headers: dict[str, str]) -> int:
         value = headers.get("content-length", "0").strip()
-        if not value.isdigit() or len(value) > 12:
+        if not _NUMBER.match(value):
             raise RtspError(MALFORMED, f"Content-Length is not a number: {value[:20]!r}")
         length = int(value)
         if length > self.max_body_bytes:

@@ -4,6 +4,7 @@ advertise ``_ravenna_session._sub._rtsp._tcp`` in one namespace, GStreamer's RTS
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,107 @@ def test_a_server_that_mounted_the_name_as_written_is_found_by_the_second_try(
         assert via["url"] == f"rtsp://{dev.address()}:8604/by-name/Desk:%20Main"
     finally:
         peer.close()
+
+
+def test_an_announce_flood_is_rate_limited_and_the_latest_is_listed(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """3,000 ANNOUNCEs as fast as the server can send them: thousands of directory
+    changes a second before; now the host's SAP bucket, the refusals counted, the row
+    never dropped, the latest version listed, and the same host's SAP still heard."""
+    dev, listener, avahi = device
+    first = write_sdp(tmp_path / "f.sdp", sdp_text(session=41, version=1, name="Flood",
+                                                   origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "flood_announce", 8605, first)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Flood", 8605)
+        wait_for(lambda: sapd.stats()["ravenna"]["refusals"].get("rate_limited", 0) >= 1, 20,
+                 what="the flood rate limited")
+        wait_for(lambda: [s["version"] for s in ravenna_rows(sapd)] == ["3001"], 20,
+                 what="the latest version listed")
+        changed = sapd.stats()["ravenna"]["sdps"].get("changed", 0)
+        assert changed < 1000, f"{changed} changes taken from one flood"
+        assert sapd.get("/v1/health")["status"] == "ok"
+        packet = tmp_path / "sap"
+        packet.write_bytes(announce(sdp_text(session=42, name="Same host on SAP",
+                                             origin=dev.address()), source=dev.address()))
+        netns_send(dev.name, "239.255.255.255", [packet], next(iter(dev.interfaces)))
+        wait_for(lambda: "Same host on SAP" in [s["name"] for s in sapd.sessions()], 10,
+                 what="the host's SAP announcement listed")
+    finally:
+        peer.close()
+
+
+def test_a_server_closing_after_each_answer_is_not_reconnected_in_a_loop(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    dev, listener, avahi = device
+    sdp = write_sdp(tmp_path / "c.sdp", sdp_text(session=43, name="Closer",
+                                                 origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "close_each", 8606, sdp)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish("Closer", 8606)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described")
+        before = sapd.stats()["ravenna"]["sdps"].get("refresh", 0)
+        time.sleep(3.0)
+        asked = sapd.stats()["ravenna"]["sdps"].get("refresh", 0) - before
+        assert asked <= 8, f"{asked} DESCRIBEs in 3 s with period = 1"
+        assert len(ravenna_rows(sapd)) == 1
+    finally:
+        peer.close()
+
+
+def test_sigkill_with_ravenna_rows_keeps_one_row_and_a_gone_device_expires_after_grace(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """SIGKILL while a RAVENNA row is listed: after the restart it is one row, found
+    again (kept past the grace); killed again and the device withdrawn meanwhile (nobody
+    tells sapd), the stored row goes after the grace."""
+    dev, listener, avahi = device
+    sdp = write_sdp(tmp_path / "k.sdp", sdp_text(session=44, name="Kept",
+                                                 origin=dev.address()))
+    peer = ScriptPeer(dev.name, tmp_path, "announce", 8607, sdp)
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG + "grace = 3.0\n").start()
+        published = avahi.publish("Kept", 8607)
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="described")
+        time.sleep(0.5)  # stored
+        sapd.kill()
+        sapd.start()
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 10, what="listed after SIGKILL")
+        time.sleep(5.0)  # past the grace: found again, so kept
+        rows = sapd.sessions()
+        assert [r["name"] for r in rows] == ["Kept"]
+        assert rows[0]["expires"] is None
+        sapd.kill()
+        avahi.withdraw(published)
+        sapd.start()
+        wait_for(lambda: sapd.sessions() == [], 10, what="the gone device's row expired")
+    finally:
+        peer.close()
+
+
+def test_a_service_pointing_at_sapds_own_loopback_is_refused_and_counted(
+        device: tuple[Host, Host, Avahi], daemons: Any, tmp_path: Path) -> None:
+    """A device's mDNS says its session is at 127.0.0.1 (the A record is the device's
+    to write): sapd sent DESCRIBEs to its own host's loopback services. Now counted as
+    bad_address and never connected to; an honest session beside it is listed."""
+    dev, listener, avahi = device
+    good = write_sdp(tmp_path / "g.sdp", sdp_text(session=45, name="Honest",
+                                                  origin=dev.address()))
+    honest = ScriptPeer(dev.name, tmp_path, "announce", 8608, good)
+    # what sapd would reach on its own loopback if it followed the record
+    lure = ScriptPeer(listener.name, tmp_path, "announce", 8609, write_sdp(
+        tmp_path / "l.sdp", sdp_text(session=46, name="Own loopback", origin="127.0.0.1")))
+    try:
+        sapd = daemons("sapd", listener, config=CONFIG).start()
+        avahi.publish_address("lure.local", "127.0.0.1")
+        avahi.publish("Lure", 8609, host="lure.local")
+        avahi.publish("Honest", 8608)
+        wait_for(lambda: sapd.stats()["ravenna"]["refusals"].get("bad_address", 0) >= 1, 20,
+                 what="the loopback record refused")
+        wait_for(lambda: len(ravenna_rows(sapd)) == 1, 20, what="the honest session")
+        time.sleep(1.0)
+        assert [s["name"] for s in ravenna_rows(sapd)] == ["Honest"]
+    finally:
+        lure.close()
+        honest.close()

@@ -7,7 +7,9 @@ Modes: ``literal_path`` answers only a DESCRIBE whose path keeps ':' as written;
 on stdin, sends every open connection an ANNOUNCE with FILE2's SDP (prints ``sent N``);
 the hostile ones answer DESCRIBE with endless headers (``endless_headers``), a huge
 Content-Length (``huge_length``), a valid answer one byte a second (``slowloris``) or a
-body that is not SDP (``garbage_sdp``). Prints ``ready`` once it listens.
+body that is not SDP (``garbage_sdp``); ``close_each`` closes the connection after each
+answer; ``flood_announce`` answers, then sends 3,000 ANNOUNCEs of rising versions as
+fast as it can (a DESCRIBE then gets the latest). Prints ``ready`` once it listens.
 """
 
 from __future__ import annotations
@@ -25,12 +27,30 @@ def response(cseq: str, body: bytes = b"", extra: str = "") -> bytes:
     return head.encode() + b"\r\n" + body
 
 
+def announcement(cseq: int, sdp: bytes) -> bytes:
+    return (f"ANNOUNCE rtsp://peer/by-name/x RTSP/1.0\r\nCSeq: {cseq}\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+            ).encode() + sdp
+
+
+def rising(sdp: bytes) -> bytes:
+    """The same SDP with its o= version one higher."""
+    lines = sdp.split(b"\r\n")
+    for n, line in enumerate(lines):
+        if line.startswith(b"o="):
+            words = line.split(b" ")
+            words[2] = str(int(words[2]) + 1).encode()
+            lines[n] = b" ".join(words)
+    return b"\r\n".join(lines)
+
+
 class Peer:
     def __init__(self, mode: str, sdp: bytes) -> None:
         self.mode = mode
         self.sdp = sdp
         self.writers: list[asyncio.StreamWriter] = []
         self.announce_cseq = 100
+        self.flooded = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -59,6 +79,22 @@ class Peer:
         mode = self.mode
         if method != "DESCRIBE" or mode in ("announce", "literal_path"):
             writer.write(response(cseq, self.sdp if method == "DESCRIBE" else b""))
+        elif mode == "close_each":
+            writer.write(response(cseq, self.sdp))
+            await writer.drain()
+            writer.close()
+        elif mode == "flood_announce":
+            writer.write(response(cseq, self.sdp))
+            if not self.flooded:
+                self.flooded = True
+                for _ in range(60):
+                    batch = []
+                    for _ in range(50):
+                        self.sdp = rising(self.sdp)
+                        batch.append(announcement(self.announce_cseq, self.sdp))
+                        self.announce_cseq += 1
+                    writer.write(b"".join(batch))
+                    await writer.drain()
         elif mode == "garbage_sdp":
             writer.write(response(cseq, b"this is not an SDP at all\r\n"))
         elif mode == "huge_length":
@@ -80,9 +116,7 @@ class Peer:
         self.sdp = sdp
         for writer in self.writers:
             self.announce_cseq += 1
-            writer.write(f"ANNOUNCE rtsp://peer/by-name/x RTSP/1.0\r\nCSeq: "
-                         f"{self.announce_cseq}\r\nContent-Type: application/sdp\r\n"
-                         f"Content-Length: {len(sdp)}\r\n\r\n".encode() + sdp)
+            writer.write(announcement(self.announce_cseq, sdp))
         return len(self.writers)
 
 
