@@ -41,12 +41,11 @@ class RtspError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    reason: str
-    headers: dict[str, str]  # names lower-cased; a repeated header keeps the last
-    body: bytes = b""
+class _Headed:
+    """What both kinds of message read from their headers."""
+
+    __slots__ = ()
+    headers: dict[str, str]
 
     @property
     def cseq(self) -> int | None:
@@ -58,21 +57,21 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Response(_Headed):
+    status: int
+    reason: str
+    headers: dict[str, str]  # names lower-cased; a repeated header keeps the last
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Request(_Headed):
     """A request the server sent us (ANNOUNCE carries a new SDP)."""
 
     method: str
     url: str
     headers: dict[str, str]
     body: bytes = b""
-
-    @property
-    def cseq(self) -> int | None:
-        return _cseq(self.headers)
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 Message = Response | Request
