@@ -6,6 +6,7 @@ protocol that a backend (SQLite today; PostgreSQL later) implements. Pure: no I/
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -155,6 +156,18 @@ def shared_heard_via(via: tuple[HeardVia, ...]) -> tuple[HeardVia, ...]:
     if len(_HEARD_VIA) < _SHARED_VIA_MAX:
         return _HEARD_VIA.setdefault(via, via)
     return _HEARD_VIA.get(via, via)
+
+
+def object_to_json(value: dict[str, Any]) -> str:
+    """A record's acl, blob or options as the stores keep them."""
+    return json.dumps(value) if value else "{}"
+
+
+def object_from_json(text: str) -> dict[str, Any]:
+    if text == "{}":
+        return {}  # the common case, without the parser
+    value: dict[str, Any] = json.loads(text)
+    return value
 
 
 def heard_via_to_json(via: tuple[HeardVia, ...]) -> str:

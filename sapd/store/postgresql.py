@@ -39,6 +39,8 @@ from sapd.records import (
     Writes,
     heard_via_from_json,
     heard_via_to_json,
+    object_from_json,
+    object_to_json,
     shared_media_types,
 )
 
@@ -151,22 +153,11 @@ class SiteInUse(StoreUnusable):
     """Another running sapd writes the directory as this site."""
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value) if value else "{}"
-
-
-def _json(text: str) -> dict[str, Any]:
-    if text == "{}":
-        return {}
-    value: dict[str, Any] = json.loads(text)
-    return value
-
-
 def _row(r: SessionRecord, site: str, generation: int) -> tuple[Any, ...]:
     return (site, r.id, r.source, r.identity, r.auth_tag, str(r.version), r.msg_hash,
             r.origin_address, r.name, r.info, r.sdp, r.scope, r.sap_group, r.first_seen,
-            r.last_seen, r.local, r.owner_uid, _dumps(r.acl), _dumps(r.blob),
-            _dumps(r.options), r.period, r.expires, 0 if r.stale else generation,
+            r.last_seen, r.local, r.owner_uid, object_to_json(r.acl), object_to_json(r.blob),
+            object_to_json(r.options), r.period, r.expires, 0 if r.stale else generation,
             r.content_crc or zlib.crc32(r.sdp.encode()), list(r.groups),
             " ".join(r.media_types), json.dumps(r.attributes),
             f"{r.name}\n{r.info or ''}".lower(), r.verification, r.signed_by, r.signer_key,
@@ -183,8 +174,9 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         id=sid, source=source, identity=identity, version=int(version), msg_hash=msg_hash,
         origin_address=origin_address, name=name, info=info, sdp=sdp, scope=scope,
         sap_group=sap_group, first_seen=first_seen, last_seen=last_seen, local=local,
-        owner_uid=owner_uid, auth_tag=auth_tag, acl=_json(acl), blob=_json(blob),
-        options=_json(options), period=period, expires=expires, stale=bool(stale),
+        owner_uid=owner_uid, auth_tag=auth_tag, acl=object_from_json(acl),
+        blob=object_from_json(blob),
+        options=object_from_json(options), period=period, expires=expires, stale=bool(stale),
         groups=tuple(groups), media_types=shared_media_types(tuple(media_types.split())),
         attributes=tuple((n, v) for n, v in attributes), content_crc=content_crc,
         verification=verification, signed_by=signed_by, signer_key=signer_key,

@@ -33,6 +33,8 @@ from sapd.records import (
     Writes,
     heard_via_from_json,
     heard_via_to_json,
+    object_from_json,
+    object_to_json,
     shared_media_types,
 )
 
@@ -184,8 +186,9 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("origin_address", "r.origin_address"), ("name", "r.name"), ("info", "r.info"),
     ("sdp", "r.sdp"), ("scope", "r.scope"), ("sap_group", "r.sap_group"),
     ("first_seen", "r.first_seen"), ("last_seen", "r.last_seen"), ("local", "int(r.local)"),
-    ("owner_uid", "r.owner_uid"), ("acl", "_dumps(r.acl)"), ("blob", "_dumps(r.blob)"),
-    ("options", "_dumps(r.options)"), ("period", "r.period"), ("expires", "r.expires"),
+    ("owner_uid", "r.owner_uid"), ("acl", "object_to_json(r.acl)"),
+    ("blob", "object_to_json(r.blob)"),
+    ("options", "object_to_json(r.options)"), ("period", "r.period"), ("expires", "r.expires"),
     ("heard_gen", "0 if r.stale else generation"),  # the run that last heard it
     ("groups", "' '.join(r.groups)"), ("media_types", "' '.join(r.media_types)"),
     ("haystack", "f'{r.name}\\n{r.info or \"\"}'.lower()"),  # substring search
@@ -197,8 +200,8 @@ _STORED: tuple[tuple[str, str], ...] = (
 )
 _LOADS = {
     "version": "int(version)", "heard_via": "heard_via_from_json(heard_via)",
-    "local": "bool(local)", "acl": "_json(acl)", "blob": "_json(blob)",
-    "options": "_json(options)", "stale": "not local and heard_gen < generation",
+    "local": "bool(local)", "acl": "object_from_json(acl)", "blob": "object_from_json(blob)",
+    "options": "object_from_json(options)", "stale": "not local and heard_gen < generation",
     "groups": "tuple(groups.split())",
     "media_types": "shared_media_types(tuple(media_types.split()))",
     "attributes": "tuple(attrs)",
@@ -231,23 +234,13 @@ def _row_chunks(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
             start += size
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value) if value else "{}"
-
-
-def _json(text: str) -> dict[str, Any]:
-    if text == "{}":
-        return {}  # the common case, without the parser
-    value: dict[str, Any] = json.loads(text)
-    return value
-
-
 def _compile(source: str, name: str) -> Any:
     """A function from generated source: positional tuple and constructor calls, as fast
     as hand-written ones (keywords cost ~25 % more, and start-up builds 100,000 records)
     and derived from the column table, so they cannot fall out of its order."""
-    scope: dict[str, Any] = {"SessionRecord": SessionRecord, "_dumps": _dumps,
-                             "_json": _json, "zlib": zlib, "heard_via_to_json": heard_via_to_json,
+    scope: dict[str, Any] = {"SessionRecord": SessionRecord, "object_to_json": object_to_json,
+                             "object_from_json": object_from_json, "zlib": zlib,
+                             "heard_via_to_json": heard_via_to_json,
                              "heard_via_from_json": heard_via_from_json,
                              "shared_media_types": shared_media_types}
     exec(source, scope)
