@@ -238,7 +238,7 @@ def _shown(text: str) -> str:
     return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"... ({len(text)} chars)"
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """RFC 8866 ``1*DIGIT``: ASCII digits only (str.isdigit() also takes '\u00b2')."""
     return text.isascii() and text.isdigit()
 
@@ -247,7 +247,7 @@ def _number(b: _Builder, n: int, what: str, text: str) -> int | None:
     """A ``1*DIGIT`` field as an exact int, or a line-numbered error naming the rule."""
     if len(text) <= MAX_NUMBER_DIGITS and text.isdigit() and text.isascii():
         return int(text)  # the usual case, checked in one go (int() takes leading zeros)
-    if not _is_number(text):
+    if not is_number(text):
         b.error(n, f"{what} {_shown(text)} is not numeric (RFC 8866: ASCII digits only)")
         return None
     significant = text.lstrip("0") or "0"
@@ -270,7 +270,7 @@ def _is_typed_time(text: str, signed: bool = False) -> bool:
         text = text[1:]
     if text and text[-1] in "dhms":
         text = text[:-1]
-    return _is_number(text)
+    return is_number(text)
 
 
 class _Builder:
@@ -431,8 +431,8 @@ def _parse_media(b: _Builder, n: int, value: str) -> None:
         return
     kind, port_spec, proto = fields[0], fields[1], fields[2]
     port_text, _, count_text = port_spec.partition("/")
-    if (not _is_number(port_text) or len(port_text) > 5 or int(port_text) > 65535
-            or (count_text and (not _is_number(count_text) or len(count_text) > 5))):
+    if (not is_number(port_text) or len(port_text) > 5 or int(port_text) > 65535
+            or (count_text and (not is_number(count_text) or len(count_text) > 5))):
         b.error(n, f"m= port {_shown(port_spec)} is not '<port>[/<count>]' with port 0-65535")
         port, count = 0, 1
     else:
@@ -451,8 +451,8 @@ def _add_attribute(b: _Builder, n: int, value: str) -> None:
     if name == "rtpmap" and in_media:
         pt_text, _, rest = attr_value.partition(" ")
         enc = rest.split("/")
-        if (not _is_number(pt_text) or len(pt_text) > 3 or len(enc) < 2 or not enc[0]
-                or not _is_number(enc[1]) or len(enc[1]) > 10 or int(pt_text) > 127):
+        if (not is_number(pt_text) or len(pt_text) > 3 or len(enc) < 2 or not enc[0]
+                or not is_number(enc[1]) or len(enc[1]) > 10 or int(pt_text) > 127):
             b.error(n, "a=rtpmap must be '<payload type> <encoding>/<clock rate>[/<params>]'")
             return
         b.m_codecs.append(Codec(int(pt_text), enc[0], int(enc[1]),
@@ -463,7 +463,7 @@ def _add_attribute(b: _Builder, n: int, value: str) -> None:
 
 def _parse_time(b: _Builder, n: int, value: str) -> None:
     fields = value.split(" ")
-    if len(fields) != 2 or not _is_number(fields[0]) or not _is_number(fields[1]):
+    if len(fields) != 2 or not is_number(fields[0]) or not is_number(fields[1]):
         b.error(n, "t= must be '<start-time> <stop-time>' in NTP seconds")
         return
     start = _number(b, n, "t= start time", fields[0])
@@ -482,7 +482,7 @@ def _parse_time(b: _Builder, n: int, value: str) -> None:
 
 def _bandwidth_ok(b: _Builder, n: int, value: str) -> bool:
     bw_type, sep, bw = value.partition(":")
-    if not sep or not bw_type or not _is_number(bw):
+    if not sep or not bw_type or not is_number(bw):
         b.error(n, "b= must be '<bwtype>:<bandwidth>' with a number of kbit/s")
         return False
     return True
@@ -520,7 +520,7 @@ def _check_session_line(b: _Builder, n: int, kind: str, value: str) -> None:
     elif kind == "z":
         fields = value.split(" ")
         if len(fields) < 2 or len(fields) % 2 or not all(
-                _is_number(f) if i % 2 == 0 else _is_typed_time(f, signed=True)
+                is_number(f) if i % 2 == 0 else _is_typed_time(f, signed=True)
                 for i, f in enumerate(fields)):
             b.error(n, "z= must be pairs of '<adjustment time> <offset>'")
     elif kind == "k":

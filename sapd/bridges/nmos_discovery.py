@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sapd.bridges.nmos_resources import bounded_number
 from sapd.plumbing import logs
 
 log = logs.get("sapd.nmos")
@@ -44,8 +45,8 @@ def order_registries(candidates: list[Candidate]) -> list[str]:
             continue
         if "v1.3" not in txt.get("api_ver", "v1.3").split(","):
             continue
-        pri_text = txt.get("pri", "")
-        pri = int(pri_text) if pri_text.isdigit() else 1 << 31
+        found = bounded_number(txt.get("pri", ""), 1 << 31, least=0)
+        pri = 1 << 31 if found is None else found
         host = f"[{c.host}]" if ":" in c.host else c.host
         tie = hashlib.sha256(c.name.encode()).hexdigest()
         usable.append((pri, tie, f"http://{host}:{c.port}"))

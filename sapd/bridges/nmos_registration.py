@@ -16,7 +16,9 @@ Rules it keeps:
 - 5xx, timeouts, connection errors: drop what is in flight, back off exponentially
   (1 s doubling to 30 s), then heartbeat first (or POST the node if it never landed);
 - 400 (the registry refuses the body): counted, not resent until the content changes;
-  409 (a version clash): DELETE, then register again;
+  409 (a version clash): DELETE, then register again; 408/429: back off, send again;
+- the node refused (any 3xx or 4xx), or a child answered 404 (a parent missing): back
+  off before the next try, so a misconfigured registry is not asked in a tight loop;
 - every POST carries a fresh TAI version, strictly increasing across the node.
 """
 
@@ -36,6 +38,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 WINDOW = 16  # requests in flight at once (heartbeats aside)
 TAI_OFFSET = 37  # TAI - UTC, seconds, since 2017 (no leap second announced since)
 _RANK = {kind: n for n, kind in enumerate(KINDS)}
+SLOW_DOWN = (408, 429)  # a child's POST answered so is sent again after the back-off
+REFUSALS = {400: "rejected", 409: "conflict"}  # error counter names
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +309,9 @@ class Registration:
             self._registered(request, status, now)
         elif request.purpose == "stale_node":
             if status in (200, 204, 404):
-                self.reset(fresh=False)  # expect 201 now; a 200 again is believed
+                # expect 201 now; a 200 again is believed. The wait is kept: only a
+                # registration that lands shortens it
+                self.reset(fresh=False, keep_backoff=True)
             else:
                 self._failure(now, f"http_{status}", f"stale node DELETE: {status}")
         else:
@@ -352,6 +358,13 @@ class Registration:
             if key in self.desired and self._digests.get(key) == request.digest:
                 self._todo[key[0]].pop(key, None)  # else: changed meanwhile, or removed
             self._settle_state()
+        elif key == self.node or status in SLOW_DOWN:
+            # nothing goes on without the node, and the registry would refuse it again
+            # at once; 408/429 ask for a pause, not a change: back off, then send again
+            if key == self.node and status == 409:  # held by another API: delete first
+                self._stale_delete = True
+            self._failure(now, REFUSALS.get(status, f"http_{status}"),
+                          f"POST {key[0]} {key[1]}: {status}")
         elif status == 400:
             self.errors["rejected"] += 1
             self.last_error = f"400 for {key[0]} {key[1]}"
@@ -362,9 +375,10 @@ class Registration:
             self.registered.setdefault(key, "")  # it is there, in some version: delete it
             self._gone[key[0]][key] = None
         elif status == 404:  # the registry lacks a parent we thought it held
-            self.errors["parent_missing"] += 1
             self.counts["re_registrations"] += 1
-            self.reset(fresh=False)
+            self.reset(fresh=False, keep_backoff=True)
+            # again after a pause: a registry that keeps saying so is not hammered
+            self._failure(now, "parent_missing", f"POST {key[0]} {key[1]}: 404")
         else:
             self.errors[f"http_{status}"] += 1
             self.refused[key] = request.digest

@@ -207,12 +207,21 @@ def _fmtp(media: sdp.Media, payload_type: int) -> dict[str, str]:
     return {}
 
 
+def bounded_number(text: str, most: int, least: int = 1) -> int | None:
+    """ASCII digits worth least..most, else None. str.isdigit() also takes '\u00b2' and
+    '\uff11', which int() refuses or reads, and int() refuses 4,301 digits: either
+    would escape as a ValueError instead of a counted skip."""
+    if not sdp.is_number(text) or len(text) > len(str(most)) + 8:
+        return None
+    value = int(text)
+    return value if least <= value <= most else None
+
+
 def _rate(text: str) -> dict[str, int] | None:
     numerator, _, denominator = text.partition("/")
-    if not numerator.isdigit() or (denominator and not denominator.isdigit()):
-        return None
-    num, den = int(numerator), int(denominator or "1")
-    if not 0 < num <= 1_000_000 or not 0 < den <= 1_000_000:
+    num = bounded_number(numerator, 1_000_000)
+    den = bounded_number(denominator or "1", 1_000_000)
+    if num is None or den is None:
         return None
     return {"numerator": num, "denominator": den}
 
@@ -233,12 +242,12 @@ def _audio(codec: sdp.Codec, media: sdp.Media,
     encoding = codec.encoding.upper()
     depth = AUDIO_DEPTHS[encoding]
     channels_text = (codec.parameters or "1").strip()
-    if not channels_text.isdigit() or not 1 <= int(channels_text) <= MAX_CHANNELS:
+    channels = bounded_number(channels_text, MAX_CHANNELS)
+    if channels is None:
         raise Unmappable("channel_count", f"{channels_text[:20]!r} channels "
                          f"(1..{MAX_CHANNELS} are registered)")
     if not 0 < codec.clock_rate <= MAX_SAMPLE_RATE:
         raise Unmappable("sample_rate", f"{codec.clock_rate} Hz")
-    channels = int(channels_text)
     source = {"format": "urn:x-nmos:format:audio",
               "channels": _channel_labels(channels, media.info, description.info)}
     flow = {"format": "urn:x-nmos:format:audio", "media_type": f"audio/{encoding}",
@@ -263,9 +272,9 @@ def _video(codec: sdp.Codec, media: sdp.Media) -> tuple[dict[str, Any], dict[str
     if missing:
         raise Unmappable("video_fmtp", "raw video without " + ", ".join(missing))
     sizes = (fmtp["width"], fmtp["height"], fmtp["depth"])
-    if not all(s.isdigit() and 0 < int(s) <= MAX_PICTURE for s in sizes):
+    width, height, depth = (bounded_number(s, MAX_PICTURE) for s in sizes)
+    if width is None or height is None or depth is None:
         raise Unmappable("video_fmtp", f"width/height/depth {'/'.join(s[:8] for s in sizes)}")
-    width, height, depth = (int(s) for s in sizes)
     sampling = _SAMPLING.get(fmtp["sampling"])
     rate = _rate(fmtp["exactframerate"])
     if sampling is None or rate is None or not re.fullmatch(r"\S{1,32}",
