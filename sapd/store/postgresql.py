@@ -521,15 +521,20 @@ class PostgresDirectory:
                 last = seen.get(site, 0)
                 if content <= last:
                     continue
-                for row in db.execute(f"SELECT {_LIGHT_READ}, s.first_change{_FROM} "
-                                      "WHERE s.site = %s AND s.change > %s ORDER BY s.change",
+                # in commit order: a session removed, then heard again, ends present
+                # (a batch's deletions go before its upserts, so they sort first)
+                ordered: list[tuple[int, int, Change]] = []
+                for row in db.execute(f"SELECT {_LIGHT_READ}, s.first_change, s.change"
+                                      f"{_FROM} WHERE s.site = %s AND s.change > %s",
                                       (site, last)).fetchall():
-                    changes.append(("new" if row[-1] > last else "changed",
-                                    _record(row[:-1])))
-                for sid, kind, name in db.execute(
-                        "SELECT id, kind, name FROM sapd_removed WHERE site = %s AND "
-                        "change > %s ORDER BY change", (site, last)).fetchall():
-                    changes.append((kind, _removed(site, sid, name)))
+                    ordered.append((int(row[-1]), 1, ("new" if row[-2] > last else "changed",
+                                                      _record(row[:-2]))))
+                for sid, kind, name, change in db.execute(
+                        "SELECT id, kind, name, change FROM sapd_removed WHERE site = %s AND "
+                        "change > %s", (site, last)).fetchall():
+                    ordered.append((int(change), 0, (kind, _removed(site, sid, name))))
+                ordered.sort(key=lambda item: item[:2])
+                changes += [change for _, _, change in ordered]
                 after[site] = int(content)
         return after, changes
 
