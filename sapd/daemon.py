@@ -242,7 +242,7 @@ class SapDaemon(service.Service):
                                self.hub.reader, self.clock,
                                parse_host_port(config.web.listen), config.web.public_url,
                                lambda: self.interfaces, config.nmos.label or hostname,
-                               registries)
+                               registries, site=self.site)
         self.hub.listeners.append(self.nmos.on_event)
 
     def _follow_campus(self) -> None:

@@ -292,3 +292,12 @@ class DirectoryBackend(Protocol):
     def content_version(self) -> int: ...
     def shared_group_sessions(self, limit: int) -> list[SessionRecord]: ...
     def close(self) -> None: ...
+
+
+def own_record(reader: DirectoryBackend, session_id: str, site: str) -> SessionRecord | None:
+    """This site's session of that id, or None. A shared directory's ``get`` falls back
+    to another site's row of the id, whose changes this site's listeners never hear."""
+    found = reader.get(session_id)
+    if found is None or (site and found.site and found.site != site):
+        return None
+    return found

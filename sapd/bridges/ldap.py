@@ -49,7 +49,7 @@ from sapd.bridges.ldap_entries import (
 from sapd.config import LdapConfig
 from sapd.lifecycle import Event
 from sapd.plumbing import logs
-from sapd.records import DirectoryBackend
+from sapd.records import DirectoryBackend, own_record
 
 log = logs.get("sapd.ldap")
 
@@ -301,7 +301,7 @@ class LdapPublisher:
     def _publish(self, reader: DirectoryBackend, ids: Iterable[str]) -> None:
         ops: list[_Op] = []
         for sid in ids:
-            record = reader.get(sid)
+            record = own_record(reader, sid, self.site)
             known = self.published.get(sid)
             if record is None:
                 if known is not None:

@@ -41,7 +41,7 @@ from sapd.config import NmosConfig
 from sapd.lifecycle import Event
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
-from sapd.records import DirectoryBackend, SessionRecord
+from sapd.records import DirectoryBackend, SessionRecord, own_record
 
 log = logs.get("sapd.nmos")
 
@@ -94,8 +94,9 @@ class NmosBridge:
     def __init__(self, config: NmosConfig, seed: str, reader: DirectoryBackend,
                  clock: SteadyClock, web_listen: tuple[str, int], public_url: str | None,
                  interfaces: Callable[[], list[str]], label: str,
-                 registries: Callable[[], list[str]] | None = None) -> None:
+                 registries: Callable[[], list[str]] | None = None, site: str = "") -> None:
         self.config = config
+        self.site = site  # a shared directory: only this site's sessions are ours
         self.node_id = node_id(seed)
         self.reader = reader
         self.clock = clock
@@ -253,7 +254,8 @@ class NmosBridge:
 
     # -- sessions -> resources ------------------------------------------------------------
     def _compare_all(self) -> None:
-        live = {record.id for record in self.reader.iter_all(light=True)}
+        # this site's only: other sites' changes never reach on_event
+        live = {record.id for record in self.reader.iter_all(light=True, own=True)}
         for sid in [*self.mapped, *self.skipped]:
             if sid not in live:
                 self._queue[sid] = None
@@ -266,7 +268,7 @@ class NmosBridge:
         for _ in range(min(BATCH, len(self._queue))):
             sid = next(iter(self._queue))
             del self._queue[sid]
-            record = self.reader.get(sid)
+            record = own_record(self.reader, sid, self.site)
             if record is None:
                 self._drop(sid)
             else:

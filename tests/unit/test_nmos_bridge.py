@@ -28,7 +28,7 @@ class Directory:
     def get(self, sid: str) -> SessionRecord | None:
         return self.records.get(sid)
 
-    def iter_all(self, light: bool = False) -> Iterator[SessionRecord]:
+    def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
         yield from list(self.records.values())
 
 
