@@ -30,6 +30,7 @@ from sapd.plumbing.config import (
     load_config,
     multicast_address,
     multicast_network,
+    name_text,
     readable_file,
     setting,
     socket_path,
@@ -396,7 +397,7 @@ class SapdConfig:
     nmos: NmosConfig = setting(factory=NmosConfig)
     # This sapd's name in a shared directory (LDAP entries' sapdSite): default the host
     # name. Several sapd publishing under one base need different names.
-    site: str | None = setting(None, check=text(1, 256))
+    site: str | None = setting(None, check=name_text(1, 256))
 
     def validate(self) -> None:
         if self.nmos.enabled and self.web.listen is None:

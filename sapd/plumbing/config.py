@@ -24,6 +24,7 @@ import re
 import tomllib
 import types
 import typing
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,20 @@ def text(low: int, high: int) -> Callable[[str], None]:
     def check(value: str) -> None:
         if not low <= len(value) <= high:
             raise ValueError(f"must be {low}..{high} characters long, not {len(value)}")
+    return check
+
+
+def name_text(low: int, high: int) -> Callable[[str], None]:
+    """A name shown in listings, logs and other hosts' views: ``low``..``high``
+    characters, none of them a control character (a line break splits every
+    line-based view of it)."""
+    length = text(low, high)
+
+    def check(value: str) -> None:
+        length(value)
+        bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"contains the control character U+{ord(bad):04X}")
     return check
 
 
