@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import zlib
@@ -246,6 +247,10 @@ class PostgresDirectory:
         self._temp_tables: set[str] = set()  # created on this connection
         self._prune_at = 0.0  # monotonic time of the next prune of sapd_removed
         self._exclusive = exclusive
+        # this directory's connections, told apart from any other sapd's (see
+        # _end_silent_holder, by the token: the server cuts the name at 63 bytes)
+        self._token = f"sapd {os.urandom(4).hex()} "
+        self._application_name = self._token + site
         try:
             self._connect()
             if migrate:
@@ -268,7 +273,7 @@ class PostgresDirectory:
             try:
                 db: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
                     self._conninfo, autocommit=True,
-                    application_name=f"sapd {self.site}"[:63])
+                    application_name=self._application_name)
             except psycopg.OperationalError:
                 self._retry_at = time.monotonic() + RECONNECT_PAUSE
                 raise
@@ -282,8 +287,10 @@ class PostgresDirectory:
         return self._db
 
     def _hold_site(self, db: psycopg.Connection[tuple[Any, ...]]) -> None:
-        held = db.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                          (SITE_LOCK, self.site)).fetchone()
+        take = ("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (SITE_LOCK, self.site))
+        held = db.execute(*take).fetchone()
+        if held != (True,) and self._end_silent_holder(db):
+            held = db.execute(*take).fetchone()
         if held != (True,):
             self._drop()
             message = (f"site {self.site!r} is in use by another sapd on this directory "
@@ -291,6 +298,29 @@ class PostgresDirectory:
             # at start: refused; later (another took it while the server was away): the
             # reads fail as unavailable until it is ours again
             raise StoreUnavailable(message) if self._joined else SiteInUse(message)
+
+    def _end_silent_holder(self, db: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        """End the backend that holds this site's lock if it is no live sapd: the site's
+        heartbeat has been silent for longer than its silent_after (a live sapd beats
+        every second), or the backend is this directory's own earlier connection (lost
+        in a network partition). The server keeps such a connection until its TCP
+        keepalive gives up, 2 h by default. True if one was ended."""
+        try:
+            row = db.execute(
+                "SELECT bool_or(pg_terminate_backend(l.pid, 5000)) FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid "
+                "JOIN sapd_sites t ON t.site = %s "
+                f"AND (starts_with(a.application_name, %s) OR {_SILENT}) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+                "AND l.database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) "
+                "AND l.classid = %s::bigint::oid "
+                "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid "
+                "AND l.pid <> pg_backend_pid()",
+                (self.site, self._token, SITE_LOCK, self.site)).fetchone()
+        except psycopg.Error:  # no right to end it (another role): refused as before
+            return False
+        return bool(row and row[0])
 
     def _drop(self) -> None:
         if self._db is not None:
