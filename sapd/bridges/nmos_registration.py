@@ -16,7 +16,8 @@ Rules it keeps:
 - 5xx, timeouts, connection errors: drop what is in flight, back off exponentially
   (1 s doubling to 30 s), then heartbeat first (or POST the node if it never landed);
 - 400 (the registry refuses the body): counted, not resent until the content changes;
-  409 (a version clash): DELETE, then register again; 408/429: back off, send again;
+  409 (a version clash): DELETE, then register again (a second 409 for the same body:
+  refused like a 400); 408/429: back off, send again;
 - the node refused (any 3xx or 4xx), or a child answered 404 (a parent missing): back
   off before the next try, so a misconfigured registry is not asked in a tight loop;
 - every POST carries a fresh TAI version, strictly increasing across the node.
@@ -96,6 +97,7 @@ class Registration:
         self._waiting_on: dict[Key, Key] = {}
         self._parents: dict[Key, tuple[Key, ...]] = {}  # as registered
         self._conflicted: set[Key] = set()
+        self._reconflicts: dict[Key, str] = {}  # the body last answered 409, per key
         self._busy: set[Key] = set()
         self._in_flight: dict[int, Request] = {}
         self._ids = 0
@@ -125,6 +127,7 @@ class Registration:
             return
         self._digests.pop(key, None)
         self.refused.pop(key, None)
+        self._reconflicts.pop(key, None)
         self.versions.pop(key, None)  # the clock is node-wide: a return still goes up
         self._todo[key[0]].pop(key, None)
         self._unwait(key)
@@ -153,6 +156,7 @@ class Registration:
         self._children.clear()
         self._parents.clear()
         self._conflicted.clear()
+        self._reconflicts.clear()
         self.refused.clear()
         self._waiting.clear()
         self._waiting_on.clear()
@@ -355,6 +359,7 @@ class Registration:
             if key == self.node and self._heartbeat_at is None:
                 self._heartbeat_at = now + self.heartbeat_interval
             self._note_registered(key, request.digest)
+            self._reconflicts.pop(key, None)
             if key in self.desired and self._digests.get(key) == request.digest:
                 self._todo[key[0]].pop(key, None)  # else: changed meanwhile, or removed
             self._settle_state()
@@ -369,8 +374,15 @@ class Registration:
             self.errors["rejected"] += 1
             self.last_error = f"400 for {key[0]} {key[1]}"
             self.refused[key] = request.digest
+        elif status == 409 and request.digest in self._reconflicts.get(key, ()):
+            # a conflict again, after the DELETE, for the same body: a registry that
+            # keeps saying so would be asked in a loop; refused until it changes
+            self.errors["conflict"] += 1
+            self.last_error = f"409 again for {key[0]} {key[1]}"
+            self.refused[key] = request.digest
         elif status == 409:
             self.errors["conflict"] += 1
+            self._reconflicts[key] = request.digest
             self._conflicted.add(key)
             self.registered.setdefault(key, "")  # it is there, in some version: delete it
             self._gone[key[0]][key] = None

@@ -148,3 +148,29 @@ def test_sapd_backs_off_from_a_registry_that_refuses_its_node(
     assert sent <= 6, f"{sent} requests in 4 s to a registry that refuses the node"
     health = daemon.get("/v1/health")
     assert health["status"] == "degraded" and health["nmos"] == "backoff", health
+
+
+def test_child_post_answered_409_after_its_delete_is_not_hammered() -> None:
+    """409 means DELETE, then register again; a registry that answers 409 to every POST
+    of a sender made a POST/DELETE loop at network speed."""
+    machine, model = machine_with(1), Model()
+    drive(machine, model, 100.0)
+    original = model.answer
+
+    def conflicts(request: Any) -> int:
+        if request.body is not None and request.body["type"] == "sender":
+            model.log.append((request.method, request.path, 409))
+            return 409
+        return original(request)
+
+    model.answer = conflicts  # type: ignore[method-assign]
+    sender = session(0)[3]
+    machine.put(Resource(sender.kind, sender.id, {**sender.data, "label": "x"},
+                         sender.parents))
+    assert requests_at_one_instant(machine, model, 100.0) <= 4
+    assert machine.errors["conflict"] == 2
+    model.answer = original  # type: ignore[method-assign]
+    machine.put(Resource(sender.kind, sender.id, {**sender.data, "label": "y"},
+                         sender.parents))
+    drive(machine, model, 101.0)
+    assert model.held[sender.key]["label"] == "y"  # a changed body is tried again
