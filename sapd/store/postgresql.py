@@ -588,6 +588,8 @@ class PostgresDirectory:
     # -- reads ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord | None:
         """This site's session of that id, else another site's (the first by name)."""
+        if "\x00" in session_id:  # no id holds one, and PostgreSQL refuses to compare it
+            return None
         rows = self._fetch(f"SELECT {_READ}{_FROM} WHERE s.id = %s "
                            "ORDER BY s.site <> %s, s.site LIMIT 1", (session_id, self.site))
         return _record(rows[0]) if rows else None
