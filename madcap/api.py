@@ -18,6 +18,7 @@ from sapd.plumbing.control import (
     json_error,
     json_response,
     query_int,
+    refuse_nul,
 )
 
 
@@ -57,6 +58,7 @@ async def leases(request: web.Request) -> web.Response:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
     q = request.query
+    refuse_nul(q)
     query = LeaseQuery(**{k: q.get(k) for k in _FILTERS},
                        include_held=q.get("all", "").lower() in ("1", "true", "yes"),
                        limit=query_int(q.get("limit"), "limit", PAGE_LIMIT, 1, PAGE_LIMIT),

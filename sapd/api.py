@@ -31,6 +31,7 @@ from sapd.plumbing.control import (
     json_response,
     peer,
     query_int,
+    refuse_nul,
 )
 from sapd.records import SearchQuery, SessionRecord
 
@@ -98,10 +99,7 @@ def query_from_request(request: web.Request) -> SearchQuery:
     if unknown:
         raise http_error(400, f"unknown query parameter(s): {', '.join(unknown)}",
                          known=sorted(known))
-    # no stored text holds a NUL, and PostgreSQL refuses one even as a parameter
-    nul = next((name for name, value in q.items() if "\x00" in value), None)
-    if nul is not None:
-        raise http_error(400, f"query parameter {nul}=: holds a NUL character")
+    refuse_nul(q)
     if q.get("value") is not None and q.get("attribute") is None:
         raise http_error(400, "query parameter value= needs attribute= (the attribute whose "
                               "value it matches)")

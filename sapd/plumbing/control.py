@@ -23,7 +23,7 @@ import struct
 import time
 import typing
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,6 +165,14 @@ def http_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     body = json_bytes({"error": {"status": status, "message": message, **extra}})
     cls = _ERROR_CLASSES.get(status, web.HTTPBadRequest)
     return cls(body=body, content_type="application/json")
+
+
+def refuse_nul(query: Mapping[str, str]) -> None:
+    """A 400 naming the first query parameter that holds a NUL: no stored text holds
+    one, and PostgreSQL refuses one even as a parameter (a DataError, not "none")."""
+    nul = next((name for name, value in query.items() if "\x00" in value), None)
+    if nul is not None:
+        raise http_error(400, f"query parameter {nul}=: holds a NUL character")
 
 
 def query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:

@@ -10,6 +10,7 @@ parameter, on both backends alike, and an id holding one is simply not found.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from sapd.plumbing.client import ClientError
 from tests.daemons import Daemon
 from tests.postgres import PostgresDatabase
+from tests.support import free_udp_port
 
 PARAMETERS = ["text", "media", "origin", "source", "scope", "attribute", "clock", "site"]
 
@@ -47,3 +49,24 @@ def test_nul_in_a_session_id_is_not_found(campus_sapd: Daemon) -> None:
         campus_sapd.get("/v1/sessions/a%00b")
     assert refused.value.status == 404, refused.value
     assert "Traceback" not in campus_sapd.logs()
+
+
+def test_nul_in_a_lease_filter_is_a_400_naming_it(postgres_database: PostgresDatabase,
+                                                  tmp_path: Path) -> None:
+    """madcapd's GET /v1/leases on PostgreSQL: the same DataError came back as 503
+    "lease store: ..." (the database blamed for a client's input)."""
+    config = tmp_path / "m.toml"
+    config.write_text(f'[store]\nbackend = "postgresql"\ndsn = "{postgres_database.dsn}"\n')
+    daemon = Daemon("madcapd", tmp_path / "m", ["--listen", f"127.0.0.1:{free_udp_port()}",
+                                                 "--config", str(config), "--sapd-socket",
+                                                 str(tmp_path / "none.sock")])
+    daemon.start(timeout=20)
+    try:
+        for name in ("client", "address", "lease_id", "scope", "state"):
+            with pytest.raises(ClientError) as refused:
+                daemon.get(f"/v1/leases?{name}=a%00b")
+            assert refused.value.status == 400, (name, refused.value)
+            assert name in str(refused.value.body)
+        assert daemon.get("/v1/health")["status"] == "ok"
+    finally:
+        daemon.stop()
