@@ -140,7 +140,9 @@ class EventLog:
 
     def since(self, last_event_id: str) -> list[Entry | str]:
         run, _, seq_text = last_event_id.rpartition("-")
-        seq = int(seq_text) if seq_text.isdigit() else -1
+        # ASCII digits, few of them: isdigit() takes '\u00b2', which int() refuses
+        seq = int(seq_text) if seq_text.isascii() and seq_text.isdigit() and \
+            len(seq_text) <= 20 else -1
         if run != self.run or not 0 <= seq <= self.seq:
             return [RESYNC]
         if seq == self.seq:
