@@ -41,6 +41,7 @@ from sapd.config import NmosConfig
 from sapd.lifecycle import Event
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
+from sapd.plumbing.errors import StoreUnavailable
 from sapd.records import DirectoryBackend, SessionRecord, own_record
 
 log = logs.get("sapd.nmos")
@@ -115,6 +116,8 @@ class NmosBridge:
         self.skips: Counter[str] = Counter()  # decisions, by reason
         self.device_uses: Counter[str] = Counter()
         self.overflows = 0
+        self.store_waits = 0  # turns that waited for an unreachable directory database
+        self._store_away = False
         self._queue: dict[str, None] = {}
         self._resync = True  # start with the whole directory
         self._wake = asyncio.Event()
@@ -168,13 +171,7 @@ class NmosBridge:
     # -- the loop ---------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            failed = False
-            try:
-                self._turn()
-            except Exception:  # our bug: say so, go on; never take the daemon down
-                log.exception("NMOS registration failed a turn")
-                self.machine.errors["internal_error"] += 1
-                failed = True
+            failed = self._safe_turn()
             now = self.clock.now()
             timer = self.machine.next_timer()
             delay = 1.0 if timer is None else min(max(timer - now, 0.0), 1.0)
@@ -184,12 +181,30 @@ class NmosBridge:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
+    def _safe_turn(self) -> bool:
+        """One turn; True if it failed (the loop then waits before the next)."""
+        try:
+            self._turn()
+        except StoreUnavailable as exc:  # a shared directory's server: wait, not a bug
+            if not self._store_away:
+                log.warning("NMOS registration waits for the directory database",
+                            error=str(exc))
+            self.store_waits += 1
+            self._store_away = True
+            return True
+        except Exception:  # our bug: say so, go on; never take the daemon down
+            log.exception("NMOS registration failed a turn")
+            self.machine.errors["internal_error"] += 1
+            return True
+        return False
+
     def _turn(self) -> None:
         self._choose_registry()
         if self._resync:
+            self._compare_all()  # a read that fails leaves it to do
             self._resync = False
-            self._compare_all()
         self._map_some()
+        self._store_away = False
         self._put_node()
         if self.registry is None:
             return
@@ -267,8 +282,8 @@ class NmosBridge:
             return  # no registry yet: the address (hence manifest_href) is unknown
         for _ in range(min(BATCH, len(self._queue))):
             sid = next(iter(self._queue))
+            record = own_record(self.reader, sid, self.site)  # a read that fails keeps it
             del self._queue[sid]
-            record = own_record(self.reader, sid, self.site)
             if record is None:
                 self._drop(sid)
             else:
@@ -378,7 +393,8 @@ class NmosBridge:
                 "skips": dict(sorted(self.skips.items())),
                 "errors": dict(sorted(machine.errors.items())),
                 "requests": dict(sorted(machine.counts.items())),
-                "overflows": self.overflows, "last_error": machine.last_error}
+                "overflows": self.overflows, "store_waits": self.store_waits,
+                "last_error": machine.last_error}
 
     def metrics_lines(self) -> list[str]:
         machine = self.machine
