@@ -254,7 +254,7 @@ class SapDaemon(service.Service):
 
         config = self.config
         self.campus = CampusFollower(lambda: postgres_feed(config), self.hub.publish_remote,
-                                     asyncio.get_running_loop())
+                                     asyncio.get_running_loop(), self.hub.resync_remote)
         self.campus.start()
 
     # -- interfaces ----------------------------------------------------------------------
@@ -427,7 +427,8 @@ class SapDaemon(service.Service):
             "campus": {"backend": backend_name(self.config),
                        "following": self.campus.state if self.campus else "off",
                        "heard": self.campus.heard if self.campus else 0,
-                       "outages": self.campus.outages if self.campus else 0},
+                       "outages": self.campus.outages if self.campus else 0,
+                       "resyncs": self.campus.resyncs if self.campus else 0},
             "store": {"problem": self.hub.degraded if self.hub else None,
                       "pending": self.hub.pending if self.hub else 0,
                       "failures": self.hub.failure_counts() if self.hub else {}},

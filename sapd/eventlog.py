@@ -118,6 +118,7 @@ class EventLog:
         self._history: deque[Entry] = deque(maxlen=history)
         self._subscribers: set[Subscription] = set()
         self.resyncs = 0  # subscribers' queues that overflowed into a resync
+        self._lost_through = -1  # events up to this seq may have missed some: see resync
 
     def publish(self, kind: str, make: Callable[[], dict[str, Any]]) -> Entry:
         self.seq += 1
@@ -127,6 +128,14 @@ class EventLog:
             if subscription.put(entry):
                 self.resyncs += 1
         return entry
+
+    def resync(self) -> None:
+        """Changes were missed here (another site's removals that the shared directory
+        no longer keeps): every subscriber is told to re-read the directory, and so is
+        one that resumes from an event before this point."""
+        self._lost_through = self.seq
+        for subscription in self._subscribers:
+            subscription.put(RESYNC)
 
     def subscribe(self, last_event_id: str | None = None) -> Subscription:
         """A new subscription; with ``last_event_id``, first what followed that event
@@ -143,7 +152,7 @@ class EventLog:
         # ASCII digits, few of them: isdigit() takes '\u00b2', which int() refuses
         seq = int(seq_text) if seq_text.isascii() and seq_text.isdigit() and \
             len(seq_text) <= 20 else -1
-        if run != self.run or not 0 <= seq <= self.seq:
+        if run != self.run or not 0 <= seq <= self.seq or seq <= self._lost_through:
             return [RESYNC]
         if seq == self.seq:
             return []

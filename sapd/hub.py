@@ -413,6 +413,10 @@ class Hub:
         for event in events:
             self.events.publish(event.kind, event.to_json)
 
+    def resync_remote(self) -> None:
+        """Other sites' changes were missed (sapd.store.campus): subscribers re-read."""
+        self.events.resync()
+
     def subscribe(self, last_event_id: str | None = None) -> Subscription:
         return self.events.subscribe(last_event_id)
 
