@@ -10,7 +10,8 @@ Rules it keeps:
 - order: node, then devices, sources, flows, senders; a resource goes only once its
   parents are registered; deletion in reverse, a parent only once no child of it is;
 - heartbeat ``POST /health/nodes/{id}`` every 5 s once the node is registered; a 404
-  there (the registry lost us: restarted, or garbage-collected) re-registers everything;
+  there (the registry lost us: restarted, or garbage-collected) re-registers everything
+  (at once the first time; after a back-off when it comes again with no 200 between);
 - the first node POST after start or a registry change answered 200 means a stale
   record: DELETE the node, then register everything again (expecting 201);
 - 5xx, timeouts, connection errors: drop what is in flight, back off exponentially
@@ -108,6 +109,7 @@ class Registration:
         self._heartbeat_busy = False
         self._retry_at: float | None = None
         self._backoff = BACKOFF_FIRST
+        self._lost_in_row = 0  # heartbeats answered 404 with no 200 between them
 
     # -- what sapd wants ---------------------------------------------------------------
     def put(self, resource: Resource) -> None:
@@ -331,6 +333,7 @@ class Registration:
     def _heartbeat(self, status: int, now: float) -> None:
         self._heartbeat_busy = False
         if status == 200:
+            self._lost_in_row = 0
             self._succeeded()
             self._heartbeat_at = now + self.heartbeat_interval
             if self.state == "probing":
@@ -339,7 +342,16 @@ class Registration:
         elif status == 404:
             self.errors["heartbeat_404"] += 1
             self.counts["re_registrations"] += 1
+            self._lost_in_row += 1
             self.reset(fresh=False)
+            if self._lost_in_row > 1:
+                # lost again right after registering everything: a registry whose
+                # heartbeats are broken would be sent every resource every 5 s; the
+                # next full registration waits, doubling, as after a failure
+                self.state = "backoff"
+                self._retry_at = now + min(BACKOFF_FIRST * 2 ** (self._lost_in_row - 1),
+                                           BACKOFF_MAX)
+                self.last_error = f"heartbeat 404 {self._lost_in_row} times in a row"
         else:
             self._failure(now, f"http_{status}", f"heartbeat: {status}")
 

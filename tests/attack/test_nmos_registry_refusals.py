@@ -174,3 +174,28 @@ def test_child_post_answered_409_after_its_delete_is_not_hammered() -> None:
                          sender.parents))
     drive(machine, model, 101.0)
     assert model.held[sender.key]["label"] == "y"  # a changed body is tried again
+
+
+def test_heartbeats_that_always_404_do_not_resend_everything_every_five_seconds() -> None:
+    """A registry whose heartbeat endpoint is broken (404 each time, while it answers
+    the POSTs with 200: it still holds everything) was sent every resource again after
+    each heartbeat: 50 sessions made 1,835 requests a minute, 1,000 sessions ~40,000."""
+    machine, model = machine_with(50), Model()
+    answer = model._answer
+
+    def heartbeat_lost(request: Any) -> int:
+        return 404 if request.purpose == "heartbeat" else answer(request)
+
+    model._answer = heartbeat_lost  # type: ignore[method-assign]
+    now = 100.0
+    for _ in range(3000):  # five minutes, in 0.1 s steps
+        requests_at_one_instant(machine, model, now, cap=10_000)
+        now += 0.1
+    full_registrations = machine.errors["heartbeat_404"]
+    assert full_registrations <= 12, f"{full_registrations} in 5 min (every 5 s: 60)"
+    assert machine.state == "backoff" or machine.next_timer() is not None
+    model._answer = answer  # type: ignore[method-assign]
+    for _ in range(400):  # mended: a heartbeat answered 200, and all is registered
+        requests_at_one_instant(machine, model, now, cap=10_000)
+        now += 0.1
+    assert machine.state == "registered"
