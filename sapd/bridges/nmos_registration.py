@@ -418,7 +418,6 @@ class Registration:
             if key in self.desired:
                 self._todo[key[0]][key] = None  # conflicted: register it again
         else:
-            self.errors[f"http_{status}"] += 1
             self._failure(now, f"http_{status}", f"DELETE {request.path}: {status}")
 
     def _unwait(self, key: Key) -> None:

@@ -199,3 +199,14 @@ def test_heartbeats_that_always_404_do_not_resend_everything_every_five_seconds(
         requests_at_one_instant(machine, model, now, cap=10_000)
         now += 0.1
     assert machine.state == "registered"
+
+
+def test_refused_delete_is_counted_once() -> None:
+    """A DELETE answered 403 was counted twice under http_403 (by the answer's handler
+    and again by the back-off it starts): /metrics showed two failures for one."""
+    machine, model = machine_with(1), Model()
+    drive(machine, model, 100.0)
+    machine.remove(session(0)[3].key)
+    model.status = 403
+    requests_at_one_instant(machine, model, 100.0)
+    assert machine.errors["http_403"] == 1, dict(machine.errors)
