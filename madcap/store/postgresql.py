@@ -396,7 +396,13 @@ class PostgresLeaseStore:
 
     # -- schema ----------------------------------------------------------------------------
     def _version(self, db: psycopg.Connection[Any]) -> int:
-        db.execute("CREATE TABLE IF NOT EXISTS madcap_schema_version (version int NOT NULL)")
+        """The schema's version, 0 for none. Looked up, never created here: a role that
+        may only read and write the tables of a migrated schema has no right to create
+        (and PostgreSQL checks it even for CREATE TABLE IF NOT EXISTS)."""
+        found = db.execute("SELECT to_regclass('madcap_schema_version') IS NOT NULL"
+                           ).fetchone()
+        if not found or not found[0]:
+            return 0
         row = db.execute("SELECT max(version) FROM madcap_schema_version").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -418,6 +424,9 @@ class PostgresLeaseStore:
                                       f"({SCHEMA_VERSION}); upgrade madcapd")
             if check_only:
                 return MigrationReport(before, before)
+            if before < SCHEMA_VERSION:
+                db.execute("CREATE TABLE IF NOT EXISTS madcap_schema_version "
+                           "(version int NOT NULL)")
             for version in range(before + 1, SCHEMA_VERSION + 1):
                 db.execute(MIGRATIONS[version - 1].encode(), prepare=False)
                 db.execute("INSERT INTO madcap_schema_version VALUES (%s)", (version,))
