@@ -35,22 +35,29 @@ class Candidate:
     txt: dict[str, str]
 
 
+def rank(c: Candidate) -> tuple[int, str] | None:
+    """Where a registry stands (lower is better), or None if sapd cannot use it:
+    api_proto http, api_ver with v1.3, api_auth false; lowest pri (a number; missing
+    or not a number: last), then by a hash of the name."""
+    txt = {k.lower(): v.strip().lower() for k, v in c.txt.items()}
+    if txt.get("api_proto", "http") != "http" or txt.get("api_auth", "false") != "false":
+        return None
+    if "v1.3" not in txt.get("api_ver", "v1.3").split(","):
+        return None
+    found = bounded_number(txt.get("pri", ""), 1 << 31, least=0)
+    return (1 << 31 if found is None else found,
+            hashlib.sha256(c.name.encode()).hexdigest())
+
+
 def order_registries(candidates: list[Candidate]) -> list[str]:
-    """Registry URLs, best first: api_proto http, api_ver with v1.3, api_auth false;
-    lowest pri (a number; missing or not a number: last), then by a hash of the name."""
+    """Registry URLs, best first (see :func:`rank`), at most MAX_CANDIDATES."""
     usable = []
     for c in candidates:
-        txt = {k.lower(): v.strip().lower() for k, v in c.txt.items()}
-        if txt.get("api_proto", "http") != "http" or txt.get("api_auth", "false") != "false":
-            continue
-        if "v1.3" not in txt.get("api_ver", "v1.3").split(","):
-            continue
-        found = bounded_number(txt.get("pri", ""), 1 << 31, least=0)
-        pri = 1 << 31 if found is None else found
-        host = f"[{c.host}]" if ":" in c.host else c.host
-        tie = hashlib.sha256(c.name.encode()).hexdigest()
-        usable.append((pri, tie, f"http://{host}:{c.port}"))
-    return [url for _, _, url in sorted(usable)[:MAX_CANDIDATES]]
+        place = rank(c)
+        if place is not None:
+            host = f"[{c.host}]" if ":" in c.host else c.host
+            usable.append((place, f"http://{host}:{c.port}"))
+    return [url for _, url in sorted(usable)[:MAX_CANDIDATES]]
 
 
 class RegistryBrowser:
@@ -87,9 +94,7 @@ class RegistryBrowser:
                 return
             txt = {k.decode(errors="replace"): (v or b"").decode(errors="replace")
                    for k, v in (info.properties or {}).items()}
-            if len(self._found) < MAX_CANDIDATES or name in self._found:
-                self._found[name] = Candidate(name, addresses[0], info.port, txt)
-                self._update()
+            self.found(Candidate(name, addresses[0], info.port, txt))
 
         def changed(zeroconf: Any, service_type: str, name: str,
                     state_change: Any) -> None:
@@ -110,6 +115,23 @@ class RegistryBrowser:
             with contextlib.suppress(Exception):
                 await browser.async_cancel()
             await zc.async_close()
+
+    def found(self, candidate: Candidate) -> None:
+        """A resolved announcement. Only usable ones are kept, and once MAX_CANDIDATES
+        are, a better one takes the worst one's place: neither older registries (v1.2
+        only, https) nor a flood of announcements crowd out the one to use."""
+        place = rank(candidate)
+        self._found.pop(candidate.name, None)
+        if place is None:
+            self._update()
+            return
+        if len(self._found) >= MAX_CANDIDATES:
+            worst = max(self._found.values(), key=lambda c: rank(c) or (1 << 32, ""))
+            if (rank(worst) or (1 << 32, "")) <= place:
+                return
+            del self._found[worst.name]
+        self._found[candidate.name] = candidate
+        self._update()
 
     def _update(self) -> None:
         if self._first_answer is None and self._found:

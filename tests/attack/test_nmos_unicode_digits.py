@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import pytest
 
-from sapd.bridges.nmos_discovery import Candidate, order_registries
+from sapd.bridges.nmos_discovery import (
+    MAX_CANDIDATES,
+    Candidate,
+    RegistryBrowser,
+    order_registries,
+)
 from sapd.bridges.nmos_resources import ClockBook, Context, Origin, Unmappable, map_session
 from tests.unit.test_nmos_bridge import Directory, bridge, event, kinds, record, settle
 
@@ -72,3 +77,21 @@ def test_one_registry_with_a_superscript_pri_does_not_hide_the_others() -> None:
     ])
     assert found[:2] == ["http://192.0.2.11:8010", "http://192.0.2.10:8010"]
     assert len(found) == 4  # the unreadable pri ones last
+
+
+def test_older_or_flooding_registries_do_not_crowd_out_the_one_to_use() -> None:
+    """Found beside the pri bug: the browser kept the first 32 announcements it resolved,
+    usable or not, so 32 v1.2-only registries (or anyone announcing 32 names on the
+    link) kept the v1.3 registry that came later out of the list for good."""
+    browser = RegistryBrowser()
+    for n in range(MAX_CANDIDATES):
+        browser.found(Candidate(f"old{n}._nmos-register._tcp.local.", f"192.0.2.{n + 1}",
+                                80, {"api_ver": "v1.0,v1.1,v1.2", "pri": "0"}))
+    for n in range(MAX_CANDIDATES):
+        browser.found(Candidate(f"fake{n}._nmos-register._tcp.local.", f"198.51.100.{n + 1}",
+                                80, {"api_ver": "v1.3", "pri": "200"}))
+    browser.found(Candidate("real._nmos-register._tcp.local.", "203.0.113.10", 8010,
+                            {"api_ver": "v1.2,v1.3", "pri": "10"}))
+    browser._first_answer = 0.0  # settled
+    assert browser.registries()[0] == "http://203.0.113.10:8010"
+    assert len(browser.registries()) == MAX_CANDIDATES
