@@ -163,6 +163,24 @@ MIGRATIONS: tuple[str, ...] = (
     END $$;
     """,
 )
+
+
+def _refusing_moved_leases(first: str) -> str:
+    """Step 2: madcap_commit as in step 1, and refusing (``stale``) a write that moves
+    a lease still active at the writer's grant time onto other addresses. One server
+    answers a new transaction for a lease it holds with its addresses; a second server
+    that has not caught up would pick others, and its write would free the first ones
+    at once, with no guard time, while their client holds an ACK for them."""
+    function = first[first.index("CREATE FUNCTION madcap_commit"):]
+    guard = "                  -- a lease id is no secret"
+    assert function.count(guard) == 1
+    return function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION").replace(
+        guard, "                  AND NOT (l.state = 'active' AND l.end_time > "
+        "EXCLUDED.granted\n                           AND l.addresses <> "
+        "EXCLUDED.addresses)\n" + guard)
+
+
+MIGRATIONS += (_refusing_moved_leases(MIGRATIONS[0]),)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SYNC = f"""
