@@ -352,7 +352,7 @@ class PostgresLeaseStore:
 
     # -- the connection --------------------------------------------------------------------
     def _where(self) -> str:
-        return f"postgresql ({self.dsn})"
+        return f"postgresql ({pgconnect.shown_dsn(self.dsn)})"
 
     def _connect(self) -> psycopg.Connection[Any]:
         extra: dict[str, Any] = {}

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sapd.plumbing.pgconnect import dsn_has_password
+
 T = TypeVar("T")
 
 MAX_TEXT = 4096  # characters in any string (PATH_MAX); a key is data, not a payload
@@ -460,6 +462,9 @@ def _dsn(value: str) -> None:
             raise ValueError(f"not a PostgreSQL URL ({exc})") from None
     elif not re.fullmatch(r"\s*\w+\s*=.*", value, re.S):
         raise ValueError("expected postgresql://... or libpq's key=value pairs")
+    if dsn_has_password(value):  # this file is readable by anyone on the host
+        raise ValueError("holds a password: put it in password_file (or PGPASSWORD, or "
+                         "the pgpass file), not in a file anyone on the host may read")
 
 
 def readable_file(value: str) -> None:
