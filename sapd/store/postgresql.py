@@ -307,7 +307,7 @@ class PostgresDirectory:
         keepalive gives up, 2 h by default. True if one was ended."""
         try:
             row = db.execute(
-                "SELECT bool_or(pg_terminate_backend(l.pid, 5000)) FROM pg_locks l "
+                "SELECT bool_or(pg_terminate_backend(l.pid, 1000)) FROM pg_locks l "
                 "JOIN pg_stat_activity a ON a.pid = l.pid "
                 "JOIN sapd_sites t ON t.site = %s "
                 f"AND (starts_with(a.application_name, %s) OR {_SILENT}) "
