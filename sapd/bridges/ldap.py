@@ -49,6 +49,7 @@ from sapd.bridges.ldap_entries import (
 from sapd.config import LdapConfig
 from sapd.lifecycle import Event
 from sapd.plumbing import logs
+from sapd.plumbing.errors import StoreUnavailable
 from sapd.records import DirectoryBackend, own_record
 
 log = logs.get("sapd.ldap")
@@ -58,6 +59,7 @@ PAGE = 1000  # entries per page when listing ours (a server's size limit is ofte
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds between connection attempts, doubling
 NETWORK_TIMEOUT = 5.0
 OPERATION_TIMEOUT = 30.0
+STORE_RETRY = 1.0  # seconds between reads of a directory database that did not answer
 KEEPALIVE = 5.0  # seconds idle before the worker asks the server whether it is there
 REFRESH_OID = RefreshRequest.requestName
 _STOP = ""  # a session id is never empty
@@ -85,6 +87,7 @@ class LdapPublisher:
         self._open_reader = open_reader
         self._queue: queue.Queue[str] = queue.Queue(config.queue)
         self._resync_wanted = threading.Event()
+        self._resync_reason = "overflow"  # why the wanted resynchronisation is wanted
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
@@ -98,6 +101,7 @@ class LdapPublisher:
         self.last_resync: dict[str, float] = {}
         self.last_error: str | None = None
         self.overflows = 0
+        self.store_waits = 0  # turns that waited for an unreachable directory database
         self._connected_once = False
         self._next_refresh = 0.0
         self.refresh_ttl = config.ttl  # what the server grants, if less than asked
@@ -112,6 +116,7 @@ class LdapPublisher:
                 self.overflows += 1
                 log.warning("LDAP publication fell behind; resynchronising instead",
                             queue=self.config.queue)
+            self._resync_reason = "overflow"
             self._resync_wanted.set()
 
     def start(self) -> None:
@@ -137,7 +142,7 @@ class LdapPublisher:
                 "errors": dict(sorted(self.errors.items())),
                 "resyncs": dict(sorted(self.resyncs.items())),
                 "last_resync": self.last_resync, "overflows": self.overflows,
-                "last_error": self.last_error}
+                "store_waits": self.store_waits, "last_error": self.last_error}
 
     def metrics_lines(self) -> list[str]:
         lines = ["# HELP sapd_ldap_up 1 when connected to the LDAP server.",
@@ -177,6 +182,8 @@ class LdapPublisher:
                         self._down(exc)
                         self._stop.wait(retry)
                         retry = min(retry * 2, RETRY_MAX)
+                    except StoreUnavailable as exc:
+                        self._directory_away(exc)
                     except OSError as exc:  # the password file went away or unreadable
                         self._failed("password_file", f"{self.config.password_file}: "
                                      f"{exc.strerror or exc}")
@@ -191,6 +198,8 @@ class LdapPublisher:
                     self._work(reader)
                 except ldap.LDAPError as exc:
                     self._down(exc)
+                except StoreUnavailable as exc:
+                    self._directory_away(exc)
                 except Exception as exc:  # our bug: say so, start afresh, never die
                     self._failed("internal_error", repr(exc), exc_info=True)
                     self._stop.wait(retry)
@@ -256,6 +265,17 @@ class LdapPublisher:
             url=self.url, reason=reason, error=_text(exc))
         self._disconnect()
 
+    def _directory_away(self, exc: StoreUnavailable) -> None:
+        """A shared directory's database did not answer a read: the changes taken off the
+        queue are in the store, so a resynchronisation once it answers publishes them. The
+        LDAP connection stays; a wait, not our bug."""
+        if not self._resync_wanted.is_set():
+            log.warning("LDAP publication waits for the directory database", error=str(exc))
+        self.store_waits += 1
+        self._resync_reason = "directory_back"
+        self._resync_wanted.set()
+        self._stop.wait(STORE_RETRY)
+
     def _failed(self, reason: str, text: str, exc_info: bool = False) -> None:
         """A failure that is not the server's answer: counted, shown, and a fresh start
         (connect, resynchronise) after the retry wait."""
@@ -286,7 +306,7 @@ class LdapPublisher:
         if self._stop.is_set():
             return
         if self._resync_wanted.is_set():
-            self._resync(reader, "overflow")
+            self._resync(reader, self._resync_reason)
         elif ids:
             self._publish(reader, ids)
             self._last_contact = time.monotonic()
