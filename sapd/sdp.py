@@ -158,10 +158,13 @@ class SessionDescription:
 
     def all_connections(self) -> tuple[Connection, ...]:
         """Every connection in effect: session level, plus each media's own."""
-        found = list(self.connections)
+        found: list[Connection] | None = None  # a copy only where a media section adds
         for media in self.media:
-            found.extend(c for c in media.connections if c not in found)
-        return tuple(found)
+            if media.connections:
+                if found is None:
+                    found = list(self.connections)
+                found.extend(c for c in media.connections if c not in found)
+        return self.connections if found is None else tuple(found)
 
     @property
     def groups(self) -> tuple[str, ...]:
