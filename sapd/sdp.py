@@ -286,6 +286,11 @@ def _is_typed_time(text: str, signed: bool = False) -> bool:
 class _Builder:
     """Mutable state of one validation pass; produces a SessionDescription."""
 
+    __slots__ = ("attributes", "bandwidths", "connections", "emails", "errors", "info",
+                 "m_attrs", "m_bw", "m_codecs", "m_conns", "m_head", "m_info", "m_line",
+                 "media", "media_c_lines", "name", "origin", "phones", "repeats",
+                 "session_c_lines", "times", "uri", "warnings")
+
     def __init__(self) -> None:
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
