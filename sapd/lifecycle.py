@@ -30,7 +30,7 @@ import socket
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sapd import sdp, wire
@@ -41,6 +41,7 @@ from sapd.records import (
     HeardVia,
     SessionRecord,
     Writes,
+    record_values,
     shared_heard_via,
     shared_media_types,
     via_json,
@@ -181,7 +182,7 @@ def record_from_session(session: sdp.SessionDescription, scopes: ScopeTable, *, 
     scope = scopes.for_address(first_group) if first_group else None
     attributes = [(a.name, a.value) for a in session.attributes]
     for media in session.media:
-        attributes.extend((a.name, a.value) for a in media.attributes)
+        attributes += [(a.name, a.value) for a in media.attributes]  # no generator frame
     stop = session.stop_time
     options = dict(options or ())
     if stop is not None:
@@ -206,8 +207,18 @@ def _slim(record: SessionRecord) -> SessionRecord:
     them, and only what is shown needs them: ~300 bytes a session saved at 100,000
     sessions). heard_via stays, shared (records.shared_heard_via): RAVENNA's rules and
     the relay's loop guard read it."""
-    return record.with_changes(sdp="", attributes=(), acl=record.acl or _EMPTY,
-                               blob=record.blob or _EMPTY, options=record.options or _EMPTY)
+    values = list(record_values(record))  # a positional copy: with_changes costs 2x
+    values[_SDP_AT] = ""
+    values[_ATTRIBUTES_AT] = ()
+    values[_ACL_AT] = record.acl or _EMPTY
+    values[_BLOB_AT] = record.blob or _EMPTY
+    values[_OPTIONS_AT] = record.options or _EMPTY
+    return SessionRecord(*values)
+
+
+_FIELDS = [f.name for f in fields(SessionRecord)]
+_SDP_AT, _ATTRIBUTES_AT, _ACL_AT, _BLOB_AT, _OPTIONS_AT = (
+    _FIELDS.index(name) for name in ("sdp", "attributes", "acl", "blob", "options"))
 
 
 _EMPTY: dict[str, Any] = {}  # shared by slim records; nothing in the engine mutates them

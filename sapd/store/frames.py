@@ -19,15 +19,22 @@ from sapd.records import SessionRecord, Writes, record_values
 FRAME = struct.Struct("!I")
 
 
-def frame(body: tuple[Any, ...]) -> bytes:
-    data = marshal.dumps(body)
+# marshal's format 2 keeps no table of the objects written (3 and later do, to write a
+# repeat as a reference): a batch of 1,000 AES67 sessions dumps in ~3.7 ms, not ~6.5,
+# on the daemon's core, for ~1.6 ms more to load in the store process and a frame a
+# fifth larger.
+BATCH_FORMAT = 2
+
+
+def frame(body: tuple[Any, ...], version: int = marshal.version) -> bytes:
+    data = marshal.dumps(body, version)
     return FRAME.pack(len(data)) + data
 
 
 def encode_writes(writes: Writes) -> bytes:
-    """A batch as one frame: ~4 us a new session, on the daemon's core."""
+    """A batch as one frame: ~6 us a new AES67 session, on the daemon's core."""
     return frame((writes.deletes, [record_values(r) for r in writes.upserts.values()],
-                  writes.refreshes))
+                  writes.refreshes), BATCH_FORMAT)
 
 
 def decode_writes(body: bytes) -> Writes:

@@ -15,6 +15,7 @@ daemon closes its end, after applying every batch it received in full.
 
 from __future__ import annotations
 
+import gc
 import marshal
 import select
 import signal
@@ -147,6 +148,10 @@ def main(argv: list[str]) -> int:
         finally:
             shared.close()
         return 0
+    # Nothing here outlives a batch, and nothing makes reference cycles: the cyclic
+    # collector only rescanned each batch's records as they were decoded and bound
+    # (about 40 % of the store's time for new AES67 sessions). Reference counts free them.
+    gc.disable()
     store = SqliteDirectory(path)
     try:
         serve(store, sock)

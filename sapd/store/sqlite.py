@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -212,6 +213,7 @@ _NAMES = [name for name, _ in _STORED]
 _COLUMNS = ", ".join(_NAMES)
 _LIGHT_COLUMNS = ", ".join(_LIGHT.get(name, name) for name in _NAMES)
 _RID = len(_NAMES)  # reads select the row id after the columns
+_GROUPS_AT = 1 + _NAMES.index("groups")  # in a row to write (the row id first)
 
 _CHUNK_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # few statement shapes, all cached
 
@@ -379,34 +381,72 @@ class SqliteDirectory:
         return Applied()
 
     def upsert(self, records: Iterable[SessionRecord]) -> None:
-        """Insert or replace sessions."""
+        """Insert or replace sessions. A replaced session's group, attribute and text rows
+        are rewritten only where they changed: a new version mostly changes little, and
+        those rows are most of a write (each attribute row is in two indexes, the text in
+        the trigram index)."""
         records = list(records)
         if not records:
             return
-        existing = self._rids([r.id for r in records])
-        rows, replaced, groups, attrs, text = [], [], [], [], []
+        existing = self._existing([r.id for r in records])
+        old_attrs = self._attributes_by_rid([(e[0],) for e in existing.values()])
+        rows, groups, attrs, text = [], [], [], []
+        stale_groups, stale_attrs, stale_text = [], [], []  # replaced rows' children to clear
         generation = self.generation
         for r in records:
-            rid = existing.get(r.id)
-            if rid is None:
-                rid = self._new_rid()
-            else:
-                replaced.append((rid,))  # only a replaced session has rows to clear
-            rows.append(_to_row(r, rid, generation))
-            groups += [(rid, g) for g in r.groups]
-            # a range's first address too: conflicts compare first addresses (a session
-            # on 239.1.1.1 and one on 239.1.1.1-239.1.1.4 share it), and search finds it
-            groups += [(rid, g.partition(groupranges.SEPARATOR)[0]) for g in r.groups
-                       if groupranges.SEPARATOR in g]
-            attrs += [(rid, n, v) for n, v in r.attributes]
-            text.append((rid, r.name, r.info or ""))
+            old = existing.get(r.id)
+            rid = self._new_rid() if old is None else old[0]
+            row = _to_row(r, rid, generation)
+            rows.append(row)
+            if old is None or row[_GROUPS_AT] != old[3]:
+                if old is not None:
+                    stale_groups.append((rid,))
+                groups += [(rid, g) for g in r.groups]
+                # a range's first address too: conflicts compare first addresses (a session
+                # on 239.1.1.1 and one on 239.1.1.1-239.1.1.4 share it), and search finds it
+                groups += [(rid, g.partition(groupranges.SEPARATOR)[0]) for g in r.groups
+                           if groupranges.SEPARATOR in g]
+            if old is None or Counter(r.attributes) != Counter(old_attrs.get(rid, ())):
+                if old is not None:
+                    stale_attrs.append((rid,))
+                attrs += [(rid, n, v) for n, v in r.attributes]
+            info = r.info or ""
+            if old is None or r.name != old[1] or info != old[2]:
+                if old is not None:
+                    stale_text.append((rid,))
+                text.append((rid, r.name, info))
         with self.transaction():
             self._content_changed()
-            self._clear_children(replaced)
+            self._run_chunked("DELETE FROM session_groups WHERE rid IN ({})", stale_groups)
+            self._run_chunked("DELETE FROM session_attrs WHERE rid IN ({})", stale_attrs)
+            self._run_chunked("DELETE FROM session_text WHERE rowid IN ({})", stale_text)
             self._run_chunked(f"INSERT OR REPLACE INTO sessions (rid, {_COLUMNS}) {{}}", rows)
             self._run_chunked("INSERT INTO session_groups {}", groups)
             self._run_chunked("INSERT INTO session_attrs {}", attrs)
             self._run_chunked("INSERT INTO session_text(rowid, name, info) {}", text)
+
+    def _existing(self, ids: list[str]) -> dict[str, tuple[int, str, str, str]]:
+        """Of the sessions among ``ids`` that are stored: id -> (rid, name, info, groups),
+        what decides which of their rows an upsert rewrites (one JSON value a chunk,
+        as in _rids)."""
+        found: dict[str, tuple[int, str, str, str]] = {}
+        for values, parameters in _row_chunks([(i,) for i in ids]):
+            got = self._db.execute(
+                "SELECT json_group_object(id, json_array(rid, name, coalesce(info, ''), "
+                f"groups)) FROM sessions WHERE id IN ({values})", parameters).fetchone()[0]
+            found.update((k, tuple(v)) for k, v in json.loads(got).items())
+        return found
+
+    def _attributes_by_rid(self, rids: list[tuple[int]]
+                           ) -> dict[int, list[tuple[str, str | None]]]:
+        """The attribute rows of these sessions, read a chunk of rows at a time."""
+        attrs: dict[int, list[tuple[str, str | None]]] = {}
+        for values, chunk in _row_chunks(rids):
+            for rid, name, value in self._db.execute(
+                    f"SELECT rid, name, value FROM session_attrs WHERE rid IN ({values})",
+                    chunk):
+                attrs.setdefault(rid, []).append((name, value))
+        return attrs
 
     def _clear_children(self, rids: list[tuple[int]]) -> None:
         for table, key in (("session_groups", "rid"), ("session_attrs", "rid"),
@@ -621,12 +661,7 @@ class SqliteDirectory:
         if light:
             return [to_record(row, (), generation) for row in rows]
         rows = list(rows)
-        attrs: dict[int, list[tuple[str, str | None]]] = {}
-        for values, rids in _row_chunks([(row[_RID],) for row in rows]):
-            for rid, name, value in self._db.execute(
-                    f"SELECT rid, name, value FROM session_attrs WHERE rid IN ({values})",
-                    rids):
-                attrs.setdefault(rid, []).append((name, value))
+        attrs = self._attributes_by_rid([(row[_RID],) for row in rows])
         return [to_record(row, attrs.get(row[_RID], ()), generation) for row in rows]
 
     def _text_matches(self, query: SearchQuery) -> list[int] | None:

@@ -210,3 +210,52 @@ def test_missing_name_is_one_error_not_a_cascade() -> None:
                        "m=audio 5004 RTP/AVP 0\n")
     assert errors == ["line 3: expected s= as line 3, found t= (the session must start "
                       "v= o= s=)"]
+
+
+def _outcome(text: str | bytes) -> tuple[object, list[str], list[str]]:
+    session, errors, warnings = sdp.validate(text)
+    return (session.to_json() if session else None, [str(e) for e in errors],
+            [str(w) for w in warnings])
+
+
+@pytest.mark.parametrize(("text", "errors", "warnings"), [
+    # one CR before each LF goes, and no more: the rest is the line's
+    ("v=0\r\r\n", ["line 1: v= must be 0, got '0\\r'",
+                   "line 1: truncated: the session must start v= o= s= (only 1 line(s))"], []),
+    # a last line without LF loses its own CR, once
+    ("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=x\r\nt=0 0\r\r",
+     ["line 4: t= must be '<start-time> <stop-time>' in NTP seconds",
+      "line 4: t= is required (no t= line found)"], []),
+    ("v=0\no=- 1 1 IN IP4 10.0.0.1\ns=x\nt=0 0\n\r", [], ["line 5: blank line ignored"]),
+])
+def test_line_endings_are_folded_exactly_as_before(text: str, errors: list[str],
+                                                   warnings: list[str]) -> None:
+    """validate folds CRLF once for the whole text (not a strip per line); what it reads
+    must stay what a per-line strip of one CR read, stray CRs included."""
+    assert _outcome(text)[1:] == (errors, warnings)
+    assert _outcome(text.encode())[1:] == (errors, warnings)
+
+
+def test_a_bad_attribute_name_still_ranks_as_an_a_line() -> None:
+    """The a= fast path: a line with a name that is not a token is an error, and it is
+    still an a= line for the order rules (a t= after it is out of place)."""
+    text = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=x\r\na=\u00e9:1\r\nt=0 0\r\n"
+    assert _outcome(text)[1] == ["line 4: a= attribute name '\u00e9' is not a token",
+                                 "line 5: t= must come before z=, k= and a= lines"]
+    media = ("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=x\r\nc=IN IP4 239.1.1.1/32\r\nt=0 0\r\n"
+             "m=audio 5004 RTP/AVP 97\r\na=p\u00e9:1\r\nb=AS:10\r\n")
+    assert _outcome(media)[1:] == (
+        ["line 7: a= attribute name 'p\u00e9' is not a token"],
+        ["line 8: b= is out of RFC 8866 order in this media section"])
+
+
+def test_a_header_out_of_the_usual_shape_is_read_by_the_general_loop() -> None:
+    """The usual v= o= s= start is read without the general loop's checks; anything
+    else still gets every named error."""
+    assert _outcome("v=1\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=x\r\nt=0 0\r\n")[1] == [
+        "line 1: v= must be 0, got '1'"]
+    assert _outcome("v=0\r\ns=x\r\nt=0 0\r\n")[1] == [
+        "line 2: expected o= as line 2, found s= (the session must start v= o= s=)",
+        "line 3: expected s= as line 3, found t= (the session must start v= o= s=)"]
+    assert _outcome("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=\r\nt=0 0\r\n")[2] == [
+        "line 3: s= is empty; RFC 8866 asks for 's= ' or 's=-'"]

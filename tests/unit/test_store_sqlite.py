@@ -60,6 +60,47 @@ def test_upsert_replaces_and_reindexes(store: SqliteDirectory) -> None:
     assert store.search(SearchQuery(text="Session 00001")) == []
 
 
+def test_a_new_version_rewrites_exactly_the_child_rows_that_changed(
+        store: SqliteDirectory) -> None:
+    """An upsert leaves a replaced session's group, attribute and text rows alone where
+    they are the same: whatever changed or stayed, every filter finds what the record
+    says, no more, and no child row is left twice."""
+    store.upsert([record(1, attributes=(("ptime", "1"), ("recvonly", None)))])
+    steps = [
+        {"version": 2},  # nothing but the version
+        {"version": 3, "name": "Renamed"},  # the text
+        {"version": 4, "info": "now with info"},
+        {"version": 5, "attributes": (("recvonly", None), ("ptime", "1"))},  # reordered
+        {"version": 6, "attributes": (("ptime", "4"),)},
+        {"version": 7, "groups": ("239.255.9.9", "239.255.9.10-239.255.9.12")},
+        {"version": 8, "attributes": (("ptime", "4"), ("ptime", "4"))},  # a repeat
+    ]
+    current: dict[str, object] = {"attributes": (("ptime", "1"), ("recvonly", None))}
+    for step in steps:
+        current.update(step)
+        store.upsert([record(1, **current)])
+        got = store.get("s00001")
+        assert got is not None and got.version == step["version"]
+        assert sorted(got.attributes, key=str) == sorted(current["attributes"], key=str)
+        name = str(current.get("name", "Session 00001"))
+        assert [r.id for r in store.search(SearchQuery(text=name))] == ["s00001"]
+        if "info" in current:
+            assert [r.id for r in store.search(SearchQuery(text="with info"))] == ["s00001"]
+        for n, v in current["attributes"]:  # type: ignore[attr-defined]
+            assert [r.id for r in store.search(SearchQuery(attribute=n, attribute_value=v))
+                    ] == ["s00001"]
+        for group in record(1, **current).groups:
+            first = group.partition("-")[0]
+            assert [r.id for r in store.search(SearchQuery(group=first))] == ["s00001"]
+    assert store.search(SearchQuery(text="Session 00001")) == []
+    assert store.search(SearchQuery(attribute="recvonly")) == []
+    assert store.search(SearchQuery(group="239.255.0.1")) == []
+    counts = {table: store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+              for table in ("session_groups", "session_attrs", "session_text")}
+    # two entries and the range's first address; two attribute rows; one text row
+    assert counts == {"session_groups": 3, "session_attrs": 2, "session_text": 1}
+
+
 def test_every_filter(store: SqliteDirectory) -> None:
     store.upsert(record(n, local=(n == 4), stale=(n == 5),
                         origin_address="10.9.9.9" if n == 6 else "10.0.0.1",
