@@ -234,6 +234,7 @@ class MadcapDaemon(service.Service):
 
     async def _housekeeping(self) -> None:
         collector = CollectorPolicy(self.server.counters["acks"])
+        collector.install()
         purged_at = 0.0
         while True:
             await asyncio.sleep(1.0)

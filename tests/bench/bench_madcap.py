@@ -166,6 +166,25 @@ def run_generator(net_ns: str, rate: int, group: str, server: str, iface: str,
     return data
 
 
+def disk_sync_ms(directory: Path, count: int = 200) -> tuple[float, float]:
+    """(p50, p99) in ms of a 4 KiB write and fdatasync in ``directory``: what the disk
+    under madcapd's lease file takes for one durable commit at that moment (an ACK
+    waits for the commit in flight and its own)."""
+    path = directory / "sync-probe"
+    took = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for n in range(count):
+            started = time.perf_counter()
+            os.pwrite(fd, b"\0" * 4096, 4096 * (n % 16))
+            os.fdatasync(fd)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return percentile(took, 50), percentile(took, 99)
+
+
 def run_perfdhcp(net_ns: str, iface: str, rate: int) -> tuple[float, float]:
     out = subprocess.run(["ip", "netns", "exec", net_ns, "perfdhcp", "-4", "-l", iface,
                           "-R", "200000", "-r", str(rate), "-p", str(SECONDS), "-t", "5",
@@ -250,6 +269,7 @@ class MadcapBench:
                              ["--config", str(config), "--interface", self.s0,
                               "--log-level", "warning"], netns=self.srv.name)
         self.latencies: dict[int, list[float]] = {}  # offered rate -> latencies, ms
+        self.disk: dict[int, tuple[float, float]] = {}  # offered rate -> fdatasync ms
         self.profile_dir = tmp.parent
         # Write back what earlier phases left dirty (Kea's lease file), or madcapd's
         # first fsyncs carry it: p99 at 2,000/s was ~90 ms after the earlier phases
@@ -260,6 +280,8 @@ class MadcapBench:
     def run(self, rate: int, profile_it: bool = False) -> Result:
         spy = None
         out = self.profile_dir / f"madcapd-{rate}.spy"
+        if self.durability == "full":
+            self.disk[rate] = disk_sync_ms(self.daemon.state)
         if profile_it and self.daemon.proc is not None:
             spy = profile(self.daemon.proc.pid, SECONDS - 1, out)
         data = run_generator(self.cli.name, rate, "239.191.255.254", self.server, self.c0,
@@ -273,6 +295,8 @@ class MadcapBench:
         if kept_up(rate, achieved, lost):
             self.latencies[rate] = ms
         p99 = f"p99 {percentile(ms, 99):6.1f} ms" if ms else ""
+        if rate in self.disk:
+            p99 += " (disk fdatasync p50 {:.1f}, p99 {:.1f} ms)".format(*self.disk[rate])
         print(f"  madcapd ({self.durability}) offered {rate:5}/s (generator "
               f"{data['offered']:8.1f}/s) -> {achieved:8.1f}/s, {lost:6.1%} lost, {p99}",
               flush=True)
@@ -301,22 +325,28 @@ def stored_leases(state: Path) -> tuple[int, int]:
     return len(rows), len(addresses) - len(set(addresses))
 
 
-def table(kea: list[Result], normal: list[Result], full: list[Result],
-          p99: dict[int, list[float]]) -> None:
-    rows = {r[0] for r in kea + normal + full}
-    by = [{r[0]: r for r in results} for results in (kea, normal, full)]
+def table(results: dict[str, list[Result]], normal: MadcapBench | None,
+          full: MadcapBench) -> None:
+    rows = {r[0] for name in results for r in results[name] if r[0]}
+    by = {name: {r[0]: r for r in results[name]} for name in results}
     print(f"{'offered/s':>9} | {'Kea kept up, lost':>20} | {'madcapd normal':>20} | "
-          f"{'madcapd fsync':>20} | fsync p99 ms")
+          f"{'madcapd fsync':>20} | p99 ms normal / fsync | disk sync p50/p99 ms")
 
     def cell(found: Result | None) -> str:
         if found is None:
             return f"{'-':>20}"
         _, achieved, lost = found
         return f"{achieved:8.0f} {'yes' if kept_up(*found) else 'no ':3} {lost:6.1%}"
+
+    def p99(bench: MadcapBench | None, rate: int) -> str:
+        if bench is None or rate not in bench.latencies:
+            return "-"
+        return f"{percentile(bench.latencies[rate], 99):.1f}"
     for rate in sorted(rows):
-        ms = f"{percentile(p99[rate], 99):.1f}" if rate in p99 else "-"
-        print(f"{rate:9} | {cell(by[0].get(rate))} | {cell(by[1].get(rate))} | "
-              f"{cell(by[2].get(rate))} | {ms}")
+        disk = "{:.1f} / {:.1f}".format(*full.disk[rate]) if rate in full.disk else "-"
+        print(f"{rate:9} | {cell(by['kea'].get(rate))} | {cell(by['normal'].get(rate))} | "
+              f"{cell(by['full'].get(rate))} | {p99(normal, rate):>6} / {p99(full, rate):<6} "
+              f"| {disk}")
 
 
 def main() -> None:
@@ -365,8 +395,7 @@ def main() -> None:
         finally:
             net.teardown()
     latencies = full.latencies
-    table([r for r in results["kea"] if r[0]], [r for r in results["normal"] if r[0]],
-          results["full"], latencies)
+    table(results, normal, full)
     print(f"{'figure':58} {'value':>14} {'unit':10} target")
     (kea_offered, kea_rate), (_, madcap_rate) = best(results["kea"]), best(results["full"])
     normal_rate = best(results["normal"])[1]
@@ -384,6 +413,11 @@ def main() -> None:
                percentile(latencies[rate], 50), "ms")
         report(f"madcapd exchange latency p99 at {rate}/s offered",
                percentile(latencies[rate], 99), "ms", target)
+        if normal is not None and rate in normal.latencies:
+            report("  the same, durability=normal (no fsync)",
+                   percentile(normal.latencies[rate], 99), "ms")
+        if rate in full.disk:
+            report("  the disk's fdatasync p99 then", full.disk[rate][1], "ms")
     report("madcapd leases in the file after the sweep", leases, "leases")
     report("  ACKs sent (with fsync)", acks, "count", "= leases")
     report("  addresses leased twice", twice, "count", "0")

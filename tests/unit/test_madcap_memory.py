@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from madcap.memory import CollectorPolicy
+import gc
+
+from madcap.memory import FULL_AFTER, CollectorPolicy
 
 
 def policy() -> tuple[CollectorPolicy, list[str]]:
@@ -32,3 +34,12 @@ def test_an_idle_madcapd_does_nothing() -> None:
     for _ in range(5):
         collector.note(0)
     assert done == []
+
+
+def test_install_makes_automatic_full_collections_rarer() -> None:
+    before = gc.get_threshold()
+    try:
+        CollectorPolicy.install()
+        assert gc.get_threshold() == (*before[:2], FULL_AFTER)
+    finally:
+        gc.set_threshold(*before)
