@@ -214,7 +214,8 @@ class MemoryReplyCache:
                 evicted = True
             self._size += 1
         cached = shard[key] = CachedReply(reply, stamp)
-        self._order.append((key, cached))
+        item = (key, cached)  # one tuple for both queues
+        self._order.append(item)
         host = key[3].rpartition(":")[0]
         per_host = self.per_host
         puts = per_host.get(host)
@@ -223,7 +224,7 @@ class MemoryReplyCache:
         elif host != self._last_host:
             per_host.move_to_end(host)
         self._last_host = host
-        puts.append((key, cached))
+        puts.append(item)
         if len(puts) > REPLY_CACHE_PER_HOST and self._drop(*puts.popleft()):
             evicted = True
         return evicted
