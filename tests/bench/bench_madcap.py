@@ -297,6 +297,7 @@ class MadcapBench:
         p99 = f"p99 {percentile(ms, 99):6.1f} ms" if ms else ""
         if rate in self.disk:
             p99 += " (disk fdatasync p50 {:.1f}, p99 {:.1f} ms)".format(*self.disk[rate])
+        p99 += f" load {os.getloadavg()[0]:.1f}"  # the machine's others, for the record
         print(f"  madcapd ({self.durability}) offered {rate:5}/s (generator "
               f"{data['offered']:8.1f}/s) -> {achieved:8.1f}/s, {lost:6.1%} lost, {p99}",
               flush=True)
