@@ -4,7 +4,9 @@ Each server runs in its own namespace with its load generator in a peer namespac
 - Kea DHCPv4 (memfile, persist=true) under perfdhcp doing DORA 4-way exchanges;
 - madcapd (SQLite, durability=full) under our generator doing DISCOVER/OFFER/REQUEST/ACK,
   open loop at a fixed rate like perfdhcp, DISCOVER and REQUEST sent by multicast to the
-  scope's server group as RFC 2730 has it.
+  scope's server group as RFC 2730 has it, from CLIENTS client hosts (each exchange from
+  the next address of CLIENT_NET), so that madcapd runs at its default per-host quotas
+  as perfdhcp's load is many clients to Kea.
 Each is swept over rising offered rates until it stops keeping up (two rates in a row
 not kept up: one noisy dip does not end a sweep), rate by rate in turn (Kea, madcapd
 without fsync, madcapd with fsync at one rate, then the next rate), so that all meet
@@ -13,8 +15,11 @@ exchange rate at which the server kept up: at most 1% of exchanges lost and at l
 of the offered rate achieved (a server that queues falls behind the offered rate before
 it loses). Afterwards madcapd's lease file is checked: one lease per ACK, no address
 twice. ``--profile RATE`` records a py-spy profile of madcapd (fsync) at that rate.
+Before each madcapd (fsync) rate the disk's own fdatasync p50/p99 is measured, and each
+line says the machine's load average: a shared machine's other work shows in the tail.
 
 Run: sudo .venv/bin/python -m tests.bench.bench_madcap [--profile RATE] [--no-kea]
+     [--no-normal] [--rates R1,R2,...]
 """
 
 from __future__ import annotations
