@@ -227,7 +227,24 @@ class MemoryReplyCache:
         puts.append(item)
         if len(puts) > REPLY_CACHE_PER_HOST and self._drop(*puts.popleft()):
             evicted = True
+        if len(self._order) > self._size:
+            self._forget_dropped()
         return evicted
+
+    def _forget_dropped(self) -> None:
+        """Let go of the time-order items of entries dropped or replaced since (they
+        hold their keys and replies): at the front at once, and all of them once they
+        outnumber the entries held, so that a flood whose replies the per-host cap
+        drops holds at most twice what the cache does."""
+        order, shards = self._order, self._shards
+        while order:
+            key, cached = order[0]
+            if shards[hash(key) % _SHARDS].get(key) is cached:
+                break
+            order.popleft()
+        if len(order) > 2 * self._size + 64:
+            self._order = deque(item for item in order
+                                if shards[hash(item[0]) % _SHARDS].get(item[0]) is item[1])
 
     def discard(self, key: CacheKey) -> None:
         if self._shards[hash(key) % _SHARDS].pop(key, None) is not None:

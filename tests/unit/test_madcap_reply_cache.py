@@ -85,3 +85,15 @@ def test_reply_cache_at_its_cap_compacted_all_its_entries_in_one_put() -> None:
         gc.enable()
     assert len(cache) == 200_000
     assert max(costs) < 0.008, f"one put cost {max(costs) * 1000:.1f} ms"
+
+
+def test_reply_cache_time_order_kept_the_replies_the_per_host_cap_dropped() -> None:
+    # With the time order in a queue of its own, the replies the per-host cap dropped
+    # stayed in it behind another host's older, still live entry: a flood from one
+    # host held every reply for the whole interval (the cap no longer bounded memory).
+    cache = MemoryReplyCache()
+    cache.put((0, 3, LEASE_ID, "10.9.9.9:4000"), b"a quiet host's reply", 0.0)
+    for n in range(1, 40_000):  # one host floods; the cap keeps its newest 4,096
+        cache.put((n, 3, LEASE_ID, "10.0.0.66:4000"), b"x" * 1000, float(n))
+    assert len(cache) == 1 + 4_096
+    assert len(cache._order) <= 2 * len(cache) + 64
