@@ -33,6 +33,7 @@ from madcap.leases import (
     LeaseStore,
     LeaseStoreError,
 )
+from madcap.memory import CollectorPolicy
 from madcap.server import MadcapServer
 from madcap.store import open_lease_store
 from madcap.wire import PORT
@@ -232,11 +233,12 @@ class MadcapDaemon(service.Service):
             self.receiver.send(data, address)
 
     async def _housekeeping(self) -> None:
-        settler = service.MemorySettler(self.server.counters["acks"])
+        collector = CollectorPolicy(self.server.counters["acks"])
+        collector.install()
         purged_at = 0.0
         while True:
             await asyncio.sleep(1.0)
-            settler.note(self.server.counters["acks"])
+            collector.note(self.server.counters["acks"])
             now = self._now()
             self._check_clock(now)
             if self.store is not None and self.store.shared:

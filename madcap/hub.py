@@ -154,6 +154,7 @@ class LeaseHub(Generic[A]):
         """What the store made of a batch (its answer, or the error that refused it all);
         the batch's replies that may be sent now, in arrival order. A reply of the
         next batch that was built on a refused change is dropped with it."""
+        self._unsettled.difference_update([lease.lease_id for lease in batch.leases])
         if isinstance(result, LeaseStoreError):
             self.failures[result.reason] += 1
             self.problem = str(result)

@@ -159,18 +159,28 @@ class ReplyCache(Protocol):
         ...
 
 
+# Shards of the memory cache: a dict rebuilds itself when the slots its deletions left
+# fill up, all its entries in one insertion; one dict of 200,000 entries took 27-150 ms,
+# one of 64 shards takes 1/64th of it.
+_SHARDS = 64
+
+
 class MemoryReplyCache:
     """The cache in this process (one server per store: SQLite).
 
-    Ordered dicts, so that what a put or a sweep costs does not grow with the cache: the
-    oldest entry is found and dropped in constant time (a plain dict's next(iter())
-    steps over every slot deleted since its last resize: ~40 us a put at the cap), and
-    the hosts left with nothing are at the front of ``per_host``."""
+    Entries in 64 plain dicts by the key's hash, their time order in ``_order`` (each
+    put appended; items whose entry was re-put or dropped since are skipped when they
+    come up), so that no put costs more than a shard's rebuild, and the oldest entry
+    is found and dropped in constant time (a dict's next(iter()) steps over every
+    slot deleted since its last resize: ~40 us a put at the cap). The hosts left with
+    nothing are at the front of ``per_host``."""
 
-    __slots__ = ("_last_host", "entries", "get", "limit", "per_host")
+    __slots__ = ("_last_host", "_order", "_shards", "_size", "get", "limit", "per_host")
 
     def __init__(self, limit: int = REPLY_CACHE_ENTRIES) -> None:
-        self.entries: OrderedDict[CacheKey, CachedReply] = OrderedDict()
+        self._shards: list[dict[CacheKey, CachedReply]] = [{} for _ in range(_SHARDS)]
+        self._order: deque[tuple[CacheKey, CachedReply]] = deque()
+        self._size = 0
         self.limit = limit
         # Each host's puts, oldest first, so that one sender (whose xids and lease ids
         # cost it nothing to vary) cannot hold the whole cache: past REPLY_CACHE_PER_HOST
@@ -178,18 +188,34 @@ class MemoryReplyCache:
         # skipped. Hosts are in the order of their newest put.
         self.per_host: OrderedDict[str, deque[tuple[CacheKey, CachedReply]]] = OrderedDict()
         self._last_host = ""  # the host of the last put: already at the end of per_host
-        # the dict's own get: one call per datagram, no frame of ours
-        self.get: Callable[[CacheKey], CachedReply | None] = self.entries.get
+        self.get: Callable[[CacheKey], CachedReply | None] = self.lookup
+
+    def lookup(self, key: CacheKey) -> CachedReply | None:
+        """The entry held here (a shared store's cache also looks elsewhere: ``get``)."""
+        return self._shards[hash(key) % _SHARDS].get(key)
+
+    def _drop(self, key: CacheKey, cached: CachedReply) -> bool:
+        """Drop the entry of ``key`` if it is still ``cached``; whether it was."""
+        shard = self._shards[hash(key) % _SHARDS]
+        if shard.get(key) is cached:
+            del shard[key]
+            self._size -= 1
+            return True
+        return False
 
     def put(self, key: CacheKey, reply: bytes | None, stamp: float) -> bool:
-        entries = self.entries
+        shard = self._shards[hash(key) % _SHARDS]
         evicted = False
-        if key in entries:
-            del entries[key]  # re-inserted at the end: the dict stays in time order
-        elif len(entries) >= self.limit:
-            entries.popitem(last=False)  # the oldest
-            evicted = True
-        cached = entries[key] = CachedReply(reply, stamp)
+        if key not in shard:
+            if self._size >= self.limit:
+                order = self._order
+                while order and not self._drop(*order.popleft()):
+                    pass  # the oldest live entry goes
+                evicted = True
+            self._size += 1
+        cached = shard[key] = CachedReply(reply, stamp)
+        item = (key, cached)  # one tuple for both queues
+        self._order.append(item)
         host = key[3].rpartition(":")[0]
         per_host = self.per_host
         puts = per_host.get(host)
@@ -198,16 +224,31 @@ class MemoryReplyCache:
         elif host != self._last_host:
             per_host.move_to_end(host)
         self._last_host = host
-        puts.append((key, cached))
-        if len(puts) > REPLY_CACHE_PER_HOST:
-            old, was = puts.popleft()
-            if entries.get(old) is was:
-                del entries[old]
-                evicted = True
+        puts.append(item)
+        if len(puts) > REPLY_CACHE_PER_HOST and self._drop(*puts.popleft()):
+            evicted = True
+        if len(self._order) > self._size:
+            self._forget_dropped()
         return evicted
 
+    def _forget_dropped(self) -> None:
+        """Let go of the time-order items of entries dropped or replaced since (they
+        hold their keys and replies): at the front at once, and all of them once they
+        outnumber the entries held, so that a flood whose replies the per-host cap
+        drops holds at most twice what the cache does."""
+        order, shards = self._order, self._shards
+        while order:
+            key, cached = order[0]
+            if shards[hash(key) % _SHARDS].get(key) is cached:
+                break
+            order.popleft()
+        if len(order) > 2 * self._size + 64:
+            self._order = deque(item for item in order
+                                if shards[hash(item[0]) % _SHARDS].get(item[0]) is item[1])
+
     def discard(self, key: CacheKey) -> None:
-        self.entries.pop(key, None)
+        if self._shards[hash(key) % _SHARDS].pop(key, None) is not None:
+            self._size -= 1
 
     def prefetch(self, keys: list[CacheKey]) -> None:
         pass  # all here
@@ -218,26 +259,28 @@ class MemoryReplyCache:
         # An entry stamped after now is from before the clock stepped back: the order
         # no longer tells its age, so it goes too (else the sweep would stop at it for
         # as long as the step, and everything behind it would stay).
-        entries = self.entries
-        stale = []
-        for key, cached in entries.items():
-            if cutoff <= cached.stamp <= now:
-                break
-            stale.append(key)
-        for key in stale:
-            del entries[key]
+        order, shards = self._order, self._shards
+        while order:
+            key, cached = order[0]
+            shard = shards[hash(key) % _SHARDS]
+            if shard.get(key) is cached:
+                if cutoff <= cached.stamp <= now:
+                    break
+                del shard[key]
+                self._size -= 1
+            order.popleft()
         # a host whose newest put is gone has nothing left here; those are at the front
         gone = []
         for host, puts in self.per_host.items():
             newest, cached = puts[-1]
-            if entries.get(newest) is cached:
+            if self.lookup(newest) is cached:
                 break
             gone.append(host)
         for host in gone:
             del self.per_host[host]
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self._size
 
 
 class LeaseStore(Protocol):

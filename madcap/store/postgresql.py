@@ -285,12 +285,12 @@ class PostgresReplyCache(MemoryReplyCache):
         self.get = self._get
 
     def prefetch(self, keys: list[CacheKey]) -> None:
-        wanted = [k for k in keys if k not in self.entries]
+        wanted = [k for k in keys if self.lookup(k) is None]
         self.fetched = self.store.stored_replies(wanted) if wanted else {}
         self.looked_up = set(wanted)
 
     def _get(self, key: CacheKey) -> CachedReply | None:
-        found = self.entries.get(key)
+        found = self.lookup(key)
         if found is not None:
             return found
         stored = self.fetched.get(key) if key in self.looked_up else \

@@ -247,3 +247,15 @@ def test_an_offer_waits_for_no_commit_and_a_reply_about_a_lease_in_flight_does(
     assert len(hub.settle(granting, store.commit(granting.leases))) == 1  # its ACK
     assert hub.ready() == [] and len(hub.flush()) == 1  # the second ACK, after it
     assert server.counters["acks"] == 2
+
+
+def test_a_retransmission_for_a_settled_lease_waits_for_no_commit(tmp_path: Path) -> None:
+    # the hub kept every lease id it ever committed as "unsettled" (a set growing by
+    # one per lease for ever), so later replies about them waited for a commit
+    _, _, hub = setup(tmp_path)
+    raw = wire.encode(request(1))
+    hub.receive(raw, CLIENT, SERVER, T0, CLIENT)
+    acked = hub.flush()
+    assert addresses(wire.decode(acked[0][0]))
+    hub.receive(raw, CLIENT, SERVER, T0 + 1, CLIENT)  # the ACK was lost: the same again
+    assert hub.ready() == acked

@@ -4,6 +4,7 @@ cache, madcap/leases.py MemoryReplyCache)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -64,3 +65,35 @@ def test_reply_cache_sweep_visited_every_host_each_second() -> None:
     assert cost < 0.002, f"a sweep that drops nothing cost {cost * 1000:.1f} ms"
     cache.expire(1000.5, 1001.0)  # half of them are stale: they and their hosts go
     assert len(cache) == LIMIT // 2 and len(cache.per_host) == LIMIT // 2
+
+
+def test_reply_cache_at_its_cap_compacted_all_its_entries_in_one_put() -> None:
+    # One dict held every entry: the slots of evicted ones pile up until the dict
+    # rebuilds itself, all 200,000 entries in one put (27-150 ms, once per ~500,000
+    # puts: a stall every exchange arriving meanwhile waits for). Now no put rebuilds
+    # more than a shard. 4,096 client hosts, as bench_madcap's load.
+    cache = MemoryReplyCache()  # the default cap, 200,000
+    hosts = [f"10.220.{n >> 8 & 15}.{n & 255}:4000" for n in range(4096)]
+    costs = []
+    gc.disable()  # a collection is not the cache's cost
+    try:
+        for n in range(360_000):
+            started = time.thread_time()
+            cache.put((n, 3, LEASE_ID, hosts[n % 4096]), b"reply", float(n))
+            costs.append(time.thread_time() - started)
+    finally:
+        gc.enable()
+    assert len(cache) == 200_000
+    assert max(costs) < 0.008, f"one put cost {max(costs) * 1000:.1f} ms"
+
+
+def test_reply_cache_time_order_kept_the_replies_the_per_host_cap_dropped() -> None:
+    # With the time order in a queue of its own, the replies the per-host cap dropped
+    # stayed in it behind another host's older, still live entry: a flood from one
+    # host held every reply for the whole interval (the cap no longer bounded memory).
+    cache = MemoryReplyCache()
+    cache.put((0, 3, LEASE_ID, "10.9.9.9:4000"), b"a quiet host's reply", 0.0)
+    for n in range(1, 40_000):  # one host floods; the cap keeps its newest 4,096
+        cache.put((n, 3, LEASE_ID, "10.0.0.66:4000"), b"x" * 1000, float(n))
+    assert len(cache) == 1 + 4_096
+    assert len(cache._order) <= 2 * len(cache) + 64
