@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from sapd import streaminfo
+
 # (how: "sap" or "ravenna", destination group, interface name, IP source) of one way a
 # session is heard; a stream heard both ways has one of each. For RAVENNA the group is
 # '' (none: it came over RTSP) and the source is the RTSP server's address.
@@ -76,6 +78,11 @@ class SessionRecord:
     # directory shared by several sites, each site writes, refreshes and expires only
     # its own rows. '' in rows written before sites were recorded.
     site: str = ""
+    # What the session list shows of the attributes (streaminfo.summary: codecs, clock,
+    # redundancy), as the store computed it when it wrote them: a list page then reads
+    # one column, not the SDP and its attribute rows. None where it was not read (build
+    # it from ``attributes``). Derived, so not compared.
+    listing: dict[str, Any] | None = field(default=None, compare=False)
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
@@ -186,6 +193,35 @@ def heard_via_from_json(text: str) -> tuple[HeardVia, ...]:
                                        for h, g, i, s in orjson.loads(text)))
         if len(_HEARD_VIA_TEXT) < _SHARED_VIA_MAX:
             _HEARD_VIA_TEXT[text] = found
+    return found
+
+
+_LISTING_OF: dict[tuple[tuple[str, str | None], ...], str] = {}
+_LISTING_TEXT: dict[str, dict[str, Any]] = {}
+_LISTINGS_KEPT = 4_096  # distinct attribute sets / listings remembered
+
+
+def listing_to_json(attributes: tuple[tuple[str, str | None], ...]) -> str:
+    """The stored listing of a record's attributes (see SessionRecord.listing).
+    Remembered per attribute set: streams of one device or template share them."""
+    text = _LISTING_OF.get(attributes)
+    if text is None:
+        text = orjson.dumps(streaminfo.summary(attributes)).decode()
+        if len(_LISTING_OF) < _LISTINGS_KEPT:
+            _LISTING_OF[attributes] = text
+    return text
+
+
+def listing_from_json(text: str) -> dict[str, Any] | None:
+    """What :func:`listing_to_json` wrote, one shared (read-only) dict per distinct
+    text; None for '' (not stored: a row of an older schema)."""
+    if not text:
+        return None
+    found = _LISTING_TEXT.get(text)
+    if found is None:
+        found = orjson.loads(text)
+        if len(_LISTING_TEXT) < _LISTINGS_KEPT:
+            _LISTING_TEXT[text] = found
     return found
 
 

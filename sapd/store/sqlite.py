@@ -33,12 +33,14 @@ from sapd.records import (
     Writes,
     heard_via_from_json,
     heard_via_to_json,
+    listing_from_json,
+    listing_to_json,
     object_from_json,
     object_to_json,
     shared_media_types,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 SPARSE_LIMIT = 300  # a filter matching fewer rows is read through its index
 TRIGRAM_PROBE = 2000  # postings read per trigram to rank a search text's trigrams
 TRIGRAMS_PROBED = 8  # at most this many trigrams of a long search text are probed
@@ -172,6 +174,17 @@ _MIGRATIONS: dict[int, str] = {
     8: """
     ALTER TABLE sessions ADD COLUMN site TEXT NOT NULL DEFAULT '';
     """,
+    # What the session list shows of the attributes (codecs, clock, redundancy), written
+    # with them: a page reads this column, not the SDP and its attribute rows (list p99
+    # 4.6 -> ~2.4 ms at 100,000 sessions). Existing rows get theirs from their
+    # attribute rows, in the order they were written.
+    9: """
+    ALTER TABLE sessions ADD COLUMN listing TEXT NOT NULL DEFAULT '';
+    UPDATE sessions SET listing = coalesce((
+        SELECT sapd_listing(name, value) FROM (
+            SELECT name, value FROM session_attrs WHERE rid = sessions.rid ORDER BY rowid)),
+        '""" + listing_to_json(()) + """');
+    """,
 }
 
 # The sessions table's columns, in one place: each with how a record's value is stored
@@ -197,6 +210,7 @@ _STORED: tuple[tuple[str, str], ...] = (
     ("signer_key", "r.signer_key"),
     ("header_source", "r.header_source"),  # '' when the same as source
     ("heard_via", "heard_via_to_json(r.heard_via)"), ("site", "r.site"),
+    ("listing", "listing_to_json(r.attributes)"),  # what the session list shows of them
 )
 _LOADS = {
     "version": "int(version)", "heard_via": "heard_via_from_json(heard_via)",
@@ -204,13 +218,16 @@ _LOADS = {
     "options": "object_from_json(options)", "stale": "not local and heard_gen < generation",
     "groups": "tuple(groups.split())",
     "media_types": "shared_media_types(tuple(media_types.split()))",
-    "attributes": "tuple(attrs)",
+    "attributes": "tuple(attrs)", "listing": "listing_from_json(listing)",
 }
-# What a light read (the engine's start-up load) leaves out: what memory does not keep.
+# What a light read leaves out: the SDP text (and its attribute rows, not read). A list
+# page shows the stored listing instead; the engine's start-up load needs neither.
 _LIGHT = {"sdp": "''", "haystack": "''"}
+_ENGINE = {**_LIGHT, "listing": "''"}
 _NAMES = [name for name, _ in _STORED]
 _COLUMNS = ", ".join(_NAMES)
 _LIGHT_COLUMNS = ", ".join(_LIGHT.get(name, name) for name in _NAMES)
+_ENGINE_COLUMNS = ", ".join(_ENGINE.get(name, name) for name in _NAMES)
 _RID = len(_NAMES)  # reads select the row id after the columns
 
 _CHUNK_ROWS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)  # few statement shapes, all cached
@@ -242,6 +259,8 @@ def _compile(source: str, name: str) -> Any:
                              "object_from_json": object_from_json, "zlib": zlib,
                              "heard_via_to_json": heard_via_to_json,
                              "heard_via_from_json": heard_via_from_json,
+                             "listing_to_json": listing_to_json,
+                             "listing_from_json": listing_from_json,
                              "shared_media_types": shared_media_types}
     exec(source, scope)
     return scope[name]
@@ -293,6 +312,19 @@ def _range_covers(entry: str, address: str) -> bool:
         return False
 
 
+class _ListingOf:
+    """SQL aggregate over a session's attribute rows: their stored listing (schema 9)."""
+
+    def __init__(self) -> None:
+        self.attributes: list[tuple[str, str | None]] = []
+
+    def step(self, name: str, value: str | None) -> None:
+        self.attributes.append((name, value))
+
+    def finalize(self) -> str:
+        return listing_to_json(tuple(self.attributes))
+
+
 class SqliteDirectory:
     """The embedded directory backend: one SQLite file, WAL mode."""
 
@@ -304,6 +336,8 @@ class SqliteDirectory:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                    cached_statements=512)
         self._db.create_function("sapd_range_covers", 2, _range_covers, deterministic=True)
+        # typeshed types aggregates of one argument only
+        self._db.create_aggregate("sapd_listing", 2, _ListingOf)  # type: ignore[arg-type]
         self._lock = threading.RLock()
         self._depth = 0
         try:
@@ -635,8 +669,8 @@ class SqliteDirectory:
         return hit[1] if hit is not None and hit[0] == self.content_version() else None
 
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
-        """A page of sessions in name order. ``light`` leaves out the SDP text,
-        attributes and heard_via (a page of 100: 0.9 -> 0.7 ms)."""
+        """A page of sessions in name order. ``light`` leaves out the SDP text and
+        attributes, and keeps their listing (a page of 100: 1.2 -> 0.7 ms)."""
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             rows = self._window_page(query, columns) if self._walk_window(query) else None
@@ -734,9 +768,9 @@ class SqliteDirectory:
 
     def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
         """Every session (one host's file holds only its own: ``own`` changes nothing).
-        ``light`` leaves out the SDP text, attributes and SAP's heard_via (what the
+        ``light`` leaves out the SDP text, attributes and their listing (what the
         engine does not keep in memory), which is what makes start-up fast."""
-        columns = _LIGHT_COLUMNS if light else _COLUMNS
+        columns = _ENGINE_COLUMNS if light else _COLUMNS
         with self._lock:
             records = self._records(self._db.execute(f"SELECT {columns}, rid FROM sessions"),
                                     light)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sapd import streaminfo
 from sapd.store import sqlite as sqlite_backend
 from sapd.store.sqlite import (
     SCHEMA_VERSION,
@@ -286,6 +287,25 @@ def _old_file(path: Path, schema: int, versions: dict[str, int]) -> None:
                    "1.0, 2.0)", (rid, sid, f"- {rid} IN IP4 10.0.0.1", version, sid))
     db.commit()
     db.close()
+
+
+def test_version_8_file_gets_each_listing_from_its_attribute_rows(tmp_path: Path) -> None:
+    """Schema 9 stores what a list page shows of the attributes; a file of schema 8
+    gets it from its attribute rows, in the order they were written."""
+    path = tmp_path / "v8.sqlite3"
+    _old_file(path, 8, {"a": 1, "b": 2})
+    attributes = [("rtpmap", "98 L24/96000/2"), ("ts-refclk", "ptp=IEEE1588-2008:traceable"),
+                  ("rtpmap", "96 L16/48000/2"), ("group", "DUP x y")]
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO session_attrs VALUES (1, ?, ?)", attributes)
+    db.commit()
+    db.close()
+    migrated = SqliteDirectory(path)
+    got = {r.id: r for r in migrated.search(SearchQuery(), light=True)}
+    assert got["a"].listing == streaminfo.summary(attributes)
+    assert got["a"].listing is not None and got["a"].listing["codecs"] == [
+        "L24/96000/2", "L16/48000/2"]
+    assert got["b"].listing == streaminfo.summary(())
 
 
 def test_version_3_file_is_migrated_to_exact_versions_and_header_sources(
