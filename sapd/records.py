@@ -125,10 +125,29 @@ class SessionRecord:
         }
 
 
+_VIA_JSON: dict[tuple[HeardVia, ...], list[dict[str, Any]]] = {}
+_VIA_JSON_KEPT = 1_024  # ~400 bytes each: what a few list pages show
+
+
 def via_json(heard_via: tuple[HeardVia, ...],
              options: dict[str, Any]) -> list[dict[str, Any]]:
     """heard_via as the API shows it; a RAVENNA path adds where its SDP was fetched and
-    the service that names it (the record's options)."""
+    the service that names it (the record's options). SAP's alone depends on heard_via
+    only: made once per way of being heard and shared (read-only), as heard_via is; a
+    list page made a hundred."""
+    if not heard_via:
+        return []
+    found = _VIA_JSON.get(heard_via)
+    if found is not None:
+        return found
+    out = _via_json(heard_via, options)
+    if all(how != RAVENNA for how, *_ in heard_via) and len(_VIA_JSON) < _VIA_JSON_KEPT:
+        _VIA_JSON[heard_via] = out
+    return out
+
+
+def _via_json(heard_via: tuple[HeardVia, ...],
+              options: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for how, group, interface, source in heard_via:
         entry: dict[str, Any] = {"via": how, "group": group or None,

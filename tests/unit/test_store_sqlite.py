@@ -369,3 +369,23 @@ def test_version_6_heard_via_entries_become_sap_paths_in_7(tmp_path: Path) -> No
     assert got["a"].heard_via == (("sap", "239.255.255.255", "eth0", "10.0.0.1"),)
     assert got["b"].heard_via == ()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_remembered_page_follows_every_write_of_any_connection(tmp_path: Path) -> None:
+    """Search results are remembered while nothing changes (a list polled at rest); a
+    write on another connection (the store process's) of any kind shows at once."""
+    path = tmp_path / "directory.sqlite3"
+    writer, reader = SqliteDirectory(path), SqliteDirectory(path)
+    writer.upsert([record(1), record(2)])
+    query = SearchQuery()
+    assert [r.id for r in reader.search(query, light=True)] == ["s00001", "s00002"]
+    assert reader.search(query, light=True) == reader.search(query, light=True)
+    writer.refresh([("s00001", 99.0, 500.0, 30.0, 7)])
+    assert reader.search(query, light=True)[0].last_seen == 99.0
+    writer.upsert([record(1, name="Renamed")])
+    assert [r.name for r in reader.search(query)] == ["Renamed", "Session 00002"]
+    writer.delete(["s00002"])
+    assert [r.id for r in reader.search(query, light=True)] == ["s00001"]
+    writer.mark_remote_stale()
+    reader.generation = writer.generation  # as the daemon's reader is told
+    assert reader.search(query, light=True)[0].stale
