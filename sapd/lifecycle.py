@@ -36,6 +36,7 @@ from typing import Any
 from sapd import sdp, wire
 from sapd.plumbing import groupranges
 from sapd.records import (
+    EMPTY_OBJECT,
     RAVENNA,
     SAP,
     HeardVia,
@@ -210,7 +211,7 @@ def _slim(record: SessionRecord) -> SessionRecord:
                                blob=record.blob or _EMPTY, options=record.options or _EMPTY)
 
 
-_EMPTY: dict[str, Any] = {}  # shared by slim records; nothing in the engine mutates them
+_EMPTY = EMPTY_OBJECT  # shared by slim records; nothing in the engine mutates them
 
 
 _RANGES: dict[str, groupranges.GroupRange] = {}

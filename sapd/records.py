@@ -189,6 +189,14 @@ def object_to_json(value: dict[str, Any]) -> str:
     return json.dumps(value) if value else "{}"
 
 
+EMPTY_OBJECT: dict[str, Any] = {}  # shared by records the engine loads: never mutated
+
+
+def shared_object(text: str) -> dict[str, Any]:
+    """object_from_json, with the usual empty object shared (read-only)."""
+    return EMPTY_OBJECT if text == "{}" else object_from_json(text)
+
+
 def object_from_json(text: str) -> dict[str, Any]:
     if text == "{}":
         return {}  # the common case, without the parser
