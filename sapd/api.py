@@ -121,14 +121,18 @@ async def health(request: web.Request) -> web.Response:
 
 def session_json(record: SessionRecord, conflicted: set[str]) -> dict[str, Any]:
     """The API's session: the record, what its attributes say (codecs, clock,
-    redundancy), and whether it conflicts with another sender's session."""
-    return {**record.to_json(), **streaminfo.summary(record.attributes),
-            "conflict": record.id in conflicted}
+    redundancy: stored with them, or read from them), and whether it conflicts with
+    another sender's session."""
+    listing = record.listing
+    if listing is None:
+        listing = streaminfo.summary(record.attributes)
+    return {**record.to_json(), **listing, "conflict": record.id in conflicted}
 
 
 def search_page(daemon: Service, query: SearchQuery) -> dict[str, Any]:
     """One page of a search, as GET /v1/sessions answers it (the web page too)."""
-    records = daemon.hub.reader.search(query)  # whole records: their attributes show
+    # light: without the SDP and attribute rows; the stored listing says what they show
+    records = daemon.hub.reader.search(query, light=True)
     if len(records) < query.limit and (records or query.offset == 0):
         total = query.offset + len(records)  # a short page: the total is known for free
     else:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from sapd import streaminfo
+
 # (how: "sap" or "ravenna", destination group, interface name, IP source) of one way a
 # session is heard; a stream heard both ways has one of each. For RAVENNA the group is
 # '' (none: it came over RTSP) and the source is the RTSP server's address.
@@ -76,6 +78,11 @@ class SessionRecord:
     # directory shared by several sites, each site writes, refreshes and expires only
     # its own rows. '' in rows written before sites were recorded.
     site: str = ""
+    # What the session list shows of the attributes (streaminfo.summary: codecs, clock,
+    # redundancy), as the store computed it when it wrote them: a list page then reads
+    # one column, not the SDP and its attribute rows. None where it was not read (build
+    # it from ``attributes``). Derived, so not compared.
+    listing: dict[str, Any] | None = field(default=None, compare=False)
 
     def with_changes(self, **changes: Any) -> SessionRecord:
         # dataclasses.replace costs ~15 us here; a positional copy ~2 us, and this runs
@@ -118,10 +125,29 @@ class SessionRecord:
         }
 
 
+_VIA_JSON: dict[tuple[HeardVia, ...], list[dict[str, Any]]] = {}
+_VIA_JSON_KEPT = 1_024  # ~400 bytes each: what a few list pages show
+
+
 def via_json(heard_via: tuple[HeardVia, ...],
              options: dict[str, Any]) -> list[dict[str, Any]]:
     """heard_via as the API shows it; a RAVENNA path adds where its SDP was fetched and
-    the service that names it (the record's options)."""
+    the service that names it (the record's options). SAP's alone depends on heard_via
+    only: made once per way of being heard and shared (read-only), as heard_via is; a
+    list page made a hundred."""
+    if not heard_via:
+        return []
+    found = _VIA_JSON.get(heard_via)
+    if found is not None:
+        return found
+    out = _via_json(heard_via, options)
+    if all(how != RAVENNA for how, *_ in heard_via) and len(_VIA_JSON) < _VIA_JSON_KEPT:
+        _VIA_JSON[heard_via] = out
+    return out
+
+
+def _via_json(heard_via: tuple[HeardVia, ...],
+              options: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for how, group, interface, source in heard_via:
         entry: dict[str, Any] = {"via": how, "group": group or None,
@@ -163,6 +189,14 @@ def object_to_json(value: dict[str, Any]) -> str:
     return json.dumps(value) if value else "{}"
 
 
+EMPTY_OBJECT: dict[str, Any] = {}  # shared by records the engine loads: never mutated
+
+
+def shared_object(text: str) -> dict[str, Any]:
+    """object_from_json, with the usual empty object shared (read-only)."""
+    return EMPTY_OBJECT if text == "{}" else object_from_json(text)
+
+
 def object_from_json(text: str) -> dict[str, Any]:
     if text == "{}":
         return {}  # the common case, without the parser
@@ -186,6 +220,35 @@ def heard_via_from_json(text: str) -> tuple[HeardVia, ...]:
                                        for h, g, i, s in orjson.loads(text)))
         if len(_HEARD_VIA_TEXT) < _SHARED_VIA_MAX:
             _HEARD_VIA_TEXT[text] = found
+    return found
+
+
+_LISTING_OF: dict[tuple[tuple[str, str | None], ...], str] = {}
+_LISTING_TEXT: dict[str, dict[str, Any]] = {}
+_LISTINGS_KEPT = 4_096  # distinct attribute sets / listings remembered
+
+
+def listing_to_json(attributes: tuple[tuple[str, str | None], ...]) -> str:
+    """The stored listing of a record's attributes (see SessionRecord.listing).
+    Remembered per attribute set: streams of one device or template share them."""
+    text = _LISTING_OF.get(attributes)
+    if text is None:
+        text = orjson.dumps(streaminfo.summary(attributes)).decode()
+        if len(_LISTING_OF) < _LISTINGS_KEPT:
+            _LISTING_OF[attributes] = text
+    return text
+
+
+def listing_from_json(text: str) -> dict[str, Any] | None:
+    """What :func:`listing_to_json` wrote, one shared (read-only) dict per distinct
+    text; None for '' (not stored: a row of an older schema)."""
+    if not text:
+        return None
+    found = _LISTING_TEXT.get(text)
+    if found is None:
+        found = orjson.loads(text)
+        if len(_LISTING_TEXT) < _LISTINGS_KEPT:
+            _LISTING_TEXT[text] = found
     return found
 
 

@@ -40,12 +40,14 @@ from sapd.records import (
     Writes,
     heard_via_from_json,
     heard_via_to_json,
+    listing_from_json,
+    listing_to_json,
     object_from_json,
     object_to_json,
     shared_media_types,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NOTIFY_CHANNEL = "sapd_directory"  # payload: the site that committed
 SWEEP_LOCK = 0x5A9D0001  # pg_try_advisory_xact_lock key: one sweeper at a time
 REMOVED_KEPT = 600.0  # seconds a removal is kept for other sites' followers
@@ -125,6 +127,12 @@ _MIGRATIONS: dict[int, str] = {
     CREATE FUNCTION sapd_inet(text) RETURNS inet LANGUAGE plpgsql IMMUTABLE AS $$
     BEGIN RETURN $1::inet; EXCEPTION WHEN others THEN RETURN NULL; END $$;
     """,
+    # What the session list shows of the attributes (codecs, clock, redundancy), written
+    # with them, so that a light read (a list page) leaves the attributes out. Rows
+    # written before have '' and are read with their attributes instead.
+    2: """
+    ALTER TABLE sapd_sessions ADD COLUMN listing text NOT NULL DEFAULT '';
+    """,
 }
 
 # Stored columns, in the order of SessionRecord's fields where a field has one.
@@ -133,15 +141,20 @@ _COLUMNS = ("site", "id", "source", "identity", "auth_tag", "version", "msg_hash
             "last_seen", "local", "owner_uid", "acl", "blob", "options", "period", "expires",
             "heard_gen", "content_crc", "groups", "media_types", "attributes", "haystack",
             "verification", "signed_by", "signer_key", "header_source", "heard_via",
-            "has_range")
+            "has_range", "listing")
 _COLUMN_LIST = ", ".join(_COLUMNS)
 _UPDATE_LIST = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
-# What a read selects: the row (light: without SDP and attributes) and whether it is
-# stale now: not heard since its site's sapd restarted, or its site is silent.
+# What a read selects: the row (light: without SDP and attributes, but with their
+# listing, or with them where no listing was stored; the engine's: without either) and
+# whether it is stale now: not heard since its site's sapd restarted, or its site is
+# silent.
 _SILENT = "t.heartbeat < now() - make_interval(secs => t.silent_after)"
 _STALE = f"((NOT s.local AND s.heard_gen < t.generation) OR {_SILENT})"
 _READ = ", ".join(f"s.{c}" for c in _COLUMNS) + f", {_STALE}"
-_LIGHT_READ = _READ.replace("s.sdp,", "'',").replace("s.attributes,", "'[]'::jsonb,")
+_LIGHT_READ = _READ.replace("s.sdp,", "'',").replace(
+    "s.attributes,", "CASE WHEN s.listing = '' THEN s.attributes ELSE '[]'::jsonb END,")
+_ENGINE_READ = _READ.replace("s.sdp,", "'',").replace(
+    "s.attributes,", "'[]'::jsonb,").replace("s.listing,", "'',")
 _FROM = " FROM sapd_sessions s JOIN sapd_sites t ON t.site = s.site"
 _ORDER = ' ORDER BY lower(s.name) COLLATE "C", s.id, s.site'
 
@@ -163,14 +176,15 @@ def _row(r: SessionRecord, site: str, generation: int) -> tuple[Any, ...]:
             " ".join(r.media_types), json.dumps(r.attributes),
             f"{r.name}\n{r.info or ''}".lower(), r.verification, r.signed_by, r.signer_key,
             r.header_source, heard_via_to_json(r.heard_via),
-            any("-" in g for g in r.groups))
+            any("-" in g for g in r.groups), listing_to_json(r.attributes))
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:
     (site, sid, source, identity, auth_tag, version, msg_hash, origin_address, name, info,
      sdp, scope, sap_group, first_seen, last_seen, local, owner_uid, acl, blob, options,
      period, expires, _gen, content_crc, groups, media_types, attributes, _hay,
-     verification, signed_by, signer_key, header_source, heard_via, _range, stale) = row
+     verification, signed_by, signer_key, header_source, heard_via, _range, listing,
+     stale) = row
     return SessionRecord(
         id=sid, source=source, identity=identity, version=int(version), msg_hash=msg_hash,
         origin_address=origin_address, name=name, info=info, sdp=sdp, scope=scope,
@@ -181,7 +195,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         groups=tuple(groups), media_types=shared_media_types(tuple(media_types.split())),
         attributes=tuple((n, v) for n, v in attributes), content_crc=content_crc,
         verification=verification, signed_by=signed_by, signer_key=signer_key,
-        header_source=header_source, heard_via=heard_via_from_json(heard_via), site=site)
+        header_source=header_source, heard_via=heard_via_from_json(heard_via), site=site,
+        listing=listing_from_json(listing))
 
 
 def conninfo(dsn: str, password_file: str | None) -> str:
@@ -654,7 +669,7 @@ class PostgresDirectory:
 
     def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
         where = " WHERE s.site = %s" if own else ""
-        rows = self._fetch(f"SELECT {_LIGHT_READ if light else _READ}{_FROM}{where}",
+        rows = self._fetch(f"SELECT {_ENGINE_READ if light else _READ}{_FROM}{where}",
                            [self.site] if own else [])
         yield from (_record(row) for row in rows)
 

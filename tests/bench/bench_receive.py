@@ -61,6 +61,9 @@ GROUP = "239.255.255.255"
 FLOOD_SESSIONS = 300_000
 FLOOD_SOURCES = 200  # IP senders: 127.0.1.1 and up, all on lo
 FLOOD_RATE = 50_000  # datagrams/s
+# The optional features, off: the figures are sapd's own. The web view and LDAP are off
+# without [web] listen and [ldap] url; RAVENNA is on by default, NMOS off unless asked.
+FEATURES_OFF = "[ravenna]\nenabled = false\n[nmos]\ndiscover = false\n"
 
 
 def _sender_socket(bind: str | None = None) -> socket.socket:
@@ -460,7 +463,7 @@ def flood_with_api(daemon: Daemon) -> None:
 def flood_figures(tmp: Path) -> None:
     """The flood, on a fresh sapd with default caps (a config saying where to listen)."""
     defaults = tmp / "defaults.toml"
-    defaults.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n")
+    defaults.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n{FEATURES_OFF}")
     flooded = _daemon(tmp / "flood", defaults)
     flooded.start()
     try:
@@ -553,10 +556,12 @@ def main() -> None:
                       source=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
              for i in range(100_000)]
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.toml"
-        config.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n"
-                          "[limits]\nsource_rate = 1000000.0\nsource_burst = 1000000.0\n"
-                          "max_sessions = 200000\n")
+        config, other_config = Path(tmp) / "bench.toml", Path(tmp) / "other.toml"
+        other_config.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n"
+                                "[limits]\nsource_rate = 1000000.0\n"
+                                "source_burst = 1000000.0\nmax_sessions = 200000\n")
+        # the other tree may predate the feature sections (and refuse them)
+        config.write_text(other_config.read_text() + FEATURES_OFF)
         if args.flood_only:
             flood_figures(Path(tmp))
             return
@@ -567,7 +572,7 @@ def main() -> None:
         daemon.start()
         other = None
         if args.compare_with:
-            other = _daemon(Path(tmp) / "other", config, args.compare_with).start()
+            other = _daemon(Path(tmp) / "other", other_config, args.compare_with).start()
         try:
             ingest(daemon, known, other)
             if args.ingest_only:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from sapd import streaminfo
 from sapd.records import Applied, DirectoryBackend, SearchQuery, SessionRecord, Writes
 from sapd.store import open_directory
 
@@ -206,6 +207,26 @@ def test_light_reads_leave_out_the_sdp_only(store: DirectoryBackend) -> None:
     (full,) = list(store.iter_all())
     assert full.sdp == record(1).sdp
     assert [r.sdp for r in store.iter_all(light=True)] == [""]
+
+
+STREAM_ATTRIBUTES = (("rtpmap", "97 L24/48000/2"),
+                     ("ts-refclk", "ptp=IEEE1588-2008:39-A7-94-FF-FE-07-CB-D0:0"),
+                     ("rtpmap", "96 L16/48000/2"), ("group", "DUP a b"), ("mid", "a"))
+
+
+def test_a_light_search_gives_the_listing_its_attributes_make(store: DirectoryBackend) -> None:
+    """What a list page shows of the attributes (codecs in SDP order, clock, legs) comes
+    with a light search, whose records hold no attributes; the start-up load needs it
+    not."""
+    store.upsert([record(1, attributes=STREAM_ATTRIBUTES), record(2, attributes=())])
+    first, second = store.search(SearchQuery(), light=True)
+    assert first.attributes == () and first.listing == streaminfo.summary(STREAM_ATTRIBUTES)
+    assert first.listing is not None and first.listing["codecs"] == ["L24/48000/2",
+                                                                     "L16/48000/2"]
+    assert second.listing == streaminfo.summary(())
+    full = store.get("s0001")
+    assert full is not None and full.listing == first.listing
+    assert [r.listing for r in store.iter_all(light=True)] == [None, None]
 
 
 def test_iter_all_yields_every_record_once(store: DirectoryBackend) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sapd import streaminfo
 from sapd.store import sqlite as sqlite_backend
 from sapd.store.sqlite import (
     SCHEMA_VERSION,
@@ -329,6 +330,25 @@ def _old_file(path: Path, schema: int, versions: dict[str, int]) -> None:
     db.close()
 
 
+def test_version_8_file_gets_each_listing_from_its_attribute_rows(tmp_path: Path) -> None:
+    """Schema 9 stores what a list page shows of the attributes; a file of schema 8
+    gets it from its attribute rows, in the order they were written."""
+    path = tmp_path / "v8.sqlite3"
+    _old_file(path, 8, {"a": 1, "b": 2})
+    attributes = [("rtpmap", "98 L24/96000/2"), ("ts-refclk", "ptp=IEEE1588-2008:traceable"),
+                  ("rtpmap", "96 L16/48000/2"), ("group", "DUP x y")]
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO session_attrs VALUES (1, ?, ?)", attributes)
+    db.commit()
+    db.close()
+    migrated = SqliteDirectory(path)
+    got = {r.id: r for r in migrated.search(SearchQuery(), light=True)}
+    assert got["a"].listing == streaminfo.summary(attributes)
+    assert got["a"].listing is not None and got["a"].listing["codecs"] == [
+        "L24/96000/2", "L16/48000/2"]
+    assert got["b"].listing == streaminfo.summary(())
+
+
 def test_version_3_file_is_migrated_to_exact_versions_and_header_sources(
         tmp_path: Path) -> None:
     path = tmp_path / "v3.sqlite3"
@@ -390,3 +410,23 @@ def test_version_6_heard_via_entries_become_sap_paths_in_7(tmp_path: Path) -> No
     assert got["a"].heard_via == (("sap", "239.255.255.255", "eth0", "10.0.0.1"),)
     assert got["b"].heard_via == ()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_remembered_page_follows_every_write_of_any_connection(tmp_path: Path) -> None:
+    """Search results are remembered while nothing changes (a list polled at rest); a
+    write on another connection (the store process's) of any kind shows at once."""
+    path = tmp_path / "directory.sqlite3"
+    writer, reader = SqliteDirectory(path), SqliteDirectory(path)
+    writer.upsert([record(1), record(2)])
+    query = SearchQuery()
+    assert [r.id for r in reader.search(query, light=True)] == ["s00001", "s00002"]
+    assert reader.search(query, light=True) == reader.search(query, light=True)
+    writer.refresh([("s00001", 99.0, 500.0, 30.0, 7)])
+    assert reader.search(query, light=True)[0].last_seen == 99.0
+    writer.upsert([record(1, name="Renamed")])
+    assert [r.name for r in reader.search(query)] == ["Renamed", "Session 00002"]
+    writer.delete(["s00002"])
+    assert [r.id for r in reader.search(query, light=True)] == ["s00001"]
+    writer.mark_remote_stale()
+    reader.generation = writer.generation  # as the daemon's reader is told
+    assert reader.search(query, light=True)[0].stale
