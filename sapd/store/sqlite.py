@@ -51,8 +51,6 @@ WALK_WINDOW = 5000  # name-index rows a common text's page is first looked for i
 COUNT_WINDOW = 20000  # and its capped count
 MATCH_MEMO = 1000  # matches of a text search remembered for its count and next pages
 PLAN_TTL = 10.0  # seconds a text search plan is reused (plans only affect speed)
-PAGES_KEPT = 16  # search results remembered until the sessions change (list polling),
-PAGE_KEPT_ROWS = 200  # those of at most this many records (~1 KB each)
 
 
 def _fts_phrase(text: str) -> str:
@@ -182,10 +180,8 @@ _MIGRATIONS: dict[int, str] = {
     # What the session list shows of the attributes (codecs, clock, redundancy), written
     # with them: a page reads this column, not the SDP and its attribute rows (a page
     # of 100 at 100,000 sessions: 0.54 -> 0.43 ms). Existing rows get theirs from their
-    # attribute rows, in the order they were written. And a count of liveness refreshes:
-    # with the content version it says when a remembered search result is still true.
+    # attribute rows, in the order they were written.
     9: """
-    INSERT INTO meta VALUES ('refreshed', 0);
     ALTER TABLE sessions ADD COLUMN listing TEXT NOT NULL DEFAULT '';
     UPDATE sessions SET listing = coalesce((
         SELECT sapd_listing(name, value) FROM (
@@ -377,9 +373,6 @@ class SqliteDirectory:
         self._cutoffs: dict[int, tuple[float, str | None]] = {}  # rows -> (until, name)
         # text search without its page -> (content version, matching row ids in order)
         self._matches: dict[SearchQuery, tuple[int, list[int]]] = {}
-        # (query, light) -> (versions, records): what search found while nothing changed
-        self._pages: dict[tuple[SearchQuery, bool], tuple[tuple[int, int],
-                                                          list[SessionRecord]]] = {}
 
     def _migrate(self) -> None:
         current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -519,7 +512,6 @@ class SqliteDirectory:
     def refresh(self, seen: Iterable[Liveness]) -> None:
         """Batched liveness update; a session heard again is no longer stale."""
         with self.transaction():
-            self._db.execute("UPDATE meta SET value = value + 1 WHERE key='refreshed'")
             self._run_chunked(
                 "UPDATE sessions SET last_seen=j.column2, expires=j.column3, "
                 f"period=j.column4, msg_hash=j.column5, heard_gen={self.generation:d} "
@@ -584,13 +576,6 @@ class SqliteDirectory:
         remembered matches look older than they are."""
         return int(self._db.execute("SELECT value FROM meta WHERE key='content'")
                    .fetchone()[0])
-
-    def _versions(self) -> tuple[int, int]:
-        """(content version, refreshes): both the same, every search finds the same."""
-        content, refreshed = self._db.execute(
-            "SELECT (SELECT value FROM meta WHERE key='content'), "
-            "(SELECT value FROM meta WHERE key='refreshed')").fetchone()
-        return int(content), int(refreshed)
 
     def _read_generation(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key='generation'")
@@ -738,21 +723,6 @@ class SqliteDirectory:
     def search(self, query: SearchQuery, light: bool = False) -> list[SessionRecord]:
         """A page of sessions in name order. ``light`` leaves out the SDP text and
         attributes, and keeps their listing (a page of 100: 0.54 -> 0.43 ms)."""
-        with self._lock:
-            if self._db.in_transaction:  # its own writes may yet roll back
-                return self._search(query, light)
-            versions = self._versions()  # before the rows it vouches for
-            hit = self._pages.get((query, light))
-            if hit is not None and hit[0] == versions:
-                return list(hit[1])  # polled at rest: 0.43 -> 0.005 ms a page
-            records = self._search(query, light)
-            if len(records) <= PAGE_KEPT_ROWS:
-                if len(self._pages) >= PAGES_KEPT:
-                    self._pages.clear()
-                self._pages[(query, light)] = (versions, records)
-            return list(records)
-
-    def _search(self, query: SearchQuery, light: bool) -> list[SessionRecord]:
         columns = _LIGHT_COLUMNS if light else _COLUMNS
         with self._lock:
             rows = self._window_page(query, columns) if self._walk_window(query) else None

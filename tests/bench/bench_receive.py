@@ -589,13 +589,18 @@ def main() -> None:
             fill(daemon, batch, FILL_RATE)
             sessions = daemon.stats()["sessions"]
             time.sleep(2)  # lists are measured at rest, as an operator would see them
-            queries = ["", "?text=room%2042", "?media=audio&limit=50", "?scope=ipv4-local",
-                       "?group=239.255.1.2", "?source=10.0.3.4", "?offset=5000&limit=100"]
+            # Each request a page not asked for before (its offset or value moves), so
+            # the figure is what a lookup costs, not what any cache remembers.
+            queries = ["?offset={k}", "?text=room%20{t}", "?media=audio&limit=50&offset={k}",
+                       "?scope=ipv4-local&offset={k}", "?group=239.255.{b}.{c}",
+                       "?source=10.0.{b}.{c}", "?offset={m}&limit=100"]
             by_query: dict[str, list[float]] = {q: [] for q in queries}
             for i in range(1400):
                 query = queries[i % len(queries)]
+                k = i // len(queries)
+                page = query.format(k=k, t=k % 97, b=k >> 8 & 255, c=k & 255, m=5000 + 100 * k)
                 t0 = time.perf_counter()
-                daemon.client.request("GET", "/v1/sessions" + query)
+                daemon.client.request("GET", "/v1/sessions" + page)
                 by_query[query].append((time.perf_counter() - t0) * 1000)
             timings = [t for values in by_query.values() for t in values]
             report(f"list p50 with {sessions:,} sessions (HTTP over the socket)",

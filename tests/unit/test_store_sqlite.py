@@ -412,9 +412,9 @@ def test_version_6_heard_via_entries_become_sap_paths_in_7(tmp_path: Path) -> No
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_a_remembered_page_follows_every_write_of_any_connection(tmp_path: Path) -> None:
-    """Search results are remembered while nothing changes (a list polled at rest); a
-    write on another connection (the store process's) of any kind shows at once."""
+def test_a_search_follows_every_write_of_any_connection(tmp_path: Path) -> None:
+    """A write on another connection (the store process's) of any kind shows in the
+    reader's next search at once."""
     path = tmp_path / "directory.sqlite3"
     writer, reader = SqliteDirectory(path), SqliteDirectory(path)
     writer.upsert([record(1), record(2)])
