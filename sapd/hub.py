@@ -6,6 +6,15 @@ takes its writes and events, hands the writes to the store writer, and publishes
 events to subscribers and listeners only once the store has committed them. How often
 writes are handed over (the flush policy), how refreshes are batched, and what a batch
 the store refused means are decided here, once.
+
+So is load shedding: while the receiver is behind the network by RECEIVE_BEHIND (the
+datagrams it reads have waited that long in the kernel, which drops what its buffer
+cannot hold), or while STORE_QUEUE_BOUND new or changed sessions wait for the
+store, the engine drops new sessions under a named reason (SAP repeats them) so that
+what is known stays current, the API gets its turns and nothing is lost uncounted.
+Behind the network, sources sending within their rate are spared (until
+RECEIVE_FAR_BEHIND); behind the store, no new session is taken until it catches up.
+Changes and deletions of known sessions are never shed.
 """
 
 from __future__ import annotations
@@ -17,7 +26,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sapd.eventlog import EventLog, Subscription
-from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Event
+from sapd.lifecycle import (
+    DROP_INTERNAL_ERROR,
+    DROP_SHED_RECEIVE,
+    DROP_SHED_STORE,
+    Engine,
+    Event,
+    Shedding,
+)
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.multicast import Received
@@ -26,6 +42,19 @@ from sapd.records import DirectoryBackend, SessionRecord, StoreFailure, Writes
 log = logs.get("sapd.hub")
 
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
+RECEIVE_BEHIND = 0.005  # seconds datagrams may wait in the kernel before new sessions are shed
+# Further behind, every new session is shed: while most of a flood waits in (or is dropped
+# by) the kernel, its senders look no busier than a quiet one; once the receiver reads
+# everything, their rate buckets drain within milliseconds and tell.
+RECEIVE_FAR_BEHIND = 0.025
+STORE_QUEUE_BOUND = 10_000  # new or changed sessions waiting for the store, then shedding
+# Behind the network, sources within this many announcements of a full rate bucket (below
+# their rate) are not shed: the flood's senders are, a device announcing now and then is not.
+SHED_ALLOWANCE = 2.0
+SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE)
+SHED_RECEIVE_ALL = Shedding(DROP_SHED_RECEIVE)
+SHED_STORE = Shedding(DROP_SHED_STORE)
+SHED_LOG_EVERY = 60.0  # seconds between log lines about shedding
 
 Done = Callable[[BaseException | None], None]
 Listener = Callable[[Event], None]
@@ -92,7 +121,8 @@ class Hub:
     def __init__(self, engine: Engine, reader: DirectoryBackend, writer: Writer,
                  loop: asyncio.AbstractEventLoop, clock: SteadyClock,
                  flush_delay: float = FLUSH_DELAY,
-                 retry_pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
+                 retry_pauses: tuple[float, ...] = RETRY_PAUSES,
+                 store_queue_bound: int = STORE_QUEUE_BOUND) -> None:
         self.engine = engine
         self.reader = reader  # the API's and the announce service's reads
         self.writer = writer
@@ -100,6 +130,11 @@ class Hub:
         self.clock = clock
         self.flush_delay = flush_delay
         self.retry_pauses = retry_pauses
+        self.store_queue_bound = store_queue_bound
+        # how far the receiver is behind, in seconds (MulticastReceiver.queue_delay); the
+        # daemon sets it once the receiver is open
+        self.receiver_delay: Callable[[], float] = lambda: 0.0
+        self._shed_logged_at = -SHED_LOG_EVERY
         self.listeners: list[Listener] = []  # in-process, before subscribers
         self.events = EventLog()  # ids, history and resync for subscribers
         self.failures: Counter[str] = Counter()  # refusals by reason, and records undone
@@ -160,7 +195,8 @@ class Hub:
         return on_datagram
 
     def after_batch(self) -> None:
-        """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
+        """After each socket drain or timer: expire, hand writes over (soon), re-arm,
+        and say whether the next drain sheds new sessions."""
         self.engine.handle_timer(self.clock.now())
         if self._flush_handle is None:
             # Drains under load are a few datagrams each; handing each over on its own
@@ -173,6 +209,32 @@ class Hub:
             else:
                 self._flush_handle = self.loop.call_later(wait, self._flush_now)
         self._arm_timer()
+        self._set_shedding()
+
+    # -- load shedding ---------------------------------------------------------------------
+    @property
+    def queued_sessions(self) -> int:
+        """New or changed sessions handed over and not yet committed."""
+        return sum(len(batch.writes.upserts) for batch in self._queue)
+
+    def _set_shedding(self) -> None:
+        behind = self.receiver_delay()
+        if behind >= RECEIVE_FAR_BEHIND:
+            shedding: Shedding | None = SHED_RECEIVE_ALL
+        elif behind >= RECEIVE_BEHIND:
+            shedding = SHED_RECEIVE
+        elif self.queued_sessions >= self.store_queue_bound:
+            shedding = SHED_STORE
+        else:
+            shedding = None
+        if shedding is not None and self.engine.shedding is None:
+            now = self.clock.monotonic()
+            if now - self._shed_logged_at >= SHED_LOG_EVERY:
+                self._shed_logged_at = now
+                log.warning("cannot keep up: shedding new sessions (SAP repeats them); "
+                            "known sessions stay current", reason=shedding.reason,
+                            waiting_for_store=self.queued_sessions)
+        self.engine.shedding = shedding
 
     async def commit(self) -> None:
         """Make what the engine holds durable now and wait for it (local announcements:
@@ -327,6 +389,7 @@ class Hub:
                 if not future.done():
                     future.set_result(None)
             self._send()
+            self._set_shedding()  # the store may have caught up
             return
         reason = error.reason if isinstance(error, StoreFailure) else "unknown"
         transient = error.transient if isinstance(error, StoreFailure) else True

@@ -9,8 +9,17 @@
   ENOBUFS goes to the next socket of the family, opened when needed, so the eighth
   interface is heard like the first. Each membership is on one socket: no datagram is
   read twice. Every socket has the same drain (one reader callback per wake-up).
-- Each wake-up drains a socket until EAGAIN: the default selector loop otherwise
-  costs one loop iteration per datagram (~19k/s measured here versus ~139k/s).
+- Each wake-up drains a socket until EAGAIN or DRAIN_BUDGET seconds: the default
+  selector loop otherwise costs one loop iteration per datagram (~19k/s measured here
+  versus ~139k/s), and the budget gives the loop's other callbacks (the control API) a
+  turn every few milliseconds during a flood (1,024 new sessions a drain held it ~70 ms).
+  A socket still holding datagrams when its budget ran out is behind;
+  :meth:`MulticastReceiver.queue_delay` says how long its latest datagram waited in the
+  kernel (SIOCGSTAMP: one ioctl a drain, no ancillary data per datagram), and the hub
+  sheds load on it.
+- Kernel drops are counted: SO_RXQ_OVFL puts the socket's drop counter (datagrams the
+  kernel discarded for a full receive buffer) on each datagram queued after a drop;
+  :attr:`MulticastReceiver.kernel_drops` sums the latest of each socket.
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import functools
 import ipaddress
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,11 +49,16 @@ IPV6_MULTICAST_ALL = 29
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
-DRAIN_BATCH = 1024
+SO_RXQ_OVFL = 40
+SIOCGSTAMP = 0x8906  # the receive time of the latest datagram read (struct timeval)
+KERNEL_DROPS = "kernel_receive_buffer"  # the drop reason /v1/stats and /metrics show
+DRAIN_BUDGET = 0.002  # seconds of datagrams per wake-up, so the loop's others get turns
+DRAIN_CHECK = 32  # datagrams between looks at the clock (a look costs ~60 ns)
 # Receiving sockets per family: 20 memberships each (Linux's default) make 5,120 (group,
 # interface) pairs, more than any host has; the bound keeps a runaway from taking fds.
 MAX_SOCKETS = 256
-ANCILLARY = 64  # room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40)
+# room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40) and the drop counter
+ANCILLARY = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -131,15 +147,22 @@ class InterfaceWatcher:
 
 
 def _make_receiver(family: socket.AddressFamily, port: int, bind: str | None = None,
-                   pktinfo: bool = False) -> socket.socket:
+                   pktinfo: bool = False, buffer: int = RECEIVE_BUFFER) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN; bursts of announcements need it
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer)
     except OSError:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    if pktinfo:  # the kernel's drop counter rides on the datagrams after a drop
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    # The first SIOCGSTAMP (ENOENT: nothing read yet) has the kernel stamp what arrives
+    # from now on; the receive time of each datagram is then there for _waited.
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(16))
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -183,6 +206,17 @@ def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
     return data, (address[0], address[1]), local, destination
 
 
+def drop_counter(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The socket's count of datagrams dropped by the kernel (SO_RXQ_OVFL), as it
+    stood when this datagram was queued; None when the datagram carries none (no drop
+    yet)."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            count: int = struct.unpack_from("@I", value)[0]
+            return count
+    return None
+
+
 def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
     """(interface index, destination address) of a datagram from its IP_PKTINFO or
     IPV6_PKTINFO ancillary data; (0, "") without them."""
@@ -196,6 +230,18 @@ def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
             return (struct.unpack_from("@I", value, 16)[0],
                     socket.inet_ntop(socket.AF_INET6, value[:16]))
     return 0, ""
+
+
+def _waited(sock: socket.socket) -> float:
+    """Seconds since the kernel received the latest datagram read from ``sock``."""
+    try:
+        stamp = fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(16))
+    except OSError:
+        return 0.0
+    seconds: int
+    microseconds: int
+    seconds, microseconds = struct.unpack("@ll", stamp)
+    return max(0.0, time.time() - seconds - microseconds / 1e6)  # a stepped clock: 0
 
 
 def with_packet_info(handler: PacketHandler) -> DatagramHandler:
@@ -215,7 +261,9 @@ class MulticastReceiver:
     def __init__(self, loop: asyncio.AbstractEventLoop, groups: Iterable[IPAddress],
                  port: int, handler: DatagramHandler,
                  on_batch_end: Callable[[], None] | None = None, *, pktinfo: bool = False,
-                 bind: dict[int, str] | None = None, families: Iterable[int] = ()) -> None:
+                 bind: dict[int, str] | None = None, families: Iterable[int] = (),
+                 receive_buffer: int = RECEIVE_BUFFER,
+                 drain_budget: float = DRAIN_BUDGET) -> None:
         self._loop = loop
         self.groups = list(groups)
         self.port = port
@@ -224,6 +272,14 @@ class MulticastReceiver:
         self._on_batch_end = on_batch_end
         self._bind = bind or {}
         self._families = set(families)
+        self._receive_buffer = receive_buffer
+        self._drain_budget = drain_budget
+        # socket -> its kernel drop counter as last read; sockets closed since, summed
+        self._drops: dict[socket.socket, int] = {}
+        self._closed_drops = 0
+        # socket -> how long its latest datagram waited, while its drains end with
+        # datagrams left (an emptied socket is not behind)
+        self._behind: dict[socket.socket, float] = {}
         # version -> its sockets; the first also sends (see send) and is never closed
         self._sockets: dict[int, list[socket.socket]] = {}
         self._member_of: dict[tuple[str, int], socket.socket] = {}  # membership -> socket
@@ -243,17 +299,32 @@ class MulticastReceiver:
 
     def _open_socket(self, version: int) -> socket.socket:
         family = socket.AF_INET if version == 4 else socket.AF_INET6
-        sock = _make_receiver(family, self.port, self._bind.get(version), self._pktinfo)
+        sock = _make_receiver(family, self.port, self._bind.get(version), self._pktinfo,
+                              self._receive_buffer)
         self._sockets.setdefault(version, []).append(sock)
         receive = (functools.partial(sock.recvmsg, 65535, ANCILLARY) if self._pktinfo
                    else functools.partial(sock.recv, 65535))
-        self._loop.add_reader(sock.fileno(), self._drain, receive)
+        self._loop.add_reader(sock.fileno(), self._drain, sock, receive)
         return sock
 
     def _close_socket(self, sock: socket.socket) -> None:
         with contextlib.suppress(Exception):
             self._loop.remove_reader(sock.fileno())
+        self._closed_drops += self._drops.pop(sock, 0)
+        self._behind.pop(sock, None)
         sock.close()
+
+    @property
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on our sockets for a full receive buffer, as far
+        as the datagrams read since have told (pktinfo receivers only)."""
+        return self._closed_drops + sum(self._drops.values())
+
+    def queue_delay(self) -> float:
+        """Seconds the latest datagram read had waited in the kernel, on the socket
+        furthest behind; 0.0 when every socket was emptied by its latest drain."""
+        behind = self._behind
+        return max(behind.values()) if behind else 0.0
 
     def close(self) -> None:
         for socks in self._sockets.values():
@@ -332,17 +403,30 @@ class MulticastReceiver:
         self._close_idle_sockets()
         return joined, left
 
-    def _drain(self, receive: Callable[[], Any]) -> None:
-        """Everything waiting, up to DRAIN_BATCH datagrams, then the batch-end call."""
+    def _drain(self, sock: socket.socket, receive: Callable[[], Any]) -> None:
+        """Everything waiting, for at most the drain budget, then the batch-end call."""
         handler = self._handler
+        clock = time.monotonic
+        deadline = clock() + self._drain_budget
+        received = None
         try:
-            for _ in range(DRAIN_BATCH):
-                handler(receive())
+            while True:
+                for _ in range(DRAIN_CHECK):
+                    received = receive()
+                    handler(received)
+                if clock() >= deadline:
+                    self._behind[sock] = _waited(sock)
+                    break
         except (BlockingIOError, InterruptedError):
-            pass
+            self._behind.pop(sock, None)
         except OSError as exc:
             log.warning("receive failed", error=str(exc))
         finally:
+            if received is not None and self._pktinfo:
+                # cumulative: the latest datagram's counter says all so far
+                dropped = drop_counter(received[1])
+                if dropped is not None:
+                    self._drops[sock] = dropped
             if self._on_batch_end is not None:
                 self._on_batch_end()
 

@@ -1,0 +1,98 @@
+"""Load shedding, decided in the hub: while the store or the receiver is behind, new
+sessions are dropped under a named reason (SAP repeats them); changes and deletions of
+known sessions still apply, and every datagram is counted (issue 20)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from sapd import sdp
+from sapd.hub import RECEIVE_BEHIND, RECEIVE_FAR_BEHIND, Hub
+from sapd.lifecycle import DROP_SHED_RECEIVE, DROP_SHED_STORE, Engine, _origin_identity
+from sapd.plumbing.clock import SteadyClock
+from sapd.store.sqlite import SqliteDirectory
+from tests.packets import announce, delete, sdp_text
+from tests.support import FakeTime
+from tests.unit.test_hub import MemoryWriter, Rig, heard
+
+BOUND = 3  # new or changed sessions waiting for the store before shedding
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    loop = asyncio.new_event_loop()
+    fake = FakeTime()
+    writer = MemoryWriter()
+    hub = Hub(Engine(), SqliteDirectory(":memory:"), writer, loop,
+              SteadyClock(fake.wall, fake.monotonic), flush_delay=0.0,
+              store_queue_bound=BOUND)
+    heard_events: list[str] = []
+    hub.listeners.append(lambda event: heard_events.append(f"{event.kind} {event.record.name}"))
+    yield Rig(hub, fake, writer, heard_events)
+    loop.close()
+
+
+def send(rig: Rig, *packets: tuple[bytes, str]) -> list[str]:
+    """One drain: each (datagram, IP sender), then the batch end; the outcomes."""
+    on_datagram = rig.hub.datagram_handler()
+    outcomes = [str(on_datagram(heard(data, sender))) for data, sender in packets]
+    rig.hub.after_batch()
+    return outcomes
+
+
+def new(session: int, sender: str = "10.0.0.1", version: int = 1) -> tuple[bytes, str]:
+    text = sdp_text(session=session, version=version, name=f"S{session} v{version}",
+                    origin=sender)
+    return announce(text, source=sender), sender
+
+
+def test_a_stalled_store_queued_new_sessions_without_bound(rig: Rig) -> None:
+    """A store that stops committing used to queue every new session in memory; now,
+    past the bound, new ones are counted as shed, while a known session's change and
+    deletion still go to the store, and once it commits, new sessions are taken again."""
+    assert send(rig, new(1)) == ["new"]  # with the writer, never answered for now
+    assert send(rig, new(2), new(3), new(4)) == ["new"] * 3  # waiting: 3, the bound
+    assert send(rig, new(5), new(6)) == [DROP_SHED_STORE] * 2
+    assert send(rig, new(1, version=2)) == ["changed"]  # known: never shed
+    assert send(rig, (delete(2), "10.0.0.1")) == ["deleted"]
+    engine = rig.hub.engine
+    assert sum(engine.counters.values()) == 8  # every datagram counted
+    while rig.writer.batches:
+        rig.writer.answer()
+    assert rig.heard == ["new S1 v1", "new S2 v1", "new S3 v1", "new S4 v1",
+                         "changed S1 v2", "deleted S2 v1"]
+    assert engine.shedding is None  # the store caught up
+    assert send(rig, new(5)) == ["new"]  # shed, then heard again: SAP repeats it
+
+
+def test_a_receiver_behind_the_network_shed_nothing(rig: Rig) -> None:
+    """Behind the network, the flood's senders (beyond their rate) are shed and a quiet
+    sender is still heard; further behind, every new session is shed; a known
+    session's deletion always applies."""
+    assert send(rig, new(1, "10.0.0.9")) == ["new"]
+    rig.hub.receiver_delay = lambda: RECEIVE_BEHIND
+    rig.hub.after_batch()
+    burst = [new(n, "10.0.0.2") for n in range(1, 6)]
+    assert send(rig, *burst, new(2, "10.0.0.9")) == ["new"] * 3 + [DROP_SHED_RECEIVE] * 2 + [
+        "new"]
+    rig.hub.receiver_delay = lambda: RECEIVE_FAR_BEHIND
+    rig.hub.after_batch()
+    deletion = delete(1, source="10.0.0.9", origin="10.0.0.9"), "10.0.0.9"
+    assert send(rig, new(3, "10.0.0.9"), deletion, new(2, "10.0.0.9", version=2)) == [
+        DROP_SHED_RECEIVE, "deleted", "changed"]
+    rig.hub.receiver_delay = lambda: 0.0
+    while rig.writer.batches:  # the store keeps up
+        rig.writer.answer()
+    assert send(rig, new(3, "10.0.0.9")) == ["new"]
+    assert "deleted S1 v1" in rig.heard
+
+
+@pytest.mark.parametrize("line", [b"o=- 123 456 IN IP4 10.0.0.1", b"o=jdoe 1 2 IN IP6 ::1 ",
+                                  b"o=\xc3\xa9 7 8 IN IP4 192.0.2.1"])
+def test_shedding_took_another_identity_than_the_session_has(line: bytes) -> None:
+    origin = sdp.parse_origin_line(line)
+    assert origin is not None
+    assert _origin_identity(line) == origin.identity
