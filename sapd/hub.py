@@ -13,7 +13,8 @@ cannot hold), or while STORE_QUEUE_BOUND new or changed sessions wait for the
 store, the engine drops new sessions under a named reason (SAP repeats them) so that
 what is known stays current, the API gets its turns and nothing is lost uncounted.
 Behind the network, sources sending within their rate are spared (until
-RECEIVE_FAR_BEHIND); behind the store, no new session is taken until it catches up.
+RECEIVE_FAR_BEHIND), and a source shed pays for it in its rate bucket; behind the
+store, no new session is taken until it catches up.
 Changes and deletions of known sessions are never shed.
 """
 
@@ -43,15 +44,15 @@ log = logs.get("sapd.hub")
 
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
 RECEIVE_BEHIND = 0.005  # seconds datagrams may wait in the kernel before new sessions are shed
-# Further behind, every new session is shed: while most of a flood waits in (or is dropped
-# by) the kernel, its senders look no busier than a quiet one; once the receiver reads
-# everything, their rate buckets drain within milliseconds and tell.
-RECEIVE_FAR_BEHIND = 0.025
+# Further behind, every new session is shed, whatever its source: a flood from more
+# sources than rate buckets can tell apart (spoofed ones) is shed too.
+RECEIVE_FAR_BEHIND = 0.1
 STORE_QUEUE_BOUND = 10_000  # new or changed sessions waiting for the store, then shedding
 # Behind the network, sources within this many announcements of a full rate bucket (below
 # their rate) are not shed: the flood's senders are, a device announcing now and then is not.
 SHED_ALLOWANCE = 2.0
-SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE)
+SHED_PENALTY = 3.0  # tokens a shed announcement takes beyond its own
+SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE, SHED_PENALTY)
 SHED_RECEIVE_ALL = Shedding(DROP_SHED_RECEIVE)
 SHED_STORE = Shedding(DROP_SHED_STORE)
 SHED_LOG_EVERY = 60.0  # seconds between log lines about shedding
