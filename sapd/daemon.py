@@ -126,7 +126,7 @@ class SapDaemon(service.Service):
                                           self.hub.datagram_handler(), self.hub.after_batch,
                                           pktinfo=True)
         self.receiver.open()
-        self.hub.receiver_delay = self.receiver.queue_delay
+        self.hub.receiver = self.receiver
         self.follower = InterfaceFollower(loop, self.receiver,
                                           lambda: self.config.interfaces,
                                           self._interfaces_changed)

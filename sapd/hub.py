@@ -8,14 +8,15 @@ writes are handed over (the flush policy), how refreshes are batched, and what a
 the store refused means are decided here, once.
 
 So is load shedding: while the receiver is behind the network by RECEIVE_BEHIND (the
-datagrams it reads have waited that long in the kernel, which drops what its buffer
-cannot hold), or while STORE_QUEUE_BOUND new or changed sessions wait for the
-store, the engine drops new sessions under a named reason (SAP repeats them) so that
-what is known stays current, the API gets its turns and nothing is lost uncounted.
-Behind the network, sources sending within their rate are spared (until
-RECEIVE_FAR_BEHIND), and a source shed pays for it in its rate bucket; behind the
-store, no new session is taken until it catches up.
-Changes and deletions of known sessions are never shed.
+datagrams it reads have waited that long in the kernel), or while STORE_QUEUE_BOUND new
+or changed sessions wait for the store, the engine drops new sessions under a named
+reason (SAP repeats them) so that what is known stays current, the API gets its turns
+and nothing is lost uncounted. Behind the network, sources sending within their rate
+are spared: a burst the receive buffer holds is taken in full, as before. Once the
+kernel drops datagrams (its buffer is full; the flood's senders, thinned out, look no
+busier than a quiet one), every new session is shed until the receiver has caught up.
+Behind the store, no new session is taken until it catches up. Changes and deletions
+of known sessions are never shed.
 """
 
 from __future__ import annotations
@@ -44,21 +45,25 @@ log = logs.get("sapd.hub")
 
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
 RECEIVE_BEHIND = 0.005  # seconds datagrams may wait in the kernel before new sessions are shed
-# Further behind, every new session is shed, whatever its source: a flood from more
-# sources than rate buckets can tell apart (spoofed ones) is shed too.
-RECEIVE_FAR_BEHIND = 0.1
 STORE_QUEUE_BOUND = 10_000  # new or changed sessions waiting for the store, then shedding
 # Behind the network, sources within this many announcements of a full rate bucket (below
 # their rate) are not shed: the flood's senders are, a device announcing now and then is not.
 SHED_ALLOWANCE = 2.0
-SHED_PENALTY = 3.0  # tokens a shed announcement takes beyond its own
-SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE, SHED_PENALTY)
+SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE)
 SHED_RECEIVE_ALL = Shedding(DROP_SHED_RECEIVE)
 SHED_STORE = Shedding(DROP_SHED_STORE)
 SHED_LOG_EVERY = 60.0  # seconds between log lines about shedding
 
 Done = Callable[[BaseException | None], None]
 Listener = Callable[[Event], None]
+
+
+class ReceiverLoad(Protocol):
+    """How far the receiver is behind (sapd.plumbing.multicast.MulticastReceiver)."""
+
+    def queue_delay(self) -> float: ...
+    @property
+    def kernel_drops(self) -> int: ...
 
 
 class Writer(Protocol):
@@ -132,9 +137,9 @@ class Hub:
         self.flush_delay = flush_delay
         self.retry_pauses = retry_pauses
         self.store_queue_bound = store_queue_bound
-        # how far the receiver is behind, in seconds (MulticastReceiver.queue_delay); the
-        # daemon sets it once the receiver is open
-        self.receiver_delay: Callable[[], float] = lambda: 0.0
+        self.receiver: ReceiverLoad | None = None  # set by the daemon once it is open
+        self._kernel_drops = 0  # as last seen
+        self._overflowing = False  # the kernel dropped since the receiver last caught up
         self._shed_logged_at = -SHED_LOG_EVERY
         self.listeners: list[Listener] = []  # in-process, before subscribers
         self.events = EventLog()  # ids, history and resync for subscribers
@@ -219,10 +224,16 @@ class Hub:
         return sum(len(batch.writes.upserts) for batch in self._queue)
 
     def _set_shedding(self) -> None:
-        behind = self.receiver_delay()
-        if behind >= RECEIVE_FAR_BEHIND:
+        receiver = self.receiver
+        behind = receiver is not None and receiver.queue_delay() >= RECEIVE_BEHIND
+        if receiver is not None and receiver.kernel_drops != self._kernel_drops:
+            self._kernel_drops = receiver.kernel_drops
+            self._overflowing = True
+        elif not behind:
+            self._overflowing = False
+        if self._overflowing:
             shedding: Shedding | None = SHED_RECEIVE_ALL
-        elif behind >= RECEIVE_BEHIND:
+        elif behind:
             shedding = SHED_RECEIVE
         elif self.queued_sessions >= self.store_queue_bound:
             shedding = SHED_STORE

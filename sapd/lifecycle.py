@@ -124,14 +124,10 @@ class Limits:
 class Shedding:
     """New sessions to drop under ``reason`` while the daemon is behind, except from
     sources within ``allowance`` announcements of a full rate bucket (sending below
-    their rate: a quiet device is still heard during another's flood); None: all.
-    Each one shed takes ``penalty`` more tokens from its source's bucket: while the
-    kernel drops most of a flood, its senders are read no faster than their rate, and
-    would look quiet."""
+    their rate: a quiet device is still heard during another's flood); None: all."""
 
     reason: str
     allowance: float | None = None
-    penalty: float = 0.0
 
 
 @dataclass(slots=True)  # treated as immutable; not frozen, which costs 4x per event
@@ -498,23 +494,20 @@ class Engine:
     def _sheds(self, shedding: Shedding, packet: wire.SapPacket, source: str,
                header: str) -> bool:
         """Whether load shedding drops this announcement: a new session (its o= line
-        names no entry of this sender's), from a source beyond the allowance, which
-        then pays the penalty too. Costs an o= split, not an SDP validation."""
-        bucket = self._buckets[source]  # _take_token has just made it
-        if (shedding.allowance is not None
-                and bucket.tokens >= self.limits.source_burst - 1.0 - shedding.allowance):
-            return False
+        names no entry of this sender's), from a source beyond the allowance. Costs an
+        o= split, not an SDP validation."""
+        if shedding.allowance is not None:
+            bucket = self._buckets[source]  # _take_token has just made it
+            if bucket.tokens >= self.limits.source_burst - 1.0 - shedding.allowance:
+                return False
         identity = _origin_identity(wire.origin_line(packet.payload))
         if identity is None:
             return False  # validation says what is wrong with it
         announcer, kind = announcer_key(source, header), auth_tag_of(packet)
         entries = self._entries
-        if session_id(announcer, identity, kind) in entries or (
-                self.trust is not None
-                and session_id(announcer, identity, kind + UNVERIFIED_SLOT) in entries):
-            return False
-        bucket.tokens = max(0.0, bucket.tokens - shedding.penalty)
-        return True
+        return session_id(announcer, identity, kind) not in entries and (
+            self.trust is None
+            or session_id(announcer, identity, kind + UNVERIFIED_SLOT) not in entries)
 
     def _expiry_for(self, local: bool, period: float | None, last_seen: float,
                     stop_time: float | None) -> float | None:

@@ -415,7 +415,7 @@ class MulticastReceiver:
                     received = receive()
                     handler(received)
                 if clock() >= deadline:
-                    self._behind[sock] = _waited(sock)
+                    self._note_behind(sock)
                     break
         except (BlockingIOError, InterruptedError):
             self._behind.pop(sock, None)
@@ -429,6 +429,18 @@ class MulticastReceiver:
                     self._drops[sock] = dropped
             if self._on_batch_end is not None:
                 self._on_batch_end()
+
+    def _note_behind(self, sock: socket.socket) -> None:
+        """After a drain that used its budget: how long its last datagram waited, unless
+        that was the last one (no wake-up would come to say it caught up)."""
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            self._behind.pop(sock, None)
+            return
+        except OSError:
+            pass
+        self._behind[sock] = _waited(sock)
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         """Answer from the receiving socket (unicast replies)."""

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from sapd import sdp
-from sapd.hub import RECEIVE_BEHIND, RECEIVE_FAR_BEHIND, Hub
-from sapd.lifecycle import DROP_SHED_RECEIVE, DROP_SHED_STORE, Engine, _origin_identity
+from sapd.hub import RECEIVE_BEHIND, Hub
+from sapd.lifecycle import (
+    DROP_SHED_RECEIVE,
+    DROP_SHED_STORE,
+    Engine,
+    Limits,
+    _origin_identity,
+)
 from sapd.plumbing.clock import SteadyClock
 from sapd.store.sqlite import SqliteDirectory
 from tests.packets import announce, delete, sdp_text
@@ -19,6 +26,17 @@ from tests.support import FakeTime
 from tests.unit.test_hub import MemoryWriter, Rig, heard
 
 BOUND = 3  # new or changed sessions waiting for the store before shedding
+
+
+@dataclass
+class Receiver:
+    """What the hub reads of the receiver: how far behind, and the kernel's drops."""
+
+    delay: float = 0.0
+    kernel_drops: int = 0
+
+    def queue_delay(self) -> float:
+        return self.delay
 
 
 @pytest.fixture
@@ -70,24 +88,43 @@ def test_a_stalled_store_queued_new_sessions_without_bound(rig: Rig) -> None:
 
 def test_a_receiver_behind_the_network_shed_nothing(rig: Rig) -> None:
     """Behind the network, the flood's senders (beyond their rate) are shed and a quiet
-    sender is still heard; further behind, every new session is shed; a known
-    session's deletion always applies."""
+    sender is still heard; once the kernel drops, every new session is shed until the
+    receiver catches up; a known session's change and deletion always apply."""
+    receiver = rig.hub.receiver = Receiver()
     assert send(rig, new(1, "10.0.0.9")) == ["new"]
-    rig.hub.receiver_delay = lambda: RECEIVE_BEHIND
+    receiver.delay = RECEIVE_BEHIND
     rig.hub.after_batch()
     burst = [new(n, "10.0.0.2") for n in range(1, 6)]
     assert send(rig, *burst, new(2, "10.0.0.9")) == ["new"] * 3 + [DROP_SHED_RECEIVE] * 2 + [
         "new"]
-    rig.hub.receiver_delay = lambda: RECEIVE_FAR_BEHIND
+    receiver.kernel_drops = 1000
     rig.hub.after_batch()
     deletion = delete(1, source="10.0.0.9", origin="10.0.0.9"), "10.0.0.9"
     assert send(rig, new(3, "10.0.0.9"), deletion, new(2, "10.0.0.9", version=2)) == [
         DROP_SHED_RECEIVE, "deleted", "changed"]
-    rig.hub.receiver_delay = lambda: 0.0
+    assert send(rig, new(4, "10.0.0.9")) == [DROP_SHED_RECEIVE]  # not caught up yet
+    receiver.delay = 0.0
     while rig.writer.batches:  # the store keeps up
         rig.writer.answer()
+    rig.hub.after_batch()
     assert send(rig, new(3, "10.0.0.9")) == ["new"]
     assert "deleted S1 v1" in rig.heard
+
+
+def test_a_burst_the_receive_buffer_holds_was_shed(rig: Rig) -> None:
+    """A source within its rate sending a burst that takes the receiver a while (no
+    kernel drops) is taken in full, as before shedding (the wide sessions' attack test
+    sends 1,000 such announcements once)."""
+    rig.hub.receiver = Receiver(delay=0.5)
+    rig.hub.engine.limits = Limits(source_rate=1e6, source_burst=1e6)
+    rig.hub.after_batch()
+    outcomes = []
+    for n in range(1, 101):
+        rig.time.monotonic_now += 0.001
+        outcomes += send(rig, new(n))
+        while rig.writer.batches:
+            rig.writer.answer()
+    assert outcomes == ["new"] * 100
 
 
 @pytest.mark.parametrize("line", [b"o=- 123 456 IN IP4 10.0.0.1", b"o=jdoe 1 2 IN IP6 ::1 ",
