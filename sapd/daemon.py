@@ -417,9 +417,9 @@ class SapDaemon(service.Service):
     def _drops(self) -> Counter[str]:
         drops = Counter({k: v for k, v in self.engine.counters.items()
                          if k not in ACCEPTED and k != "expired"})
-        if self.receiver is not None and self.receiver.kernel_drops:
-            # never read: the receive buffer was full (SO_RXQ_OVFL)
-            drops[KERNEL_DROPS] = self.receiver.kernel_drops
+        kernel = self.receiver.kernel_drops if self.receiver is not None else 0
+        if kernel:  # never read: the receive buffer was full
+            drops[KERNEL_DROPS] = kernel
         return drops
 
     def stats(self) -> dict[str, Any]:

@@ -17,9 +17,10 @@
   :meth:`MulticastReceiver.queue_delay` says how long its latest datagram waited in the
   kernel (SIOCGSTAMP: one ioctl a drain, no ancillary data per datagram), and the hub
   sheds load on it.
-- Kernel drops are counted: SO_RXQ_OVFL puts the socket's drop counter (datagrams the
-  kernel discarded for a full receive buffer) on each datagram queued after a drop;
-  :attr:`MulticastReceiver.kernel_drops` sums the latest of each socket.
+- Kernel drops are counted: :attr:`MulticastReceiver.kernel_drops` sums the sockets'
+  drop counters (datagrams the kernel discarded for a full receive buffer), read with
+  SO_MEMINFO when asked. SO_RXQ_OVFL carries the same counter, but only on the next
+  datagram read: the drops at a flood's end would stay untold until another came.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ IPV6_MULTICAST_ALL = 29
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
-SO_RXQ_OVFL = 40
+SO_MEMINFO = 55  # struct sk_meminfo: nine u32, the last the socket's drops (Linux >= 4.6)
+SK_MEMINFO = struct.Struct("@9I")
 SIOCGSTAMP = 0x8906  # the receive time of the latest datagram read (struct timeval)
 KERNEL_DROPS = "kernel_receive_buffer"  # the drop reason /v1/stats and /metrics show
 DRAIN_BUDGET = 0.002  # seconds of datagrams per wake-up, so the loop's others get turns
@@ -57,8 +59,7 @@ DRAIN_CHECK = 8  # datagrams between looks at the clock (~60 ns a look; a new se
 # Receiving sockets per family: 20 memberships each (Linux's default) make 5,120 (group,
 # interface) pairs, more than any host has; the bound keeps a runaway from taking fds.
 MAX_SOCKETS = 256
-# room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40) and the drop counter
-ANCILLARY = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+ANCILLARY = 64  # room for one in_pktinfo or in6_pktinfo (CMSG_SPACE 32 and 40)
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -156,9 +157,6 @@ def _make_receiver(family: socket.AddressFamily, port: int, bind: str | None = N
     except OSError:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-    if pktinfo:  # the kernel's drop counter rides on the datagrams after a drop
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
     # The first SIOCGSTAMP (ENOENT: nothing read yet) has the kernel stamp what arrives
     # from now on; the receive time of each datagram is then there for _waited.
     with contextlib.suppress(OSError):
@@ -206,15 +204,16 @@ def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
     return data, (address[0], address[1]), local, destination
 
 
-def drop_counter(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """The socket's count of datagrams dropped by the kernel (SO_RXQ_OVFL), as it
-    stood when this datagram was queued; None when the datagram carries none (no drop
-    yet)."""
-    for level, kind, value in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
-            count: int = struct.unpack_from("@I", value)[0]
-            return count
-    return None
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped on ``sock`` (receive buffer full), 0 if unknown."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, SK_MEMINFO.size)
+    except OSError:
+        return 0
+    if len(info) < SK_MEMINFO.size:  # a kernel before the drop counter was in it
+        return 0
+    drops: int = SK_MEMINFO.unpack(info)[8]
+    return drops
 
 
 def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
@@ -274,9 +273,7 @@ class MulticastReceiver:
         self._families = set(families)
         self._receive_buffer = receive_buffer
         self._drain_budget = drain_budget
-        # socket -> its kernel drop counter as last read; sockets closed since, summed
-        self._drops: dict[socket.socket, int] = {}
-        self._closed_drops = 0
+        self._closed_drops = 0  # kernel drops of sockets closed since, summed
         # socket -> how long its latest datagram waited, while its drains end with
         # datagrams left (an emptied socket is not behind)
         self._behind: dict[socket.socket, float] = {}
@@ -310,15 +307,15 @@ class MulticastReceiver:
     def _close_socket(self, sock: socket.socket) -> None:
         with contextlib.suppress(Exception):
             self._loop.remove_reader(sock.fileno())
-        self._closed_drops += self._drops.pop(sock, 0)
+        self._closed_drops += socket_drops(sock)
         self._behind.pop(sock, None)
         sock.close()
 
     @property
     def kernel_drops(self) -> int:
-        """Datagrams the kernel dropped on our sockets for a full receive buffer, as far
-        as the datagrams read since have told (pktinfo receivers only)."""
-        return self._closed_drops + sum(self._drops.values())
+        """Datagrams the kernel dropped on our sockets for a full receive buffer."""
+        return self._closed_drops + sum(socket_drops(sock) for socks in self._sockets.values()
+                                        for sock in socks)
 
     def queue_delay(self) -> float:
         """Seconds the latest datagram read had waited in the kernel, on the socket
@@ -408,12 +405,10 @@ class MulticastReceiver:
         handler = self._handler
         clock = time.monotonic
         deadline = clock() + self._drain_budget
-        received = None
         try:
             while True:
                 for _ in range(DRAIN_CHECK):
-                    received = receive()
-                    handler(received)
+                    handler(receive())
                 if clock() >= deadline:
                     self._note_behind(sock)
                     break
@@ -422,11 +417,6 @@ class MulticastReceiver:
         except OSError as exc:
             log.warning("receive failed", error=str(exc))
         finally:
-            if received is not None and self._pktinfo:
-                # cumulative: the latest datagram's counter says all so far
-                dropped = drop_counter(received[1])
-                if dropped is not None:
-                    self._drops[sock] = dropped
             if self._on_batch_end is not None:
                 self._on_batch_end()
 

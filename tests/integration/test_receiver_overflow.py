@@ -1,5 +1,5 @@
 """The shared receiver over real sockets, overflowing: what the kernel drops for a full
-receive buffer is counted (SO_RXQ_OVFL), and how long datagrams wait in the kernel is
+receive buffer is counted (SO_MEMINFO), and how long datagrams wait in the kernel is
 known (SIOCGSTAMP), so sapd can shed load before it drops (issue 20)."""
 
 from __future__ import annotations
@@ -58,10 +58,8 @@ def test_datagrams_the_kernel_dropped_for_a_full_buffer_went_uncounted(
     try:
         send(receiver.port, 300)  # nobody reads meanwhile: the buffer overflows
         run_a_while(loop)
-        send(receiver.port, 1)  # carries the socket's drop counter as it now stands
-        run_a_while(loop)
         assert receiver.kernel_drops > 0
-        assert len(got) + receiver.kernel_drops == 301
+        assert len(got) + receiver.kernel_drops == 300  # also those after the last read
     finally:
         receiver.close()
 

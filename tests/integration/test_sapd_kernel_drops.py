@@ -43,7 +43,7 @@ def test_datagrams_dropped_by_the_kernel_were_counted_nowhere(sapd: Daemon) -> N
             time.sleep(0.1)
             return counted(sapd.stats()) == before > 1
         wait_for(drained, 20, interval=0.1, what="the buffer read")
-        sock.sendto(packet, (GROUP, PORT))  # carries the drop counter as it stands
+        sock.sendto(packet, (GROUP, PORT))
         wait_for(lambda: counted(sapd.stats()) == SENT, 20,
                  what=f"{SENT} datagrams counted")
     finally:
