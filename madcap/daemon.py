@@ -407,6 +407,8 @@ class MadcapDaemon(service.Service):
                 "interfaces": self.follower.names if self.follower else [],
                 "memberships": sorted(f"{g}%{i}" for g, i in self.receiver.joined)
                 if self.receiver else [],
+                # datagrams the kernel dropped for a full receive buffer (SO_RXQ_OVFL)
+                "kernel_drops": self.receiver.kernel_drops if self.receiver else 0,
                 "commits": self.store.commits if self.store else 0,
                 "store": {"backend": self.store.backend if self.store else None,
                           "problem": self.hub.health if self.hub else None,
@@ -432,6 +434,9 @@ class MadcapDaemon(service.Service):
         for kind in ("client_address_quota", "client_offer_quota", "lease_below_minimum",
                      "lease_id_in_guard", "unknown_type"):
             lines.append(f'madcap_refusals_total{{reason="{kind}"}} {counters[kind]}')
+        lines += ["# HELP madcap_kernel_drops_total Datagrams the kernel dropped for a full "
+                  "receive buffer.", "# TYPE madcap_kernel_drops_total counter",
+                  f"madcap_kernel_drops_total {self.receiver.kernel_drops if self.receiver else 0}"]
         lines += ["# HELP madcap_addresses Addresses per scope, by state.",
                   "# TYPE madcap_addresses gauge"]
         for scope in self._scope_status(self._now()):

@@ -40,6 +40,7 @@ from sapd.plumbing.config import ConfigError
 from sapd.plumbing.control import ControlServer
 from sapd.plumbing.errors import NEEDS_MIGRATING, StoreUnusable
 from sapd.plumbing.multicast import (
+    KERNEL_DROPS,
     Interface,
     InterfaceFollower,
     MulticastReceiver,
@@ -125,6 +126,7 @@ class SapDaemon(service.Service):
                                           self.hub.datagram_handler(), self.hub.after_batch,
                                           pktinfo=True)
         self.receiver.open()
+        self.hub.receiver = self.receiver
         self.follower = InterfaceFollower(loop, self.receiver,
                                           lambda: self.config.interfaces,
                                           self._interfaces_changed)
@@ -413,8 +415,12 @@ class SapDaemon(service.Service):
         return out
 
     def _drops(self) -> Counter[str]:
-        return Counter({k: v for k, v in self.engine.counters.items()
-                        if k not in ACCEPTED and k != "expired"})
+        drops = Counter({k: v for k, v in self.engine.counters.items()
+                         if k not in ACCEPTED and k != "expired"})
+        kernel = self.receiver.kernel_drops if self.receiver is not None else 0
+        if kernel:  # never read: the receive buffer was full
+            drops[KERNEL_DROPS] = kernel
+        return drops
 
     def stats(self) -> dict[str, Any]:
         counters = self.engine.counters

@@ -6,6 +6,17 @@ takes its writes and events, hands the writes to the store writer, and publishes
 events to subscribers and listeners only once the store has committed them. How often
 writes are handed over (the flush policy), how refreshes are batched, and what a batch
 the store refused means are decided here, once.
+
+So is load shedding: while the receiver is behind the network by RECEIVE_BEHIND (the
+datagrams it reads have waited that long in the kernel), or while STORE_QUEUE_BOUND new
+or changed sessions wait for the store, the engine drops new sessions under a named
+reason (SAP repeats them) so that what is known stays current, the API gets its turns
+and nothing is lost uncounted. Behind the network, sources sending within their rate
+are spared: a burst the receive buffer holds is taken in full, as before. Once the
+kernel drops datagrams (its buffer is full; the flood's senders, thinned out, look no
+busier than a quiet one), every new session is shed until the receiver has caught up.
+Behind the store, no new session is taken until it catches up. Changes and deletions
+of known sessions are never shed.
 """
 
 from __future__ import annotations
@@ -17,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sapd.eventlog import EventLog, Subscription
-from sapd.lifecycle import DROP_INTERNAL_ERROR, Engine, Event
+from sapd.lifecycle import (
+    DROP_INTERNAL_ERROR,
+    DROP_SHED_RECEIVE,
+    DROP_SHED_STORE,
+    Engine,
+    Event,
+    Shedding,
+)
 from sapd.plumbing import logs
 from sapd.plumbing.clock import SteadyClock
 from sapd.plumbing.multicast import Received
@@ -26,9 +44,27 @@ from sapd.records import DirectoryBackend, SessionRecord, StoreFailure, Writes
 log = logs.get("sapd.hub")
 
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
+RECEIVE_BEHIND = 0.02  # seconds datagrams may wait in the kernel before new sessions are shed
+STORE_QUEUE_BOUND = 10_000  # new or changed sessions waiting for the store, then shedding
+# Behind the network, sources within this many announcements of a full rate bucket (at
+# most this far beyond their rate) are not shed: a device announcing its streams at once
+# is taken in full; the flood's senders, past their first few dozen, are not.
+SHED_ALLOWANCE = 64.0
+SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE)
+SHED_RECEIVE_ALL = Shedding(DROP_SHED_RECEIVE)
+SHED_STORE = Shedding(DROP_SHED_STORE)
+SHED_LOG_EVERY = 60.0  # seconds between log lines about shedding
 
 Done = Callable[[BaseException | None], None]
 Listener = Callable[[Event], None]
+
+
+class ReceiverLoad(Protocol):
+    """How far the receiver is behind (sapd.plumbing.multicast.MulticastReceiver)."""
+
+    def queue_delay(self) -> float: ...
+    @property
+    def kernel_drops(self) -> int: ...
 
 
 class Writer(Protocol):
@@ -92,7 +128,8 @@ class Hub:
     def __init__(self, engine: Engine, reader: DirectoryBackend, writer: Writer,
                  loop: asyncio.AbstractEventLoop, clock: SteadyClock,
                  flush_delay: float = FLUSH_DELAY,
-                 retry_pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
+                 retry_pauses: tuple[float, ...] = RETRY_PAUSES,
+                 store_queue_bound: int = STORE_QUEUE_BOUND) -> None:
         self.engine = engine
         self.reader = reader  # the API's and the announce service's reads
         self.writer = writer
@@ -100,6 +137,11 @@ class Hub:
         self.clock = clock
         self.flush_delay = flush_delay
         self.retry_pauses = retry_pauses
+        self.store_queue_bound = store_queue_bound
+        self.receiver: ReceiverLoad | None = None  # set by the daemon once it is open
+        self._kernel_drops = 0  # as last seen
+        self._overflowing = False  # the kernel dropped since the receiver last caught up
+        self._shed_logged_at = -SHED_LOG_EVERY
         self.listeners: list[Listener] = []  # in-process, before subscribers
         self.events = EventLog()  # ids, history and resync for subscribers
         self.failures: Counter[str] = Counter()  # refusals by reason, and records undone
@@ -160,7 +202,8 @@ class Hub:
         return on_datagram
 
     def after_batch(self) -> None:
-        """After each socket drain or timer: expire, hand writes over (soon), re-arm."""
+        """After each socket drain or timer: expire, hand writes over (soon), re-arm,
+        and say whether the next drain sheds new sessions."""
         self.engine.handle_timer(self.clock.now())
         if self._flush_handle is None:
             # Drains under load are a few datagrams each; handing each over on its own
@@ -173,6 +216,38 @@ class Hub:
             else:
                 self._flush_handle = self.loop.call_later(wait, self._flush_now)
         self._arm_timer()
+        self._set_shedding()
+
+    # -- load shedding ---------------------------------------------------------------------
+    @property
+    def queued_sessions(self) -> int:
+        """New or changed sessions handed over and not yet committed."""
+        return sum(len(batch.writes.upserts) for batch in self._queue)
+
+    def _set_shedding(self) -> None:
+        receiver = self.receiver
+        behind = receiver is not None and receiver.queue_delay() >= RECEIVE_BEHIND
+        if receiver is not None and receiver.kernel_drops != self._kernel_drops:
+            self._kernel_drops = receiver.kernel_drops
+            self._overflowing = True
+        elif not behind:
+            self._overflowing = False
+        if self._overflowing:
+            shedding: Shedding | None = SHED_RECEIVE_ALL
+        elif behind:
+            shedding = SHED_RECEIVE
+        elif self.queued_sessions >= self.store_queue_bound:
+            shedding = SHED_STORE
+        else:
+            shedding = None
+        if shedding is not None and self.engine.shedding is None:
+            now = self.clock.monotonic()
+            if now - self._shed_logged_at >= SHED_LOG_EVERY:
+                self._shed_logged_at = now
+                log.warning("cannot keep up: shedding new sessions (SAP repeats them); "
+                            "known sessions stay current", reason=shedding.reason,
+                            waiting_for_store=self.queued_sessions)
+        self.engine.shedding = shedding
 
     async def commit(self) -> None:
         """Make what the engine holds durable now and wait for it (local announcements:
@@ -327,6 +402,7 @@ class Hub:
                 if not future.done():
                     future.set_result(None)
             self._send()
+            self._set_shedding()  # the store may have caught up
             return
         reason = error.reason if isinstance(error, StoreFailure) else "unknown"
         transient = error.transient if isinstance(error, StoreFailure) else True

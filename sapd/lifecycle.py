@@ -73,6 +73,11 @@ DROP_SESSION_CAP = "session_cap"
 DROP_RATE_LIMITED = "rate_limited"
 DROP_TOO_LARGE = "too_large"
 DROP_ENDED = "ended"
+# Load shedding (set by the hub while the daemon cannot keep up): a new session is
+# dropped, counted, and comes back with SAP's next repetition. Never a change to or a
+# deletion of a known session.
+DROP_SHED_RECEIVE = "shed_receive_backlog"  # the receiver is behind the network
+DROP_SHED_STORE = "shed_store_backlog"  # the store is behind the engine
 # A datagram that raised inside the engine: a bug, but still counted (never lost) so
 # that counted = received holds; the fuzz tests assert it stays at zero.
 DROP_INTERNAL_ERROR = "internal_error"
@@ -115,6 +120,16 @@ class Limits:
     source_burst: float = 200.0
     max_tracked_sources: int = 10_000
     accept_zero_hash: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shedding:
+    """New sessions to drop under ``reason`` while the daemon is behind, except from
+    sources within ``allowance`` announcements of a full rate bucket (sending below
+    their rate: a quiet device is still heard during another's flood); None: all."""
+
+    reason: str
+    allowance: float | None = None
 
 
 @dataclass(slots=True)  # treated as immutable; not frozen, which costs 4x per event
@@ -247,6 +262,19 @@ auth_tag_of = auth_kind  # without a trust policy the auth kind alone is the tag
 _UNCHECKED = {kind: Decision(None, kind, "") for kind in ("", "cms", "pgp")}
 
 
+def _origin_identity(line: bytes | None) -> str | None:
+    """sdp.Origin.identity (every o= field but the version) straight from the o= line,
+    a quarter of parse_origin_line's cost, for load shedding; None if it has not six
+    fields (validation then names what is wrong)."""
+    if line is None:
+        return None
+    fields = line.decode("utf-8", "replace").strip()[2:].split(" ")
+    if len(fields) != 6 or "" in fields:
+        return None
+    del fields[2]
+    return " ".join(fields)
+
+
 def announcer_key(sender: str, header_source: str) -> str:
     """Who an announcement is from, for its session id: the IP sender, so ids stay what
     they were where the header says the same (the usual case); a relay's announcements
@@ -289,6 +317,7 @@ class Engine:
         # lifetime is the service's, not SAP's timers.
         self._ravenna_live: set[str] = set()
         self.site = ""  # this sapd's site name, on every record it makes (set by the daemon)
+        self.shedding: Shedding | None = None  # set by the hub while it cannot keep up
 
     # -- state loading and own announcements ------------------------------------------
     def load(self, records: Iterable[SessionRecord]) -> int:
@@ -449,6 +478,8 @@ class Engine:
             return DROP_TOO_LARGE
         if not self._take_token(source, now):
             return DROP_RATE_LIMITED
+        if self.shedding is not None and self._sheds(self.shedding, packet, source, header):
+            return self.shedding.reason
         session, _errors, _warnings = sdp.validate(packet.payload)
         if session is None:
             return DROP_INVALID_SDP
@@ -471,6 +502,24 @@ class Engine:
             return False
         bucket.tokens -= 1.0
         return True
+
+    def _sheds(self, shedding: Shedding, packet: wire.SapPacket, source: str,
+               header: str) -> bool:
+        """Whether load shedding drops this announcement: a new session (its o= line
+        names no entry of this sender's), from a source beyond the allowance. Costs an
+        o= split, not an SDP validation."""
+        if shedding.allowance is not None:
+            bucket = self._buckets[source]  # _take_token has just made it
+            if bucket.tokens >= self.limits.source_burst - 1.0 - shedding.allowance:
+                return False
+        identity = _origin_identity(wire.origin_line(packet.payload))
+        if identity is None:
+            return False  # validation says what is wrong with it
+        announcer, kind = announcer_key(source, header), auth_tag_of(packet)
+        entries = self._entries
+        return session_id(announcer, identity, kind) not in entries and (
+            self.trust is None
+            or session_id(announcer, identity, kind + UNVERIFIED_SLOT) not in entries)
 
     def _expiry_for(self, local: bool, period: float | None, last_seen: float,
                     stop_time: float | None) -> float | None:

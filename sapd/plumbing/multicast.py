@@ -9,8 +9,18 @@
   ENOBUFS goes to the next socket of the family, opened when needed, so the eighth
   interface is heard like the first. Each membership is on one socket: no datagram is
   read twice. Every socket has the same drain (one reader callback per wake-up).
-- Each wake-up drains a socket until EAGAIN: the default selector loop otherwise
-  costs one loop iteration per datagram (~19k/s measured here versus ~139k/s).
+- Each wake-up drains a socket until EAGAIN or DRAIN_BUDGET seconds: the default
+  selector loop otherwise costs one loop iteration per datagram (~19k/s measured here
+  versus ~139k/s), and the budget gives the loop's other callbacks (the control API) a
+  turn every few milliseconds during a flood (1,024 new sessions a drain held it ~70 ms).
+  A socket still holding datagrams when its budget ran out is behind;
+  :meth:`MulticastReceiver.queue_delay` says how long its latest datagram waited in the
+  kernel (SIOCGSTAMP: one ioctl a drain, no ancillary data per datagram), and the hub
+  sheds load on it.
+- Kernel drops are counted: :attr:`MulticastReceiver.kernel_drops` sums the sockets'
+  drop counters (datagrams the kernel discarded for a full receive buffer), read with
+  SO_MEMINFO when asked. SO_RXQ_OVFL carries the same counter, but only on the next
+  datagram read: the drops at a flood's end would stay untold until another came.
 """
 
 from __future__ import annotations
@@ -18,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import functools
 import ipaddress
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +50,12 @@ IPV6_MULTICAST_ALL = 29
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
-DRAIN_BATCH = 1024
+SO_MEMINFO = 55  # struct sk_meminfo: nine u32, the last the socket's drops (Linux >= 4.6)
+SK_MEMINFO = struct.Struct("@9I")
+SIOCGSTAMP = 0x8906  # the receive time of the latest datagram read (struct timeval)
+KERNEL_DROPS = "kernel_receive_buffer"  # the drop reason /v1/stats and /metrics show
+DRAIN_BUDGET = 0.002  # seconds of datagrams per wake-up, so the loop's others get turns
+DRAIN_CHECK = 8  # datagrams between looks at the clock (~60 ns a look; a new session ~70 us)
 # Receiving sockets per family: 20 memberships each (Linux's default) make 5,120 (group,
 # interface) pairs, more than any host has; the bound keeps a runaway from taking fds.
 MAX_SOCKETS = 256
@@ -131,15 +148,19 @@ class InterfaceWatcher:
 
 
 def _make_receiver(family: socket.AddressFamily, port: int, bind: str | None = None,
-                   pktinfo: bool = False) -> socket.socket:
+                   pktinfo: bool = False, buffer: int = RECEIVE_BUFFER) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN; bursts of announcements need it
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer)
     except OSError:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    # The first SIOCGSTAMP (ENOENT: nothing read yet) has the kernel stamp what arrives
+    # from now on; the receive time of each datagram is then there for _waited.
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(16))
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -183,6 +204,18 @@ def packet_info(received: Received) -> tuple[bytes, tuple[str, int], str, str]:
     return data, (address[0], address[1]), local, destination
 
 
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped on ``sock`` (receive buffer full), 0 if unknown."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, SK_MEMINFO.size)
+    except OSError:
+        return 0
+    if len(info) < SK_MEMINFO.size:  # a kernel before the drop counter was in it
+        return 0
+    drops: int = SK_MEMINFO.unpack(info)[8]
+    return drops
+
+
 def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
     """(interface index, destination address) of a datagram from its IP_PKTINFO or
     IPV6_PKTINFO ancillary data; (0, "") without them."""
@@ -196,6 +229,18 @@ def arrival_of(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, str]:
             return (struct.unpack_from("@I", value, 16)[0],
                     socket.inet_ntop(socket.AF_INET6, value[:16]))
     return 0, ""
+
+
+def _waited(sock: socket.socket) -> float:
+    """Seconds since the kernel received the latest datagram read from ``sock``."""
+    try:
+        stamp = fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(16))
+    except OSError:
+        return 0.0
+    seconds: int
+    microseconds: int
+    seconds, microseconds = struct.unpack("@ll", stamp)
+    return max(0.0, time.time() - seconds - microseconds / 1e6)  # a stepped clock: 0
 
 
 def with_packet_info(handler: PacketHandler) -> DatagramHandler:
@@ -215,7 +260,9 @@ class MulticastReceiver:
     def __init__(self, loop: asyncio.AbstractEventLoop, groups: Iterable[IPAddress],
                  port: int, handler: DatagramHandler,
                  on_batch_end: Callable[[], None] | None = None, *, pktinfo: bool = False,
-                 bind: dict[int, str] | None = None, families: Iterable[int] = ()) -> None:
+                 bind: dict[int, str] | None = None, families: Iterable[int] = (),
+                 receive_buffer: int = RECEIVE_BUFFER,
+                 drain_budget: float = DRAIN_BUDGET) -> None:
         self._loop = loop
         self.groups = list(groups)
         self.port = port
@@ -224,6 +271,12 @@ class MulticastReceiver:
         self._on_batch_end = on_batch_end
         self._bind = bind or {}
         self._families = set(families)
+        self._receive_buffer = receive_buffer
+        self._drain_budget = drain_budget
+        self._closed_drops = 0  # kernel drops of sockets closed since, summed
+        # socket -> how long its latest datagram waited, while its drains end with
+        # datagrams left (an emptied socket is not behind)
+        self._behind: dict[socket.socket, float] = {}
         # version -> its sockets; the first also sends (see send) and is never closed
         self._sockets: dict[int, list[socket.socket]] = {}
         self._member_of: dict[tuple[str, int], socket.socket] = {}  # membership -> socket
@@ -243,17 +296,32 @@ class MulticastReceiver:
 
     def _open_socket(self, version: int) -> socket.socket:
         family = socket.AF_INET if version == 4 else socket.AF_INET6
-        sock = _make_receiver(family, self.port, self._bind.get(version), self._pktinfo)
+        sock = _make_receiver(family, self.port, self._bind.get(version), self._pktinfo,
+                              self._receive_buffer)
         self._sockets.setdefault(version, []).append(sock)
         receive = (functools.partial(sock.recvmsg, 65535, ANCILLARY) if self._pktinfo
                    else functools.partial(sock.recv, 65535))
-        self._loop.add_reader(sock.fileno(), self._drain, receive)
+        self._loop.add_reader(sock.fileno(), self._drain, sock, receive)
         return sock
 
     def _close_socket(self, sock: socket.socket) -> None:
         with contextlib.suppress(Exception):
             self._loop.remove_reader(sock.fileno())
+        self._closed_drops += socket_drops(sock)
+        self._behind.pop(sock, None)
         sock.close()
+
+    @property
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on our sockets for a full receive buffer."""
+        return self._closed_drops + sum(socket_drops(sock) for socks in self._sockets.values()
+                                        for sock in socks)
+
+    def queue_delay(self) -> float:
+        """Seconds the latest datagram read had waited in the kernel, on the socket
+        furthest behind; 0.0 when every socket was emptied by its latest drain."""
+        behind = self._behind
+        return max(behind.values()) if behind else 0.0
 
     def close(self) -> None:
         for socks in self._sockets.values():
@@ -332,19 +400,37 @@ class MulticastReceiver:
         self._close_idle_sockets()
         return joined, left
 
-    def _drain(self, receive: Callable[[], Any]) -> None:
-        """Everything waiting, up to DRAIN_BATCH datagrams, then the batch-end call."""
+    def _drain(self, sock: socket.socket, receive: Callable[[], Any]) -> None:
+        """Everything waiting, for at most the drain budget, then the batch-end call."""
         handler = self._handler
+        clock = time.monotonic
+        deadline = clock() + self._drain_budget
         try:
-            for _ in range(DRAIN_BATCH):
-                handler(receive())
+            while True:
+                for _ in range(DRAIN_CHECK):
+                    handler(receive())
+                if clock() >= deadline:
+                    self._note_behind(sock)
+                    break
         except (BlockingIOError, InterruptedError):
-            pass
+            self._behind.pop(sock, None)
         except OSError as exc:
             log.warning("receive failed", error=str(exc))
         finally:
             if self._on_batch_end is not None:
                 self._on_batch_end()
+
+    def _note_behind(self, sock: socket.socket) -> None:
+        """After a drain that used its budget: how long its last datagram waited, unless
+        that was the last one (no wake-up would come to say it caught up)."""
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            self._behind.pop(sock, None)
+            return
+        except OSError:
+            pass
+        self._behind[sock] = _waited(sock)
 
     def send(self, data: bytes, address: tuple[str, int]) -> None:
         """Answer from the receiving socket (unicast replies)."""

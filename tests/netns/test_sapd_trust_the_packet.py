@@ -93,7 +93,9 @@ def test_rotating_the_header_source_does_not_defeat_the_rate_limit(
     def all_counted() -> bool:
         nonlocal stats
         stats = sapd.stats()
-        return stats["packets"]["new"] + stats["drops"].get("rate_limited", 0) >= 5000
+        # beyond its rate, what has tokens left may still be shed while sapd is behind
+        return stats["packets"]["new"] + stats["drops"].get("rate_limited", 0) + \
+            stats["drops"].get("shed_receive_backlog", 0) >= 5000
     wait_for(all_counted, 10, what="5,000 datagrams counted")
     # one sender: the burst (200) and about 100 a second, not 5,000 of 5,000
     assert stats["packets"]["new"] < 1000, stats
