@@ -20,13 +20,17 @@
   receive-buffer overflow counter).
 
 Run: .venv/bin/python -m tests.bench.bench_receive [--ingest-only | --stored-only]
-     [--compare-with TREE]
+     [--compare-with TREE] [--tree TREE]
+
+``--tree /path/to/old/checkout`` runs every daemon figure against that tree's sapd with
+this bench's code, so two releases are compared by one harness, one after the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import json
 import multiprocessing
@@ -281,7 +285,9 @@ def stored_figures(workdir: Path, config: Path) -> None:
 
 def _stored_figures(daemon: Daemon) -> None:
     for index, shape in enumerate(SDP_SHAPES):
-        runs = [stored_per_second(shape) for _ in range(STORED_RUNS)]
+        # in process it is this tree's code: with --tree, only the daemon's figures count
+        runs = [(0.0, 0.0) if UNDER_TEST else stored_per_second(shape)
+                for _ in range(STORED_RUNS)]
         new = statistics.median(r[0] for r in runs)
         changed = statistics.median(r[1] for r in runs)
         ends = [end_to_end_stored(daemon, shape, first=100_000 * (STORED_RUNS * index + n))
@@ -501,7 +507,8 @@ def flood_with_api(daemon: Daemon) -> None:
 def flood_figures(tmp: Path) -> None:
     """The flood, on a fresh sapd with default caps (a config saying where to listen)."""
     defaults = tmp / "defaults.toml"
-    defaults.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n{FEATURES_OFF}")
+    features = "" if UNDER_TEST else FEATURES_OFF
+    defaults.write_text(f"port = {PORT}\ngroups = ['{GROUP}']\n{features}")
     flooded = _daemon(tmp / "flood", defaults)
     flooded.start()
     try:
@@ -527,11 +534,21 @@ def report_rss(label: str, pid: int, target: str = "") -> None:
     report("  of which the store process", store, "MB")
 
 
+UNDER_TEST: Path | None = None  # --tree: every daemon of the run is that tree's sapd
+
+
 def _daemon(workdir: Path, config: Path, tree: Path | None = None) -> Daemon:
-    """A sapd on lo; from another source tree's code if ``tree`` is given."""
+    """A sapd on lo; from another source tree's code if ``tree`` (or --tree) is given."""
+    tree = tree or UNDER_TEST
     return Daemon("sapd", workdir, ["--interface", "lo", "--config", str(config),
                                     "--log-level", "warning"],
                   env={"PYTHONPATH": str(tree)} if tree else None)
+
+
+def compile_tree(tree: Path) -> None:
+    """Byte code for a tree's sapd, as an installed sapd has it: start-up figures then
+    measure sapd, not the compiler (PYTHONDONTWRITEBYTECODE would recompile each start)."""
+    compileall.compile_dir(str(tree / "sapd"), quiet=1)
 
 
 @contextlib.contextmanager
@@ -586,7 +603,16 @@ def main() -> None:
                         help="only the new and changed sessions stored figures")
     parser.add_argument("--compare-with", type=Path, metavar="TREE",
                         help="also measure the ingest of the sapd in this source tree")
+    parser.add_argument("--tree", type=Path, metavar="TREE",
+                        help="every daemon figure for the sapd in this source tree (an older "
+                        "release: its config has no feature sections; in-process figures "
+                        "stay this tree's)")
     args = parser.parse_args()
+    global UNDER_TEST
+    UNDER_TEST = args.tree
+    for tree in (Path(__file__).resolve().parents[2], args.tree, args.compare_with):
+        if tree is not None:
+            compile_tree(tree)
     print(f"{'figure':58} {'value':>14} {'unit':10} target")
     known = [announce(sdp_text(session=i, name=f"known {i}")) for i in range(50)]
     batch = [announce(sdp_text(session=i, name=f"Stream {i} room {i % 97}",
@@ -599,7 +625,7 @@ def main() -> None:
                                 "[limits]\nsource_rate = 1000000.0\n"
                                 "source_burst = 1000000.0\nmax_sessions = 200000\n")
         # the other tree may predate the feature sections (and refuse them)
-        config.write_text(other_config.read_text() + FEATURES_OFF)
+        config.write_text(other_config.read_text() + ("" if args.tree else FEATURES_OFF))
         if args.flood_only:
             flood_figures(Path(tmp))
             return
