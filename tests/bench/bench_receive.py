@@ -644,7 +644,6 @@ def main() -> None:
             got, sent_for = measure_daemon_flood(daemon, 250_000, 50_000, known)
             report(f"paced flood rate achieved ({sent_for:.1f} s)", 250_000 / sent_for, "per s")
             report("loss at 50,000 re-announcements/s", 1 - got / 250_000, "fraction", "0")
-            stored_figures(Path(tmp) / "stored", config)
             lat = latency(daemon)
             report(f"packet-to-event latency p50 ({len(lat)} samples)", percentile(lat, 50), "ms")
             report("packet-to-event latency p99", percentile(lat, 99), "ms", "<= 50 ms")
@@ -684,6 +683,8 @@ def main() -> None:
             daemon.stop()
             if other is not None and other.proc is not None and other.proc.poll() is None:
                 other.stop()
+        # after the daemon above stopped: its datagrams go to the same group and port
+        stored_figures(Path(tmp) / "stored", config)
         burst = _daemon(Path(tmp) / "burst", config)
         burst.start()
         try:
