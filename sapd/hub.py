@@ -46,13 +46,14 @@ log = logs.get("sapd.hub")
 FLUSH_DELAY = 0.01  # least seconds between hand-overs of new and changed sessions to the store
 RECEIVE_BEHIND = 0.02  # seconds datagrams may wait in the kernel before new sessions are shed
 STORE_QUEUE_BOUND = 10_000  # new or changed sessions waiting for the store, then shedding
-# Behind the network, sources within this many announcements of a full rate bucket (at
-# most this far beyond their rate) are not shed: a device announcing its streams at once
-# is taken in full; the flood's senders, past their first few dozen, are not.
+# Behind the network or the store, sources within this many announcements of a full rate
+# bucket (at most this far beyond their rate) are not shed: a device announcing its
+# streams at once is taken in full; the flood's senders, past their first few dozen, are
+# not. (Memory stays bounded by max_sessions either way.)
 SHED_ALLOWANCE = 64.0
 SHED_RECEIVE = Shedding(DROP_SHED_RECEIVE, SHED_ALLOWANCE)
 SHED_RECEIVE_ALL = Shedding(DROP_SHED_RECEIVE)
-SHED_STORE = Shedding(DROP_SHED_STORE)
+SHED_STORE = Shedding(DROP_SHED_STORE, SHED_ALLOWANCE)
 SHED_LOG_EVERY = 60.0  # seconds between log lines about shedding
 
 Done = Callable[[BaseException | None], None]
