@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.daemons import Daemon, stop_daemons
+from tests.ldap_server import slapd  # noqa: F401 (fixture)
 from tests.netns.harness import Network
 from tests.postgres import postgres_database, postgres_server  # noqa: F401 (fixtures)
 from tests.support import need_root

@@ -12,7 +12,10 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from sapd.bridges.ldap_schema import schema_path
 from tests.support import missing, need_tool, run, wait_for
@@ -171,3 +174,11 @@ class Slapd:
         return sum(1 for line in self.search(filterstr, "1.1").stdout.splitlines()
                    if line.startswith("dn: "))
 
+
+@pytest.fixture
+def slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A slapd of its own for a test, with the base made."""
+    server = Slapd(tmp_path / "slapd").start()
+    server.create_base()
+    yield server
+    server.stop()

@@ -10,48 +10,20 @@ the publisher's own bug (``internal_error``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from sapd.bridges.ldap import LdapPublisher
 from sapd.config import LdapConfig
 from sapd.lifecycle import Event
-from sapd.plumbing.errors import StoreUnavailable
-from sapd.records import SessionRecord
+from tests.attack.test_nmos_loses_changes_while_database_away import Flaky as NmosFlaky
 from tests.ldap_server import BASE, SERVICE_DN, Slapd
 from tests.support import wait_for
-from tests.unit.test_nmos_bridge import Directory, record
+from tests.unit.test_nmos_bridge import record
 
 
-class Flaky(Directory):
-    """A directory whose reads fail while ``away``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.away = False
-
-    def get(self, sid: str) -> SessionRecord | None:
-        if self.away:
-            raise StoreUnavailable("the directory database is unreachable")
-        return super().get(sid)
-
-    def iter_all(self, light: bool = False, own: bool = False) -> Iterator[SessionRecord]:
-        if self.away:
-            raise StoreUnavailable("the directory database is unreachable")
-        return super().iter_all(light, own)
+class Flaky(NmosFlaky):
+    """The NMOS test's directory whose reads fail while ``away``, closable."""
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def slapd(tmp_path: Path) -> Iterator[Slapd]:
-    server = Slapd(tmp_path / "slapd").start()
-    server.create_base()
-    yield server
-    server.stop()
 
 
 def event(kind: str, sid: str) -> Event:

@@ -26,14 +26,6 @@ def video_sdp(session: int, name: str) -> str:
             "\r\nt=0 0\r\nm=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n")
 
 
-@pytest.fixture
-def slapd(tmp_path: Path) -> Iterator[Slapd]:
-    server = Slapd(tmp_path / "slapd").start()
-    server.create_base()
-    yield server
-    server.stop()
-
-
 def ldap_config(slapd: Slapd, profile: str = "sapd") -> str:
     return (f'[ldap]\nurl = "{slapd.url}"\nbase = "{BASE}"\nbind_dn = "{SERVICE_DN}"\n'
             f'password_file = "{slapd.password_file}"\nprofile = "{profile}"\nttl = {TTL}\n')
