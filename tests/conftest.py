@@ -10,7 +10,11 @@ import pytest
 from tests.daemons import Daemon, stop_daemons
 from tests.ldap_server import slapd  # noqa: F401 (fixture)
 from tests.netns.harness import Network
-from tests.postgres import postgres_database, postgres_server  # noqa: F401 (fixtures)
+from tests.postgres import (  # noqa: F401 (fixtures)
+    postgres_database,
+    postgres_server,
+    two_lease_stores,
+)
 from tests.support import need_root
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from madcap.store.postgresql import PostgresLeaseStore
 from tests.support import free_tcp_port, missing
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -207,3 +208,12 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[PostgresDatab
     if not postgres_server.running:
         postgres_server.start()
     postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def two_lease_stores(postgres_database: PostgresDatabase) -> Iterator[list[PostgresLeaseStore]]:
+    """Two madcapd's lease stores on one fresh database (two servers, one campus)."""
+    stores = [PostgresLeaseStore(postgres_database.dsn) for _ in range(2)]
+    yield stores
+    for store in stores:
+        store.close()

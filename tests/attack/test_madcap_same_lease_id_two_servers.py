@@ -14,27 +14,16 @@ adopts the stored lease and the client's retransmission is answered with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
-import pytest
 
 from madcap.store.postgresql import MIGRATIONS, SCHEMA_VERSION, PostgresLeaseStore
 from tests.contract.test_lease_store import T0, lease
 from tests.postgres import PostgresDatabase
 
 
-@pytest.fixture
-def two(postgres_database: PostgresDatabase) -> Iterator[list[PostgresLeaseStore]]:
-    stores = [PostgresLeaseStore(postgres_database.dsn) for _ in range(2)]
-    yield stores
-    for store in stores:
-        store.close()
-
-
 def test_second_server_cannot_move_a_live_lease_to_other_addresses(
-        two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     first = lease(1, "239.255.0.1")
     assert a.commit([first]).refused == frozenset()
     # b has not caught up: the same lease id, other addresses, asked a moment later
@@ -49,8 +38,8 @@ def test_second_server_cannot_move_a_live_lease_to_other_addresses(
 
 
 def test_renewal_release_and_expiry_by_another_server_still_go_through(
-        two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     first = lease(1, "239.255.0.1")
     assert a.commit([first]).refused == frozenset()
     renewed = first.with_changes(end=first.end + 300, hold_until=first.hold_until + 300)

@@ -5,7 +5,6 @@ its password and its outages. Against a real PostgreSQL 15 (tests/postgres.py)."
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,22 +18,15 @@ from tests.postgres import PASSWORD, PostgresDatabase
 from tests.support import script
 
 
-@pytest.fixture
-def two(postgres_database: PostgresDatabase) -> Iterator[list[PostgresLeaseStore]]:
-    stores = [PostgresLeaseStore(postgres_database.dsn) for _ in range(2)]
-    yield stores
-    for store in stores:
-        store.close()
-
-
 def test_spans_are_runs_of_consecutive_addresses() -> None:
     assert spans(["239.255.0.3", "239.255.0.1", "239.255.0.2", "239.255.0.9"]) == \
         "239.255.0.1-239.255.0.3 239.255.0.9-239.255.0.9"
     assert spans(["ff15::1:ffff", "ff15::2:0"]) == "ff15::1:ffff-ff15::2:0"
 
 
-def test_two_servers_racing_for_one_address_one_commits(two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+def test_two_servers_racing_for_one_address_one_commits(
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     mine, theirs = lease(1, "239.255.0.1"), lease(2, "239.255.0.1", start=T0 + 10)
     assert a.commit([mine]).refused == frozenset()
     result = b.commit([theirs, lease(3, "239.255.0.3")])
@@ -42,8 +34,8 @@ def test_two_servers_racing_for_one_address_one_commits(two: list[PostgresLeaseS
     assert b.get(theirs.lease_id) is None and b.get(lease(3).lease_id) is not None
 
 
-def test_ipv6_ranges_overlap_in_the_constraint(two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+def test_ipv6_ranges_overlap_in_the_constraint(two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     wide = lease(1, "ff15::1", "ff15::2", "ff15::3")
     assert a.commit([wide]).refused == frozenset()
     inside = lease(2, "ff15::3", "ff15::4")
@@ -52,10 +44,10 @@ def test_ipv6_ranges_overlap_in_the_constraint(two: list[PostgresLeaseStore]) ->
 
 
 def test_the_database_itself_refuses_an_overlap(postgres_database: PostgresDatabase,
-                                                two: list[PostgresLeaseStore]) -> None:
+                                                two_lease_stores: list[PostgresLeaseStore]) -> None:
     # whatever a server's code does: a hold written by hand is refused as well
-    two[0].commit([lease(1, "239.255.0.1")])
-    two[0].commit([lease(2, "239.255.0.2")])
+    two_lease_stores[0].commit([lease(1, "239.255.0.1")])
+    two_lease_stores[0].commit([lease(2, "239.255.0.2")])
     with pytest.raises(psycopg.errors.ExclusionViolation):
         postgres_database.sql(
             "INSERT INTO madcap_holds SELECT lease_id, scope, "
@@ -68,8 +60,8 @@ def test_the_database_itself_refuses_an_overlap(postgres_database: PostgresDatab
 
 
 def test_a_reply_one_server_stored_is_the_answer_of_another(
-        two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     key = (7, 3, lease(1).lease_id, "10.0.0.9:40000")
     a.reply_cache().put(key, b"ACK from a", T0)
     a.commit([lease(1)])
@@ -85,8 +77,8 @@ def test_a_reply_one_server_stored_is_the_answer_of_another(
     assert b.get(lease(1).lease_id) == lease(1)
 
 
-def test_a_refused_leases_reply_is_not_stored(two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+def test_a_refused_leases_reply_is_not_stored(two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     a.commit([lease(1, "239.255.0.1")])
     key = (8, 3, lease(2).lease_id, "10.0.0.9:40000")
     b.reply_cache().put(key, b"never sent", T0)
@@ -94,8 +86,9 @@ def test_a_refused_leases_reply_is_not_stored(two: list[PostgresLeaseStore]) -> 
     assert a.reply_cache().get(key) is None
 
 
-def test_each_server_catches_up_with_the_others_commits(two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+def test_each_server_catches_up_with_the_others_commits(
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     b.load(T0)
     a.commit([lease(1), lease(2)])
     b.commit([lease(3)])
@@ -106,8 +99,8 @@ def test_each_server_catches_up_with_the_others_commits(two: list[PostgresLeaseS
 
 
 def test_an_expiry_of_a_lease_renewed_elsewhere_is_refused(
-        two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     a.commit([lease(1)])
     renewed = lease(1, end=T0 + 3600)
     a.commit([renewed])
@@ -120,8 +113,8 @@ def test_an_expiry_of_a_lease_renewed_elsewhere_is_refused(
 
 
 def test_one_reclaimer_at_a_time(postgres_database: PostgresDatabase,
-                                 two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+                                 two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     a.commit([lease(1, end=T0 + 10), lease(2)])
     with psycopg.connect(postgres_database.dsn) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (0x6D61_6463_0002,))
@@ -130,8 +123,8 @@ def test_one_reclaimer_at_a_time(postgres_database: PostgresDatabase,
     assert b.purge(T0 + 10 + GUARD) == 1
 
 
-def test_times_come_from_the_database_clock(two: list[PostgresLeaseStore]) -> None:
-    a, b = two
+def test_times_come_from_the_database_clock(two_lease_stores: list[PostgresLeaseStore]) -> None:
+    a, b = two_lease_stores
     assert abs(a.now() - b.now()) < 0.5
 
 
@@ -201,10 +194,10 @@ def test_database_down_then_back_without_a_new_store(postgres_database: Postgres
 
 
 def test_a_lease_id_another_host_holds_is_not_taken_over_through_another_server(
-        two: list[PostgresLeaseStore]) -> None:
+        two_lease_stores: list[PostgresLeaseStore]) -> None:
     # lease ids are no secret (RFC 2730 s. 4): a second host naming one at a server that
     # has not seen the lease yet must not overwrite the first host's lease
-    a, b = two
+    a, b = two_lease_stores
     mine = lease(1, "239.255.0.1", client="10.0.0.9:40000")
     a.commit([mine])
     theirs = lease(1, "239.255.0.7", client="10.0.0.66:40000")
