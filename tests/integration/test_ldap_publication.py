@@ -190,11 +190,13 @@ def test_a_stalled_server_never_holds_the_receive_path(slapd: Slapd,
         # sapd hears and lists everything while its LDAP worker waits on the server
         wait_for(lambda: len(daemon.sessions("?limit=1000")) == 41, 10,
                  what="every session listed")
-        wait_for(lambda: ldap_stats(daemon)["overflows"] == 1, 5, what="the overflow")
+        # at least one: events arrive over several drains, so the worker may start the
+        # first resynchronisation (and block on the stalled server) before a second overflow
+        wait_for(lambda: ldap_stats(daemon)["overflows"] >= 1, 5, what="the overflow")
         assert ldap_stats(daemon)["queue"] <= 10
     finally:
         slapd.resume()
-    wait_for(lambda: ldap_stats(daemon)["resyncs"].get("overflow") == 1, 20,
+    wait_for(lambda: ldap_stats(daemon)["resyncs"].get("overflow", 0) >= 1, 20,
              what="a resynchronisation instead of the dropped changes")
     wait_for(lambda: slapd.count() == 41, 20, what="every entry")
     assert any(e.get("event") == "LDAP publication fell behind; resynchronising instead"
